@@ -1,0 +1,1 @@
+"""The ``trialdesk`` command line: thin Typer commands over the services."""

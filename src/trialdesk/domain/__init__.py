@@ -1,0 +1,1 @@
+"""Pure trial rules. Imports only the standard library; clock and RNG are passed in."""

@@ -1,0 +1,1 @@
+"""The protocol file: pydantic models, the loader and the flagship protocol."""
