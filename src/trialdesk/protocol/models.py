@@ -93,6 +93,10 @@ class Form(_Model):
     name: str
     fields: list[FormField] = Field(min_length=1)
     repeating: bool = Field(default=False, description="may be entered many times (AE, therapy)")
+    date_field: str | None = Field(
+        default=None,
+        description="the date field holding the form's clinical date (LIFE-2, SCHED-2, THER-2)",
+    )
 
 
 class Operator(StrEnum):
@@ -306,5 +310,3 @@ class Protocol(_Model):
 # ``Rule`` refers to itself; pydantic resolves the forward references once, here.
 for _model in (AllOf, AnyOf, NotRule, Criterion, Protocol):
     _model.model_rebuild()
-
-

@@ -1,0 +1,52 @@
+"""Composition root: the one place an engine is made."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from trialdesk.config import Settings
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.crypto import AllocationCipher
+from trialdesk.store.database import make_engine, migrate
+from trialdesk.store.uow import UnitOfWorkFactory
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Runtime:
+    engine: Engine
+    context: ServiceContext
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    engine: Engine | None = None,
+    run_migrations: bool = True,
+) -> Runtime:
+    """Build the engine, migrate if asked, and wire the services' context."""
+    engine = engine or make_engine(settings.database_url)
+    if run_migrations:
+        migrate(engine)
+    write = sessionmaker(engine, expire_on_commit=False)
+    read = sessionmaker(engine.execution_options(trialdesk_readonly=True), expire_on_commit=False)
+    if clock is None:
+        fixed = settings.fixed_now
+        clock = (lambda: fixed) if fixed is not None else utc_now
+    cipher = AllocationCipher.from_file(settings.allocation_key_file)
+    ctx = ServiceContext(
+        uow=UnitOfWorkFactory(write, read), clock=clock, cipher=cipher, settings=settings
+    )
+    return Runtime(engine=engine, context=ctx)

@@ -1,0 +1,568 @@
+"""Checks that span a protocol file: what one model field cannot see on its own.
+
+Each problem is ``(yaml path, message)`` so the loader can add the file line; a protocol that
+passes these checks can be trusted by the services without re-checking (an arm code is unique,
+a rule names a real field, a stratum can be read, a visit code exists, a time zone resolves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.models import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FieldType,
+    Form,
+    FormField,
+    Method,
+    Operator,
+    Protocol,
+    Rule,
+)
+
+Problems = list[tuple[str, str]]
+
+NUMERIC_TYPES = frozenset({FieldType.INTEGER, FieldType.DECIMAL})
+DATE_TYPES = frozenset({FieldType.DATE, FieldType.TIME, FieldType.DATETIME})
+CATEGORICAL_TYPES = frozenset({FieldType.CHOICE, FieldType.BOOLEAN})
+ORDER_OPS = frozenset({Operator.LT, Operator.LE, Operator.GT, Operator.GE})
+LIST_OPS = frozenset({Operator.IN, Operator.NOT_IN})
+TRUTH_OPS = frozenset({Operator.IS_TRUE, Operator.IS_FALSE})
+MAY_SEE_ALLOCATION = frozenset({Role.IMPLANTER, Role.STATISTICIAN, Role.DSMB})
+"""SYSTEM.md §1: every other role never sees allocation, so no protocol may unblind it."""
+
+_OP_WORDS = {
+    Operator.EQ: "=",
+    Operator.NE: "≠",
+    Operator.LT: "<",
+    Operator.LE: "≤",
+    Operator.GT: ">",
+    Operator.GE: "≥",
+    Operator.IN: "in",
+    Operator.NOT_IN: "not in",
+}
+
+
+def check_protocol(p: Protocol) -> Problems:
+    """Every cross-file problem of ``p``; an empty list means the services may rely on it."""
+    problems: Problems = []
+    problems += _check_unique(p)
+    problems += _check_places(p)
+    problems += _check_enrolment(p)
+    problems += _check_forms(p)
+    problems += _check_form_references(p)
+    problems += _check_criteria(p)
+    problems += _check_visits(p)
+    problems += _check_randomization(p)
+    problems += _check_blinding_and_visit_references(p)
+    return problems
+
+
+def iter_conditions(rule: Rule, path: str = "rule") -> Iterator[tuple[str, Condition]]:
+    """Each condition of a rule with its YAML path below ``path``, in file order."""
+    if isinstance(rule, Condition):
+        yield path, rule
+    elif isinstance(rule, AllOf):
+        for index, sub in enumerate(rule.all):
+            yield from iter_conditions(sub, f"{path}.all[{index}]")
+    elif isinstance(rule, AnyOf):
+        for index, sub in enumerate(rule.any):
+            yield from iter_conditions(sub, f"{path}.any[{index}]")
+    else:
+        yield from iter_conditions(rule.not_, f"{path}.not")
+
+
+def rule_fields(rule: Rule) -> list[str]:
+    """The ``form.field`` names a rule reads, each once (ELIG-1: what a criterion reads)."""
+    names: list[str] = []
+    for _, condition in iter_conditions(rule):
+        if condition.field not in names:
+            names.append(condition.field)
+    return names
+
+
+def describe_rule(rule: Rule) -> str:
+    """A rule as one readable line, e.g. ``tte.lvef_pct ≤ 50``, for screens and reports."""
+    if isinstance(rule, Condition):
+        op, value = rule.op, rule.value
+        if op is Operator.IS_TRUE:
+            return f"{rule.field} is yes"
+        if op is Operator.IS_FALSE:
+            return f"{rule.field} is no"
+        if op is Operator.BETWEEN and isinstance(value, list) and len(value) == 2:
+            return f"{rule.field} between {_show(value[0])} and {_show(value[1])}"
+        return f"{rule.field} {_OP_WORDS.get(op, op.value)} {_show(value)}"
+    if isinstance(rule, AllOf):
+        return "(" + " and ".join(describe_rule(sub) for sub in rule.all) + ")"
+    if isinstance(rule, AnyOf):
+        return "(" + " or ".join(describe_rule(sub) for sub in rule.any) + ")"
+    return f"not {describe_rule(rule.not_)}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _duplicates(values: Iterable[str], path: str, what: str, key: str | None = None) -> Problems:
+    """A problem at each repeat of a value in the list at ``path`` (items' ``key`` if given)."""
+    first: dict[str, int] = {}
+    problems: Problems = []
+    for index, value in enumerate(values):
+        if value in first:
+            at = f"{path}[{index}]" + (f".{key}" if key else "")
+            problems.append((at, f"duplicate {what} '{value}' (first at {path}[{first[value]}])"))
+        else:
+            first[value] = index
+    return problems
+
+
+def _check_unique(p: Protocol) -> Problems:
+    problems: Problems = []
+    problems += _duplicates((a.code for a in p.arms), "arms", "arm code", "code")
+    problems += _duplicates((r.code for r in p.regions), "regions", "region code", "code")
+    problems += _duplicates((c.code for c in p.countries), "countries", "country code", "code")
+    problems += _duplicates((s.code for s in p.sites), "sites", "site code", "code")
+    problems += _duplicates((f.code for f in p.forms), "forms", "form code", "code")
+    for fi, form in enumerate(p.forms):
+        problems += _duplicates(
+            (f.code for f in form.fields),
+            f"forms[{fi}].fields",
+            f"field code in {form.code}",
+            "code",
+        )
+        for di, field in enumerate(form.fields):
+            if field.choices:
+                problems += _duplicates(
+                    (c.code for c in field.choices),
+                    f"forms[{fi}].fields[{di}].choices",
+                    f"choice code in {form.code}.{field.code}",
+                    "code",
+                )
+    problems += _duplicates((c.id for c in p.criteria), "criteria", "criterion id", "id")
+    problems += _duplicates((v.code for v in p.visits), "visits", "visit code", "code")
+    problems += _duplicates(
+        (t.code for t in p.therapies.types), "therapies.types", "therapy type", "code"
+    )
+    return problems
+
+
+def _check_places(p: Protocol) -> Problems:
+    """Countries name a region, sites a country and a real time zone (TIME-1, REP-1)."""
+    problems: Problems = []
+    regions = {r.code for r in p.regions}
+    countries = {c.code for c in p.countries}
+    for index, country in enumerate(p.countries):
+        if country.region not in regions:
+            problems.append(
+                (
+                    f"countries[{index}].region",
+                    f"unknown region '{country.region}'{_among(regions)}",
+                )
+            )
+    for index, site in enumerate(p.sites):
+        if site.country not in countries:
+            problems.append(
+                (f"sites[{index}].country", f"unknown country '{site.country}'{_among(countries)}")
+            )
+        if not _is_time_zone(site.timezone):
+            problems.append(
+                (
+                    f"sites[{index}].timezone",
+                    f"'{site.timezone}' is not an IANA time zone (e.g. Europe/Berlin)",
+                )
+            )
+    return problems
+
+
+def _is_time_zone(name: str) -> bool:
+    if not name or name != name.strip():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _among(known: Iterable[str]) -> str:
+    names = sorted(known)
+    if not names:
+        return ""
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f" (known: {shown})"
+
+
+def _check_enrolment(p: Protocol) -> Problems:
+    e = p.enrolment
+    if e.cap_total is not None and e.cap_total < e.target_subjects:
+        return [
+            (
+                "enrolment.cap_total",
+                f"cap {e.cap_total} is below the target of {e.target_subjects}: "
+                "the target could never be reached",
+            )
+        ]
+    return []
+
+
+def _check_forms(p: Protocol) -> Problems:
+    """Each field's type agrees with its choices, range and length (DATA-1)."""
+    problems: Problems = []
+    for fi, form in enumerate(p.forms):
+        for di, field in enumerate(form.fields):
+            at = f"forms[{fi}].fields[{di}]"
+            if field.type is FieldType.CHOICE and not field.choices:
+                problems.append((at, f"choice field '{field.code}' needs choices"))
+            if field.type is not FieldType.CHOICE and field.choices:
+                problems.append(
+                    (f"{at}.choices", f"choices are only for type choice, not {field.type}")
+                )
+            if field.type not in NUMERIC_TYPES:
+                for bound in ("min", "max"):
+                    if getattr(field, bound) is not None:
+                        problems.append(
+                            (f"{at}.{bound}", f"{bound} is only for integer or decimal fields")
+                        )
+            elif field.min is not None and field.max is not None and field.min > field.max:
+                problems.append((f"{at}.min", f"min {field.min:g} is above max {field.max:g}"))
+            if field.max_length is not None and field.type is not FieldType.TEXT:
+                problems.append((f"{at}.max_length", "max_length is only for text fields"))
+        if form.date_field is not None:
+            date_field = _field_of(form, form.date_field)
+            if date_field is None:
+                problems.append(
+                    (
+                        f"forms[{fi}].date_field",
+                        f"form {form.code} has no field '{form.date_field}'",
+                    )
+                )
+            elif date_field.type not in (FieldType.DATE, FieldType.DATETIME):
+                problems.append(
+                    (
+                        f"forms[{fi}].date_field",
+                        f"'{form.date_field}' is a {date_field.type} field, not a date",
+                    )
+                )
+    return problems
+
+
+def _field_of(form: Form, code: str) -> FormField | None:
+    for field in form.fields:
+        if field.code == code:
+            return field
+    return None
+
+
+def _check_form_references(p: Protocol) -> Problems:
+    """Every form named anywhere exists, so a screen never asks for a form nobody defined."""
+    forms = {f.code for f in p.forms}
+    named: list[tuple[str, str | None]] = []
+    named += [(f"arms[{i}].procedure_form", a.procedure_form) for i, a in enumerate(p.arms)]
+    named += [(f"screening.forms[{i}]", code) for i, code in enumerate(p.screening.forms)]
+    named.append(("screening.echo_form", p.screening.echo_form))
+    named += [
+        (f"screening.anatomy_forms[{i}]", code) for i, code in enumerate(p.screening.anatomy_forms)
+    ]
+    for vi, visit in enumerate(p.visits):
+        named += [(f"visits[{vi}].forms[{i}]", code) for i, code in enumerate(visit.forms)]
+    named.append(("therapies.form", p.therapies.form))
+    return [
+        (path, f"unknown form '{code}'{_among(forms)}")
+        for path, code in named
+        if code is not None and code not in forms
+    ]
+
+
+def _check_criteria(p: Protocol) -> Problems:
+    """Rules read real fields with values that fit them (ELIG-1); their gates are screened."""
+    problems: Problems = []
+    gates = set(p.screening.gates)
+    problems += _duplicates(p.screening.gates, "screening.gates", "gate")
+    for ci, criterion in enumerate(p.criteria):
+        if criterion.gate not in gates:
+            problems.append(
+                (
+                    f"criteria[{ci}].gate",
+                    f"gate '{criterion.gate}' is not among screening.gates "
+                    f"({', '.join(g.value for g in p.screening.gates)})",
+                )
+            )
+        if criterion.rule is None:
+            continue
+        for path, condition in iter_conditions(criterion.rule):
+            at = f"criteria[{ci}].{path}"
+            problems += _check_condition(p, condition, at)
+    return problems
+
+
+def _lookup(p: Protocol, name: str) -> tuple[FormField | None, str]:
+    """The field ``form.field`` names, or why there is none."""
+    form_code, _, field_code = name.partition(".")
+    try:
+        form = p.form(form_code)
+    except KeyError:
+        return None, f"no form '{form_code}'"
+    field = _field_of(form, field_code)
+    if field is None:
+        return None, f"form {form_code} has no field '{field_code}'"
+    return field, ""
+
+
+def _check_condition(p: Protocol, c: Condition, at: str) -> Problems:
+    field, why = _lookup(p, c.field)
+    if field is None:
+        return [(f"{at}.field", f"'{c.field}' cannot be read: {why}")]
+    op, value, kind = c.op, c.value, field.type
+    where = f"{at}.value"
+
+    if op in TRUTH_OPS:
+        if kind is not FieldType.BOOLEAN:
+            return [(f"{at}.op", f"{op} needs a boolean field; {c.field} is {kind}")]
+        if value is not None:
+            return [(where, f"{op} takes no value")]
+        return []
+    if value is None:
+        return [(where, f"{op} needs a value")]
+    ordering = op in ORDER_OPS or op is Operator.BETWEEN
+    if ordering and kind not in NUMERIC_TYPES | DATE_TYPES and not _numeric_choices(field):
+        hint = " (use in / not_in with choice codes)" if kind is FieldType.CHOICE else ""
+        return [(f"{at}.op", f"{op} compares numbers or dates; {c.field} is {kind}{hint}")]
+    if op is Operator.BETWEEN:
+        if not isinstance(value, list) or len(value) != 2:
+            return [(where, "between needs exactly two bounds, e.g. [150, 450]")]
+        problems = [
+            _fits(field, c.field, item, f"{where}[{i}]", ordering=True)
+            for i, item in enumerate(value)
+        ]
+        found = [problem for problem in problems if problem is not None]
+        if found:
+            return found
+        low, high = value
+        if _sort_key(kind, low) > _sort_key(kind, high):
+            return [(where, f"the lower bound {low} is above the upper bound {high}")]
+        return []
+    if op in LIST_OPS:
+        if not isinstance(value, list) or not value:
+            return [(where, f"{op} needs a non-empty list of values")]
+        items = [_fits(field, c.field, item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [problem for problem in items if problem is not None]
+    if isinstance(value, list):
+        return [(where, f"{op} compares with one value, not a list")]
+    problem = _fits(field, c.field, value, where, ordering=ordering)
+    return [problem] if problem is not None else []
+
+
+def _numeric_choices(field: FormField) -> bool:
+    """Choice codes that are all numbers ("0".."4") may be ordered, as eligibility does."""
+    codes = [choice.code for choice in field.choices or []]
+    return field.type is FieldType.CHOICE and bool(codes) and all(map(_is_number, codes))
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def _sort_key(kind: FieldType, value: object) -> tuple[float, str]:
+    """Bounds of ``between`` as comparable keys (numbers, numeric codes or ISO text)."""
+    if kind in DATE_TYPES:
+        return 0.0, str(value)
+    return float(str(value)), ""
+
+
+def _fits(
+    field: FormField, name: str, value: object, where: str, *, ordering: bool = False
+) -> tuple[str, str] | None:
+    """Why ``value`` cannot be compared with ``field``, or None when it can."""
+    kind = field.type
+    if kind is FieldType.CHOICE and ordering:
+        if not _is_number(value):
+            return where, f"{name} has numeric choice codes: compare it with a number"
+        return None
+    if kind in NUMERIC_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return where, f"{name} is {kind}: compare it with a number, not {value!r}"
+        if (field.min is not None and value < field.min) or (
+            field.max is not None and value > field.max
+        ):
+            low = "-∞" if field.min is None else f"{field.min:g}"
+            high = "∞" if field.max is None else f"{field.max:g}"
+            return where, f"{value} is outside {name}'s range {low}..{high}"
+        return None
+    if kind is FieldType.CHOICE:
+        codes = [choice.code for choice in field.choices or []]
+        if not isinstance(value, str) or value not in codes:
+            hint = " (choice codes are text: quote them)" if not isinstance(value, str) else ""
+            return where, f"{value!r} is not a choice of {name} ({', '.join(codes)}){hint}"
+        return None
+    if kind is FieldType.BOOLEAN:
+        if not isinstance(value, bool):
+            return where, f"{name} is boolean: compare it with true or false (or use is_true)"
+        return None
+    if kind is FieldType.TEXT:
+        if not isinstance(value, str):
+            return where, f"{name} is text: compare it with text, not {value!r}"
+        return None
+    parse = {
+        FieldType.DATE: dt.date.fromisoformat,
+        FieldType.TIME: dt.time.fromisoformat,
+        FieldType.DATETIME: dt.datetime.fromisoformat,
+    }[kind]
+    try:
+        parse(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return where, f"{name} is {kind}: compare it with an ISO {kind} in quotes, not {value!r}"
+    return None
+
+
+def _check_visits(p: Protocol) -> Problems:
+    """Visits in order, windows apart and after day 0 (SCHED-1: windows are inclusive)."""
+    problems: Problems = []
+    for index, visit in enumerate(p.visits):
+        start = visit.target_day - visit.window_before
+        if start < 1:
+            problems.append(
+                (
+                    f"visits[{index}].window_before",
+                    f"window opens on day {start}, not after randomization (day 0)",
+                )
+            )
+        if index == 0:
+            continue
+        before = p.visits[index - 1]
+        if visit.target_day <= before.target_day:
+            problems.append(
+                (
+                    f"visits[{index}].target_day",
+                    f"day {visit.target_day} is not after {before.code}'s day {before.target_day}:"
+                    " list visits in increasing target_day order",
+                )
+            )
+            continue
+        end_before = before.target_day + before.window_after
+        if start <= end_before:
+            problems.append(
+                (
+                    f"visits[{index}].window_before",
+                    f"window days {start}-{visit.target_day + visit.window_after} overlaps "
+                    f"{before.code}'s window days {before.target_day - before.window_before}-"
+                    f"{end_before} (windows include both ends)",
+                )
+            )
+    return problems
+
+
+def _check_randomization(p: Protocol) -> Problems:
+    """Strata can be read before randomization; blocks keep the arm ratio (RAND-1, RAND-2)."""
+    r = p.randomization
+    problems: Problems = []
+    pre_randomization = set(p.screening.forms) | set(p.screening.anatomy_forms)
+    if p.screening.echo_form:
+        pre_randomization.add(p.screening.echo_form)
+
+    def factor_problem(name: str, at: str) -> tuple[str, str] | None:
+        if name == "site":
+            return None
+        if "." not in name:
+            return at, f"'{name}' is neither 'site' nor 'form.field'"
+        field, why = _lookup(p, name)
+        if field is None:
+            return at, f"'{name}' cannot be read: {why}"
+        if name.partition(".")[0] not in pre_randomization:
+            return at, f"'{name}' is not on a screening form, so it is unknown at randomization"
+        if field.type not in CATEGORICAL_TYPES:
+            return at, f"'{name}' is {field.type}; a stratum needs a choice or boolean field"
+        return None
+
+    problems += _duplicates(r.strata, "randomization.strata", "stratum")
+    for index, name in enumerate(r.strata):
+        found = factor_problem(name, f"randomization.strata[{index}]")
+        if found:
+            problems.append(found)
+    ratio_sum = sum(arm.ratio for arm in p.arms)
+    if r.method is Method.PERMUTED_BLOCKS:
+        if not r.block_sizes:
+            problems.append(
+                (
+                    "randomization.block_sizes",
+                    f"permuted_blocks needs block_sizes (multiples of {ratio_sum}, the sum of "
+                    "the arm ratios)",
+                )
+            )
+        for index, size in enumerate(r.block_sizes):
+            if size <= 0 or size % ratio_sum:
+                problems.append(
+                    (
+                        f"randomization.block_sizes[{index}]",
+                        f"block size {size} is not a positive multiple of {ratio_sum}, "
+                        "the sum of the arm ratios",
+                    )
+                )
+        good = [size for size in r.block_sizes if size > 0]
+        if r.list_size_per_stratum is not None and good:
+            step = math.gcd(*good)
+            if r.list_size_per_stratum % step:
+                problems.append(
+                    (
+                        "randomization.list_size_per_stratum",
+                        f"{r.list_size_per_stratum} slots cannot be filled with whole blocks "
+                        f"of {', '.join(map(str, good))}",
+                    )
+                )
+    if r.method is Method.MINIMIZATION and r.minimization is None:
+        problems.append(
+            ("randomization.minimization", "method minimization needs a minimization section")
+        )
+    if r.minimization is not None:
+        names = [f.factor for f in r.minimization.factors]
+        problems += _duplicates(names, "randomization.minimization.factors", "factor", "factor")
+        for index, name in enumerate(names):
+            found = factor_problem(name, f"randomization.minimization.factors[{index}].factor")
+            if found:
+                problems.append(found)
+    if r.seed_policy == "fixed" and r.seed is None:
+        problems.append(("randomization.seed", "seed_policy fixed needs a seed"))
+    return problems
+
+
+def _check_blinding_and_visit_references(p: Protocol) -> Problems:
+    """Only roles allowed to know may be unblinded (RAND-6); named visits exist (RAND-7)."""
+    problems: Problems = []
+    roles = {role.value for role in Role}
+    problems += _duplicates(p.blinding.unblinded_roles, "blinding.unblinded_roles", "role")
+    for index, name in enumerate(p.blinding.unblinded_roles):
+        at = f"blinding.unblinded_roles[{index}]"
+        if name not in roles:
+            problems.append((at, f"unknown role '{name}' (roles: {', '.join(sorted(roles))})"))
+        elif Role(name) not in MAY_SEE_ALLOCATION:
+            problems.append((at, f"role '{name}' never sees allocation (SYSTEM.md §1)"))
+    visits = {visit.code for visit in p.visits}
+    named = [
+        ("blinding.unblind_after_visit", p.blinding.unblind_after_visit),
+        ("follow_up.completion_visit", p.follow_up.completion_visit),
+        ("endpoints.safety_visit", p.endpoints.safety_visit),
+        ("endpoints.efficacy_visit", p.endpoints.efficacy_visit),
+    ]
+    problems += [
+        (path, f"unknown visit '{code}'{_among(visits)}")
+        for path, code in named
+        if code is not None and code not in visits
+    ]
+    return problems

@@ -1,0 +1,1 @@
+"""One function per user action: checks role and site, runs domain rules, audits, commits."""

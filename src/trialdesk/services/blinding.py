@@ -1,0 +1,34 @@
+"""The one place that decides whether a caller may see a subject's arm (RAND-6, ACC-2)."""
+
+from __future__ import annotations
+
+from trialdesk.domain.roles import Role
+from trialdesk.services.access import BLINDED_ROLES, Actor
+
+
+def may_see_arm(
+    actor: Actor,
+    study_id: int,
+    site_id: int,
+    *,
+    subject_unblinded: bool,
+    for_procedure: bool = False,
+) -> bool:
+    """True when the actor may read this subject's allocation.
+
+    - the implanting team of the subject's own site, for the procedure (the action needs it);
+    - the unblinded statistician and DSMB members, when they hold no blinded role (ACC-2);
+    - the subject's own site staff once the subject has been unblinded (RAND-7).
+    """
+    if actor.operator:
+        return False
+    if for_procedure and actor.has(study_id, [Role.IMPLANTER], site_id):
+        return True
+    roles = actor.roles(study_id)
+    if subject_unblinded and actor.has(study_id, [Role.COORDINATOR, Role.IMPLANTER], site_id):
+        return True
+    if roles & BLINDED_ROLES:
+        return False
+    if roles & {Role.STATISTICIAN, Role.DSMB}:
+        return True
+    return actor.has(study_id, [Role.IMPLANTER], site_id)

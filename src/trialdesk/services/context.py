@@ -1,0 +1,35 @@
+"""What every service function needs, passed in (never global)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trialdesk.config import Settings
+from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
+from trialdesk.services.crypto import AllocationCipher
+from trialdesk.store.uow import UnitOfWorkFactory
+
+
+@dataclass
+class ServiceContext:
+    uow: UnitOfWorkFactory
+    clock: Callable[[], dt.datetime]
+    cipher: AllocationCipher
+    settings: Settings
+    _protocols: dict[str, LoadedProtocol] = field(default_factory=dict)
+
+    def now(self) -> dt.datetime:
+        moment = self.clock()
+        if moment.tzinfo is None:
+            raise ValueError("the clock must return timezone-aware datetimes")
+        return moment
+
+    def protocol(self, sha256: str, text: str) -> LoadedProtocol:
+        """Parse a stored protocol once per process (keyed by its SHA-256)."""
+        loaded = self._protocols.get(sha256)
+        if loaded is None:
+            loaded = parse_protocol(text, source=f"stored protocol {sha256[:12]}")
+            self._protocols[sha256] = loaded
+        return loaded

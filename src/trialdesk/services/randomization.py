@@ -1,0 +1,584 @@
+"""Allocation lists and randomization (RAND-2..RAND-6, ELIG-4).
+
+Concurrency (RAND-5): a randomization updates the subject with a guarded update (one winner
+per subject), then locks its stratum's cursor row (one slot user at a time, slots in order),
+and last the study row for the enrolment cap, so the cap holds exactly under any load. The
+arm is read from the encrypted slot and stored encrypted; no audit entry carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from trialdesk.domain.errors import (
+    Conflict,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from trialdesk.domain.lifecycle import Action
+from trialdesk.domain.randomization import (
+    Slot,
+    complete_assign,
+    derive_seed,
+    fingerprint,
+    generate_blocks,
+    validate_block_sizes,
+)
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.protocol.models import Method
+from trialdesk.services.access import Actor, require
+from trialdesk.services.blinding import may_see_arm
+from trialdesk.services.common import (
+    audit,
+    check_action,
+    current_protocol_row,
+    load_subject,
+    protocol_of,
+    site_today,
+    study_by_id,
+    transition,
+)
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.forms import subject_form_values
+from trialdesk.store.audit import PendingEntry
+from trialdesk.store.tables import (
+    AllocationListRow,
+    AllocationSlotRow,
+    RandomizationRow,
+    SiteRow,
+    StratumCursorRow,
+    StudyRow,
+    SubjectRow,
+)
+from trialdesk.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    id: int
+    mode: str
+    method: str
+    strata: int
+    slots: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RandomizationResult:
+    """What the caller sees: the arm only when the blinding rule allows it."""
+
+    subject: str
+    randomization_number: str
+    randomized_on: str
+    stratum: str
+    arm: str | None = None
+    arm_label: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "subject": self.subject,
+            "randomized": True,
+            "randomization_number": self.randomization_number,
+            "randomized_on": self.randomized_on,
+        }
+        if self.arm is not None:
+            out["arm"] = {"code": self.arm, "label": self.arm_label}
+        return out
+
+
+def _arms(loaded: LoadedProtocol) -> list[tuple[str, int]]:
+    return [(a.code, a.ratio) for a in loaded.protocol.arms]
+
+
+def _site_strata(uow: UnitOfWork, study_id: int, loaded: LoadedProtocol) -> list[str]:
+    """Strata that can be listed ahead: only site-stratified designs (others: see docs)."""
+    factors = loaded.protocol.randomization.strata
+    if any(f != "site" for f in factors):
+        raise PreconditionFailed(
+            "pre-generated lists support stratification by site only in this version; "
+            "strata " + ", ".join(factors) + " need minimization",
+            reason="unsupported-strata",
+        )
+    if not factors:
+        return ["all"]
+    codes = uow.session.scalars(
+        select(SiteRow.code).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
+    ).all()
+    return [f"site={code}" for code in codes]
+
+
+def default_stratum_size(loaded: LoadedProtocol, strata: int) -> int:
+    r = loaded.protocol.randomization
+    if r.list_size_per_stratum:
+        return r.list_size_per_stratum
+    per = loaded.protocol.enrolment.target_subjects / max(strata, 1)
+    return max(math.ceil(per * (1 + r.reserve_fraction)), max(r.block_sizes or [2]))
+
+
+def generate_list(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    *,
+    mode: str = "live",
+    seed: int | None = None,
+    size_per_stratum: int | None = None,
+) -> ListInfo:
+    """Generate and store the concealed permuted-block list (RAND-3): seeded, reproducible,
+    fingerprinted; the seed is stored encrypted because it *is* the list."""
+    if mode not in {"live", "test"}:
+        raise ValidationFailed("mode must be live or test", {"mode": mode})
+    now = ctx.now()
+    with ctx.uow() as uow:
+        if not actor.operator:
+            require(actor, study_id, [Role.STATISTICIAN], action="generate allocation list")
+        study_by_id(uow, study_id)
+        prow = current_protocol_row(uow, study_id)
+        loaded = protocol_of(ctx, prow)
+        design = loaded.protocol.randomization
+        if design.method is not Method.PERMUTED_BLOCKS:
+            raise PreconditionFailed(
+                f"the protocol's method is {design.method.value}; it uses no pre-generated list",
+                reason="no-list-method",
+            )
+        existing = uow.session.scalars(
+            select(AllocationListRow).where(
+                AllocationListRow.study_id == study_id,
+                AllocationListRow.mode == mode,
+                AllocationListRow.active.is_(True),
+            )
+        ).first()
+        if existing is not None:
+            raise PreconditionFailed(
+                f"an active {mode} list exists (fingerprint {existing.fingerprint[:12]}); "
+                "extend it instead of replacing it",
+                reason="list-exists",
+            )
+        arms = _arms(loaded)
+        sizes = validate_block_sizes(arms, design.block_sizes)
+        if seed is None:
+            seed = (
+                design.seed
+                if design.seed_policy == "fixed" and design.seed is not None
+                else secrets.randbits(62)
+            )
+        strata = _site_strata(uow, study_id, loaded)
+        size = size_per_stratum or default_stratum_size(loaded, len(strata))
+        all_slots: dict[str, list[Slot]] = {
+            s: generate_blocks(arms, sizes, size, random.Random(derive_seed(seed, s)))
+            for s in strata
+        }
+        lst = AllocationListRow(
+            study_id=study_id,
+            mode=mode,
+            method=design.method.value,
+            source="generated",
+            seed_enc=ctx.cipher.encrypt(str(seed)),
+            fingerprint=fingerprint(all_slots),
+            created_at=now,
+            created_by=actor.label,
+            active=True,
+        )
+        uow.session.add(lst)
+        uow.session.flush()
+        total = 0
+        for stratum, slots in all_slots.items():
+            _store_slots(uow, ctx, lst.id, stratum, slots)
+            uow.session.add(
+                StratumCursorRow(
+                    list_id=lst.id, stratum=stratum, next_sequence=1, size=len(slots), extensions=0
+                )
+            )
+            total += len(slots)
+        uow.record(
+            PendingEntry(
+                stream=f"list:{lst.id}",
+                at=now,
+                actor=actor.label,
+                action="generate_list",
+                entity="allocation_list",
+                entity_id=str(lst.id),
+                study_id=study_id,
+                new={
+                    "mode": mode,
+                    "method": design.method.value,
+                    "strata": len(strata),
+                    "slots": total,
+                    "fingerprint": lst.fingerprint,
+                    "block_sizes": list(sizes),
+                },
+                protocol_sha256=prow.sha256,
+            )
+        )
+        uow.commit()
+        return ListInfo(lst.id, mode, lst.method, len(strata), total, lst.fingerprint)
+
+
+def _store_slots(
+    uow: UnitOfWork, ctx: ServiceContext, list_id: int, stratum: str, slots: list[Slot]
+) -> None:
+    for slot in slots:
+        payload = json.dumps(
+            {"arm": slot.arm, "block": slot.block_number, "block_size": slot.block_size}
+        )
+        uow.session.add(
+            AllocationSlotRow(
+                list_id=list_id,
+                stratum=stratum,
+                sequence=slot.sequence,
+                payload_enc=ctx.cipher.encrypt(payload),
+            )
+        )
+
+
+def _decode_slot(ctx: ServiceContext, row: AllocationSlotRow) -> Slot:
+    data = json.loads(ctx.cipher.decrypt(row.payload_enc))
+    return Slot(
+        sequence=row.sequence,
+        block_number=int(data["block"]),
+        block_size=int(data["block_size"]),
+        arm=str(data["arm"]),
+    )
+
+
+def _stratum(
+    uow: UnitOfWork, ctx: ServiceContext, subject: SubjectRow, site: SiteRow, loaded: LoadedProtocol
+) -> str:
+    """Strata values come from data already recorded, never retyped (RAND-2)."""
+    factors = loaded.protocol.randomization.strata
+    if not factors:
+        return "all"
+    values = None
+    parts = []
+    for factor in factors:
+        if factor == "site":
+            parts.append(f"site={site.code}")
+            continue
+        if values is None:
+            values = subject_form_values(uow, ctx, subject.id)
+        form, fld = factor.split(".", 1)
+        value = values.get(form, {}).get(fld)
+        if value is None:
+            raise PreconditionFailed(
+                f"stratification factor {factor} has no recorded value", reason="stratum-unknown"
+            )
+        parts.append(f"{factor}={value}")
+    return "|".join(parts)
+
+
+def _extend(
+    uow: UnitOfWork,
+    ctx: ServiceContext,
+    actor: Actor,
+    lst: AllocationListRow,
+    cursor: StratumCursorRow,
+    loaded: LoadedProtocol,
+) -> None:
+    """Append seeded blocks to a stratum instead of running out (audited)."""
+    if lst.seed_enc is None:
+        raise PreconditionFailed(
+            f"stratum {cursor.stratum} of an imported list ran out; import more slots",
+            reason="list-exhausted",
+        )
+    seed = int(ctx.cipher.decrypt(lst.seed_enc))
+    last = uow.session.scalars(
+        select(AllocationSlotRow)
+        .where(
+            AllocationSlotRow.list_id == lst.id,
+            AllocationSlotRow.stratum == cursor.stratum,
+        )
+        .order_by(AllocationSlotRow.sequence.desc())
+    ).first()
+    previous = [_decode_slot(ctx, last)] if last is not None else []
+    arms = _arms(loaded)
+    sizes = validate_block_sizes(arms, loaded.protocol.randomization.block_sizes)
+    extension = cursor.extensions + 1
+    rng = random.Random(derive_seed(seed, cursor.stratum, extension))
+    more = generate_blocks(arms, sizes, max(sizes) * 2, rng, after=previous)
+    _store_slots(uow, ctx, lst.id, cursor.stratum, more)
+    cursor.size += len(more)
+    cursor.extensions = extension
+    uow.record(
+        PendingEntry(
+            stream=f"list:{lst.id}",
+            at=ctx.now(),
+            actor=actor.label,
+            action="extend_stratum",
+            entity="allocation_list",
+            entity_id=str(lst.id),
+            study_id=lst.study_id,
+            new={"stratum": cursor.stratum, "extension": extension, "slots_added": len(more)},
+        )
+    )
+
+
+def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedProtocol) -> None:
+    """Caps are checked last, under the study row lock, so they hold exactly (RAND-4)."""
+    dialect = uow.session.get_bind().dialect.name
+    stmt = select(StudyRow.id).where(StudyRow.id == study_id)
+    if dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    uow.session.execute(stmt)
+    enrol = loaded.protocol.enrolment
+    base = (
+        select(func.count())
+        .select_from(RandomizationRow)
+        .join(SubjectRow, SubjectRow.id == RandomizationRow.subject_id)
+    )
+    total = uow.session.scalar(base.where(RandomizationRow.study_id == study_id)) or 0
+    if total >= enrol.total_cap:
+        raise PreconditionFailed(
+            f"enrolment target reached: {total} of {enrol.total_cap} subjects randomized",
+            reason="enrolment-closed",
+        )
+    site_cap = site.cap or enrol.cap_per_site
+    if site_cap is not None:
+        at_site = uow.session.scalar(base.where(SubjectRow.site_id == site.id)) or 0
+        if at_site >= site_cap:
+            raise PreconditionFailed(
+                f"site {site.code} has reached its cap of {site_cap} randomized subjects",
+                reason="site-cap-reached",
+            )
+    try:
+        country_cap = loaded.protocol.country(site.country).cap
+    except KeyError:
+        country_cap = None
+    if country_cap is not None:
+        in_country = (
+            uow.session.scalar(
+                base.join(SiteRow, SiteRow.id == SubjectRow.site_id).where(
+                    SiteRow.country == site.country, SiteRow.study_id == study_id
+                )
+            )
+            or 0
+        )
+        if in_country >= country_cap:
+            raise PreconditionFailed(
+                f"country {site.country} has reached its cap of {country_cap} randomized subjects",
+                reason="country-cap-reached",
+            )
+
+
+def _existing_for_key(
+    ctx: ServiceContext, actor: Actor, study_id: int, number: str, key: str
+) -> RandomizationResult | None:
+    with ctx.uow(readonly=True) as uow:
+        rand = uow.session.scalars(
+            select(RandomizationRow).where(RandomizationRow.idempotency_key == f"{study_id}:{key}")
+        ).one_or_none()
+        if rand is None:
+            return None
+        subject = uow.session.get(SubjectRow, rand.subject_id)
+        assert subject is not None
+        if subject.number != number:
+            raise ValidationFailed(
+                "this idempotency key was already used for another subject",
+                {"idempotency_key": "reused"},
+            )
+        subject = load_subject(uow, actor, study_id, number)
+        return _result(ctx, uow, actor, subject, rand)
+
+
+def _result(
+    ctx: ServiceContext, uow: UnitOfWork, actor: Actor, subject: SubjectRow, rand: RandomizationRow
+) -> RandomizationResult:
+    arm = label = None
+    if may_see_arm(
+        actor,
+        subject.study_id,
+        subject.site_id,
+        subject_unblinded=subject.unblinded_on is not None,
+        for_procedure=True,
+    ):
+        arm = ctx.cipher.decrypt(rand.arm_enc)
+        loaded = protocol_of(ctx, current_protocol_row(uow, subject.study_id))
+        label = loaded.protocol.arm(arm).label
+    return RandomizationResult(
+        subject=subject.number,
+        randomization_number=rand.number,
+        randomized_on=rand.randomized_on.isoformat(),
+        stratum=rand.stratum,
+        arm=arm,
+        arm_label=label,
+    )
+
+
+def randomize(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    number: str,
+    *,
+    idempotency_key: str | None = None,
+) -> RandomizationResult:
+    """Randomize one subject on the procedure day, or refuse naming the unmet condition."""
+    if idempotency_key is not None:
+        if not idempotency_key.strip() or len(idempotency_key) > 150:
+            raise ValidationFailed(
+                "idempotency key must be 1-150 characters", {"idempotency_key": "invalid"}
+            )
+        earlier = _existing_for_key(ctx, actor, study_id, number, idempotency_key)
+        if earlier is not None:
+            return earlier
+    try:
+        return _randomize(ctx, actor, study_id, number, idempotency_key)
+    except (Conflict, IntegrityError):
+        if idempotency_key is not None:
+            earlier = _existing_for_key(ctx, actor, study_id, number, idempotency_key)
+            if earlier is not None:
+                return earlier
+        raise
+
+
+def _randomize(
+    ctx: ServiceContext, actor: Actor, study_id: int, number: str, idempotency_key: str | None
+) -> RandomizationResult:
+    now = ctx.now()
+    with ctx.uow() as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        require(
+            actor,
+            study_id,
+            [Role.COORDINATOR, Role.IMPLANTER],
+            site_id=subject.site_id,
+            action="randomize",
+        )
+        check_action(subject, Action.RANDOMIZE)
+        if subject.consent_date is None:
+            raise PreconditionFailed(
+                f"subject {number} has no recorded consent", reason="consent-missing"
+            )
+        if not subject.crc_approved:
+            raise PreconditionFailed(
+                f"subject {number} has no CRC approval", reason="crc-approval-missing"
+            )
+        if subject.anatomy_suitable is not True:
+            raise PreconditionFailed(
+                f"subject {number}: procedure-day anatomy (angiogram and venogram) has not been "
+                "recorded as suitable",
+                reason="anatomy-not-confirmed",
+            )
+        site = uow.session.get(SiteRow, subject.site_id)
+        assert site is not None
+        prow = current_protocol_row(uow, study_id)
+        loaded = protocol_of(ctx, prow)
+        today = site_today(site, now)
+        # one winner per subject: the guarded state update comes first
+        transition(uow, ctx, actor, subject, Action.RANDOMIZE, changes={"randomized_on": today})
+        dialect = uow.session.get_bind().dialect.name
+        stratum = _stratum(uow, ctx, subject, site, loaded)
+        design = loaded.protocol.randomization
+        slot_row: AllocationSlotRow | None = None
+        detail: dict[str, Any] = {}
+        if design.method is Method.PERMUTED_BLOCKS:
+            lst = uow.session.scalars(
+                select(AllocationListRow).where(
+                    AllocationListRow.study_id == study_id,
+                    AllocationListRow.mode == "live",
+                    AllocationListRow.active.is_(True),
+                )
+            ).first()
+            if lst is None:
+                raise PreconditionFailed(
+                    "no live allocation list has been loaded; the unblinded statistician "
+                    "generates or imports one",
+                    reason="no-allocation-list",
+                )
+            cstmt = select(StratumCursorRow).where(
+                StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == stratum
+            )
+            if dialect == "postgresql":
+                cstmt = cstmt.with_for_update()
+            cursor = uow.session.scalars(cstmt).one_or_none()
+            if cursor is None:
+                raise PreconditionFailed(
+                    f"the allocation list has no stratum {stratum}", reason="stratum-unknown"
+                )
+            if cursor.next_sequence > cursor.size:
+                _extend(uow, ctx, actor, lst, cursor, loaded)
+            slot_row = uow.session.scalars(
+                select(AllocationSlotRow).where(
+                    AllocationSlotRow.list_id == lst.id,
+                    AllocationSlotRow.stratum == stratum,
+                    AllocationSlotRow.sequence == cursor.next_sequence,
+                )
+            ).one()
+            cursor.next_sequence += 1
+            slot_row.used_by_subject_id = subject.id
+            slot_row.used_at = now
+            arm = _decode_slot(ctx, slot_row).arm
+            detail = {"list": lst.id, "slot": slot_row.sequence}
+        elif design.method is Method.COMPLETE:
+            arm = complete_assign(_arms(loaded), random.Random(secrets.randbits(64)))
+        else:
+            raise PreconditionFailed(
+                "minimization is not yet wired to randomization", reason="method-unsupported"
+            )
+        seq = site.next_randomization_seq
+        site.next_randomization_seq = seq + 1
+        rand = RandomizationRow(
+            study_id=study_id,
+            subject_id=subject.id,
+            slot_id=slot_row.id if slot_row else None,
+            number=f"{site.code}-R{seq:03d}",
+            stratum=stratum,
+            arm_enc=ctx.cipher.encrypt(arm),
+            randomized_on=today,
+            randomized_at=now,
+            randomized_by=actor.label,
+            idempotency_key=f"{study_id}:{idempotency_key}" if idempotency_key else None,
+            in_error=False,
+            protocol_version_id=prow.id,
+        )
+        uow.session.add(rand)
+        uow.session.flush()
+        _check_caps(uow, study_id, site, loaded)
+        audit(
+            uow,
+            ctx,
+            actor,
+            subject,
+            "allocate",
+            entity="randomization",
+            entity_id=rand.number,
+            new={"randomization_number": rand.number, "stratum": stratum, **detail},
+            protocol_sha256=prow.sha256,
+        )
+        uow.commit()
+        return _result(ctx, uow, actor, subject, rand)
+
+
+def list_info(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ListInfo]:
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, [Role.STATISTICIAN], action="view allocation lists")
+        out = []
+        for lst in uow.session.scalars(
+            select(AllocationListRow).where(AllocationListRow.study_id == study_id)
+        ):
+            strata = (
+                uow.session.scalar(
+                    select(func.count())
+                    .select_from(StratumCursorRow)
+                    .where(StratumCursorRow.list_id == lst.id)
+                )
+                or 0
+            )
+            slots = (
+                uow.session.scalar(
+                    select(func.count())
+                    .select_from(AllocationSlotRow)
+                    .where(AllocationSlotRow.list_id == lst.id)
+                )
+                or 0
+            )
+            out.append(ListInfo(lst.id, lst.mode, lst.method, strata, slots, lst.fingerprint))
+        return out

@@ -1,0 +1,156 @@
+"""Read models returned by services. Blinding is decided here, once (RAND-6): a view carries
+an arm only when :func:`trialdesk.services.blinding.may_see_arm` says so."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from trialdesk.domain.lifecycle import SubjectState, allowed_actions
+from trialdesk.domain.schedule import plan_visits
+from trialdesk.protocol.specs import visit_specs
+from trialdesk.services.access import Actor
+from trialdesk.services.blinding import may_see_arm
+from trialdesk.services.context import ServiceContext
+from trialdesk.store.tables import (
+    ProtocolVersionRow,
+    RandomizationRow,
+    SiteRow,
+    SubjectRow,
+    VisitRow,
+)
+from trialdesk.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class ArmView:
+    code: str
+    label: str
+
+
+@dataclass(frozen=True)
+class VisitView:
+    code: str
+    name: str
+    kind: str
+    target_date: str
+    window_start: str
+    window_end: str
+    status: str  # planned | done | missed
+    visit_date: str | None = None
+    timing: str | None = None
+
+
+@dataclass(frozen=True)
+class SubjectView:
+    number: str
+    site: str
+    state: str
+    registered_on: str
+    protocol_version: str
+    protocol_sha256: str
+    consent_date: str | None = None
+    consent_version: str | None = None
+    screen_failure_reason: str | None = None
+    screen_failure_detail: str | None = None
+    anatomy_suitable: bool | None = None
+    crc_approved: bool = False
+    randomized: bool = False
+    randomization_number: str | None = None
+    randomized_on: str | None = None
+    arm: ArmView | None = None
+    procedure_done: bool = False
+    discharged_on: str | None = None
+    unblinded_on: str | None = None
+    emergency_unblinded: bool = False
+    exit_date: str | None = None
+    exit_reason: str | None = None
+    allowed_actions: list[str] = field(default_factory=list)
+    visits: list[VisitView] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def subject_view(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    actor: Actor,
+    subject: SubjectRow,
+    *,
+    for_procedure: bool = False,
+) -> SubjectView:
+    site = uow.session.get(SiteRow, subject.site_id)
+    version = uow.session.get(ProtocolVersionRow, subject.protocol_version_id)
+    assert site is not None and version is not None
+    loaded = ctx.protocol(version.sha256, version.text)
+    rand = uow.session.scalars(
+        select(RandomizationRow).where(RandomizationRow.subject_id == subject.id)
+    ).one_or_none()
+    arm = None
+    if rand is not None and may_see_arm(
+        actor,
+        subject.study_id,
+        subject.site_id,
+        subject_unblinded=subject.unblinded_on is not None,
+        for_procedure=for_procedure,
+    ):
+        code = ctx.cipher.decrypt(rand.arm_enc)
+        arm = ArmView(code=code, label=loaded.protocol.arm(code).label)
+    visits: list[VisitView] = []
+    if subject.randomized_on is not None:
+        recorded = {
+            v.visit_code: v
+            for v in uow.session.scalars(select(VisitRow).where(VisitRow.subject_id == subject.id))
+        }
+        specs = {v.code: v for v in loaded.protocol.visits}
+        for planned in plan_visits(subject.randomized_on, visit_specs(loaded.protocol)):
+            row = recorded.get(planned.code)
+            spec = specs[planned.code]
+            visits.append(
+                VisitView(
+                    code=planned.code,
+                    name=spec.name,
+                    kind=spec.kind.value,
+                    target_date=planned.target_date.isoformat(),
+                    window_start=(row.window_start if row else planned.window_start).isoformat(),
+                    window_end=(row.window_end if row else planned.window_end).isoformat(),
+                    status=row.status if row else "planned",
+                    visit_date=_iso(row.visit_date) if row else None,
+                    timing=row.timing if row else None,
+                )
+            )
+    state = SubjectState(subject.state)
+    return SubjectView(
+        number=subject.number,
+        site=site.code,
+        state=subject.state,
+        registered_on=subject.registered_on.isoformat(),
+        protocol_version=version.version,
+        protocol_sha256=version.sha256,
+        consent_date=_iso(subject.consent_date),
+        consent_version=subject.consent_version,
+        screen_failure_reason=subject.screen_failure_reason,
+        screen_failure_detail=subject.screen_failure_detail,
+        anatomy_suitable=subject.anatomy_suitable,
+        crc_approved=subject.crc_approved,
+        randomized=rand is not None,
+        randomization_number=rand.number if rand else None,
+        randomized_on=_iso(subject.randomized_on),
+        arm=arm,
+        procedure_done=subject.procedure_done,
+        discharged_on=_iso(subject.discharged_on),
+        unblinded_on=_iso(subject.unblinded_on),
+        emergency_unblinded=subject.emergency_unblinded,
+        exit_date=_iso(subject.exit_date),
+        exit_reason=subject.exit_reason,
+        allowed_actions=[a.value for a in allowed_actions(state)],
+        visits=visits,
+    )

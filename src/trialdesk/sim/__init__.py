@@ -1,0 +1,1 @@
+"""Simulations (numpy): design assessment and forecasts; imports only the domain of ours."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, the unit of work, the audit chain, migrations."""

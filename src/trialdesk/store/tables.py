@@ -1,0 +1,337 @@
+"""SQLAlchemy 2 tables. Every record belongs to a study (PROT-1) and names the protocol
+version it was made under (its SHA-256 row)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+UtcDateTime = DateTime(timezone=True)
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(10))  # live | demo | sandbox
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class ProtocolVersionRow(Base):
+    __tablename__ = "protocol_versions"
+    __table_args__ = (UniqueConstraint("study_id", "sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    loaded_by: Mapped[str] = mapped_column(String(80))
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("study_id", "code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    code: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2))
+    region: Mapped[str] = mapped_column(String(40))
+    timezone: Mapped[str] = mapped_column(String(64))
+    cap: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    planned_activation: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_subject_seq: Mapped[int] = mapped_column(Integer, default=1)
+    next_randomization_seq: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class RoleGrantRow(Base):
+    __tablename__ = "role_grants"
+    __table_args__ = (UniqueConstraint("user_id", "study_id", "role", "site_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    role: Mapped[str] = mapped_column(String(20))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+
+
+class SubjectRow(Base):
+    __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    number: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(30))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    registered_on: Mapped[dt.date] = mapped_column(Date)
+    consent_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    consent_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    screen_failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    screen_failure_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    anatomy_suitable: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    crc_approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    randomized_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    procedure_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    discharged_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    unblinded_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    emergency_unblinded: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    follow_up_contact_allowed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class FormRecordRow(Base):
+    """One saved form; ``data`` is canonical JSON of the typed values."""
+
+    __tablename__ = "form_records"
+    __table_args__ = (UniqueConstraint("subject_id", "form_code", "visit_code", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40), default="")
+    seq: Mapped[int] = mapped_column(Integer, default=1)
+    data: Mapped[str] = mapped_column(Text)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(80))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ConfirmationRow(Base):
+    """Investigator's signed yes/no for a criterion with no machine rule (ELIG-1)."""
+
+    __tablename__ = "criterion_confirmations"
+    __table_args__ = (UniqueConstraint("subject_id", "criterion_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    criterion_id: Mapped[str] = mapped_column(String(40))
+    confirmed: Mapped[bool] = mapped_column(Boolean)
+    signed_by: Mapped[str] = mapped_column(String(80))
+    signed_name: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    meaning: Mapped[str] = mapped_column(String(200))
+
+
+class CrcCaseRow(Base):
+    __tablename__ = "crc_cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # eligibility | therapy
+    status: Mapped[str] = mapped_column(String(20))  # open | info_requested | decided
+    therapy_id: Mapped[int | None] = mapped_column(ForeignKey("therapies.id"), nullable=True)
+    opened_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    decision: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    signed_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    signed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class VisitRow(Base):
+    __tablename__ = "visits"
+    __table_args__ = (UniqueConstraint("subject_id", "visit_code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    visit_code: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(10))  # done | missed
+    visit_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    timing: Mapped[str | None] = mapped_column(String(10), nullable=True)  # early|on_time|late
+    window_start: Mapped[dt.date] = mapped_column(Date)
+    window_end: Mapped[dt.date] = mapped_column(Date)
+    missed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(80))
+
+
+class TherapyRow(Base):
+    __tablename__ = "therapies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    therapy_date: Mapped[dt.date] = mapped_column(Date)
+    therapy_type: Mapped[str] = mapped_column(String(40))
+    early: Mapped[bool] = mapped_column(Boolean)
+    months_since: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(80))
+
+
+class AllocationListRow(Base):
+    __tablename__ = "allocation_lists"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    mode: Mapped[str] = mapped_column(String(10))  # test | live
+    method: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))  # generated | imported
+    seed_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # seed is the list
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(80))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AllocationSlotRow(Base):
+    """A concealed list slot; the arm is only ever stored encrypted (RAND-6)."""
+
+    __tablename__ = "allocation_slots"
+    __table_args__ = (UniqueConstraint("list_id", "stratum", "sequence"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("allocation_lists.id"))
+    stratum: Mapped[str] = mapped_column(String(120))
+    sequence: Mapped[int] = mapped_column(Integer)
+    payload_enc: Mapped[bytes] = mapped_column(LargeBinary)  # {"arm", "block", "block_size"}
+    used_by_subject_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subjects.id"), nullable=True, unique=True
+    )
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class StratumCursorRow(Base):
+    """Next unused slot per list and stratum; locking this row orders randomizations (RAND-5)."""
+
+    __tablename__ = "stratum_cursors"
+    __table_args__ = (UniqueConstraint("list_id", "stratum"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("allocation_lists.id"))
+    stratum: Mapped[str] = mapped_column(String(120))
+    next_sequence: Mapped[int] = mapped_column(Integer, default=1)
+    size: Mapped[int] = mapped_column(Integer)
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RandomizationRow(Base):
+    __tablename__ = "randomizations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), unique=True)
+    slot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("allocation_slots.id"), nullable=True, unique=True
+    )
+    number: Mapped[str] = mapped_column(String(40))
+    stratum: Mapped[str] = mapped_column(String(120))
+    arm_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    randomized_on: Mapped[dt.date] = mapped_column(Date)
+    randomized_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    randomized_by: Mapped[str] = mapped_column(String(80))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    in_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    in_error_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+
+
+class NotificationRow(Base):
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    recipient_role: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    read_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AuditEntryRow(Base):
+    """Append-only, hash-chained per stream (AUD-1); see :mod:`trialdesk.store.audit`."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (UniqueConstraint("stream", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(80))
+    seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(32))  # ISO 8601 UTC, exactly as hashed
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(60))
+    study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    subject_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    entity: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(80))
+    old: Mapped[str] = mapped_column(Text)
+    new: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    protocol_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditHeadRow(Base):
+    """Last sequence and hash of each stream; a deleted tail entry no longer matches it."""
+
+    __tablename__ = "audit_heads"
+    stream: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+PG_AUDIT_GUARD = [
+    """CREATE OR REPLACE FUNCTION trialdesk_audit_append_only() RETURNS trigger AS $$
+    BEGIN
+      RAISE EXCEPTION 'audit entries are append-only (% refused)', TG_OP;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
+    FOR EACH ROW EXECUTE FUNCTION trialdesk_audit_append_only()""",
+    """CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION trialdesk_audit_append_only()""",
+]
+SQLITE_AUDIT_GUARD = [
+    """CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only (UPDATE refused)'); END""",
+    """CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
+    BEGIN SELECT RAISE(ABORT, 'audit entries are append-only (DELETE refused)'); END""",
+]
+
+for _sql in PG_AUDIT_GUARD:
+    event.listen(
+        AuditEntryRow.__table__,
+        "after_create",
+        DDL(_sql).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )
+for _sql in SQLITE_AUDIT_GUARD:
+    event.listen(
+        AuditEntryRow.__table__,
+        "after_create",
+        DDL(_sql).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
+    )
