@@ -25,11 +25,13 @@ from trialdesk.services.common import (
     transition,
 )
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.forms import save_form, typed_values
+from trialdesk.services.forms import correct_form, save_form, typed_values
 from trialdesk.services.views import ArmView, SubjectView, subject_view
 from trialdesk.store.tables import (
     CrcCaseRow,
+    FormRecordRow,
     NotificationRow,
+    ProtocolVersionRow,
     RandomizationRow,
     TherapyRow,
     VisitRow,
@@ -540,5 +542,41 @@ def complete_subject(ctx: ServiceContext, actor: Actor, study_id: int, number: s
                 reason="final-visit-missing",
             )
         transition(uow, ctx, actor, subject, Action.COMPLETE, audit_new={"final_visit": final})
+        uow.commit()
+        return subject_view(ctx, uow, actor, subject)
+
+
+def correct_form_data(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    number: str,
+    form_code: str,
+    changes: dict[str, Any],
+    reason: str,
+    *,
+    visit_code: str = "",
+    seq: int | None = None,
+) -> SubjectView:
+    """Change saved form values; needs a reason, and the audit keeps old and new (DATA-2)."""
+    with ctx.uow() as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="correct data")
+        check_action(subject, Action.CORRECT_DATA)
+        stmt = select(FormRecordRow).where(
+            FormRecordRow.subject_id == subject.id,
+            FormRecordRow.form_code == form_code,
+            FormRecordRow.visit_code == visit_code,
+        )
+        if seq is not None:
+            stmt = stmt.where(FormRecordRow.seq == seq)
+        record = uow.session.scalars(stmt.order_by(FormRecordRow.seq.desc())).first()
+        if record is None:
+            where = f" at {visit_code}" if visit_code else ""
+            raise NotFound(f"form {form_code}{where} of {number} has not been saved")
+        version = uow.session.get(ProtocolVersionRow, record.protocol_version_id)
+        assert version is not None
+        loaded = ctx.protocol(version.sha256, version.text)
+        correct_form(ctx, uow, actor, subject, loaded, record, changes, reason)
         uow.commit()
         return subject_view(ctx, uow, actor, subject)
