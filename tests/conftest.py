@@ -27,7 +27,7 @@ from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.auth import authenticate
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.randomization import generate_list
+from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import DEMO_USERS, create_demo_users, initialize_study
 from trialdesk.store.database import make_engine
 

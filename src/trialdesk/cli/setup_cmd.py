@@ -15,7 +15,7 @@ from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.access import operator_actor
 from trialdesk.services.crypto import create_key_file
 from trialdesk.services.maintenance import verify_audit
-from trialdesk.services.randomization import generate_list, list_info
+from trialdesk.services.lists import generate_list, list_info
 from trialdesk.services.setup import create_demo_users, initialize_study, list_studies
 
 DEMO_PASSWORD = "trialdesk-demo"
