@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -129,16 +129,40 @@ class Trial:
         return self.actors[username]
 
 
-@pytest.fixture
-def trial(database: Database, tmp_path: Path) -> Iterator[Trial]:
+def build_trial(
+    database: Database, tmp_path: Path, loaded: LoadedProtocol, *, with_list: bool = True
+) -> Trial:
+    """A demo study of ``loaded`` with one user per role (site roles at the first site)."""
     clock = FakeClock(START)
     runtime = bootstrap(test_settings(database, tmp_path), clock=clock, engine=database.engine)
     operator = operator_actor()
-    info = initialize_study(runtime.context, operator, flagship(), code="FLAGSHIP", mode="demo")
+    info = initialize_study(runtime.context, operator, loaded, code="FLAGSHIP", mode="demo")
     create_demo_users(runtime.context, operator, info.id, PASSWORD)
-    generate_list(runtime.context, operator, info.id, mode="live", seed=20270125)
-    yield Trial(runtime=runtime, clock=clock, study_id=info.id, backend=database.backend)
-    runtime.close()
+    if with_list:
+        generate_list(runtime.context, operator, info.id, mode="live", seed=20270125)
+    return Trial(runtime=runtime, clock=clock, study_id=info.id, backend=database.backend)
+
+
+@pytest.fixture
+def trial(database: Database, tmp_path: Path) -> Iterator[Trial]:
+    built = build_trial(database, tmp_path, flagship())
+    yield built
+    built.runtime.close()
+
+
+@pytest.fixture
+def make_trial(database: Database, tmp_path: Path) -> Iterator[Callable[..., Trial]]:
+    """Build a trial from another protocol (e.g. a variant of the flagship text)."""
+    made: list[Trial] = []
+
+    def make(loaded: LoadedProtocol, *, with_list: bool = True) -> Trial:
+        assert not made, "one trial per test database"
+        made.append(build_trial(database, tmp_path, loaded, with_list=with_list))
+        return made[0]
+
+    yield make
+    for t in made:
+        t.runtime.close()
 
 
 __all__ = ["DEMO_USERS", "PASSWORD", "Trial"]

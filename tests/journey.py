@@ -8,7 +8,10 @@ from tests import flagship_data as fd
 from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
+from trialdesk.domain.roles import Role
 from trialdesk.services import followup, randomization, screening
+from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.setup import create_user
 
 SITE = "S101"
 CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
@@ -16,15 +19,35 @@ SCREENING = dt.date.fromisoformat(fd.SCREENING_DATE)
 PROCEDURE = dt.date.fromisoformat(fd.PROCEDURE_DATE)
 
 
-def register(t: Trial, site: str = SITE) -> str:
+def staff(t: Trial, role: str, site: str = SITE) -> Actor:
+    """The demo user of ``role`` at S101, or a user made for another site on first use."""
+    if site == SITE:
+        return t.actor(role)
+    username = f"{role}-{site.lower()}"
+    if username not in t.actors:
+        create_user(t.ctx, operator_actor(), t.study_id, username=username,
+                    full_name=f"{role.title()} {site}", password=PASSWORD,
+                    roles=[(Role(role), site)])
+    return t.actor(username)
+
+
+def register(t: Trial, site: str = SITE, *, test: bool = False) -> str:
     t.clock.set_day(CONSENT)
-    view = screening.register_subject(t.ctx, t.actor("coordinator"), t.study_id, site, CONSENT)
+    view = screening.register_subject(
+        t.ctx, staff(t, "coordinator", site), t.study_id, site, CONSENT, test=test
+    )
     return view.number
 
 
-def consented(t: Trial) -> str:
-    number = register(t)
-    screening.record_consent(t.ctx, t.actor("coordinator"), t.study_id, number, CONSENT, "v1.0")
+def _site(number: str) -> str:
+    return number.split("-")[0]
+
+
+def consented(t: Trial, site: str = SITE, *, test: bool = False) -> str:
+    number = register(t, site, test=test)
+    screening.record_consent(
+        t.ctx, staff(t, "coordinator", site), t.study_id, number, CONSENT, "v1.0"
+    )
     return number
 
 
@@ -32,7 +55,7 @@ def enter_screening(
     t: Trial, number: str, forms: fd.FormValues | None = None, *, confirm: bool = True
 ) -> None:
     t.clock.set_day(SCREENING)
-    coord = t.actor("coordinator")
+    coord = staff(t, "coordinator", _site(number))
     for code, values in (forms or fd.screening_forms()).items():
         screening.record_screening_form(t.ctx, coord, t.study_id, number, code, values)
     if confirm:
@@ -40,15 +63,15 @@ def enter_screening(
             screening.confirm_criterion(t.ctx, coord, t.study_id, number, criterion, True, PASSWORD)
 
 
-def echo_qualified(t: Trial) -> str:
-    number = consented(t)
+def echo_qualified(t: Trial, site: str = SITE, *, test: bool = False) -> str:
+    number = consented(t, site, test=test)
     enter_screening(t, number)
-    screening.complete_screening(t.ctx, t.actor("coordinator"), t.study_id, number)
+    screening.complete_screening(t.ctx, staff(t, "coordinator", site), t.study_id, number)
     return number
 
 
-def awaiting_procedure(t: Trial) -> str:
-    number = echo_qualified(t)
+def awaiting_procedure(t: Trial, site: str = SITE, *, test: bool = False) -> str:
+    number = echo_qualified(t, site, test=test)
     screening.crc_eligibility_decision(
         t.ctx,
         t.actor("crc"),
@@ -61,10 +84,12 @@ def awaiting_procedure(t: Trial) -> str:
     return number
 
 
-def anatomy_suitable(t: Trial) -> str:
-    number = awaiting_procedure(t)
+def anatomy_suitable(t: Trial, site: str = SITE, *, test: bool = False) -> str:
+    number = awaiting_procedure(t, site, test=test)
     t.clock.set_day(PROCEDURE)
-    screening.record_anatomy(t.ctx, t.actor("implanter"), t.study_id, number, fd.anatomy_forms())
+    screening.record_anatomy(
+        t.ctx, staff(t, "implanter", site), t.study_id, number, fd.anatomy_forms()
+    )
     return number
 
 

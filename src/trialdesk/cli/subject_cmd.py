@@ -73,6 +73,7 @@ def _print_human(data: Any) -> None:
 def register(
     site: str = typer.Option(..., "--site"),
     date: str | None = typer.Option(None, "--date", help="registration date"),
+    test: bool = typer.Option(False, "--test", help="a test subject (draws from test lists)"),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
@@ -83,7 +84,9 @@ def register(
         user,
         study,
         json_out,
-        lambda s: screening.register_subject(s.runtime.context, s.actor, s.study.id, site, on),
+        lambda s: screening.register_subject(
+            s.runtime.context, s.actor, s.study.id, site, on, test=test
+        ),
     )
 
 

@@ -8,15 +8,17 @@ arm is read from the encrypted slot and stored encrypted; no audit entry carries
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from trialdesk.domain.errors import (
+    ActionNotAllowed,
     Conflict,
     PreconditionFailed,
     ValidationFailed,
@@ -24,6 +26,7 @@ from trialdesk.domain.errors import (
 from trialdesk.domain.lifecycle import Action
 from trialdesk.domain.randomization import (
     complete_assign,
+    minimization_assign,
 )
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
@@ -42,6 +45,7 @@ from trialdesk.services.common import (
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.forms import subject_form_values
 from trialdesk.services.lists import arms_of, decode_slot, extend_stratum
+from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
     AllocationListRow,
     AllocationSlotRow,
@@ -79,16 +83,22 @@ class RandomizationResult:
 
 def _stratum(
     uow: UnitOfWork, ctx: ServiceContext, subject: SubjectRow, site: SiteRow, loaded: LoadedProtocol
-) -> str:
+) -> tuple[str, dict[str, str]]:
     """Strata values come from data already recorded, never retyped (RAND-2)."""
-    factors = loaded.protocol.randomization.strata
-    if not factors:
-        return "all"
-    values = None
-    parts = []
+    levels = _levels(uow, ctx, subject, site, loaded.protocol.randomization.strata)
+    if not levels:
+        return "all", levels
+    return "|".join(f"{factor}={level}" for factor, level in levels.items()), levels
+
+
+def _levels(
+    uow: UnitOfWork, ctx: ServiceContext, subject: SubjectRow, site: SiteRow, factors: list[str]
+) -> dict[str, str]:
+    values: dict[str, dict[str, object]] | None = None
+    levels: dict[str, str] = {}
     for factor in factors:
         if factor == "site":
-            parts.append(f"site={site.code}")
+            levels[factor] = site.code
             continue
         if values is None:
             values = subject_form_values(uow, ctx, subject.id)
@@ -96,19 +106,131 @@ def _stratum(
         value = values.get(form, {}).get(fld)
         if value is None:
             raise PreconditionFailed(
-                f"stratification factor {factor} has no recorded value", reason="stratum-unknown"
+                f"stratification factor {factor} has no recorded value for {subject.number}",
+                reason="stratum-unknown",
             )
-        parts.append(f"{factor}={value}")
-    return "|".join(parts)
+        levels[factor] = str(value).lower() if isinstance(value, bool) else str(value)
+    return levels
+
+
+def _minimization_levels(
+    uow: UnitOfWork, ctx: ServiceContext, subject: SubjectRow, site: SiteRow, loaded: LoadedProtocol
+) -> dict[str, str]:
+    spec = loaded.protocol.randomization.minimization
+    assert spec is not None  # the protocol checks guarantee it for this method
+    return _levels(uow, ctx, subject, site, [f.factor for f in spec.factors])
+
+
+def _lock_study(uow: UnitOfWork, study_id: int) -> None:
+    stmt = select(StudyRow.id).where(StudyRow.id == study_id)
+    if uow.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(key_share=True)
+    uow.session.execute(stmt)
+
+
+def _minimize(
+    uow: UnitOfWork,
+    ctx: ServiceContext,
+    study_id: int,
+    levels: dict[str, str],
+    loaded: LoadedProtocol,
+) -> tuple[str, dict[str, object]]:
+    """Pocock-Simon on the counts read under the study lock, in the writing transaction, so
+    two subjects never see the same counts (RAND-5); records randomized in error drop out."""
+    spec = loaded.protocol.randomization.minimization
+    assert spec is not None
+    _lock_study(uow, study_id)
+    counts: dict[str, dict[str, dict[str, int]]] = {f: {} for f in levels}
+    rows = uow.session.execute(
+        select(RandomizationRow.arm_enc, RandomizationRow.factors).where(
+            RandomizationRow.study_id == study_id, RandomizationRow.in_error.is_(False)
+        )
+    )
+    for arm_enc, factors_json in rows:
+        arm = ctx.cipher.decrypt(arm_enc)
+        for factor, level in json.loads(factors_json).items():
+            if factor in counts:
+                per_arm = counts[factor].setdefault(level, {})
+                per_arm[arm] = per_arm.get(arm, 0) + 1
+    decision = minimization_assign(
+        arms_of(loaded),
+        counts,
+        levels,
+        {f.factor: f.weight for f in spec.factors},
+        spec.imbalance,
+        spec.preferred_probability,
+        random.Random(secrets.randbits(64)),
+    )
+    return decision.arm, decision.to_audit()
+
+
+def _take_slot(
+    uow: UnitOfWork,
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    subject: SubjectRow,
+    stratum: str,
+    loaded: LoadedProtocol,
+    mode: str,
+) -> AllocationSlotRow:
+    """The next unused slot of the stratum, under the cursor row's lock: each slot at most
+    once and in order (RAND-5). Test subjects draw only from test lists, live ones only from
+    live lists (RAND-3)."""
+    lst = uow.session.scalars(
+        select(AllocationListRow).where(
+            AllocationListRow.study_id == study_id,
+            AllocationListRow.mode == mode,
+            AllocationListRow.active.is_(True),
+        )
+    ).first()
+    if lst is None:
+        raise PreconditionFailed(
+            f"no {mode} allocation list has been loaded; the unblinded statistician "
+            "generates or imports one",
+            reason="no-allocation-list",
+        )
+    cstmt = select(StratumCursorRow).where(
+        StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == stratum
+    )
+    if uow.session.get_bind().dialect.name == "postgresql":
+        cstmt = cstmt.with_for_update(key_share=True)
+    cursor = uow.session.scalars(cstmt).one_or_none()
+    if cursor is None:
+        raise PreconditionFailed(
+            f"the allocation list has no stratum {stratum}", reason="stratum-unknown"
+        )
+    if cursor.next_sequence > cursor.size:
+        extend_stratum(uow, ctx, actor, lst, cursor, loaded)
+    slot_row = uow.session.scalars(
+        select(AllocationSlotRow).where(
+            AllocationSlotRow.list_id == lst.id,
+            AllocationSlotRow.stratum == stratum,
+            AllocationSlotRow.sequence == cursor.next_sequence,
+        )
+    ).one()
+    cursor.next_sequence += 1
+    slot_row.used_by_subject_id = subject.id
+    slot_row.used_at = ctx.now()
+    return slot_row
+
+
+def _next_randomization_seq(uow: UnitOfWork, site: SiteRow) -> int:
+    """Per-site randomization numbers from an atomic increment (no duplicates, no gaps)."""
+    new = uow.session.execute(
+        update(SiteRow)
+        .where(SiteRow.id == site.id)
+        .values(next_randomization_seq=SiteRow.next_randomization_seq + 1)
+        .returning(SiteRow.next_randomization_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return int(new) - 1
 
 
 def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedProtocol) -> None:
-    """Caps are checked last, under the study row lock, so they hold exactly (RAND-4)."""
-    dialect = uow.session.get_bind().dialect.name
-    stmt = select(StudyRow.id).where(StudyRow.id == study_id)
-    if dialect == "postgresql":
-        stmt = stmt.with_for_update()
-    uow.session.execute(stmt)
+    """Caps are checked last, under the study row lock, so they hold exactly (RAND-4). The
+    counts include the randomization being written, so a cap is exceeded when count > cap."""
+    _lock_study(uow, study_id)
     enrol = loaded.protocol.enrolment
     base = (
         select(func.count())
@@ -116,15 +238,16 @@ def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedPro
         .join(SubjectRow, SubjectRow.id == RandomizationRow.subject_id)
     )
     total = uow.session.scalar(base.where(RandomizationRow.study_id == study_id)) or 0
-    if total >= enrol.total_cap:
+    if total > enrol.total_cap:
         raise PreconditionFailed(
-            f"enrolment target reached: {total} of {enrol.total_cap} subjects randomized",
+            f"enrolment target reached: {enrol.total_cap} of {enrol.total_cap} subjects "
+            "randomized",
             reason="enrolment-closed",
         )
     site_cap = site.cap or enrol.cap_per_site
     if site_cap is not None:
         at_site = uow.session.scalar(base.where(SubjectRow.site_id == site.id)) or 0
-        if at_site >= site_cap:
+        if at_site > site_cap:
             raise PreconditionFailed(
                 f"site {site.code} has reached its cap of {site_cap} randomized subjects",
                 reason="site-cap-reached",
@@ -142,7 +265,7 @@ def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedPro
             )
             or 0
         )
-        if in_country >= country_cap:
+        if in_country > country_cap:
             raise PreconditionFailed(
                 f"country {site.country} has reached its cap of {country_cap} randomized subjects",
                 reason="country-cap-reached",
@@ -179,6 +302,7 @@ def _result(
         subject.site_id,
         subject_unblinded=subject.unblinded_on is not None,
         for_procedure=True,
+        trial_unblinded=trial_unblinded(uow, subject.study_id),
     ):
         arm = ctx.cipher.decrypt(rand.arm_enc)
         loaded = protocol_of(ctx, current_protocol_row(uow, subject.study_id))
@@ -212,7 +336,8 @@ def randomize(
             return earlier
     try:
         return _randomize(ctx, actor, study_id, number, idempotency_key)
-    except (Conflict, IntegrityError):
+    except (Conflict, IntegrityError, ActionNotAllowed):
+        # a concurrent request with the same key may have won the race: same answer
         if idempotency_key is not None:
             earlier = _existing_for_key(ctx, actor, study_id, number, idempotency_key)
             if earlier is not None:
@@ -255,64 +380,31 @@ def _randomize(
         today = site_today(site, now)
         # one winner per subject: the guarded state update comes first
         transition(uow, ctx, actor, subject, Action.RANDOMIZE, changes={"randomized_on": today})
-        dialect = uow.session.get_bind().dialect.name
-        stratum = _stratum(uow, ctx, subject, site, loaded)
+        stratum, levels = _stratum(uow, ctx, subject, site, loaded)
         design = loaded.protocol.randomization
+        mode = "test" if subject.test_subject else "live"
         slot_row: AllocationSlotRow | None = None
         detail: dict[str, Any] = {}
+        decision: dict[str, object] | None = None
         if design.method is Method.PERMUTED_BLOCKS:
-            lst = uow.session.scalars(
-                select(AllocationListRow).where(
-                    AllocationListRow.study_id == study_id,
-                    AllocationListRow.mode == "live",
-                    AllocationListRow.active.is_(True),
-                )
-            ).first()
-            if lst is None:
-                raise PreconditionFailed(
-                    "no live allocation list has been loaded; the unblinded statistician "
-                    "generates or imports one",
-                    reason="no-allocation-list",
-                )
-            cstmt = select(StratumCursorRow).where(
-                StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == stratum
-            )
-            if dialect == "postgresql":
-                cstmt = cstmt.with_for_update()
-            cursor = uow.session.scalars(cstmt).one_or_none()
-            if cursor is None:
-                raise PreconditionFailed(
-                    f"the allocation list has no stratum {stratum}", reason="stratum-unknown"
-                )
-            if cursor.next_sequence > cursor.size:
-                extend_stratum(uow, ctx, actor, lst, cursor, loaded)
-            slot_row = uow.session.scalars(
-                select(AllocationSlotRow).where(
-                    AllocationSlotRow.list_id == lst.id,
-                    AllocationSlotRow.stratum == stratum,
-                    AllocationSlotRow.sequence == cursor.next_sequence,
-                )
-            ).one()
-            cursor.next_sequence += 1
-            slot_row.used_by_subject_id = subject.id
-            slot_row.used_at = now
+            slot_row = _take_slot(uow, ctx, actor, study_id, subject, stratum, loaded, mode)
             arm = decode_slot(ctx, slot_row).arm
-            detail = {"list": lst.id, "slot": slot_row.sequence}
+            detail = {"list": slot_row.list_id, "slot": slot_row.sequence}
         elif design.method is Method.COMPLETE:
             arm = complete_assign(arms_of(loaded), random.Random(secrets.randbits(64)))
         else:
-            raise PreconditionFailed(
-                "minimization is not yet wired to randomization", reason="method-unsupported"
-            )
-        seq = site.next_randomization_seq
-        site.next_randomization_seq = seq + 1
+            levels = _minimization_levels(uow, ctx, subject, site, loaded)
+            arm, decision = _minimize(uow, ctx, study_id, levels, loaded)
+        number = f"{site.code}-R{_next_randomization_seq(uow, site):03d}"
         rand = RandomizationRow(
             study_id=study_id,
             subject_id=subject.id,
             slot_id=slot_row.id if slot_row else None,
-            number=f"{site.code}-R{seq:03d}",
+            number=number,
             stratum=stratum,
+            factors=json.dumps(levels, sort_keys=True),
             arm_enc=ctx.cipher.encrypt(arm),
+            detail_enc=ctx.cipher.encrypt(json.dumps(decision)) if decision else None,
             randomized_on=today,
             randomized_at=now,
             randomized_by=actor.label,

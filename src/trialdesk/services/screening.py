@@ -49,8 +49,11 @@ def register_subject(
     study_id: int,
     site_code: str,
     registered_on: dt.date | None = None,
+    *,
+    test: bool = False,
 ) -> SubjectView:
-    """Enter a candidate in the screening log; numbers are SITE-NNNN, per site."""
+    """Enter a candidate in the screening log; numbers are SITE-NNNN, per site. A test subject
+    (user acceptance testing) draws only from test allocation lists (RAND-3)."""
     now = ctx.now()
     with ctx.uow() as uow:
         site = site_by_code(uow, study_id, site_code)
@@ -84,6 +87,7 @@ def register_subject(
             version=1,
             protocol_version_id=protocol_row.id,
             registered_on=registered_on,
+            test_subject=test,
             created_at=now,
             updated_at=now,
         )
@@ -100,6 +104,7 @@ def register_subject(
                 "site": site.code,
                 "state": "registered",
                 "registered_on": registered_on.isoformat(),
+                "test_subject": test,
             },
             protocol_sha256=protocol_row.sha256,
         )

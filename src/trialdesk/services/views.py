@@ -15,6 +15,7 @@ from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
     ProtocolVersionRow,
     RandomizationRow,
@@ -51,6 +52,7 @@ class SubjectView:
     state: str
     registered_on: str
     protocol_version: str
+    test_subject: bool
     protocol_sha256: str
     consent_date: str | None = None
     consent_version: str | None = None
@@ -101,6 +103,7 @@ def subject_view(
         subject.site_id,
         subject_unblinded=subject.unblinded_on is not None,
         for_procedure=for_procedure,
+        trial_unblinded=trial_unblinded(uow, subject.study_id),
     ):
         code = ctx.cipher.decrypt(rand.arm_enc)
         arm = ArmView(code=code, label=loaded.protocol.arm(code).label)
@@ -133,6 +136,7 @@ def subject_view(
         site=site.code,
         state=subject.state,
         registered_on=subject.registered_on.isoformat(),
+        test_subject=subject.test_subject,
         protocol_version=version.version,
         protocol_sha256=version.sha256,
         consent_date=_iso(subject.consent_date),

@@ -37,6 +37,8 @@ class StudyRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     mode: Mapped[str] = mapped_column(String(10))  # live | demo | sandbox
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # trial-level unblinding (RAND-7), set when the second signature confirms it
+    trial_unblinded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class ProtocolVersionRow(Base):
@@ -103,6 +105,7 @@ class SubjectRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
     registered_on: Mapped[dt.date] = mapped_column(Date)
+    test_subject: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     consent_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
     screen_failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
@@ -245,6 +248,7 @@ class StratumCursorRow(Base):
 
 class RandomizationRow(Base):
     __tablename__ = "randomizations"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), unique=True)
@@ -258,6 +262,8 @@ class RandomizationRow(Base):
     randomized_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     randomized_by: Mapped[str] = mapped_column(String(80))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    factors: Mapped[str] = mapped_column(Text, default="{}")  # factor -> level, for minimization
+    detail_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     in_error: Mapped[bool] = mapped_column(Boolean, default=False)
     in_error_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
@@ -272,6 +278,25 @@ class NotificationRow(Base):
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     read_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class TrialUnblindingRow(Base):
+    """Trial-level unblinding (RAND-7): the study manager requests, the statistician confirms;
+    two people, each e-signing with name, time and meaning (SIG-1)."""
+
+    __tablename__ = "trial_unblindings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    status: Mapped[str] = mapped_column(String(10))  # pending | confirmed
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_name: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    requested_meaning: Mapped[str] = mapped_column(String(200))
+    confirmed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    confirmed_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    confirmed_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class AuditEntryRow(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 09:32:19.664765
+Create Date: 2026-11-26 09:38:35.387181
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("mode", sa.String(length=10), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trial_unblinded_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("code"),
     )
@@ -129,6 +130,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("study_id", "code"),
     )
     op.create_table(
+        "trial_unblindings",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("requested_by", sa.String(length=80), nullable=False),
+        sa.Column("requested_name", sa.String(length=200), nullable=False),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("requested_meaning", sa.String(length=200), nullable=False),
+        sa.Column("confirmed_by", sa.String(length=80), nullable=True),
+        sa.Column("confirmed_name", sa.String(length=200), nullable=True),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("confirmed_meaning", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["study_id"],
+            ["studies.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "role_grants",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
@@ -175,6 +196,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("protocol_version_id", sa.Integer(), nullable=False),
         sa.Column("registered_on", sa.Date(), nullable=False),
+        sa.Column("test_subject", sa.Boolean(), nullable=False),
         sa.Column("consent_date", sa.Date(), nullable=True),
         sa.Column("consent_version", sa.String(length=40), nullable=True),
         sa.Column("screen_failure_reason", sa.String(length=30), nullable=True),
@@ -370,6 +392,8 @@ def upgrade() -> None:
         sa.Column("randomized_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("randomized_by", sa.String(length=80), nullable=False),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
+        sa.Column("factors", sa.Text(), nullable=False),
+        sa.Column("detail_enc", sa.LargeBinary(), nullable=True),
         sa.Column("in_error", sa.Boolean(), nullable=False),
         sa.Column("in_error_reason", sa.Text(), nullable=True),
         sa.Column("protocol_version_id", sa.Integer(), nullable=False),
@@ -392,6 +416,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
         sa.UniqueConstraint("slot_id"),
+        sa.UniqueConstraint("study_id", "number"),
         sa.UniqueConstraint("subject_id"),
     )
     # ### end Alembic commands ###
@@ -411,6 +436,7 @@ def downgrade() -> None:
     op.drop_table("subjects")
     op.drop_table("stratum_cursors")
     op.drop_table("role_grants")
+    op.drop_table("trial_unblindings")
     op.drop_table("sites")
     op.drop_table("protocol_versions")
     op.drop_table("allocation_lists")
