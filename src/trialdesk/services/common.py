@@ -4,6 +4,8 @@ changes, audit entries, dates checked against consent and the site's calendar.""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,8 +13,9 @@ from sqlalchemy import select, update
 
 from trialdesk.domain.errors import Conflict, NotFound, ValidationFailed
 from trialdesk.domain.lifecycle import Action, SubjectState, apply_action
+from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
-from trialdesk.services.access import Actor, require_site_visible
+from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.context import ServiceContext
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.tables import ProtocolVersionRow, SiteRow, StudyRow, SubjectRow
@@ -209,3 +212,22 @@ def require_text(value: str | None, field: str, what: str) -> str:
     if not text:
         raise ValidationFailed(f"{what} is required", {field: "required"})
     return text
+
+
+@contextmanager
+def acting_on(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    number: str,
+    action: Action,
+    roles: Iterable[Role],
+) -> Iterator[tuple[UnitOfWork, SubjectRow]]:
+    """Open the action's unit of work with the subject loaded in scope (ACC-1), the actor's
+    role checked for the subject's site, and the action allowed in the subject's state
+    (LIFE-1). The caller commits."""
+    with ctx.uow() as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        require(actor, study_id, roles, site_id=subject.site_id, action=action.value)
+        check_action(subject, action)
+        yield uow, subject

@@ -17,6 +17,7 @@ from trialdesk.protocol.specs import visit_spec
 from trialdesk.services.access import Actor, require
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
+    acting_on,
     check_action,
     check_clinical_date,
     load_subject,
@@ -44,12 +45,8 @@ def record_procedure(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, values: dict[str, Any]
 ) -> SubjectView:
     """The implanting team records the arm's index procedure form (PROC-1/2, RAND-8)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(
-            actor, study_id, [Role.IMPLANTER], site_id=subject.site_id, action="record procedure"
-        )
-        check_action(subject, Action.RECORD_PROCEDURE)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_PROCEDURE, [Role.IMPLANTER]) as act:
+        uow, subject = act
         if subject.procedure_done:
             raise PreconditionFailed(
                 f"the index procedure of {number} is already recorded", reason="already-recorded"
@@ -85,10 +82,8 @@ def record_procedure(
 def record_discharge(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, discharged_on: dt.date
 ) -> SubjectView:
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record discharge")
-        check_action(subject, Action.RECORD_DISCHARGE)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_DISCHARGE, SITE_STAFF) as act:
+        uow, subject = act
         if not subject.procedure_done:
             raise PreconditionFailed(
                 "record the index procedure before discharge", reason="procedure-missing"
@@ -147,10 +142,8 @@ def record_visit(
 ) -> SubjectView:
     """Record a visit in, before or after its window; outside it is a deviation (SCHED-2)."""
     forms = forms or {}
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record visit")
-        check_action(subject, Action.RECORD_VISIT)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_VISIT, SITE_STAFF) as act:
+        uow, subject = act
         loaded, visit = _visit_spec(ctx, uow, subject, visit_code)
         _visit_taken(uow, subject.id, visit_code)
         assert subject.randomized_on is not None
@@ -231,10 +224,8 @@ def miss_visit(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, visit_code: str, reason: str
 ) -> SubjectView:
     """Mark a visit missed; it never blocks later visits (SCHED-2)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="mark visit missed")
-        check_action(subject, Action.MISS_VISIT)
+    with acting_on(ctx, actor, study_id, number, Action.MISS_VISIT, SITE_STAFF) as act:
+        uow, subject = act
         _loaded, visit = _visit_spec(ctx, uow, subject, visit_code)
         _visit_taken(uow, subject.id, visit_code)
         text = require_text(reason, "reason", "a reason")
@@ -276,10 +267,8 @@ def record_therapy(
 ) -> SubjectView:
     """Any additional therapy goes to the CRC: > 6 months for endpoint evaluation, otherwise
     flagged early (THER-1..3). The subject is never withdrawn by the system."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record therapy")
-        check_action(subject, Action.RECORD_THERAPY)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_THERAPY, SITE_STAFF) as act:
+        uow, subject = act
         loaded = subject_protocol(ctx, uow, subject)
         types = {t.code for t in loaded.protocol.therapies.types}
         if types and therapy_type not in types:
@@ -347,10 +336,8 @@ def record_therapy(
 def record_adverse_event(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, values: dict[str, Any]
 ) -> SubjectView:
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record AE")
-        check_action(subject, Action.RECORD_ADVERSE_EVENT)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_ADVERSE_EVENT, SITE_STAFF) as act:
+        uow, subject = act
         loaded = subject_protocol(ctx, uow, subject)
         save_form(
             uow,
@@ -527,10 +514,8 @@ def record_death(
 
 def complete_subject(ctx: ServiceContext, actor: Actor, study_id: int, number: str) -> SubjectView:
     """Completion at the final (60-month) contact (SCHED-3)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="complete")
-        check_action(subject, Action.COMPLETE)
+    with acting_on(ctx, actor, study_id, number, Action.COMPLETE, SITE_STAFF) as act:
+        uow, subject = act
         loaded = subject_protocol(ctx, uow, subject)
         final = loaded.protocol.follow_up.completion_visit or loaded.protocol.visits[-1].code
         row = uow.session.scalars(
@@ -559,10 +544,8 @@ def correct_form_data(
     seq: int | None = None,
 ) -> SubjectView:
     """Change saved form values; needs a reason, and the audit keeps old and new (DATA-2)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="correct data")
-        check_action(subject, Action.CORRECT_DATA)
+    with acting_on(ctx, actor, study_id, number, Action.CORRECT_DATA, SITE_STAFF) as act:
+        uow, subject = act
         stmt = select(FormRecordRow).where(
             FormRecordRow.subject_id == subject.id,
             FormRecordRow.form_code == form_code,

@@ -17,6 +17,7 @@ from trialdesk.protocol.specs import criterion_specs
 from trialdesk.services.access import Actor, require
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
+    acting_on,
     audit,
     check_action,
     check_clinical_date,
@@ -121,10 +122,8 @@ def record_consent(
     consent_version: str,
 ) -> SubjectView:
     """Signed informed consent (LIFE-2): its date bounds every later study procedure."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record consent")
-        check_action(subject, Action.RECORD_CONSENT)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_CONSENT, SITE_STAFF) as act:
+        uow, subject = act
         version = require_text(consent_version, "consent_version", "the consent form version")
         check_clinical_date(uow, subject, consent_date, ctx.now(), "consent", field="consent_date")
         transition(
@@ -142,10 +141,8 @@ def record_consent(
 def decline_consent(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, reason: str
 ) -> SubjectView:
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="decline consent")
-        check_action(subject, Action.DECLINE_CONSENT)
+    with acting_on(ctx, actor, study_id, number, Action.DECLINE_CONSENT, SITE_STAFF) as act:
+        uow, subject = act
         text = require_text(reason, "reason", "a reason")
         transition(
             uow,
@@ -171,10 +168,8 @@ def record_screening_form(
     values: dict[str, Any],
 ) -> SubjectView:
     """Save one screening form (all fields valid or nothing saved)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="record form")
-        check_action(subject, Action.RECORD_SCREENING_FORM)
+    with acting_on(ctx, actor, study_id, number, Action.RECORD_SCREENING_FORM, SITE_STAFF) as act:
+        uow, subject = act
         loaded = subject_protocol(ctx, uow, subject)
         if form_code not in loaded.protocol.screening.forms:
             raise ValidationFailed(
@@ -324,10 +319,8 @@ def complete_screening(
 ) -> SubjectView:
     """Evaluate the echo-gate criteria: all met → echo_qualified and a CRC case opens (ELIG-2);
     any not met → screen failure naming the criteria (LIFE-3)."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="complete screening")
-        check_action(subject, Action.PASS_SCREENING)
+    with acting_on(ctx, actor, study_id, number, Action.PASS_SCREENING, SITE_STAFF) as act:
+        uow, subject = act
         result = eligibility(ctx, uow, subject, Gate.ECHO)
         outcomes = {o.id: o.status.value for o in result.outcomes}
         if result.failed_ids:
@@ -463,10 +456,8 @@ def record_anatomy(
 ) -> SubjectView:
     """Procedure-day angiogram and venogram (ELIG-4): suitable → may be randomized;
     unsuitable → screen failure (anatomy), never randomized."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, PROCEDURE_STAFF, site_id=subject.site_id, action="record anatomy")
-        check_action(subject, Action.ANATOMY_SUITABLE)
+    with acting_on(ctx, actor, study_id, number, Action.ANATOMY_SUITABLE, PROCEDURE_STAFF) as act:
+        uow, subject = act
         loaded = subject_protocol(ctx, uow, subject)
         wanted = loaded.protocol.screening.anatomy_forms
         unknown = sorted(set(forms) - set(wanted))
@@ -537,10 +528,8 @@ def screen_fail_other(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, reason: str
 ) -> SubjectView:
     """The investigator ends screening for a reason no rule covers (LIFE-3 'other')."""
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, SITE_STAFF, site_id=subject.site_id, action="screen failure")
-        check_action(subject, Action.SCREEN_FAIL_OTHER)
+    with acting_on(ctx, actor, study_id, number, Action.SCREEN_FAIL_OTHER, SITE_STAFF) as act:
+        uow, subject = act
         text = require_text(reason, "reason", "a reason")
         transition(
             uow,
