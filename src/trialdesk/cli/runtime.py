@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from trialdesk.bootstrap import Runtime, bootstrap
 from trialdesk.cli.common import fail, fail_from
 from trialdesk.config import Settings, load_settings
 from trialdesk.domain.errors import TrialError
-from trialdesk.services.access import Actor
+from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.auth import authenticate
-from trialdesk.services.setup import StudyInfo, resolve_study
+from trialdesk.services.setup import StudyInfo, list_studies, resolve_study
 from trialdesk.store.database import make_engine, schema_revision
 
 T = TypeVar("T")
@@ -33,29 +34,66 @@ class Session:
     study: StudyInfo
 
 
+def shown_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
 @contextmanager
-def open_runtime(settings: Settings | None = None, *, migrate: bool = False) -> Iterator[Runtime]:
+def open_runtime(
+    settings: Settings | None = None, *, migrate: bool = False, demo: bool = False
+) -> Iterator[Runtime]:
+    """The runtime for one command. A fixed clock (TRIALDESK_CLOCK) is refused before anything
+    else happens when the database holds a live study (or ``init`` would create one)."""
     if settings is None:
         try:
             settings = load_settings()
         except ValueError as exc:
             fail(str(exc))
+    where = shown_url(settings.database_url)
+    if settings.fixed_now is not None and migrate and not demo:
+        fail("TRIALDESK_CLOCK (a fixed clock) is only allowed for demo and sandbox studies")
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        fail(f"TRIALDESK_DATABASE_URL is not a database URL: {settings.database_url!r}")
+    if (
+        not migrate
+        and url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not Path(str(url.database)).exists()
+    ):
+        fail(f"the database {where} does not exist; run 'trialdesk init' first")
     try:
         engine = make_engine(settings.database_url)
         if not migrate:
             try:
                 revision = schema_revision(engine)
             except OperationalError as exc:
-                fail(f"cannot open the database {settings.database_url}: {exc.orig}")
+                fail(f"cannot open the database {where}: {_first_line(exc)}")
             if revision is None:
-                fail(
-                    f"the database {settings.database_url} is not initialised; "
-                    "run 'trialdesk init' first"
-                )
+                fail(f"the database {where} is not initialised; run 'trialdesk init' first")
         runtime = bootstrap(settings, engine=engine, run_migrations=migrate)
     except SQLAlchemyError as exc:
-        fail(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+        fail(f"database error at {where}: {_first_line(exc)}")
     try:
+        if settings.fixed_now is not None:
+            live = [
+                s.code for s in list_studies(runtime.context, operator_actor()) if s.mode == "live"
+            ]
+            if live:
+                fail(
+                    "TRIALDESK_CLOCK (a fixed clock) is only allowed for demo and sandbox "
+                    f"studies; this database holds the live study {live[0]}"
+                )
         yield runtime
     finally:
         runtime.close()
@@ -68,7 +106,7 @@ def guarded(fn: Callable[[], T]) -> T:
     except TrialError as exc:
         fail_from(exc)
     except SQLAlchemyError as exc:
-        fail(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+        fail(f"database error: {_first_line(exc)}")
 
 
 def sign_in(runtime: Runtime, user: str | None, study_code: str | None) -> Session:
@@ -81,8 +119,6 @@ def sign_in(runtime: Runtime, user: str | None, study_code: str | None) -> Sessi
         password = typer.prompt(f"Password for {username}", hide_input=True)
     actor = guarded(lambda: authenticate(runtime.context, username, password))
     study = guarded(lambda: resolve_study(runtime.context, actor, study_code))
-    if settings.fixed_now is not None and study.mode == "live":
-        fail("TRIALDESK_CLOCK (a fixed clock) is only allowed for demo and sandbox studies")
     return Session(runtime=runtime, actor=actor, study=study)
 
 

@@ -1,4 +1,4 @@
-"""`trialdesk init`, `audit verify`, `study list`, `lists ...`: set-up and maintenance."""
+"""`trialdesk init`, `audit verify`, `study list`: set-up and maintenance."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, print_json
-from trialdesk.cli.runtime import guarded, open_runtime, sign_in
+from trialdesk.cli.runtime import guarded, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.access import operator_actor
 from trialdesk.services.crypto import create_key_file
+from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
-from trialdesk.services.lists import generate_list, list_info
 from trialdesk.services.setup import create_demo_users, initialize_study, list_studies
 
 DEMO_PASSWORD = "trialdesk-demo"
@@ -41,7 +41,7 @@ def init(
         fail(f"{exc.message}\n{lines}")
     key_created = create_key_file(settings.allocation_key_file)
     operator = operator_actor()
-    with open_runtime(settings, migrate=True) as runtime:
+    with open_runtime(settings, migrate=True, demo=demo) as runtime:
         ctx = runtime.context
         info = guarded(
             lambda: initialize_study(
@@ -128,56 +128,3 @@ def study_list(json_out: bool = typer.Option(False, "--json")) -> None:
         return
     for s in studies:
         typer.echo(f"{s.code}\t{s.mode}\t{s.protocol_name} v{s.protocol_version}\t{s.sites} sites")
-
-
-lists_app = typer.Typer(help="Allocation lists (unblinded statistician).", no_args_is_help=True)
-
-
-@lists_app.command("generate")
-def lists_generate(
-    mode: str = typer.Option("live", "--mode", help="live or test"),
-    seed: int | None = typer.Option(None, "--seed", help="seed (default: generated, recorded)"),
-    size: int | None = typer.Option(None, "--size", help="slots per stratum"),
-    user: str | None = typer.Option(None, "--user"),
-    study: str | None = typer.Option(None, "--study"),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Generate the concealed, seeded permuted-block list for every stratum."""
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        info = guarded(
-            lambda: generate_list(
-                runtime.context,
-                session.actor,
-                session.study.id,
-                mode=mode,
-                seed=seed,
-                size_per_stratum=size,
-            )
-        )
-    if json_out:
-        print_json(asdict(info))
-        return
-    typer.echo(
-        f"{info.mode} list {info.id}: {info.strata} strata, {info.slots} slots, "
-        f"fingerprint {info.fingerprint}"
-    )
-
-
-@lists_app.command("show")
-def lists_show(
-    user: str | None = typer.Option(None, "--user"),
-    study: str | None = typer.Option(None, "--study"),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Lists of the study with their fingerprints (no content)."""
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        infos = guarded(lambda: list_info(runtime.context, session.actor, session.study.id))
-    if json_out:
-        print_json([asdict(i) for i in infos])
-        return
-    for i in infos:
-        typer.echo(
-            f"{i.id}\t{i.mode}\t{i.method}\t{i.strata} strata\t{i.slots} slots\t{i.fingerprint}"
-        )

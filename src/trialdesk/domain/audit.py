@@ -110,6 +110,15 @@ def verify_stream(
             )
         return None
     head_seq, head_hash = head
+    if last is not None and int(last["seq"]) > head_seq:
+        return ChainProblem(
+            int(last["id"]),
+            stream,
+            int(last["seq"]),
+            "inserted",
+            f"stream {stream} runs past its head (#{head_seq}) to entry {last['id']} "
+            f"(#{last['seq']}): entries appended outside trialdesk or the head rewound",
+        )
     if last is None or int(last["seq"]) != head_seq or last["hash"] != head_hash:
         at = f"after entry {last['id']} ({stream} #{last['seq']})" if last else "(no entries)"
         return ChainProblem(

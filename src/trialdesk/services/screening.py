@@ -69,17 +69,16 @@ def register_subject(
                 {"registered_on": "in the future"},
             )
         protocol_row = current_protocol_row(uow, study_id)
-        seq = site.next_subject_seq
-        result = uow.session.execute(
-            update(SiteRow)
-            .where(SiteRow.id == site.id, SiteRow.next_subject_seq == seq)
-            .values(next_subject_seq=seq + 1)
-            .execution_options(synchronize_session=False)
+        seq = (
+            uow.session.execute(
+                update(SiteRow)
+                .where(SiteRow.id == site.id)
+                .values(next_subject_seq=SiteRow.next_subject_seq + 1)
+                .returning(SiteRow.next_subject_seq)
+                .execution_options(synchronize_session=False)
+            ).scalar_one()
+            - 1
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise PreconditionFailed(
-                "another registration at this site won; try again", reason="conflict"
-            )
         subject = SubjectRow(
             study_id=study_id,
             site_id=site.id,
