@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trialdesk.cli import design_cmd, protocol_cmd, setup_cmd, subject_cmd
+from trialdesk.cli import design_cmd, lists_cmd, protocol_cmd, setup_cmd, subject_cmd, visits_cmd
 
 
 def build_app() -> typer.Typer:
@@ -17,9 +17,11 @@ def build_app() -> typer.Typer:
     app.command("init")(setup_cmd.init)
     app.add_typer(protocol_cmd.app, name="protocol", help="Validate and show protocol files.")
     app.add_typer(subject_cmd.app, name="subject", help="Subject actions.")
-    app.add_typer(setup_cmd.lists_app, name="lists", help="Allocation lists.")
+    app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")
     app.add_typer(setup_cmd.audit_app, name="audit", help="The audit trail.")
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")
+    app.command("schedule")(visits_cmd.schedule)
+    app.add_typer(visits_cmd.visits_app, name="visits", help="Visit worklists.")
     app.add_typer(design_cmd.app, name="design", help="Assess a randomization design.")
     return app
 

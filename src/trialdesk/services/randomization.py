@@ -44,10 +44,15 @@ from trialdesk.services.common import (
 )
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.forms import subject_form_values
-from trialdesk.services.lists import arms_of, decode_slot, extend_stratum
+from trialdesk.services.lists import (
+    active_list,
+    arms_of,
+    check_low_slots,
+    decode_slot,
+    extend_stratum,
+)
 from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
-    AllocationListRow,
     AllocationSlotRow,
     RandomizationRow,
     SiteRow,
@@ -177,13 +182,7 @@ def _take_slot(
     """The next unused slot of the stratum, under the cursor row's lock: each slot at most
     once and in order (RAND-5). Test subjects draw only from test lists, live ones only from
     live lists (RAND-3)."""
-    lst = uow.session.scalars(
-        select(AllocationListRow).where(
-            AllocationListRow.study_id == study_id,
-            AllocationListRow.mode == mode,
-            AllocationListRow.active.is_(True),
-        )
-    ).first()
+    lst = active_list(uow, study_id, mode)
     if lst is None:
         raise PreconditionFailed(
             f"no {mode} allocation list has been loaded; the unblinded statistician "
@@ -212,6 +211,7 @@ def _take_slot(
     cursor.next_sequence += 1
     slot_row.used_by_subject_id = subject.id
     slot_row.used_at = ctx.now()
+    check_low_slots(uow, ctx, lst, cursor)
     return slot_row
 
 
@@ -240,8 +240,7 @@ def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedPro
     total = uow.session.scalar(base.where(RandomizationRow.study_id == study_id)) or 0
     if total > enrol.total_cap:
         raise PreconditionFailed(
-            f"enrolment target reached: {enrol.total_cap} of {enrol.total_cap} subjects "
-            "randomized",
+            f"enrolment target reached: {enrol.total_cap} of {enrol.total_cap} subjects randomized",
             reason="enrolment-closed",
         )
     site_cap = site.cap or enrol.cap_per_site
