@@ -6,9 +6,9 @@ import datetime as dt
 
 from tests import flagship_data as fd
 from tests.conftest import PASSWORD, Trial, flagship
+from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
-from trialdesk.domain.roles import Role
 from trialdesk.services import followup, randomization, screening
 from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.setup import create_user
@@ -25,9 +25,15 @@ def staff(t: Trial, role: str, site: str = SITE) -> Actor:
         return t.actor(role)
     username = f"{role}-{site.lower()}"
     if username not in t.actors:
-        create_user(t.ctx, operator_actor(), t.study_id, username=username,
-                    full_name=f"{role.title()} {site}", password=PASSWORD,
-                    roles=[(Role(role), site)])
+        create_user(
+            t.ctx,
+            operator_actor(),
+            t.study_id,
+            username=username,
+            full_name=f"{role.title()} {site}",
+            password=PASSWORD,
+            roles=[(Role(role), site)],
+        )
     return t.actor(username)
 
 
@@ -93,24 +99,32 @@ def anatomy_suitable(t: Trial, site: str = SITE, *, test: bool = False) -> str:
     return number
 
 
-def randomized(t: Trial) -> tuple[str, str]:
+def randomized(t: Trial, site: str = SITE) -> tuple[str, str]:
     """A randomized subject and its arm as the implanter sees it."""
-    number = anatomy_suitable(t)
-    result = randomization.randomize(t.ctx, t.actor("implanter"), t.study_id, number)
+    number = anatomy_suitable(t, site)
+    result = randomization.randomize(t.ctx, staff(t, "implanter", site), t.study_id, number)
     assert result.arm is not None
     return number, result.arm
 
 
-def procedure_done(t: Trial) -> tuple[str, str]:
-    number, arm = randomized(t)
+def procedure_done(t: Trial, site: str = SITE) -> tuple[str, str]:
+    number, arm = randomized(t, site)
     forms = fd.implant_procedure_forms() if arm == "INT" else fd.sham_procedure_forms()
     (values,) = forms.values()
-    followup.record_procedure(t.ctx, t.actor("implanter"), t.study_id, number, values)
+    followup.record_procedure(t.ctx, staff(t, "implanter", site), t.study_id, number, values)
     t.clock.set_day(fd.DISCHARGE_DATE)
     followup.record_discharge(
-        t.ctx, t.actor("coordinator"), t.study_id, number, dt.date.fromisoformat(fd.DISCHARGE_DATE)
+        t.ctx,
+        staff(t, "coordinator", site),
+        t.study_id,
+        number,
+        dt.date.fromisoformat(fd.DISCHARGE_DATE),
     )
     return number, arm
+
+
+def procedure_done_at(t: Trial, site: str) -> str:
+    return procedure_done(t, site)[0]
 
 
 def visit_dates(randomized_on: dt.date = PROCEDURE) -> dict[str, dt.date]:

@@ -34,8 +34,9 @@ def variant(replacements: list[tuple[str, str]]) -> LoadedProtocol:
 
 def _randomize(t: Trial, number: str, **kwargs: Any) -> randomization.RandomizationResult:
     site = number.split("-")[0]
-    return randomization.randomize(t.ctx, j.staff(t, "implanter", site), t.study_id, number,
-                                   **kwargs)
+    return randomization.randomize(
+        t.ctx, j.staff(t, "implanter", site), t.study_id, number, **kwargs
+    )
 
 
 def _integrity(t: Trial) -> None:
@@ -88,8 +89,9 @@ def test_rand4_refused_without_consent_or_crc_approval(
     by the state (here the record is damaged behind the services' back to prove it)."""
     number = j.anatomy_suitable(trial)
     with trial.ctx.uow() as uow:
-        uow.session.execute(update(SubjectRow).where(SubjectRow.number == number)
-                            .values({column: value}))
+        uow.session.execute(
+            update(SubjectRow).where(SubjectRow.number == number).values({column: value})
+        )
         uow.session.commit()
     with pytest.raises(PreconditionFailed) as info:
         _randomize(trial, number)
@@ -113,10 +115,17 @@ def test_rand4_flagship_cap_352nd_randomized_353rd_refused(trial: Trial) -> None
 
 def test_rand4_site_and_country_caps(make_trial: Callable[..., Trial]) -> None:
     """RAND-4: optional per-site and per-country caps refuse at the boundary."""
-    t = make_trial(variant([
-        ("  cap_total: 352", "  cap_total: 352\n  cap_per_site: 2"),
-        ("- {code: CA, name: Canada, region: CA}", "- {code: CA, name: Canada, region: CA, cap: 1}"),
-    ]))
+    t = make_trial(
+        variant(
+            [
+                ("  cap_total: 352", "  cap_total: 352\n  cap_per_site: 2"),
+                (
+                    "- {code: CA, name: Canada, region: CA}",
+                    "- {code: CA, name: Canada, region: CA, cap: 1}",
+                ),
+            ]
+        )
+    )
     a = [j.anatomy_suitable(t, "S101") for _ in range(3)]
     _randomize(t, a[0])
     _randomize(t, a[1])
@@ -202,8 +211,9 @@ def test_rand5_retry_with_same_idempotency_key_returns_same_answer(trial: Trial)
     assert again == first
     results: list[randomization.RandomizationResult] = []
     other = j.anatomy_suitable(trial)
-    errors = _run_threads(6, lambda _i: results.append(
-        _randomize(trial, other, idempotency_key="edc-req-0002")))
+    errors = _run_threads(
+        6, lambda _i: results.append(_randomize(trial, other, idempotency_key="edc-req-0002"))
+    )
     assert not errors, errors
     assert len({r.randomization_number for r in results}) == 1
     with pytest.raises(Exception, match="another subject"):
@@ -234,10 +244,18 @@ def test_rand2_minimization_with_probability_one_balances_each_site(
 ) -> None:
     """RAND-2: minimization reads the current counts in the writing transaction; with
     p = 1 and factor site, no site's imbalance ever exceeds 1."""
-    t = make_trial(variant([
-        ("  method: permuted_blocks", "  method: minimization\n  minimization:\n"
-         "    factors: [{factor: site, weight: 1}]\n    preferred_probability: 1.0"),
-    ]), with_list=False)
+    t = make_trial(
+        variant(
+            [
+                (
+                    "  method: permuted_blocks",
+                    "  method: minimization\n  minimization:\n"
+                    "    factors: [{factor: site, weight: 1}]\n    preferred_probability: 1.0",
+                ),
+            ]
+        ),
+        with_list=False,
+    )
     arms: dict[str, list[str]] = defaultdict(list)
     for i in range(24):
         site = SITES[i % 3]
@@ -260,10 +278,18 @@ def _integrity_minimization(t: Trial, n: int) -> None:
 def test_rand5_minimization_under_concurrency(make_trial: Callable[..., Trial]) -> None:
     """RAND-5 with minimization: concurrent requests are serialized on the study, so with
     p = 1 the final imbalance per site is at most 1."""
-    t = make_trial(variant([
-        ("  method: permuted_blocks", "  method: minimization\n  minimization:\n"
-         "    factors: [{factor: site, weight: 1}]\n    preferred_probability: 1.0"),
-    ]), with_list=False)
+    t = make_trial(
+        variant(
+            [
+                (
+                    "  method: permuted_blocks",
+                    "  method: minimization\n  minimization:\n"
+                    "    factors: [{factor: site, weight: 1}]\n    preferred_probability: 1.0",
+                ),
+            ]
+        ),
+        with_list=False,
+    )
     numbers = [j.anatomy_suitable(t, SITES[i % 4]) for i in range(40)]
     for site in SITES[:4]:
         j.staff(t, "implanter", site)
@@ -285,8 +311,7 @@ def test_rand5_minimization_under_concurrency(make_trial: Callable[..., Trial]) 
 
 
 def test_rand2_complete_randomization_is_wired(make_trial: Callable[..., Trial]) -> None:
-    t = make_trial(variant([("  method: permuted_blocks", "  method: complete")]),
-                   with_list=False)
+    t = make_trial(variant([("  method: permuted_blocks", "  method: complete")]), with_list=False)
     seen = {(_randomize(t, j.anatomy_suitable(t)).arm) for _ in range(12)}
     assert seen <= {"INT", "CTRL"} and seen
     _integrity_minimization(t, 12)
