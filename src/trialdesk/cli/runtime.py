@@ -4,7 +4,9 @@ import."""
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +99,15 @@ def open_runtime(
         yield runtime
     finally:
         runtime.close()
+
+
+def local_operator() -> Actor:
+    """The person at this terminal, named by OS account and host in the audit trail."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return operator_actor(f"operator:{who}@{socket.gethostname()}"[:80])
 
 
 def guarded(fn: Callable[[], T]) -> T:

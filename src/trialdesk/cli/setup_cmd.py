@@ -8,11 +8,10 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, print_json
-from trialdesk.cli.runtime import guarded, open_runtime
+from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
-from trialdesk.services.access import operator_actor
 from trialdesk.services.crypto import create_key_file
 from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
@@ -40,7 +39,7 @@ def init(
         lines = "\n".join(f"  {p}" for p in exc.problems)
         fail(f"{exc.message}\n{lines}")
     key_created = create_key_file(settings.allocation_key_file)
-    operator = operator_actor()
+    operator = local_operator()
     with open_runtime(settings, migrate=True, demo=demo) as runtime:
         ctx = runtime.context
         info = guarded(
@@ -91,7 +90,7 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 def audit_verify(json_out: bool = typer.Option(False, "--json")) -> None:
     """Check every hash chain; exit 1 naming the first edited, deleted or moved entry."""
     with open_runtime() as runtime:
-        result = guarded(lambda: verify_audit(runtime.context, operator_actor()))
+        result = guarded(lambda: verify_audit(runtime.context, local_operator()))
     if json_out:
         print_json(
             {
@@ -122,7 +121,7 @@ study_app = typer.Typer(help="Studies in this installation.", no_args_is_help=Tr
 def study_list(json_out: bool = typer.Option(False, "--json")) -> None:
     """List the studies (as the local operator)."""
     with open_runtime() as runtime:
-        studies = guarded(lambda: list_studies(runtime.context, operator_actor()))
+        studies = guarded(lambda: list_studies(runtime.context, local_operator()))
     if json_out:
         print_json([asdict(s) for s in studies])
         return
