@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, select, text  # noqa: E402
-
 from tests import journey  # noqa: E402
 from tests.conftest import PASSWORD, Trial  # noqa: E402
 from tests.fakes import FakeClock  # noqa: E402
+
 from trialdesk.bootstrap import bootstrap  # noqa: E402
 from trialdesk.config import Settings  # noqa: E402
 from trialdesk.protocol.loader import load_protocol, parse_protocol  # noqa: E402
@@ -59,20 +59,36 @@ class FixedClock(FakeClock):
 def _engine(url: str, schema: str | None, pool: int) -> Any:
     kwargs: dict[str, Any] = {}
     if schema:
-        kwargs = {"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": pool,
-                  "max_overflow": 0}
+        kwargs = {
+            "connect_args": {"options": f"-csearch_path={schema}"},
+            "pool_size": pool,
+            "max_overflow": 0,
+        }
     return make_engine(url, **kwargs)
 
 
 def _settings(url: str, key: Path) -> Settings:
-    return Settings(database_url=url, allocation_key_file=key, argon2_time_cost=1,
-                    argon2_memory_kib=1024)
+    return Settings(
+        database_url=url, allocation_key_file=key, argon2_time_cost=1, argon2_memory_kib=1024
+    )
 
 
-def _client(url: str, schema: str | None, key: str, study_id: int, site: str, count: int,
-            barrier: Any, out: Any) -> None:
-    runtime = bootstrap(_settings(url, Path(key)), clock=FixedClock(NOW),
-                        engine=_engine(url, schema, 2), run_migrations=False)
+def _client(
+    url: str,
+    schema: str | None,
+    key: str,
+    study_id: int,
+    site: str,
+    count: int,
+    barrier: Any,
+    out: Any,
+) -> None:
+    runtime = bootstrap(
+        _settings(url, Path(key)),
+        clock=FixedClock(NOW),
+        engine=_engine(url, schema, 2),
+        run_migrations=False,
+    )
     t = Trial(runtime=runtime, clock=FixedClock(NOW), study_id=study_id, backend="")
     numbers = [journey.anatomy_suitable(t, site) for _ in range(count)]
     actor = journey.staff(t, "implanter", site)
@@ -109,28 +125,37 @@ def run(url: str, clients: int, subjects: int) -> dict[str, Any]:
     flagship = load_protocol(None)
     cap = max(subjects, flagship.protocol.enrolment.target_subjects)
     loaded = parse_protocol(
-        flagship.text.replace("target_subjects: 352", f"target_subjects: {cap}")
-        .replace("cap_total: 352", f"cap_total: {cap}"), source="bench")
+        flagship.text.replace("target_subjects: 352", f"target_subjects: {cap}").replace(
+            "cap_total: 352", f"cap_total: {cap}"
+        ),
+        source="bench",
+    )
     sites = [s.code for s in loaded.protocol.sites][:clients]
     if len(sites) < clients:
         raise SystemExit(f"the flagship has {len(sites)} sites; use at most that many clients")
     try:
-        runtime = bootstrap(_settings(url, key), clock=FixedClock(NOW),
-                            engine=_engine(url, schema, 5))
+        runtime = bootstrap(
+            _settings(url, key), clock=FixedClock(NOW), engine=_engine(url, schema, 5)
+        )
         operator = operator_actor()
         info = initialize_study(runtime.context, operator, loaded, code="BENCH", mode="sandbox")
         create_demo_users(runtime.context, operator, info.id, PASSWORD)
         per_site = max(1, subjects // clients)
-        generate_list(runtime.context, operator, info.id, mode="live", seed=1,
-                      size_per_stratum=per_site + 4)
+        generate_list(
+            runtime.context, operator, info.id, mode="live", seed=1, size_per_stratum=per_site + 4
+        )
         ctx = mp.get_context("fork")
         barrier = ctx.Barrier(clients + 1)
         out = ctx.Queue()
-        counts = [subjects // clients + (1 if i < subjects % clients else 0)
-                  for i in range(clients)]
-        procs = [ctx.Process(target=_client, args=(url, schema, str(key), info.id, site, n,
-                                                   barrier, out))
-                 for site, n in zip(sites, counts, strict=True)]
+        counts = [
+            subjects // clients + (1 if i < subjects % clients else 0) for i in range(clients)
+        ]
+        procs = [
+            ctx.Process(
+                target=_client, args=(url, schema, str(key), info.id, site, n, barrier, out)
+            )
+            for site, n in zip(sites, counts, strict=True)
+        ]
         for p in procs:
             p.start()
         barrier.wait()
@@ -171,8 +196,9 @@ def _integrity(runtime: Any) -> bool:
         if len(set(slots)) != len(slots):
             return False
         per: dict[str, list[int]] = defaultdict(list)
-        for slot in uow.session.scalars(select(AllocationSlotRow).where(
-                AllocationSlotRow.used_by_subject_id.is_not(None))):
+        for slot in uow.session.scalars(
+            select(AllocationSlotRow).where(AllocationSlotRow.used_by_subject_id.is_not(None))
+        ):
             per[slot.stratum].append(slot.sequence)
         if any(sorted(v) != list(range(1, len(v) + 1)) for v in per.values()):
             return False

@@ -1,4 +1,4 @@
-"""`trialdesk protocol validate|show` through the real Typer app (PROT-*, SCHED-1, RAND-1)."""
+"""`trialdesk protocol validate|show` through the real Typer app (SCHED-1, RAND-1)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ def assert_clean_failure(result: Result) -> None:
     assert isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.req("PROT-1")
-def test_prot_1_validate_flagship_prints_one_summary_line() -> None:
+def test_protocol_validate_flagship_prints_one_summary_line() -> None:
     result = run("protocol", "validate", str(flagship_path()))
     assert result.exit_code == 0, result.output
     sha = hashlib.sha256(flagship_path().read_bytes()).hexdigest()
@@ -43,7 +42,6 @@ def test_prot_1_validate_flagship_prints_one_summary_line() -> None:
     )
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_validate_lists_every_problem_with_file_and_line(tmp_path: Path) -> None:
     text = FLAGSHIP.replace(
         "ratio: 1\n    procedure_form: sham", "ratio: 0\n    procedure_form: sham"
@@ -81,7 +79,6 @@ def test_sched_1_validate_reports_three_check_problems(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.req("PROT-2")
 @pytest.mark.parametrize(
     ("content", "words"),
     [
@@ -102,7 +99,6 @@ def test_prot_bad_files_fail_cleanly(tmp_path: Path, content: bytes | None, word
         assert words in result.stderr
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_validate_a_directory_fails_cleanly(tmp_path: Path) -> None:
     result = run("protocol", "validate", str(tmp_path))
     assert_clean_failure(result)
@@ -168,8 +164,7 @@ def test_sched_1_show_tables_have_arms_windows_and_criteria(tmp_path: Path) -> N
     assert "target 352 subjects" in out
 
 
-@pytest.mark.req("PROT-1")
-def test_prot_1_show_json_of_another_file_has_its_own_fingerprint(tmp_path: Path) -> None:
+def test_protocol_show_json_of_another_file_has_its_own_fingerprint(tmp_path: Path) -> None:
     path = write(tmp_path, FLAGSHIP.replace('version: "1.0"', 'version: "1.1"'))
     data = json.loads(run("protocol", "show", str(path), "--json").stdout)
     assert data["version"] == "1.1"

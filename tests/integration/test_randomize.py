@@ -58,7 +58,9 @@ def _integrity(t: Trial) -> None:
         for slots in per_stratum.values():
             slots.sort(key=lambda s: s.sequence)
             assert [s.sequence for s in slots] == list(range(1, len(slots) + 1))
-            assert [s.used_at for s in slots] == sorted(s.used_at for s in slots)
+            used_at = [s.used_at for s in slots]
+            assert None not in used_at
+            assert used_at == sorted(u for u in used_at if u is not None)
         states = Counter(uow.session.scalars(select(SubjectRow.state)).all())
         assert states["randomized"] == len(rands)
         result = verify_chain(uow.session)

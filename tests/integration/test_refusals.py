@@ -32,56 +32,79 @@ def _calls() -> dict[Action, Call]:
 
     return {
         A.RECORD_CONSENT: lambda t, n: screening.record_consent(
-            t.ctx, coord(t), t.study_id, n, DAY, "v1"),
+            t.ctx, coord(t), t.study_id, n, DAY, "v1"
+        ),
         A.DECLINE_CONSENT: lambda t, n: screening.decline_consent(
-            t.ctx, coord(t), t.study_id, n, "no"),
+            t.ctx, coord(t), t.study_id, n, "no"
+        ),
         A.RECORD_SCREENING_FORM: lambda t, n: screening.record_screening_form(
-            t.ctx, coord(t), t.study_id, n, "nyha", fd.screening_forms()["nyha"]),
+            t.ctx, coord(t), t.study_id, n, "nyha", fd.screening_forms()["nyha"]
+        ),
         A.CONFIRM_CRITERION: lambda t, n: screening.confirm_criterion(
-            t.ctx, coord(t), t.study_id, n, fd.INVESTIGATOR_CRITERIA[0], True, PASSWORD),
-        A.PASS_SCREENING: lambda t, n: screening.complete_screening(
-            t.ctx, coord(t), t.study_id, n),
-        A.FAIL_SCREENING: lambda t, n: screening.complete_screening(
-            t.ctx, coord(t), t.study_id, n),
+            t.ctx, coord(t), t.study_id, n, fd.INVESTIGATOR_CRITERIA[0], True, PASSWORD
+        ),
+        A.PASS_SCREENING: lambda t, n: screening.complete_screening(t.ctx, coord(t), t.study_id, n),
+        A.FAIL_SCREENING: lambda t, n: screening.complete_screening(t.ctx, coord(t), t.study_id, n),
         A.CRC_APPROVE: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "approve", "ok", PASSWORD),
+            t.ctx, t.actor("crc"), t.study_id, n, "approve", "ok", PASSWORD
+        ),
         A.CRC_REJECT: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "reject", "no", PASSWORD),
+            t.ctx, t.actor("crc"), t.study_id, n, "reject", "no", PASSWORD
+        ),
         A.CRC_REQUEST_INFO: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "request_info", "more", PASSWORD),
+            t.ctx, t.actor("crc"), t.study_id, n, "request_info", "more", PASSWORD
+        ),
         A.ANATOMY_SUITABLE: lambda t, n: screening.record_anatomy(
-            t.ctx, impl(t), t.study_id, n, fd.anatomy_forms()),
+            t.ctx, impl(t), t.study_id, n, fd.anatomy_forms()
+        ),
         A.ANATOMY_UNSUITABLE: lambda t, n: screening.record_anatomy(
-            t.ctx, impl(t), t.study_id, n, fd.failing_anatomy_forms("ANAT-1")),
+            t.ctx, impl(t), t.study_id, n, fd.failing_anatomy_forms("ANAT-1")
+        ),
         A.SCREEN_FAIL_OTHER: lambda t, n: screening.screen_fail_other(
-            t.ctx, coord(t), t.study_id, n, "other"),
+            t.ctx, coord(t), t.study_id, n, "other"
+        ),
         A.RANDOMIZE: lambda t, n: randomization.randomize(t.ctx, impl(t), t.study_id, n),
         A.RECORD_PROCEDURE: lambda t, n: followup.record_procedure(
-            t.ctx, impl(t), t.study_id, n, fd.sham_procedure_forms()["sham_procedure"]),
+            t.ctx, impl(t), t.study_id, n, fd.sham_procedure_forms()["sham_procedure"]
+        ),
         A.RECORD_DISCHARGE: lambda t, n: followup.record_discharge(
-            t.ctx, coord(t), t.study_id, n, DAY),
+            t.ctx, coord(t), t.study_id, n, DAY
+        ),
         A.RECORD_VISIT: lambda t, n: followup.record_visit(
-            t.ctx, coord(t), t.study_id, n, "M1", DAY, fd.follow_up_forms()),
+            t.ctx, coord(t), t.study_id, n, "M1", DAY, fd.follow_up_forms()
+        ),
         A.MISS_VISIT: lambda t, n: followup.miss_visit(
-            t.ctx, coord(t), t.study_id, n, "M1", "away"),
+            t.ctx, coord(t), t.study_id, n, "M1", "away"
+        ),
         A.RECORD_THERAPY: lambda t, n: followup.record_therapy(
-            t.ctx, coord(t), t.study_id, n, DAY, "crt"),
+            t.ctx, coord(t), t.study_id, n, DAY, "crt"
+        ),
         A.RECORD_ADVERSE_EVENT: lambda t, n: followup.record_adverse_event(
-            t.ctx, coord(t), t.study_id, n, fd.adverse_event_forms()["adverse_event"]),
+            t.ctx, coord(t), t.study_id, n, fd.adverse_event_forms()["adverse_event"]
+        ),
         A.EMERGENCY_UNBLIND: lambda t, n: followup.emergency_unblind(
-            t.ctx, coord(t), t.study_id, n, "bleeding", PASSWORD),
-        A.UNBLIND: lambda t, n: followup.unblind_subject(t.ctx, coord(t), t.study_id, n,
-                                                         PASSWORD),
+            t.ctx, coord(t), t.study_id, n, "bleeding", PASSWORD
+        ),
+        A.UNBLIND: lambda t, n: followup.unblind_subject(t.ctx, coord(t), t.study_id, n, PASSWORD),
         A.COMPLETE: lambda t, n: followup.complete_subject(t.ctx, coord(t), t.study_id, n),
         A.WITHDRAW: lambda t, n: followup.withdraw(
-            t.ctx, coord(t), t.study_id, n, DAY, "consent withdrawn",
-            follow_up_contact_allowed=False),
+            t.ctx,
+            coord(t),
+            t.study_id,
+            n,
+            DAY,
+            "consent withdrawn",
+            follow_up_contact_allowed=False,
+        ),
         A.MARK_LOST_TO_FOLLOW_UP: lambda t, n: followup.mark_lost_to_follow_up(
-            t.ctx, coord(t), t.study_id, n, DAY, "no contact"),
+            t.ctx, coord(t), t.study_id, n, DAY, "no contact"
+        ),
         A.RECORD_DEATH: lambda t, n: followup.record_death(
-            t.ctx, coord(t), t.study_id, n, DAY, "stroke"),
+            t.ctx, coord(t), t.study_id, n, DAY, "stroke"
+        ),
         A.CORRECT_DATA: lambda t, n: followup.correct_form_data(
-            t.ctx, coord(t), t.study_id, n, "nyha", {"nyha_class": "III"}, "typo"),
+            t.ctx, coord(t), t.study_id, n, "nyha", {"nyha_class": "III"}, "typo"
+        ),
     }
 
 
@@ -102,14 +125,14 @@ def _subjects_in_every_state(t: Trial) -> dict[SubjectState, str]:
     failed = j.register(t)
     screening.decline_consent(t.ctx, coord, t.study_id, failed, "no")
     subjects[S.SCREEN_FAILED] = failed
-    for state, call in ((S.WITHDRAWN, followup.withdraw), (S.DIED, followup.record_death)):
-        number = j.consented(t)
-        if state is S.WITHDRAWN:
-            call(t.ctx, coord, t.study_id, number, j.CONSENT, "x",
-                 follow_up_contact_allowed=True)
-        else:
-            call(t.ctx, coord, t.study_id, number, j.CONSENT, "x")
-        subjects[state] = number
+    withdrawn = j.consented(t)
+    followup.withdraw(
+        t.ctx, coord, t.study_id, withdrawn, j.CONSENT, "x", follow_up_contact_allowed=True
+    )
+    subjects[S.WITHDRAWN] = withdrawn
+    died = j.consented(t)
+    followup.record_death(t.ctx, coord, t.study_id, died, j.CONSENT, "x")
+    subjects[S.DIED] = died
     lost = j.consented(t)
     followup.mark_lost_to_follow_up(t.ctx, coord, t.study_id, lost, j.CONSENT, "moved away")
     subjects[S.LOST_TO_FOLLOW_UP] = lost

@@ -30,8 +30,10 @@ EXPECTED_STATE_CHANGES = {
     (S.AWAITING_PROCEDURE, A.RANDOMIZE): S.RANDOMIZED,
     (S.RANDOMIZED, A.UNBLIND): S.UNBLINDED,
     (S.UNBLINDED, A.COMPLETE): S.COMPLETED,
-    **{(s, A.SCREEN_FAIL_OTHER): S.SCREEN_FAILED
-       for s in (S.SCREENING, S.ECHO_QUALIFIED, S.AWAITING_PROCEDURE)},
+    **{
+        (s, A.SCREEN_FAIL_OTHER): S.SCREEN_FAILED
+        for s in (S.SCREENING, S.ECHO_QUALIFIED, S.AWAITING_PROCEDURE)
+    },
     **{(s, A.WITHDRAW): S.WITHDRAWN for s in POST_CONSENT},
     **{(s, A.MARK_LOST_TO_FOLLOW_UP): S.LOST_TO_FOLLOW_UP for s in POST_CONSENT},
     **{(s, A.RECORD_DEATH): S.DIED for s in POST_CONSENT},
@@ -40,14 +42,14 @@ ALL_PAIRS = [(s, a) for s in SubjectState for a in Action]
 
 
 @pytest.mark.parametrize(("state", "action"), sorted(EXPECTED_STATE_CHANGES))
-def test_life1_each_journey_transition_is_allowed(state: S, action: A) -> None:
+def test_life1_each_journey_transition_is_allowed(state: SubjectState, action: Action) -> None:
     """LIFE-1: every arrow of the journey diagram is in the table with its target."""
     assert apply_action(state, action) is EXPECTED_STATE_CHANGES[(state, action)]
 
 
 @pytest.mark.parametrize(("state", "action"), ALL_PAIRS)
 def test_life1_every_pair_is_allowed_or_refused_with_state_and_allowed_actions(
-    state: S, action: A
+    state: SubjectState, action: Action
 ) -> None:
     """LIFE-1: outside the table an action is refused, naming the state and what is allowed."""
     if (state, action) in TRANSITIONS:

@@ -1,4 +1,4 @@
-"""Cross-file checks of a protocol (PROT-*, ELIG-1, SCHED-1, RAND-1, ...) and the flagship data."""
+"""Cross-file checks of a protocol (ELIG-1, SCHED-1, RAND-1, ...) and the flagship data."""
 
 from __future__ import annotations
 
@@ -69,8 +69,7 @@ def assert_one(problems: list[tuple[str, str]], path: str, words: str) -> None:
     assert words in problems[0][1], problems[0][1]
 
 
-@pytest.mark.req("PROT-1")
-def test_prot_1_flagship_has_no_problems() -> None:
+def test_protocol_flagship_has_no_problems() -> None:
     assert check_protocol(load_protocol().protocol) == []
 
 

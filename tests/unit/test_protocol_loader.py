@@ -1,4 +1,4 @@
-"""The protocol loader: every problem of a file, each with its YAML line (PROT-*, ELIG-1, ...)."""
+"""The protocol loader: every problem of a file, each with its YAML line (ELIG-1, ...)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,7 @@ def only_problem(text: str) -> Problem:
 # --- the flagship and the fingerprint --------------------------------------------------------
 
 
-@pytest.mark.req("PROT-1")
-def test_prot_1_flagship_loads_from_the_package() -> None:
+def test_protocol_flagship_loads_from_the_package() -> None:
     loaded = load_protocol()
     p = loaded.protocol
     assert isinstance(loaded, LoadedProtocol)
@@ -69,8 +68,7 @@ def test_prot_1_flagship_loads_from_the_package() -> None:
     assert loaded.text == FLAGSHIP
 
 
-@pytest.mark.req("PROT-3")
-def test_prot_3_sha256_is_of_the_exact_file_bytes(tmp_path: Path) -> None:
+def test_protocol_sha256_is_of_the_exact_file_bytes(tmp_path: Path) -> None:
     raw = flagship_path().read_bytes()
     assert load_protocol().sha256 == hashlib.sha256(raw).hexdigest()
     assert parse_protocol(FLAGSHIP).sha256 == hashlib.sha256(raw).hexdigest()
@@ -109,7 +107,6 @@ def test_elig_1_flagship_has_rule_and_investigator_criteria_at_three_gates() -> 
 # --- problems: str, error type ----------------------------------------------------------------
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_problem_reads_line_path_message() -> None:
     assert str(Problem("visits[2].window_before", 12, "overlaps")) == (
         "line 12: visits[2].window_before: overlaps"
@@ -117,7 +114,6 @@ def test_prot_problem_reads_line_path_message() -> None:
     assert str(Problem("", None, "file not found")) == "file not found"
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_protocol_invalid_is_a_trial_error_naming_count_and_source() -> None:
     text = mutate("ratio: 1\n    procedure_form: implant", "ratio: 0\n    procedure_form: implant")
     with pytest.raises(ProtocolInvalid) as caught:
@@ -132,21 +128,18 @@ def test_prot_protocol_invalid_is_a_trial_error_naming_count_and_source() -> Non
 # --- file-level problems ----------------------------------------------------------------------
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
     with pytest.raises(ProtocolInvalid) as caught:
         load_protocol(tmp_path / "nope.yaml")
     assert [p.message for p in caught.value.problems] == ["file not found"]
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProtocolInvalid) as caught:
         load_protocol(tmp_path)
     assert "directory" in caught.value.problems[0].message
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_non_utf8_bytes_are_refused_with_their_line(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes(b"name: x\nversion: '1'\ntitle: Caf\xe9\n")
@@ -157,13 +150,11 @@ def test_prot_non_utf8_bytes_are_refused_with_their_line(tmp_path: Path) -> None
     assert "UTF-8" in problem.message
 
 
-@pytest.mark.req("PROT-2")
 @pytest.mark.parametrize("text", ["", "   \n\n", "# only a comment\n", "---\n"])
 def test_prot_empty_file_is_refused(text: str) -> None:
     assert only_problem(text).message == "file is empty"
 
 
-@pytest.mark.req("PROT-2")
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "42\n"])
 def test_prot_top_level_must_be_a_mapping(text: str) -> None:
     problem = only_problem(text)
@@ -171,7 +162,6 @@ def test_prot_top_level_must_be_a_mapping(text: str) -> None:
     assert "mapping" in problem.message
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_yaml_syntax_error_has_its_line() -> None:
     text = mutate("  cap_total: 352\n", "  cap_total: [352\n")
     problem = only_problem(text)
@@ -180,14 +170,12 @@ def test_prot_yaml_syntax_error_has_its_line() -> None:
     assert line_of(text, "cap_total") <= problem.line <= line_of(text, "cap_total") + 2
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_tab_indentation_is_a_syntax_error_with_line() -> None:
     text = mutate("  target_subjects: 352\n", "\ttarget_subjects: 352\n")
     problem = only_problem(text)
     assert problem.line == line_of(text, "\ttarget_subjects")
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_duplicate_key_names_both_lines() -> None:
     text = mutate("  cap_total: 352\n", "  cap_total: 352\n  cap_total: 352\n")
     problem = only_problem(text)
@@ -197,7 +185,6 @@ def test_prot_duplicate_key_names_both_lines() -> None:
     assert f"first at line {first}" in problem.message
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_unsafe_yaml_tag_is_refused_with_line() -> None:
     text = mutate("  cap_total: 352\n", "  cap_total: !!python/object:os.system 352\n")
     problem = only_problem(text)
@@ -216,7 +203,6 @@ def test_rand_1_ratio_of_zero_is_refused_at_its_line() -> None:
     assert "greater than or equal to 1" in problem.message
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_unknown_key_suggests_the_right_one() -> None:
     text = mutate("  cap_total: 352\n", "  cap_total: 352\n  cap_per_sight: 20\n")
     problem = only_problem(text)
@@ -235,7 +221,6 @@ def test_sched_1_wrong_type_in_a_visit_has_the_visit_line() -> None:
     assert "integer" in problem.message
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_unquoted_version_number_says_to_quote_it() -> None:
     text = mutate('version: "1.0"', "version: 1.0")
     problem = only_problem(text)
@@ -295,7 +280,6 @@ def test_elig_1_unknown_key_in_a_combinator_is_reported_once() -> None:
     assert problems[0].line == line_of(text, "anyof") - 1
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_every_problem_is_listed_in_line_order() -> None:
     text = mutate("ratio: 1\n    procedure_form: implant", "ratio: 0\n    procedure_form: implant")
     text = mutate("target_subjects: 352", "target_subjects: many", text)
@@ -313,13 +297,11 @@ def test_prot_every_problem_is_listed_in_line_order() -> None:
     ]
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_recursive_alias_does_not_crash() -> None:
     problems = problems_of("name: &loop [*loop]\n")
     assert any(p.path == "name" for p in problems)
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_non_text_key_is_a_problem() -> None:
     text = mutate("  cap_total: 352\n", "  cap_total: 352\n  7: seven\n")
     problem = only_problem(text)
@@ -346,7 +328,6 @@ def test_time_1_bad_time_zone_has_the_site_line() -> None:
     assert problem.line == line_of(text, "Hawaii/Honolulu")
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_model_and_check_problems_are_listed_together() -> None:
     text = mutate("timezone: Pacific/Honolulu", "timezone: Hawaii/Honolulu")
     text = mutate("unblind_after_visit: M24", "unblind_after_visit: M25", text)
@@ -361,7 +342,6 @@ def test_prot_model_and_check_problems_are_listed_together() -> None:
     assert all(p.line is not None for p in problems)
 
 
-@pytest.mark.req("PROT-2")
 def test_prot_checks_wait_for_a_valid_model() -> None:
     # a check would read the broken arms; the model problem alone is reported first
     text = mutate("ratio: 1\n    procedure_form: implant", "ratio: 0\n    procedure_form: implant")

@@ -97,8 +97,9 @@ def initialize_study(
                 running = f"{current.version} ({current.sha256[:12]})" if current else "?"
                 raise PreconditionFailed(
                     f"study {code} already runs protocol {running}; "
-                    "a protocol in use cannot be replaced in place — load the new version as an "
-                    "amendment ('trialdesk protocol amend FILE')",
+                    "a protocol in use cannot be edited or replaced in place (PROT-3); "
+                    "a new version must be loaded as a signed amendment, which this version "
+                    "of trialdesk does not support yet",
                     reason="protocol-locked",
                 )
             if study.mode != mode:
