@@ -208,7 +208,7 @@ def test_wrong_password_is_refused_and_only_the_failed_sign_in_is_recorded(demo:
     columns = [c[1] for c in sqlite3.connect(demo.db).execute("PRAGMA table_info(audit_entries)")]
     entry = dict(zip(columns, new[0], strict=True))
     assert (entry["action"], entry["actor"], entry["entity_id"]) == (
-        "sign-in_failed",
+        "sign_in_failed",
         "coordinator",
         "coordinator",
     )
@@ -225,7 +225,7 @@ def test_unknown_user_is_refused_like_a_wrong_password(demo: Shell) -> None:
     assert_one_line_error(result, "wrong username or password")
     after = demo.dump()
     (entry,) = _new_audit_rows(before, after)
-    assert "auth" in entry and "sign-in_failed" in entry
+    assert "auth" in entry and "sign_in_failed" in entry
     assert {t for t in after if after[t] != before[t]} == {"audit_entries", "audit_heads"}
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from trialdesk.cli import design_cmd, lists_cmd, protocol_cmd, setup_cmd, subject_cmd, visits_cmd
+from trialdesk.cli import (
+    design_cmd,
+    lists_cmd,
+    protocol_cmd,
+    review_cmd,
+    setup_cmd,
+    subject_cmd,
+    visits_cmd,
+)
 
 
 def build_app() -> typer.Typer:
@@ -23,6 +31,8 @@ def build_app() -> typer.Typer:
     app.command("schedule")(visits_cmd.schedule)
     app.add_typer(visits_cmd.visits_app, name="visits", help="Visit worklists.")
     app.add_typer(design_cmd.app, name="design", help="Assess a randomization design.")
+    app.add_typer(review_cmd.queries_app, name="queries", help="Data queries (monitor).")
+    app.add_typer(review_cmd.crc_app, name="crc", help="Central Review Committee.")
     return app
 
 

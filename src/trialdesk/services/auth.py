@@ -56,10 +56,17 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def authenticate(
-    ctx: ServiceContext, username: str, password: str, *, purpose: str = "sign-in"
+    ctx: ServiceContext,
+    username: str,
+    password: str,
+    *,
+    kind: str = "sign_in",
+    meaning: str | None = None,
 ) -> Actor:
-    """Check a password; count failures, lock the account after too many (audited)."""
+    """Check a password; count failures, lock the account after too many (audited as
+    ``<kind>_failed`` / ``<kind>_refused``; a signature's meaning goes with the entry)."""
     now = ctx.now()
+    about: dict[str, object] = {"meaning": meaning} if meaning else {}
     with ctx.uow() as uow:
         row = uow.session.scalars(
             select(UserRow).where(UserRow.username == username).with_for_update()
@@ -70,10 +77,10 @@ def authenticate(
                     stream="auth",
                     at=now,
                     actor=username or "?",
-                    action=f"{purpose}_failed",
+                    action=f"{kind}_failed",
                     entity="user",
                     entity_id=username or "?",
-                    new={"reason": "unknown or inactive"},
+                    new={"reason": "unknown or inactive", **about},
                 )
             )
             uow.commit()
@@ -84,10 +91,10 @@ def authenticate(
                     stream=f"user:{row.id}",
                     at=now,
                     actor=username,
-                    action=f"{purpose}_refused",
+                    action=f"{kind}_refused",
                     entity="user",
                     entity_id=username,
-                    new={"reason": "locked"},
+                    new={"reason": "locked", **about},
                 )
             )
             uow.commit()
@@ -97,7 +104,7 @@ def authenticate(
             )
         if not _password_ok(row, password):
             row.failed_attempts += 1
-            new: dict[str, object] = {"failed_attempts": row.failed_attempts}
+            new: dict[str, object] = {"failed_attempts": row.failed_attempts, **about}
             if row.failed_attempts >= ctx.settings.lockout_attempts:
                 row.locked_until = now + dt.timedelta(minutes=ctx.settings.lockout_minutes)
                 new["locked_until"] = row.locked_until.isoformat()
@@ -106,7 +113,7 @@ def authenticate(
                     stream=f"user:{row.id}",
                     at=now,
                     actor=username,
-                    action=f"{purpose}_failed",
+                    action=f"{kind}_failed",
                     entity="user",
                     entity_id=username,
                     new=new,
@@ -126,4 +133,4 @@ def reauthenticate(ctx: ServiceContext, actor: Actor, password: str, *, meaning:
     """Re-enter the password for an e-signature; a wrong one is audited as a failed attempt."""
     if actor.operator:
         raise AuthenticationFailed("the local operator cannot sign records")
-    authenticate(ctx, actor.username, password, purpose=f"signature ({meaning})")
+    authenticate(ctx, actor.username, password, kind="signature", meaning=meaning)

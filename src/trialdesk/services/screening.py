@@ -30,6 +30,10 @@ from trialdesk.services.common import (
     transition,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.crc import CRC_DECISIONS as CRC_DECISIONS  # moved; re-exported
+from trialdesk.services.crc import (
+    crc_eligibility_decision as crc_eligibility_decision,  # moved; re-exported
+)
 from trialdesk.services.forms import save_form, subject_form_values, typed_values
 from trialdesk.services.views import SubjectView, subject_view
 from trialdesk.store.tables import (
@@ -365,87 +369,6 @@ def complete_screening(
                     entity_id=str(case.id),
                     new={"kind": "eligibility", "status": "open"},
                 )
-        uow.commit()
-        return subject_view(ctx, uow, actor, subject)
-
-
-CRC_DECISIONS = {
-    "approve": (Action.CRC_APPROVE, "Approved as appropriate for the implant procedure"),
-    "reject": (Action.CRC_REJECT, "Rejected: not appropriate for the implant procedure"),
-    "request_info": (Action.CRC_REQUEST_INFO, "More information requested before a decision"),
-}
-
-
-def crc_eligibility_decision(
-    ctx: ServiceContext,
-    actor: Actor,
-    study_id: int,
-    number: str,
-    decision: str,
-    reason: str,
-    password: str,
-) -> SubjectView:
-    """A CRC member's e-signed eligibility decision (ELIG-3, SIG-1)."""
-    if decision not in CRC_DECISIONS:
-        raise ValidationFailed(
-            f"unknown decision {decision!r}; use approve, reject or request_info",
-            {"decision": "unknown"},
-        )
-    action, meaning = CRC_DECISIONS[decision]
-    reason = require_text(reason, "reason", "a reason for the decision")
-    with ctx.uow(readonly=True) as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, [Role.CRC], action="CRC decision")
-        check_action(subject, action)
-    reauthenticate(ctx, actor, password, meaning=meaning)
-    now = ctx.now()
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        case = uow.session.scalars(
-            select(CrcCaseRow)
-            .where(
-                CrcCaseRow.subject_id == subject.id,
-                CrcCaseRow.kind == "eligibility",
-                CrcCaseRow.status != "decided",
-            )
-            .order_by(CrcCaseRow.id.desc())
-        ).first()
-        if case is None:
-            raise PreconditionFailed(
-                f"subject {number} has no open eligibility case", reason="no-open-case"
-            )
-        signature = {
-            "name": actor.full_name,
-            "username": actor.username,
-            "at": now.isoformat(),
-            "meaning": meaning,
-        }
-        case.status = "info_requested" if decision == "request_info" else "decided"
-        case.decision, case.reason = decision, reason
-        case.signed_by, case.signed_name, case.signed_at, case.meaning = (
-            actor.username,
-            actor.full_name,
-            now,
-            meaning,
-        )
-        changes: dict[str, Any] = {}
-        if decision == "approve":
-            changes["crc_approved"] = True
-        elif decision == "reject":
-            changes.update(
-                screen_failure_reason=ScreenFailureReason.CRC_REJECTED.value,
-                screen_failure_detail=reason,
-            )
-        transition(
-            uow,
-            ctx,
-            actor,
-            subject,
-            action,
-            changes=changes,
-            audit_new={"crc_case": case.id, "decision": decision, "signature": signature},
-            reason=reason,
-        )
         uow.commit()
         return subject_view(ctx, uow, actor, subject)
 

@@ -174,6 +174,31 @@ class CrcCaseRow(Base):
     meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
+class DataQueryRow(Base):
+    """A monitor's question on one field of a saved form; the site answers (DATA-2).
+    Status: open -> answered -> closed; answered or closed -> open again (reopened)."""
+
+    __tablename__ = "data_queries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    form_record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40), default="")
+    field: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(10))  # open | answered | closed
+    text: Mapped[str] = mapped_column(Text)
+    raised_by: Mapped[str] = mapped_column(String(80))
+    raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    value_changed: Mapped[bool] = mapped_column(Boolean, default=False)
+    closed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class VisitRow(Base):
     __tablename__ = "visits"
     __table_args__ = (UniqueConstraint("subject_id", "visit_code"),)

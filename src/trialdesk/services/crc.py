@@ -1,0 +1,384 @@
+"""The Central Review Committee: its work queue, eligibility decisions (ELIG-3) and
+additional-therapy endpoint reviews (THER-2, THER-3), each e-signed (SIG-1).
+
+A decision re-authenticates the signer and stores username, printed name, time and meaning
+(21 CFR 11.50). A decision attempted by anyone without the CRC role is refused and audited as
+a failed attempt. No CRC decision on a therapy changes the subject: the system never
+withdraws anyone on its own (THER-3). Nothing here reads or returns an arm.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from trialdesk.domain.errors import NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
+from trialdesk.domain.lifecycle import Action, ScreenFailureReason
+from trialdesk.domain.roles import Role
+from trialdesk.services.access import Actor, require
+from trialdesk.services.auth import reauthenticate
+from trialdesk.services.common import (
+    audit,
+    check_action,
+    load_subject,
+    require_text,
+    transition,
+)
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.views import SubjectView, subject_view
+from trialdesk.store.audit import PendingEntry
+from trialdesk.store.tables import CrcCaseRow, SiteRow, SubjectRow, TherapyRow
+from trialdesk.store.uow import UnitOfWork
+
+# Meanings are the signed statement (SIG-1), stored with the decision; a failed
+# re-authentication is audited as "signature_failed" with the meaning in its new values.
+CRC_DECISIONS: dict[str, tuple[Action, str]] = {
+    "approve": (Action.CRC_APPROVE, "CRC approval for the implant procedure"),
+    "reject": (Action.CRC_REJECT, "CRC rejection for the implant procedure"),
+    "request_info": (Action.CRC_REQUEST_INFO, "CRC request for more information"),
+}
+"""Eligibility decisions (ELIG-3): decision -> (lifecycle action, signature meaning)."""
+
+THERAPY_DECISIONS: dict[str, str] = {
+    "endpoint_event": "CRC: the therapy is an endpoint event",
+    "not_endpoint_event": "CRC: the therapy is not an endpoint event",
+    "continue_follow_up": "CRC: unclassified, follow-up continues",
+    "request_info": "CRC request for more information",
+}
+"""Therapy review outcomes (THER-2, THER-3) -> signature meaning. ``endpoint_event`` and
+``not_endpoint_event`` classify the therapy for the endpoint analysis; ``continue_follow_up``
+records that the committee sees no endpoint classification to make and follow-up simply
+continues; ``request_info`` keeps the case in the queue. In every case the subject stays on
+the trial, in its state."""
+
+QUEUE_READERS = (Role.CRC, Role.MANAGER)
+PENDING = ("open", "info_requested")
+
+
+@dataclass(frozen=True)
+class TherapyInfo:
+    type: str
+    date: str
+    months_since_randomization: float
+    early: bool
+    review: str  # endpoint_evaluation | early_therapy
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """A CRC case as the committee sees it: subject, site, what to review; never an arm."""
+
+    id: int
+    kind: str  # eligibility | therapy
+    status: str  # open | info_requested | decided
+    subject: str
+    site: str
+    subject_state: str
+    test_subject: bool
+    opened_at: str
+    therapy: TherapyInfo | None = None
+    decision: str | None = None
+    reason: str | None = None
+    signed_by: str | None = None
+    signed_name: str | None = None
+    signed_at: str | None = None
+    meaning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """UTC ISO 8601; SQLite hands stored times back without their zone (they are UTC)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def _case_view(uow: UnitOfWork, case: CrcCaseRow) -> CaseView:
+    subject = uow.session.get(SubjectRow, case.subject_id)
+    assert subject is not None  # foreign key
+    site = uow.session.get(SiteRow, subject.site_id)
+    assert site is not None  # foreign key
+    therapy = None
+    if case.therapy_id is not None:
+        row = uow.session.get(TherapyRow, case.therapy_id)
+        assert row is not None  # foreign key
+        therapy = TherapyInfo(
+            type=row.therapy_type,
+            date=row.therapy_date.isoformat(),
+            months_since_randomization=round(row.months_since, 2),
+            early=row.early,
+            review="early_therapy" if row.early else "endpoint_evaluation",
+        )
+    return CaseView(
+        id=case.id,
+        kind=case.kind,
+        status=case.status,
+        subject=subject.number,
+        site=site.code,
+        subject_state=subject.state,
+        test_subject=subject.test_subject,
+        opened_at=_iso(case.opened_at) or "",
+        therapy=therapy,
+        decision=case.decision,
+        reason=case.reason,
+        signed_by=case.signed_by,
+        signed_name=case.signed_name,
+        signed_at=_iso(case.signed_at),
+        meaning=case.meaning,
+    )
+
+
+def crc_queue(ctx: ServiceContext, actor: Actor, study_id: int) -> list[CaseView]:
+    """Open and info-requested cases, eligibility and therapy, oldest first."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, QUEUE_READERS, action="CRC queue")
+        cases = uow.session.scalars(
+            select(CrcCaseRow)
+            .where(CrcCaseRow.study_id == study_id, CrcCaseRow.status.in_(PENDING))
+            .order_by(CrcCaseRow.opened_at, CrcCaseRow.id)
+        ).all()
+        return [_case_view(uow, case) for case in cases]
+
+
+def _require_crc(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    what: str,
+    target: Callable[[UnitOfWork], tuple[SubjectRow | None, str, str]],
+    attempted: dict[str, Any],
+) -> None:
+    """Refuse a decision by anyone without the CRC role, after auditing the attempt in its own
+    unit of work: in the subject's stream when the target exists, else in the user's."""
+    try:
+        require(actor, study_id, [Role.CRC], action=what)
+    except PermissionDenied as denied:
+        new = {"refused": "not a CRC member", "roles": sorted(actor.roles(study_id)), **attempted}
+        with ctx.uow() as uow:
+            subject, entity, entity_id = target(uow)
+            entity_id = entity_id[:80]  # caller-supplied; the column holds 80 characters
+            if subject is not None:
+                audit(
+                    uow,
+                    ctx,
+                    actor,
+                    subject,
+                    "crc_decision_refused",
+                    entity=entity,
+                    entity_id=entity_id,
+                    new=new,
+                )
+            else:
+                uow.record(
+                    PendingEntry(
+                        stream=f"user:{actor.user_id}" if actor.user_id is not None else "auth",
+                        at=ctx.now(),
+                        actor=actor.label,
+                        action="crc_decision_refused",
+                        entity=entity,
+                        entity_id=entity_id,
+                        study_id=study_id,
+                        new=new,
+                    )
+                )
+            uow.commit()
+        raise denied from None
+
+
+def _subject_unscoped(uow: UnitOfWork, study_id: int, number: str) -> SubjectRow | None:
+    """For the refusal audit only; the refused caller never learns whether it exists."""
+    return uow.session.scalars(
+        select(SubjectRow).where(SubjectRow.study_id == study_id, SubjectRow.number == number)
+    ).one_or_none()
+
+
+def _signature(actor: Actor, meaning: str, at: str) -> dict[str, str]:
+    return {"name": actor.full_name, "username": actor.username, "at": at, "meaning": meaning}
+
+
+def crc_eligibility_decision(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    number: str,
+    decision: str,
+    reason: str,
+    password: str,
+) -> SubjectView:
+    """A CRC member's e-signed eligibility decision (ELIG-3, SIG-1)."""
+    _require_crc(
+        ctx,
+        actor,
+        study_id,
+        "CRC decision",
+        lambda uow: (_subject_unscoped(uow, study_id, number), "subject", number),
+        {"kind": "eligibility", "decision": decision},
+    )
+    if decision not in CRC_DECISIONS:
+        raise ValidationFailed(
+            f"unknown decision {decision!r}; use approve, reject or request_info",
+            {"decision": "unknown"},
+        )
+    action, meaning = CRC_DECISIONS[decision]
+    reason = require_text(reason, "reason", "a reason for the decision")
+    with ctx.uow(readonly=True) as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        check_action(subject, action)
+    reauthenticate(ctx, actor, password, meaning=meaning)
+    now = ctx.now()
+    with ctx.uow() as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        case = uow.session.scalars(
+            select(CrcCaseRow)
+            .where(
+                CrcCaseRow.subject_id == subject.id,
+                CrcCaseRow.kind == "eligibility",
+                CrcCaseRow.status != "decided",
+            )
+            .order_by(CrcCaseRow.id.desc())
+        ).first()
+        if case is None:
+            raise PreconditionFailed(
+                f"subject {number} has no open eligibility case", reason="no-open-case"
+            )
+        case.status = "info_requested" if decision == "request_info" else "decided"
+        case.decision, case.reason = decision, reason
+        case.signed_by, case.signed_name, case.signed_at, case.meaning = (
+            actor.username,
+            actor.full_name,
+            now,
+            meaning,
+        )
+        changes: dict[str, Any] = {}
+        if decision == "approve":
+            changes["crc_approved"] = True
+        elif decision == "reject":
+            changes.update(
+                screen_failure_reason=ScreenFailureReason.CRC_REJECTED.value,
+                screen_failure_detail=reason,
+            )
+        transition(
+            uow,
+            ctx,
+            actor,
+            subject,
+            action,
+            changes=changes,
+            audit_new={
+                "crc_case": case.id,
+                "decision": decision,
+                "signature": _signature(actor, meaning, now.isoformat()),
+            },
+            reason=reason,
+        )
+        uow.commit()
+        return subject_view(ctx, uow, actor, subject)
+
+
+def _therapy_case(uow: UnitOfWork, study_id: int, case_id: int) -> CrcCaseRow | None:
+    return uow.session.scalars(
+        select(CrcCaseRow).where(
+            CrcCaseRow.id == case_id,
+            CrcCaseRow.study_id == study_id,
+            CrcCaseRow.kind == "therapy",
+        )
+    ).one_or_none()
+
+
+def _check_pending(case: CrcCaseRow | None, case_id: int) -> CrcCaseRow:
+    if case is None:
+        raise NotFound(f"therapy case {case_id} not found")
+    if case.status == "decided":
+        raise PreconditionFailed(
+            f"therapy case {case_id} is already decided ({case.decision}, signed by "
+            f"{case.signed_name})",
+            reason="case-decided",
+        )
+    return case
+
+
+def decide_therapy_case(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    case_id: int,
+    classification: str,
+    reason: str,
+    password: str,
+) -> CaseView:
+    """The CRC's e-signed review of an additional therapy: endpoint evaluation for one more
+    than 6 months after randomization (THER-2), an explicit decision for an early one (THER-3).
+    The subject's state and record are left as they are."""
+
+    def target(uow: UnitOfWork) -> tuple[SubjectRow | None, str, str]:
+        found = _therapy_case(uow, study_id, case_id)
+        subject = uow.session.get(SubjectRow, found.subject_id) if found else None
+        return subject, "crc_case", str(case_id)
+
+    _require_crc(
+        ctx,
+        actor,
+        study_id,
+        "CRC therapy decision",
+        target,
+        {"kind": "therapy", "decision": classification},
+    )
+    if classification not in THERAPY_DECISIONS:
+        raise ValidationFailed(
+            f"unknown classification {classification!r}; use " + ", ".join(THERAPY_DECISIONS),
+            {"classification": "unknown"},
+        )
+    meaning = THERAPY_DECISIONS[classification]
+    reason = require_text(reason, "reason", "a reason for the decision")
+    with ctx.uow(readonly=True) as uow:
+        case = _check_pending(_therapy_case(uow, study_id, case_id), case_id)
+        subject = uow.session.get(SubjectRow, case.subject_id)
+        assert subject is not None  # foreign key
+        load_subject(uow, actor, study_id, subject.number)  # scope check (ACC-1)
+    reauthenticate(ctx, actor, password, meaning=meaning)
+    now = ctx.now()
+    with ctx.uow() as uow:
+        case = _check_pending(
+            uow.session.scalars(
+                select(CrcCaseRow).where(CrcCaseRow.id == case_id).with_for_update()
+            ).one_or_none(),
+            case_id,
+        )
+        subject = uow.session.get(SubjectRow, case.subject_id)
+        assert subject is not None  # foreign key
+        old_status = case.status
+        case.status = "info_requested" if classification == "request_info" else "decided"
+        case.decision, case.reason = classification, reason
+        case.signed_by, case.signed_name, case.signed_at, case.meaning = (
+            actor.username,
+            actor.full_name,
+            now,
+            meaning,
+        )
+        view = _case_view(uow, case)
+        audit(
+            uow,
+            ctx,
+            actor,
+            subject,
+            "crc_therapy_decision",
+            entity="crc_case",
+            entity_id=str(case.id),
+            old={"status": old_status},
+            new={
+                "status": case.status,
+                "decision": classification,
+                "therapy": asdict(view.therapy) if view.therapy else None,
+                "subject_state": subject.state,
+                "signature": _signature(actor, meaning, now.isoformat()),
+            },
+            reason=reason,
+        )
+        uow.commit()
+        return view
