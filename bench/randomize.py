@@ -73,36 +73,59 @@ def _settings(url: str, key: Path) -> Settings:
     )
 
 
-def _client(
+def _worker(
     url: str,
     schema: str | None,
     key: str,
     study_id: int,
-    site: str,
-    count: int,
+    jobs: list[tuple[str, int]],
     barrier: Any,
     out: Any,
 ) -> None:
+    """One process (like one server worker) running one thread per client site."""
+    import threading
+
     runtime = bootstrap(
         _settings(url, Path(key)),
         clock=FixedClock(NOW),
-        engine=_engine(url, schema, 2),
+        engine=_engine(url, schema, len(jobs) + 2),
         run_migrations=False,
     )
     t = Trial(runtime=runtime, clock=FixedClock(NOW), study_id=study_id, backend="")
-    numbers = [journey.anatomy_suitable(t, site) for _ in range(count)]
-    actor = journey.staff(t, "implanter", site)
+    prepared = [
+        (
+            site,
+            [journey.anatomy_suitable(t, site) for _ in range(n)],
+            journey.staff(t, "implanter", site),
+        )
+        for site, n in jobs
+    ]
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(site: str, numbers: list[str], actor: Any) -> None:
+        latencies, errors = [], []
+        for number in numbers:
+            start = time.perf_counter()
+            try:
+                randomize(runtime.context, actor, study_id, number)
+            except Exception as exc:  # reported, and integrity is checked afterwards
+                errors.append(f"{type(exc).__name__}: {exc}")
+            latencies.append(time.perf_counter() - start)
+        with lock:
+            results.append(
+                {"site": site, "latencies": latencies, "errors": errors, "end": time.time()}
+            )
+
+    threads = [threading.Thread(target=client, args=job) for job in prepared]
     barrier.wait()
-    latencies, errors = [], []
-    for number in numbers:
-        start = time.perf_counter()
-        try:
-            randomize(runtime.context, actor, study_id, number)
-        except Exception as exc:  # reported, and integrity is checked afterwards
-            errors.append(f"{type(exc).__name__}: {exc}")
-        latencies.append(time.perf_counter() - start)
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     runtime.close()
-    out.put({"site": site, "latencies": latencies, "errors": errors, "end": time.time()})
+    for r in results:
+        out.put(r)
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -111,7 +134,7 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def run(url: str, clients: int, subjects: int) -> dict[str, Any]:
+def run(url: str, clients: int, subjects: int, processes: int | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="td-bench-"))
     key = workdir / "allocation.key"
     create_key_file(key)
@@ -145,22 +168,23 @@ def run(url: str, clients: int, subjects: int) -> dict[str, Any]:
             runtime.context, operator, info.id, mode="live", seed=1, size_per_stratum=per_site + 4
         )
         ctx = mp.get_context("fork")
-        barrier = ctx.Barrier(clients + 1)
-        out = ctx.Queue()
+        workers = processes or clients
         counts = [
             subjects // clients + (1 if i < subjects % clients else 0) for i in range(clients)
         ]
+        jobs = list(zip(sites, counts, strict=True))
+        chunks = [jobs[w::workers] for w in range(workers)]
+        barrier = ctx.Barrier(workers + 1)
+        out = ctx.Queue()
         procs = [
-            ctx.Process(
-                target=_client, args=(url, schema, str(key), info.id, site, n, barrier, out)
-            )
-            for site, n in zip(sites, counts, strict=True)
+            ctx.Process(target=_worker, args=(url, schema, str(key), info.id, chunk, barrier, out))
+            for chunk in chunks
         ]
         for p in procs:
             p.start()
         barrier.wait()
         start = time.time()
-        results = [out.get(timeout=3600) for _ in procs]
+        results = [out.get(timeout=3600) for _ in range(clients)]
         for p in procs:
             p.join()
         seconds = max(r["end"] for r in results) - start
@@ -175,6 +199,7 @@ def run(url: str, clients: int, subjects: int) -> dict[str, Any]:
     return {
         "db": "postgresql" if schema else "sqlite",
         "clients": clients,
+        "processes": processes or clients,
         "subjects": subjects,
         "seconds": round(seconds, 3),
         "randomizations_per_s": round((len(latencies) - len(errors)) / seconds, 1),
@@ -210,9 +235,15 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite", help="database URL, or 'sqlite' for a temp file")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes the clients run in (default: one each)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.db, args.clients, args.subjects)
+    result = run(args.db, args.clients, args.subjects, args.processes)
     if args.json:
         print(json.dumps(result))
     else:

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from tests import flagship_data as fd
 from tests import journey as j
-from tests.conftest import Trial, flagship
+from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.errors import ActionNotAllowed, PreconditionFailed
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
-from trialdesk.services import randomization
+from trialdesk.services import randomization, screening
 from trialdesk.services.access import operator_actor
 from trialdesk.services.lists import generate_list
 from trialdesk.store.audit import verify_chain
@@ -317,3 +318,76 @@ def test_rand2_complete_randomization_is_wired(make_trial: Callable[..., Trial])
     seen = {(_randomize(t, j.anatomy_suitable(t)).arm) for _ in range(12)}
     assert seen <= {"INT", "CTRL"} and seen
     _integrity_minimization(t, 12)
+
+
+def test_rand2_blocks_stratified_by_site_and_a_form_field(
+    make_trial: Callable[..., Trial],
+) -> None:
+    """RAND-2: strata values are read from the recorded screening form (never retyped); the
+    list has a stratum per site and NYHA class, and each subject draws from its own."""
+    t = make_trial(
+        variant(
+            [
+                ("  strata: [site]", "  strata: [site, nyha.nyha_class]"),
+                ("list_size_per_stratum: 24", "list_size_per_stratum: 4"),
+            ]
+        )
+    )
+    ii = j.anatomy_suitable(t)
+    class_ii_forms = fd.screening_forms()
+    class_ii_forms["nyha"]["nyha_class"] = "II"
+    number = j.consented(t)
+    j.enter_screening(t, number, class_ii_forms)
+    screening.complete_screening(t.ctx, t.actor("coordinator"), t.study_id, number)
+    screening.crc_eligibility_decision(
+        t.ctx, t.actor("crc"), t.study_id, number, "approve", "ok", PASSWORD
+    )
+    t.clock.set_day(j.PROCEDURE)
+    screening.record_anatomy(t.ctx, t.actor("implanter"), t.study_id, number, fd.anatomy_forms())
+    first, second = _randomize(t, ii), _randomize(t, number)
+    assert fd.screening_forms()["nyha"]["nyha_class"] == "III"
+    assert (first.stratum, second.stratum) == (
+        "site=S101|nyha.nyha_class=III",
+        "site=S101|nyha.nyha_class=II",
+    )
+    _integrity(t)
+
+
+def test_rand4_rand5_cap_holds_exactly_under_concurrency(make_trial: Callable[..., Trial]) -> None:
+    """RAND-4/5: 12 threads race for the last places: exactly the cap is randomized, the rest
+    refused with "enrolment target reached". On PostgreSQL the cap (110) is above the
+    connection limit margin, so both the shared path and the exclusive path near the cap run."""
+    t = make_trial(
+        variant(
+            [
+                ("  target_subjects: 352", "  target_subjects: 110"),
+                ("  cap_total: 352", "  cap_total: 110"),
+            ]
+        )
+    )
+    numbers = [j.anatomy_suitable(t, SITES[i % 10]) for i in range(118)]
+    for site in SITES:
+        j.staff(t, "implanter", site)
+    queue = list(numbers)
+    lock = threading.Lock()
+    refused: list[str] = []
+
+    def work(_i: int) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                number = queue.pop()
+            try:
+                _randomize(t, number)
+            except PreconditionFailed as exc:
+                assert exc.code == "enrolment-closed", exc.message
+                with lock:
+                    refused.append(number)
+
+    errors = _run_threads(12, work)
+    assert not errors, errors[:3]
+    assert len(refused) == 8
+    with t.ctx.uow(readonly=True) as uow:
+        assert len(uow.session.scalars(select(RandomizationRow)).all()) == 110
+    _integrity(t)

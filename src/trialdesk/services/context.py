@@ -19,6 +19,8 @@ class ServiceContext:
     cipher: AllocationCipher
     settings: Settings
     _protocols: dict[str, LoadedProtocol] = field(default_factory=dict)
+    memo: dict[str, object] = field(default_factory=dict)
+    """Per-process facts read once from the database (e.g. its connection limit)."""
 
     def now(self) -> dt.datetime:
         moment = self.clock()

@@ -175,17 +175,34 @@ def _site_codes(uow: UnitOfWork, study_id: int) -> list[str]:
 
 
 def _site_strata(uow: UnitOfWork, study_id: int, loaded: LoadedProtocol) -> list[str]:
-    """Strata that can be listed ahead: only site-stratified designs (others: import)."""
+    """Every stratum of the design, listed ahead: the product of the factors' levels, each
+    factor being the site or a choice / yes-no field of a screening form (RAND-2). Names are
+    ``factor=level`` joined by ``|``, exactly as randomization computes a subject's stratum."""
     factors = loaded.protocol.randomization.strata
-    if any(f != "site" for f in factors):
-        raise PreconditionFailed(
-            "generated lists support stratification by site only in this version; "
-            "strata " + ", ".join(factors) + " need an imported list or minimization",
-            reason="unsupported-strata",
-        )
     if not factors:
         return ["all"]
-    return [f"site={code}" for code in _site_codes(uow, study_id)]
+    strata = [""]
+    for factor in factors:
+        levels = _factor_levels(uow, study_id, loaded, factor)
+        strata = [f"{s}|{factor}={lv}" if s else f"{factor}={lv}" for s in strata for lv in levels]
+    return strata
+
+
+def _factor_levels(
+    uow: UnitOfWork, study_id: int, loaded: LoadedProtocol, factor: str
+) -> list[str]:
+    if factor == "site":
+        return list(_site_codes(uow, study_id))
+    form_code, field_code = factor.split(".", 1)
+    spec = next(f for f in loaded.protocol.form(form_code).fields if f.code == field_code)
+    if spec.choices:
+        return [c.code for c in spec.choices]
+    if spec.type.value == "boolean":
+        return ["false", "true"]
+    raise PreconditionFailed(  # the protocol checks refuse such a factor; kept for safety
+        f"stratification factor {factor} has no finite set of levels",
+        reason="unsupported-strata",
+    )
 
 
 def default_stratum_size(loaded: LoadedProtocol, strata: int) -> int:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from trialdesk.domain.errors import (
@@ -126,11 +126,79 @@ def _minimization_levels(
     return _levels(uow, ctx, subject, site, [f.factor for f in spec.factors])
 
 
-def _lock_study(uow: UnitOfWork, study_id: int) -> None:
+def _max_in_flight(ctx: ServiceContext, uow: UnitOfWork) -> int:
+    """An upper bound on randomizations in flight at once: the server's connection limit."""
+    cached = ctx.memo.get("max_connections")
+    if not isinstance(cached, int):
+        cached = int(uow.session.execute(text("SHOW max_connections")).scalar_one())
+        ctx.memo["max_connections"] = cached
+    return cached
+
+
+class _NeedsStudyLock(Exception):
+    """Internal: this randomization is near a cap; redo it holding the study lock."""
+
+
+def _enter_cap_lock(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    study_id: int,
+    site: SiteRow,
+    loaded: LoadedProtocol,
+    *,
+    exclusive: bool,
+) -> None:
+    """Take the study lock this randomization needs, before writing anything that refers to
+    the study.
+
+    SQLite serializes writers anyway. On PostgreSQL a randomization far from the caps takes
+    a shared (key-share) lock on the study row: such randomizations do not wait for each
+    other, and at most M of them are in flight (M = the connection limit). If, under that
+    lock, committed + M could exceed the total or country cap, it is redone with the exclusive
+    lock, which waits for every shared holder, so the caps are then counted exactly. The
+    total never exceeds a cap: a shared randomization starts only while committed + M ≤ cap,
+    and an exclusive one only when no shared one is in flight (RAND-4, RAND-5).
+    """
+    if uow.session.get_bind().dialect.name != "postgresql":
+        return
     stmt = select(StudyRow.id).where(StudyRow.id == study_id)
-    if uow.session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(key_share=True)
-    uow.session.execute(stmt)
+    if exclusive:
+        uow.session.execute(stmt.with_for_update())
+        return
+    uow.session.execute(stmt.with_for_update(read=True, key_share=True))
+    margin = _max_in_flight(ctx, uow)
+    enrol = loaded.protocol.enrolment
+    near = _count(uow, study_id) + margin > enrol.total_cap
+    country_cap = _country_cap(loaded, site.country)
+    if not near and country_cap is not None:
+        near = _count(uow, study_id, country=site.country) + margin > country_cap
+    if near:
+        raise _NeedsStudyLock
+
+
+def _count(
+    uow: UnitOfWork, study_id: int, *, country: str | None = None, site_id: int | None = None
+) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(RandomizationRow)
+        .join(SubjectRow, SubjectRow.id == RandomizationRow.subject_id)
+        .where(RandomizationRow.study_id == study_id)
+    )
+    if country is not None:
+        stmt = stmt.join(SiteRow, SiteRow.id == SubjectRow.site_id).where(
+            SiteRow.country == country
+        )
+    if site_id is not None:
+        stmt = stmt.where(SubjectRow.site_id == site_id)
+    return int(uow.session.scalar(stmt) or 0)
+
+
+def _country_cap(loaded: LoadedProtocol, country: str) -> int | None:
+    try:
+        return loaded.protocol.country(country).cap
+    except KeyError:
+        return None
 
 
 def _minimize(
@@ -143,8 +211,7 @@ def _minimize(
     """Pocock-Simon on the counts read under the study lock, in the writing transaction, so
     two subjects never see the same counts (RAND-5); records randomized in error drop out."""
     spec = loaded.protocol.randomization.minimization
-    assert spec is not None
-    _lock_study(uow, study_id)
+    assert spec is not None  # the study lock is held (see _enter_cap_lock)
     counts: dict[str, dict[str, dict[str, int]]] = {f: {} for f in levels}
     rows = uow.session.execute(
         select(RandomizationRow.arm_enc, RandomizationRow.factors).where(
@@ -228,47 +295,27 @@ def _next_randomization_seq(uow: UnitOfWork, site: SiteRow) -> int:
 
 
 def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedProtocol) -> None:
-    """Caps are checked last, under the study row lock, so they hold exactly (RAND-4). The
-    counts include the randomization being written, so a cap is exceeded when count > cap."""
-    _lock_study(uow, study_id)
+    """The caps of RAND-4, counted after this randomization's row is written (so a cap is
+    exceeded when count > cap). Exact: the site cap under the site row's lock (taken by the
+    numbering), the total and country caps under the study lock or its margin."""
     enrol = loaded.protocol.enrolment
-    base = (
-        select(func.count())
-        .select_from(RandomizationRow)
-        .join(SubjectRow, SubjectRow.id == RandomizationRow.subject_id)
-    )
-    total = uow.session.scalar(base.where(RandomizationRow.study_id == study_id)) or 0
-    if total > enrol.total_cap:
+    if _count(uow, study_id) > enrol.total_cap:
         raise PreconditionFailed(
             f"enrolment target reached: {enrol.total_cap} of {enrol.total_cap} subjects randomized",
             reason="enrolment-closed",
         )
     site_cap = site.cap or enrol.cap_per_site
-    if site_cap is not None:
-        at_site = uow.session.scalar(base.where(SubjectRow.site_id == site.id)) or 0
-        if at_site > site_cap:
-            raise PreconditionFailed(
-                f"site {site.code} has reached its cap of {site_cap} randomized subjects",
-                reason="site-cap-reached",
-            )
-    try:
-        country_cap = loaded.protocol.country(site.country).cap
-    except KeyError:
-        country_cap = None
-    if country_cap is not None:
-        in_country = (
-            uow.session.scalar(
-                base.join(SiteRow, SiteRow.id == SubjectRow.site_id).where(
-                    SiteRow.country == site.country, SiteRow.study_id == study_id
-                )
-            )
-            or 0
+    if site_cap is not None and _count(uow, study_id, site_id=site.id) > site_cap:
+        raise PreconditionFailed(
+            f"site {site.code} has reached its cap of {site_cap} randomized subjects",
+            reason="site-cap-reached",
         )
-        if in_country > country_cap:
-            raise PreconditionFailed(
-                f"country {site.country} has reached its cap of {country_cap} randomized subjects",
-                reason="country-cap-reached",
-            )
+    country_cap = _country_cap(loaded, site.country)
+    if country_cap is not None and _count(uow, study_id, country=site.country) > country_cap:
+        raise PreconditionFailed(
+            f"country {site.country} has reached its cap of {country_cap} randomized subjects",
+            reason="country-cap-reached",
+        )
 
 
 def _existing_for_key(
@@ -334,7 +381,10 @@ def randomize(
         if earlier is not None:
             return earlier
     try:
-        return _randomize(ctx, actor, study_id, number, idempotency_key)
+        try:
+            return _randomize(ctx, actor, study_id, number, idempotency_key)
+        except _NeedsStudyLock:
+            return _randomize(ctx, actor, study_id, number, idempotency_key, exclusive=True)
     except (Conflict, IntegrityError, ActionNotAllowed):
         # a concurrent request with the same key may have won the race: same answer
         if idempotency_key is not None:
@@ -345,7 +395,13 @@ def randomize(
 
 
 def _randomize(
-    ctx: ServiceContext, actor: Actor, study_id: int, number: str, idempotency_key: str | None
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    number: str,
+    idempotency_key: str | None,
+    *,
+    exclusive: bool = False,
 ) -> RandomizationResult:
     now = ctx.now()
     with ctx.uow() as uow:
@@ -379,8 +435,16 @@ def _randomize(
         today = site_today(site, now)
         # one winner per subject: the guarded state update comes first
         transition(uow, ctx, actor, subject, Action.RANDOMIZE, changes={"randomized_on": today})
-        stratum, levels = _stratum(uow, ctx, subject, site, loaded)
         design = loaded.protocol.randomization
+        _enter_cap_lock(
+            ctx,
+            uow,
+            study_id,
+            site,
+            loaded,
+            exclusive=exclusive or design.method is Method.MINIMIZATION,
+        )
+        stratum, levels = _stratum(uow, ctx, subject, site, loaded)
         mode = "test" if subject.test_subject else "live"
         slot_row: AllocationSlotRow | None = None
         detail: dict[str, Any] = {}
