@@ -5,6 +5,11 @@ from __future__ import annotations
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import BLINDED_ROLES, Actor
 
+TRIAL_UNBLINDED_ROLES: frozenset[Role] = frozenset(
+    {Role.COORDINATOR, Role.IMPLANTER, Role.MANAGER, Role.CRC, Role.MONITOR}
+)
+"""Who sees arms after trial-level unblinding; site roles still only for their own site."""
+
 
 def may_see_arm(
     actor: Actor,
@@ -13,12 +18,14 @@ def may_see_arm(
     *,
     subject_unblinded: bool,
     for_procedure: bool = False,
+    trial_unblinded: bool = False,
 ) -> bool:
     """True when the actor may read this subject's allocation.
 
     - the implanting team of the subject's own site, for the procedure (the action needs it);
     - the unblinded statistician and DSMB members, when they hold no blinded role (ACC-2);
-    - the subject's own site staff once the subject has been unblinded (RAND-7).
+    - the subject's own site staff once the subject has been unblinded (RAND-7);
+    - site and study roles (not the administrator) once the whole trial is unblinded (RAND-7).
     """
     if actor.operator:
         return False
@@ -26,6 +33,8 @@ def may_see_arm(
         return True
     roles = actor.roles(study_id)
     if subject_unblinded and actor.has(study_id, [Role.COORDINATOR, Role.IMPLANTER], site_id):
+        return True
+    if trial_unblinded and actor.has(study_id, TRIAL_UNBLINDED_ROLES, site_id):
         return True
     if roles & BLINDED_ROLES:
         return False

@@ -26,7 +26,13 @@ from trialdesk.services.common import (
     transition,
 )
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.forms import correct_form, save_form, typed_values
+from trialdesk.services.forms import (
+    CONCEALED_PROCEDURE_FORM,
+    correct_form,
+    save_concealed_procedure,
+    save_form,
+    typed_values,
+)
 from trialdesk.services.views import ArmView, SubjectView, subject_view
 from trialdesk.store.tables import (
     CrcCaseRow,
@@ -61,16 +67,8 @@ def record_procedure(
             raise PreconditionFailed(
                 "the protocol names no procedure form for this arm", reason="no-procedure-form"
             )
-        save_form(
-            uow,
-            ctx,
-            actor,
-            subject,
-            loaded,
-            subject.protocol_version_id,
-            form_code,
-            values,
-            action=Action.RECORD_PROCEDURE.value,
+        save_concealed_procedure(
+            uow, ctx, actor, subject, loaded, subject.protocol_version_id, form_code, values
         )
         transition(
             uow, ctx, actor, subject, Action.RECORD_PROCEDURE, changes={"procedure_done": True}
@@ -546,6 +544,12 @@ def correct_form_data(
     """Change saved form values; needs a reason, and the audit keeps old and new (DATA-2)."""
     with acting_on(ctx, actor, study_id, number, Action.CORRECT_DATA, SITE_STAFF) as act:
         uow, subject = act
+        if form_code == CONCEALED_PROCEDURE_FORM:
+            raise PreconditionFailed(
+                "the index procedure record is concealed (it would tell the arm); it cannot be "
+                "corrected through the blinded data path",
+                reason="concealed-record",
+            )
         stmt = select(FormRecordRow).where(
             FormRecordRow.subject_id == subject.id,
             FormRecordRow.form_code == form_code,

@@ -99,6 +99,61 @@ def save_form(
     return row
 
 
+CONCEALED_PROCEDURE_FORM = "index_procedure"
+"""Stored form code of every arm's index procedure: which form it really is, and its values,
+would tell the arm, so both are kept encrypted (RAND-6, RAND-8)."""
+
+
+def save_concealed_procedure(
+    uow: UnitOfWork,
+    ctx: ServiceContext,
+    actor: Actor,
+    subject: SubjectRow,
+    loaded: LoadedProtocol,
+    protocol_row_id: int,
+    form_code: str,
+    raw: dict[str, Any],
+) -> FormRecordRow:
+    """Validate the arm's procedure form like any form, then store it encrypted under a
+    neutral code; the audit entry says that a concealed record was saved, not what."""
+    typed = typed_values(loaded, form_code, raw)
+    check_form_dates(uow, subject, typed, ctx.now(), "index procedure")
+    now = ctx.now()
+    payload = json.dumps({"form": form_code, "values": to_json_values(typed)}, sort_keys=True)
+    row = FormRecordRow(
+        subject_id=subject.id,
+        form_code=CONCEALED_PROCEDURE_FORM,
+        visit_code="",
+        seq=1,
+        data=ctx.cipher.encrypt(payload).decode("ascii"),
+        protocol_version_id=protocol_row_id,
+        created_at=now,
+        created_by=actor.label,
+        updated_at=now,
+        version=1,
+    )
+    uow.session.add(row)
+    uow.session.flush()
+    audit(
+        uow,
+        ctx,
+        actor,
+        subject,
+        "record_procedure_form",
+        entity="form",
+        entity_id=f"{CONCEALED_PROCEDURE_FORM}#{row.id}",
+        new={"form": CONCEALED_PROCEDURE_FORM, "concealed": True},
+        protocol_sha256=loaded.sha256,
+    )
+    return row
+
+
+def concealed_procedure(ctx: ServiceContext, row: FormRecordRow) -> tuple[str, dict[str, Any]]:
+    """The real form code and values of a concealed procedure record (unblinded callers)."""
+    data = json.loads(ctx.cipher.decrypt(row.data.encode("ascii")))
+    return str(data["form"]), dict(data["values"])
+
+
 def subject_form_values(
     uow: UnitOfWork, ctx: ServiceContext, subject_id: int, *, visit_code: str = ""
 ) -> dict[str, dict[str, object]]:
@@ -111,6 +166,8 @@ def subject_form_values(
         .order_by(FormRecordRow.seq)
     ).all()
     for row in rows:
+        if row.form_code == CONCEALED_PROCEDURE_FORM:
+            continue
         version = uow.session.get(ProtocolVersionRow, row.protocol_version_id)
         assert version is not None
         loaded = ctx.protocol(version.sha256, version.text)

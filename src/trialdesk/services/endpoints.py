@@ -1,0 +1,579 @@
+"""Endpoint numbers from the live follow-up data (END-1, END-2, END-3).
+
+The statistics are the pure functions of :mod:`trialdesk.domain.endpoints`; this module decides
+which subjects and which recorded facts feed them, and who may read the result. Safety and
+efficacy are by arm, so only a caller who may see every subject's arm (the unblinded
+statistician or a DSMB member holding no blinded role, as
+:func:`trialdesk.services.blinding.may_see_arm` decides) gets them; anyone else is refused with
+:class:`ArmsBlinded` (code ``blinded``). The interim status reveals no arm, so the study
+manager may read it too. Every definition below is written out in docs/endpoints.md
+("From recorded data to the endpoints").
+
+Common rules:
+
+- ``as_of`` is a clinical-date cut-off: only subjects randomized, and only visits, adverse
+  events, therapies and exits dated on or before it count (data entered late but dated
+  earlier does count). ``None`` means each site's own today (TIME-1).
+- Randomizations flagged "in error" are left out and counted in ``excluded_in_error``; test
+  subjects (randomized from a test list) are never part of an analysis.
+- The protocol's first arm is the intervention, its second the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import select
+
+from trialdesk.domain.endpoints import (
+    SubjectOutcome,
+    interim_due,
+    interim_threshold,
+    safety_bound,
+    win_ratio,
+)
+from trialdesk.domain.errors import PermissionDenied
+from trialdesk.domain.lifecycle import SubjectState
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.services.access import Actor, require
+from trialdesk.services.blinding import may_see_arm
+from trialdesk.services.common import current_protocol_row, protocol_of, site_today, study_by_id
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.forms import typed_values
+from trialdesk.services.unblinding import trial_unblinded
+from trialdesk.store.tables import (
+    FormRecordRow,
+    ProtocolVersionRow,
+    RandomizationRow,
+    SiteRow,
+    SubjectRow,
+    TherapyRow,
+    VisitRow,
+)
+from trialdesk.store.uow import UnitOfWork
+
+BY_ARM_ROLES = (Role.STATISTICIAN, Role.DSMB)
+INTERIM_ROLES = (Role.MANAGER, Role.STATISTICIAN, Role.DSMB)
+
+# Where the endpoint facts live in the flagship forms. The protocol file names the visits,
+# the MAE categories, the goal and the KCCQ threshold; these field names are the flagship's.
+AE_FORM = "adverse_event"
+AE_ONSET = "onset_date"
+AE_CATEGORY = "mae_category"
+NOT_MAE = "none"
+BASELINE_KCCQ_FORM = "kccq"
+BASELINE_KCCQ_FIELD = "overall_score"
+VISIT_KCCQ_FIELD = "kccq_overall_score"
+VISIT_HF_FIELD = "hf_hospitalizations"
+TRANSPLANT_OR_LVAD = frozenset({"lvad", "heart_transplant"})
+MITRAL_INTERVENTION = frozenset({"mitral_surgery", "transcatheter_mitral_repair"})
+
+DEFAULT_SAFETY_DAYS = 365
+DEFAULT_EFFICACY_DAYS = 730
+DEFAULT_GOAL = 0.90
+DEFAULT_KCCQ_POINTS = 5.0
+
+
+class ArmsBlinded(PermissionDenied):
+    """The caller may not see allocations, and the result is by arm (RAND-6)."""
+
+    code = "blinded"
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _json(value: Any) -> Any:
+    """JSON-ready: dataclasses to dicts, enums to their value, inf/nan to strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return _json(value.value)
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+@dataclass(frozen=True)
+class SafetySummary:
+    """END-1 for the intervention arm; ``lower_bound`` is None while nobody is evaluable."""
+
+    as_of: str | None
+    arm: str
+    horizon_days: int
+    subjects: int
+    events: int
+    event_free_rate: float | None
+    lower_bound: float | None
+    confidence: float
+    goal: float
+    meets_goal: bool
+    method: str
+    major_adverse_events: list[str]
+    analysed: list[str]
+    with_event: list[str]
+    not_yet_evaluable: int
+    excluded_in_error: int
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _json(self)
+        return out
+
+
+@dataclass(frozen=True)
+class EfficacySummary:
+    """END-2: ``win_ratio`` is the domain result as a JSON-ready dict (None with ``note``)."""
+
+    as_of: str | None
+    horizon_days: int
+    intervention_arm: str
+    control_arm: str
+    n_intervention: int
+    n_control: int
+    excluded_in_error: int
+    kccq_threshold: float
+    win_ratio: dict[str, Any] | None
+    outcomes: tuple[SubjectOutcome, ...] = field(default_factory=tuple)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _json(self)
+        return out
+
+
+@dataclass(frozen=True)
+class InterimStatus:
+    """END-3: counts only, no arm; ``first_due_on`` is the first date the look was due."""
+
+    as_of: str | None
+    randomized: int
+    past_12_months: int
+    threshold: int
+    due: bool
+    first_due_on: str | None
+    excluded_in_error: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _json(self)
+        return out
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass
+class _Facts:
+    """What one randomized subject contributes, already cut at its ``cutoff`` date."""
+
+    number: str
+    site_id: int
+    randomized_on: dt.date
+    cutoff: dt.date
+    in_error: bool
+    arm_enc: bytes
+    state: str
+    exit_date: dt.date | None
+    discharged_on: dt.date | None
+    visits_done: dict[str, dt.date] = field(default_factory=dict)
+    therapies: list[tuple[dt.date, str]] = field(default_factory=list)
+    adverse_events: list[tuple[dt.date, str]] = field(default_factory=list)
+    hf_visit_dates: list[dt.date] = field(default_factory=list)
+    visit_kccq: dict[str, float] = field(default_factory=dict)
+    baseline_kccq: float | None = None
+
+    def day(self, on: dt.date) -> int:
+        return (on - self.randomized_on).days
+
+    @property
+    def death_date(self) -> dt.date | None:
+        if self.state == SubjectState.DIED.value and self.exit_date is not None:
+            return self.exit_date if self.exit_date <= self.cutoff else None
+        return None
+
+    def exited_before(self, on: dt.date) -> bool:
+        """Died, withdrew or was lost before ``on`` (as known at the cut-off)."""
+        return (
+            self.state
+            in (SubjectState.DIED, SubjectState.WITHDRAWN, SubjectState.LOST_TO_FOLLOW_UP)
+            and self.exit_date is not None
+            and self.exit_date <= self.cutoff
+            and self.exit_date < on
+        )
+
+    def last_contact(self) -> dt.date:
+        """Latest date the subject is known to have been alive and followed."""
+        dates = [self.randomized_on, *self.visits_done.values()]
+        if self.discharged_on is not None and self.discharged_on <= self.cutoff:
+            dates.append(self.discharged_on)
+        dates += [d for d, _ in self.therapies] + [d for d, _ in self.adverse_events]
+        if (
+            self.state == SubjectState.WITHDRAWN.value
+            and self.exit_date is not None
+            and self.exit_date <= self.cutoff
+        ):
+            dates.append(self.exit_date)
+        return max(dates)
+
+
+def _load_facts(
+    ctx: ServiceContext, uow: UnitOfWork, actor: Actor, study_id: int, as_of: dt.date | None
+) -> list[_Facts]:
+    """Every randomized, non-test subject in the actor's sites, randomized by its cut-off."""
+    now = ctx.now()
+    stmt = (
+        select(SubjectRow, RandomizationRow, SiteRow)
+        .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
+        .join(SiteRow, SiteRow.id == SubjectRow.site_id)
+        .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+        .order_by(SubjectRow.number)
+    )
+    allowed = actor.site_ids(study_id)
+    if allowed is not None:
+        stmt = stmt.where(SubjectRow.site_id.in_(allowed))
+    facts: dict[int, _Facts] = {}
+    for subject, rand, site in uow.session.execute(stmt).tuples():
+        cutoff = as_of or site_today(site, now)
+        randomized_on = subject.randomized_on or rand.randomized_on
+        if randomized_on > cutoff:
+            continue
+        facts[subject.id] = _Facts(
+            number=subject.number,
+            site_id=subject.site_id,
+            randomized_on=randomized_on,
+            cutoff=cutoff,
+            in_error=rand.in_error,
+            arm_enc=rand.arm_enc,
+            state=subject.state,
+            exit_date=subject.exit_date,
+            discharged_on=subject.discharged_on,
+        )
+    if not facts:
+        return []
+    in_study = select(SubjectRow.id).where(SubjectRow.study_id == study_id)
+    for visit in uow.session.scalars(select(VisitRow).where(VisitRow.subject_id.in_(in_study))):
+        f = facts.get(visit.subject_id)
+        if f and visit.status == "done" and visit.visit_date and visit.visit_date <= f.cutoff:
+            f.visits_done[visit.visit_code] = visit.visit_date
+    for therapy in uow.session.scalars(
+        select(TherapyRow).where(TherapyRow.subject_id.in_(in_study))
+    ):
+        f = facts.get(therapy.subject_id)
+        if f and therapy.therapy_date <= f.cutoff:
+            f.therapies.append((therapy.therapy_date, therapy.therapy_type))
+    _read_forms(ctx, uow, in_study, facts)
+    return list(facts.values())
+
+
+def _read_forms(
+    ctx: ServiceContext, uow: UnitOfWork, in_study: Any, facts: dict[int, _Facts]
+) -> None:
+    """Adverse events, the baseline KCCQ and the follow-up visit values, each typed under the
+    protocol version it was saved with (PROT-2); corrections are already in the stored row."""
+    versions: dict[int, LoadedProtocol] = {}
+    rows = uow.session.scalars(
+        select(FormRecordRow)
+        .where(FormRecordRow.subject_id.in_(in_study))
+        .order_by(FormRecordRow.subject_id, FormRecordRow.seq)
+    )
+    for row in rows:
+        f = facts.get(row.subject_id)
+        if f is None:
+            continue
+        visit_form = row.visit_code != ""
+        if not visit_form and row.form_code not in (AE_FORM, BASELINE_KCCQ_FORM):
+            continue
+        if visit_form and row.visit_code not in f.visits_done:
+            continue  # a visit after the cut-off
+        loaded = versions.get(row.protocol_version_id)
+        if loaded is None:
+            version = uow.session.get(ProtocolVersionRow, row.protocol_version_id)
+            assert version is not None  # foreign key
+            loaded = versions[row.protocol_version_id] = protocol_of(ctx, version)
+        values = typed_values(loaded, row.form_code, json.loads(row.data))
+        if visit_form:
+            hf = values.get(VISIT_HF_FIELD)
+            if isinstance(hf, int) and hf > 0:
+                f.hf_visit_dates.append(f.visits_done[row.visit_code])
+            kccq = values.get(VISIT_KCCQ_FIELD)
+            if isinstance(kccq, int | float):
+                f.visit_kccq[row.visit_code] = float(kccq)
+        elif row.form_code == AE_FORM:
+            onset, category = values.get(AE_ONSET), values.get(AE_CATEGORY)
+            if isinstance(onset, dt.date) and onset <= f.cutoff:
+                f.adverse_events.append((onset, str(category or NOT_MAE)))
+        else:
+            score = values.get(BASELINE_KCCQ_FIELD)
+            if isinstance(score, int | float):
+                f.baseline_kccq = float(score)
+
+
+# --------------------------------------------------------------------------- access
+
+
+def _require_by_arm_reader(uow: UnitOfWork, actor: Actor, study_id: int, action: str) -> None:
+    """Refuse with ``blinded`` unless the actor may see the arm of any subject at any of the
+    study's sites it can see, as blinding.may_see_arm decides (RAND-6, ACC-2)."""
+    refusal = ArmsBlinded(
+        f"'{action}' is reported by arm; only the unblinded statistician or a DSMB member "
+        f"holding no blinded role may read it, and {actor.username} may not"
+    )
+    if actor.operator or not actor.has(study_id, BY_ARM_ROLES):
+        raise refusal
+    unblinded = trial_unblinded(uow, study_id)
+    site_ids = uow.session.scalars(select(SiteRow.id).where(SiteRow.study_id == study_id))
+    for site_id in site_ids:
+        if actor.sees_site(study_id, site_id) and not may_see_arm(
+            actor, study_id, site_id, subject_unblinded=False, trial_unblinded=unblinded
+        ):
+            raise refusal
+
+
+def _protocol(ctx: ServiceContext, uow: UnitOfWork, study_id: int) -> LoadedProtocol:
+    study_by_id(uow, study_id)
+    return protocol_of(ctx, current_protocol_row(uow, study_id))
+
+
+def _visit_day(loaded: LoadedProtocol, code: str | None, default: int) -> int:
+    if code is None:
+        return default
+    return loaded.protocol.visit(code).target_day
+
+
+def _later_visits(loaded: LoadedProtocol, code: str | None, day: int) -> set[str]:
+    """The landmark visit and every visit planned after it."""
+    found = {v.code for v in loaded.protocol.visits if v.target_day >= day}
+    return found | ({code} if code else set())
+
+
+# --------------------------------------------------------------------------- END-1
+
+
+def safety_summary(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> SafetySummary:
+    """END-1: freedom from major adverse events at 12 months in the intervention arm.
+
+    Analysed: intervention subjects (ITT, not in error) with 12 months of follow-up, i.e. the
+    safety visit (M12) or a later visit done, or a death or a major adverse event within the
+    12 months. Event: an adverse event whose ``mae_category`` is one of the protocol's
+    ``major_adverse_events`` (any category but ``none`` when the list is empty), onset within
+    365 days (the safety visit's target day) of randomization. One per subject.
+    """
+    with ctx.uow(readonly=True) as uow:
+        _require_by_arm_reader(uow, actor, study_id, "safety endpoint")
+        loaded = _protocol(ctx, uow, study_id)
+        facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    ep = loaded.protocol.endpoints
+    arm = loaded.protocol.arms[0].code
+    horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
+    landmark = _later_visits(loaded, ep.safety_visit, horizon)
+    maes = set(ep.major_adverse_events)
+    goal = ep.safety_performance_goal if ep.safety_performance_goal is not None else DEFAULT_GOAL
+
+    def is_mae(category: str) -> bool:
+        return category in maes if maes else category != NOT_MAE
+
+    analysed: list[str] = []
+    with_event: list[str] = []
+    waiting = 0
+    for f in facts:
+        if f.in_error or ctx.cipher.decrypt(f.arm_enc) != arm:
+            continue
+        event = any(is_mae(cat) and 0 <= f.day(on) <= horizon for on, cat in f.adverse_events)
+        death = f.death_date
+        if (
+            event
+            or (death is not None and f.day(death) <= horizon)
+            or landmark & set(f.visits_done)
+        ):
+            analysed.append(f.number)
+            if event:
+                with_event.append(f.number)
+        else:
+            waiting += 1
+    excluded = sum(1 for f in facts if f.in_error)
+    common: dict[str, Any] = {
+        "as_of": as_of.isoformat() if as_of else None,
+        "arm": arm,
+        "horizon_days": horizon,
+        "major_adverse_events": sorted(maes) if maes else [f"any but {NOT_MAE}"],
+        "analysed": analysed,
+        "with_event": with_event,
+        "not_yet_evaluable": waiting,
+        "excluded_in_error": excluded,
+    }
+    if not analysed:
+        return SafetySummary(
+            subjects=0,
+            events=0,
+            event_free_rate=None,
+            lower_bound=None,
+            confidence=0.95,
+            goal=float(goal),
+            meets_goal=False,
+            method="Clopper-Pearson exact one-sided lower bound",
+            note="no intervention subject has 12 months of follow-up yet",
+            **common,
+        )
+    result = safety_bound(len(with_event), len(analysed), goal=float(goal))
+    return SafetySummary(
+        subjects=result.subjects,
+        events=result.events,
+        event_free_rate=result.event_free_rate,
+        lower_bound=result.lower_bound,
+        confidence=result.confidence,
+        goal=result.goal,
+        meets_goal=result.meets_goal,
+        method=result.method,
+        **common,
+    )
+
+
+# --------------------------------------------------------------------------- END-2
+
+
+def _outcome(f: _Facts, arm: str, horizon: int, landmark: str | None) -> SubjectOutcome:
+    """One subject's END-2 record; see docs/endpoints.md for each rule."""
+
+    def first(days: list[int], end: int) -> int | None:
+        inside = [d for d in days if d <= end]
+        return min(inside) if inside else None
+
+    death = f.death_date
+    if death is not None:
+        end = min(horizon, f.day(death))
+        death_day = f.day(death) if f.day(death) <= horizon else None
+    else:
+        end = min(horizon, f.day(f.last_contact()))
+        death_day = None
+    change = None
+    if landmark is not None and landmark in f.visit_kccq and f.baseline_kccq is not None:
+        change = round(f.visit_kccq[landmark] - f.baseline_kccq, 6)
+    return SubjectOutcome(
+        subject_id=f.number,
+        arm=arm,
+        follow_up_days=end,
+        death_day=death_day,
+        transplant_or_lvad_day=first(
+            [f.day(on) for on, kind in f.therapies if kind in TRANSPLANT_OR_LVAD], end
+        ),
+        mitral_intervention_day=first(
+            [f.day(on) for on, kind in f.therapies if kind in MITRAL_INTERVENTION], end
+        ),
+        hf_hospitalization_day=first([f.day(on) for on in f.hf_visit_dates], end),
+        kccq_change=change,
+    )
+
+
+def efficacy_summary(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> EfficacySummary:
+    """END-2: the win ratio over every randomized subject in its arm (intention to treat).
+
+    Follow-up ends at death, else at the last contact (a done visit, an adverse event onset, a
+    therapy, the discharge, a withdrawal), capped at 730 days (the efficacy visit's target
+    day). The first heart-failure hospitalization is dated at the first visit whose form reports
+    ``hf_hospitalizations`` > 0 (the form has counts, not dates). KCCQ change is the M24 score
+    minus the screening score, None if either is missing.
+    """
+    with ctx.uow(readonly=True) as uow:
+        _require_by_arm_reader(uow, actor, study_id, "efficacy endpoint")
+        loaded = _protocol(ctx, uow, study_id)
+        facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    ep = loaded.protocol.endpoints
+    arms = loaded.protocol.arms
+    treated, control = arms[0].code, arms[1].code
+    horizon = _visit_day(loaded, ep.efficacy_visit, DEFAULT_EFFICACY_DAYS)
+    threshold = float(ep.kccq_improvement_points or DEFAULT_KCCQ_POINTS)
+    outcomes = tuple(
+        _outcome(f, ctx.cipher.decrypt(f.arm_enc), horizon, ep.efficacy_visit)
+        for f in facts
+        if not f.in_error
+    )
+    analysed = tuple(o for o in outcomes if o.arm in (treated, control))
+    n1 = sum(1 for o in analysed if o.arm == treated)
+    n0 = len(analysed) - n1
+    result: dict[str, Any] | None = None
+    note = None
+    if n1 and n0:
+        computed = win_ratio(
+            analysed, intervention_arm=treated, control_arm=control, kccq_threshold=threshold
+        )
+        result = {**_json(computed), "pairs": computed.pairs}
+    else:
+        note = "the win ratio needs at least one randomized subject in each arm"
+    return EfficacySummary(
+        as_of=as_of.isoformat() if as_of else None,
+        horizon_days=horizon,
+        intervention_arm=treated,
+        control_arm=control,
+        n_intervention=n1,
+        n_control=n0,
+        excluded_in_error=sum(1 for f in facts if f.in_error),
+        kccq_threshold=threshold,
+        win_ratio=result,
+        outcomes=analysed,
+        note=note,
+    )
+
+
+# --------------------------------------------------------------------------- END-3
+
+
+def _past_12_months_on(f: _Facts, landmark: str | None, days: int) -> dt.date | None:
+    """When the subject passed 12 months: the M12 visit done, or day 365 reached while still
+    on study (not died, withdrawn or lost before it); None if not by its cut-off."""
+    dates: list[dt.date] = []
+    if landmark is not None and landmark in f.visits_done:
+        dates.append(f.visits_done[landmark])
+    anniversary = f.randomized_on + dt.timedelta(days=days)
+    if anniversary <= f.cutoff and not f.exited_before(anniversary):
+        dates.append(anniversary)
+    return min(dates) if dates else None
+
+
+def interim_status(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> InterimStatus:
+    """END-3: is the interim look due (half the randomized subjects past 12 months), and since
+    when. Reveals no arm, so the study manager may read it too."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, INTERIM_ROLES, action="interim status")
+        loaded = _protocol(ctx, uow, study_id)
+        facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    ep = loaded.protocol.endpoints
+    days = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
+    counted = [f for f in facts if not f.in_error]
+    randomized = [f.randomized_on for f in counted]
+    passed = [
+        d for d in (_past_12_months_on(f, ep.safety_visit, days) for f in counted) if d is not None
+    ]
+    first_due = None
+    for day in sorted(set(randomized) | set(passed)):
+        n = sum(1 for r in randomized if r <= day)
+        if interim_due(n, sum(1 for p in passed if p <= day)):
+            first_due = day
+            break
+    return InterimStatus(
+        as_of=as_of.isoformat() if as_of else None,
+        randomized=len(randomized),
+        past_12_months=len(passed),
+        threshold=interim_threshold(len(randomized)),
+        due=interim_due(len(randomized), len(passed)),
+        first_due_on=first_due.isoformat() if first_due else None,
+        excluded_in_error=len(facts) - len(counted),
+    )
