@@ -377,7 +377,7 @@ for _sql in PG_AUDIT_GUARD:
     event.listen(
         AuditEntryRow.__table__,
         "after_create",
-        DDL(_sql).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+        DDL(_sql.replace("%", "%%")).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
     )
 for _sql in SQLITE_AUDIT_GUARD:
     event.listen(
