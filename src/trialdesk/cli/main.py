@@ -9,6 +9,7 @@ from trialdesk.cli import (
     lists_cmd,
     protocol_cmd,
     review_cmd,
+    serve_cmd,
     setup_cmd,
     subject_cmd,
     visits_cmd,
@@ -23,6 +24,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
     )
     app.command("init")(setup_cmd.init)
+    app.command("serve")(serve_cmd.serve)
     app.add_typer(protocol_cmd.app, name="protocol", help="Validate and show protocol files.")
     app.add_typer(subject_cmd.app, name="subject", help="Subject actions.")
     app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")

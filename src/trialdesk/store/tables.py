@@ -385,3 +385,18 @@ for _sql in SQLITE_AUDIT_GUARD:
         "after_create",
         DDL(_sql).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
     )
+
+
+class AuthTokenRow(Base):
+    """A bearer token (API) or a browser session (web); only its SHA-256 is stored."""
+
+    __tablename__ = "auth_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # api | web
+    csrf_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -1,0 +1,84 @@
+"""The ASGI application: the API under /api/v1, the web pages, security headers.
+
+Built by :func:`create_app` from a :class:`trialdesk.bootstrap.Runtime`; nothing is created at
+import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from trialdesk import __version__
+from trialdesk.api.problems import problem, trial_error_response
+from trialdesk.bootstrap import Runtime
+from trialdesk.domain.errors import TrialError
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="trialdesk",
+        version=__version__,
+        description="Randomized, blinded, multi-centre clinical trials: the IRT and EDC API.",
+        openapi_url="/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(TrialError)
+    async def _trial_error(request: Request, exc: TrialError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return trial_error_response(request, exc)
+        from trialdesk.web.pages import error_page  # the web layer renders its own errors
+
+        return error_page(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: dict[str, Any] = {
+            ".".join(str(p) for p in err.get("loc", ())): err.get("msg", "invalid")
+            for err in exc.errors()
+        }
+        return problem(
+            422,
+            "validation-failed",
+            "ValidationFailed",
+            "the request is not valid",
+            errors=errors,
+            instance=str(request.url.path),
+        )
+
+    from trialdesk.api.routes import router as api_router
+    from trialdesk.web.pages import router as web_router
+
+    app.include_router(api_router, prefix="/api/v1")
+    app.include_router(web_router)
+    return app

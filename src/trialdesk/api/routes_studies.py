@@ -1,0 +1,41 @@
+"""The caller's studies and the protocol each runs (PROT-1: only studies the caller holds a
+role in are listed or found)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from trialdesk.api.deps import ActorDep, CtxDep, StudyDep, WindowDep
+from trialdesk.api.schemas import Page, ProtocolPublic, StudyPublic, paginate
+from trialdesk.services.setup import StudyInfo, list_studies
+
+router = APIRouter(tags=["studies"])
+
+
+def _public(info: StudyInfo) -> StudyPublic:
+    return StudyPublic(
+        code=info.code,
+        name=info.name,
+        mode=info.mode,
+        protocol=ProtocolPublic(
+            name=info.protocol_name, version=info.protocol_version, sha256=info.protocol_sha256
+        ),
+        sites=info.sites,
+    )
+
+
+@router.get("/studies", response_model=Page[StudyPublic])
+def studies(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, object]:
+    items = [_public(s) for s in list_studies(ctx, actor)]
+    return paginate(items, window.offset, window.limit)
+
+
+@router.get("/studies/{study}", response_model=StudyPublic)
+def study(info: StudyDep) -> StudyPublic:
+    return _public(info)
+
+
+@router.get("/studies/{study}/protocol", response_model=ProtocolPublic)
+def protocol(info: StudyDep) -> ProtocolPublic:
+    """The protocol version the study runs now, with its SHA-256 fingerprint."""
+    return _public(info).protocol

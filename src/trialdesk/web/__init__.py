@@ -1,0 +1,1 @@
+"""Server-rendered pages (Jinja2): thin handlers over the services."""

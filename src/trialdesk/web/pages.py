@@ -1,0 +1,760 @@
+"""Server-rendered pages: thin handlers over the services.
+
+Pages decide nothing: every role, site, state and blinding decision is the service's; a page
+renders what a service returns and shows its refusal. Every form POST carries the session's
+CSRF token (compared in constant time); sign-in carries a pre-session double-submit token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+
+from trialdesk.domain.errors import (
+    AuthenticationFailed,
+    PermissionDenied,
+    TrialError,
+    ValidationFailed,
+)
+from trialdesk.domain.lifecycle import Action
+from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.protocol.specs import form_spec
+from trialdesk.services import crc, followup, randomization, screening
+from trialdesk.services.access import Actor
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.dashboard import current_protocol, enrolment, my_sites
+from trialdesk.services.data_queries import open_queries
+from trialdesk.services.queries import get_subject, list_subjects
+from trialdesk.services.sessions import (
+    issue_token,
+    resolve_token,
+    revoke_token,
+    set_session_study,
+)
+from trialdesk.services.setup import list_studies
+from trialdesk.services.views import SubjectView
+from trialdesk.services.visits import visit_worklist
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "trialdesk_session"
+SIGNIN_COOKIE = "trialdesk_signin"
+JOURNEY = [
+    "registered",
+    "screening",
+    "echo_qualified",
+    "awaiting_procedure",
+    "randomized",
+    "unblinded",
+    "completed",
+]
+ACTION_TITLES: dict[str, str] = {
+    Action.RECORD_CONSENT.value: "Record consent",
+    Action.RECORD_SCREENING_FORM.value: "Enter screening forms",
+    Action.CONFIRM_CRITERION.value: "Confirm investigator criteria (signed)",
+    Action.PASS_SCREENING.value: "Complete screening",
+    Action.CRC_APPROVE.value: "CRC decision (CRC members, on the CRC queue)",
+    Action.ANATOMY_SUITABLE.value: "Record procedure-day anatomy",
+    Action.RANDOMIZE.value: "Randomize",
+    Action.RECORD_VISIT.value: "Record a follow-up visit",
+}
+"""The journey actions the subject page offers, in journey order."""
+
+router = APIRouter()
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _ctx(request: Request) -> ServiceContext:
+    ctx: ServiceContext = request.app.state.runtime.context
+    return ctx
+
+
+@dataclass(frozen=True)
+class Web:
+    """A signed-in browser session: who, in which study, with which CSRF token."""
+
+    ctx: ServiceContext
+    actor: Actor
+    study_id: int
+    csrf: str
+    token: str
+
+
+class _SignedOut(Exception):
+    """No live web session: the handler answers with a redirect to the sign-in page."""
+
+
+def _session(request: Request) -> Web:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise _SignedOut
+    ctx = _ctx(request)
+    try:
+        found = resolve_token(ctx, token, kind="web")
+    except AuthenticationFailed:
+        raise _SignedOut from None
+    study_id = found.study_id
+    if study_id is None:
+        studies = list_studies(ctx, found.actor)
+        if not studies:
+            raise PermissionDenied(f"{found.actor.username} holds no role in any study")
+        study_id = studies[0].id
+        set_session_study(ctx, token, study_id)
+    return Web(ctx, found.actor, study_id, found.csrf_token or "", token)
+
+
+def _render(
+    request: Request, template: str, web: Web | None, status: int = 200, **values: Any
+) -> HTMLResponse:
+    html = _env().get_template(template).render(
+        request=request,
+        user=web.actor if web else None,
+        roles=sorted(web.actor.roles(web.study_id)) if web else [],
+        csrf=web.csrf if web else "",
+        **values,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _to_signin(request: Request) -> RedirectResponse:
+    return _redirect("/signin?next=" + quote(request.url.path, safe="/"))
+
+
+def _csrf_ok(expected: str, form: FormData) -> bool:
+    given = form.get("csrf_token")
+    return bool(expected) and isinstance(given, str) and hmac.compare_digest(given, expected)
+
+
+async def _post(request: Request) -> tuple[Web, FormData]:
+    """The session and form of a POST, refused (nothing done) without the session's token."""
+    web = _session(request)
+    form = await request.form()
+    if not _csrf_ok(web.csrf, form):
+        raise PermissionDenied("the form's security token is missing or wrong; reload the page")
+    return web, form
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _date(form: FormData, name: str) -> dt.date:
+    raw = _text(form, name)
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {raw!r} is not a date (YYYY-MM-DD)", {name: "not a date (YYYY-MM-DD)"}
+        ) from None
+
+
+def _form_values(form: FormData, code: str) -> dict[str, Any]:
+    prefix = code + "."
+    return {
+        k[len(prefix) :]: (v.strip() or None) if isinstance(v, str) else None
+        for k, v in form.multi_items()
+        if k.startswith(prefix)
+    }
+
+
+def _field_errors(problems: dict[str, str], codes: list[str]) -> dict[str, str]:
+    """Service problems keyed ``form.field``; a one-form service keys by field alone."""
+    out: dict[str, str] = {}
+    for key, message in problems.items():
+        if "." in key or len(codes) != 1:
+            out[key] = message
+        else:
+            out[f"{codes[0]}.{key}"] = message
+    return out
+
+
+def _specs(loaded: LoadedProtocol, codes: list[str]) -> list[Any]:
+    return [form_spec(loaded.protocol.form(code)) for code in codes]
+
+
+def error_page(request: Request, exc: TrialError) -> Response:
+    """A refusal from a service, as a page with its message (and 404 for 'not found')."""
+    from trialdesk.api.problems import status_of
+
+    if isinstance(exc, AuthenticationFailed) and request.url.path != "/signin":
+        return _to_signin(request)
+    try:
+        web: Web | None = _session(request)
+    except (_SignedOut, TrialError):
+        web = None
+    status = status_of(exc)
+    return _render(
+        request, "error.html", web, status=status, message=exc.message, status_code=status
+    )
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+def _cookie_secure(request: Request) -> bool:
+    """Secure cookies over https; over plain http (local use, tests) a Secure cookie would not
+    be sent back by the browser's cookie rules for non-secure origins other than localhost."""
+    return request.url.scheme == "https"
+
+
+def _signin_page(
+    request: Request, message: str | None = None, status: int = 200, username: str = ""
+) -> HTMLResponse:
+    pre = secrets.token_urlsafe(24)
+    response = _render(
+        request,
+        "signin.html",
+        None,
+        status=status,
+        message=message,
+        signin_token=pre,
+        username=username,
+        next=request.query_params.get("next", ""),
+    )
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        pre,
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+        path="/signin",
+    )
+    return response
+
+
+@router.get("/", include_in_schema=False)
+def root(request: Request) -> Response:
+    try:
+        _session(request)
+    except _SignedOut:
+        return _redirect("/signin")
+    return _redirect("/home")
+
+
+@router.get("/signin", include_in_schema=False)
+def signin_form(request: Request) -> Response:
+    return _signin_page(request)
+
+
+@router.post("/signin", include_in_schema=False)
+async def signin(request: Request) -> Response:
+    form = await request.form()
+    username = _text(form, "username")
+    expected = request.cookies.get(SIGNIN_COOKIE, "")
+    if not _csrf_ok(expected, form):
+        return _signin_page(
+            request, "the sign-in form expired; please sign in again", 403, username
+        )
+    password = form.get("password")
+    try:
+        issued = issue_token(
+            _ctx(request), username, password if isinstance(password, str) else "", kind="web"
+        )
+    except TrialError as exc:  # wrong password, locked account: the service's message
+        return _signin_page(request, exc.message, 401, username)
+    target = _text(form, "next")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/home"
+    response = _redirect(target)
+    response.set_cookie(
+        SESSION_COOKIE,
+        issued.token,
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+        path="/",
+        max_age=int((issued.expires_at - _ctx(request).now()).total_seconds()),
+    )
+    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+    return response
+
+
+@router.post("/signout", include_in_schema=False)
+async def signout(request: Request) -> Response:
+    try:
+        web, _form = await _post(request)
+    except _SignedOut:
+        return _redirect("/signin")
+    revoke_token(web.ctx, web.token, kind="web")
+    response = _redirect("/signin")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --------------------------------------------------------------------------- home
+
+
+def _or_refusal(call: Any) -> tuple[Any, str | None]:
+    """A service's answer, or its permission refusal as a message for that panel."""
+    try:
+        return call(), None
+    except PermissionDenied as exc:
+        return None, exc.message
+
+
+@router.get("/home", include_in_schema=False)
+def home(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    page = list_subjects(web.ctx, web.actor, web.study_id, limit=500)
+    by_state: dict[str, list[SubjectView]] = {}
+    for view in page.items:
+        by_state.setdefault(view.state, []).append(view)
+    visits, visits_refused = _or_refusal(
+        lambda: visit_worklist(web.ctx, web.actor, web.study_id, states=("due", "overdue"))
+    )
+    data_queries, queries_refused = _or_refusal(
+        lambda: open_queries(web.ctx, web.actor, web.study_id)
+    )
+    return _render(
+        request,
+        "home.html",
+        web,
+        by_state=by_state,
+        total=page.total,
+        visits=visits,
+        visits_refused=visits_refused,
+        queries=data_queries,
+        queries_refused=queries_refused,
+        sites=my_sites(web.ctx, web.actor, web.study_id),
+    )
+
+
+@router.post("/subjects", include_in_schema=False)
+async def register(request: Request) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    view = screening.register_subject(web.ctx, web.actor, web.study_id, _text(form, "site"))
+    return _redirect(f"/subjects/{quote(view.number)}")
+
+
+# --------------------------------------------------------------------------- subject
+
+
+def _subject_page(
+    request: Request, web: Web, number: str, *, message: str | None = None, status: int = 200
+) -> HTMLResponse:
+    view = get_subject(web.ctx, web.actor, web.study_id, number)
+    loaded = current_protocol(web.ctx, web.actor, web.study_id)
+    allowed = set(view.allowed_actions)
+    actions = [
+        (code, title, code in allowed)
+        for code, title in ACTION_TITLES.items()
+        if code != Action.RECORD_VISIT.value or view.randomized
+    ]
+    criteria = [c for c in loaded.protocol.criteria if c.rule is None]
+    return _render(
+        request,
+        "subject.html",
+        web,
+        status=status,
+        s=view,
+        journey=JOURNEY,
+        actions=actions,
+        allowed=allowed,
+        screening_forms=_specs(loaded, loaded.protocol.screening.forms),
+        criteria=criteria,
+        message=message,
+    )
+
+
+@router.get("/subjects/{number}", include_in_schema=False)
+def subject(request: Request, number: str) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _subject_page(request, web, number)
+
+
+@router.post("/subjects/{number}/consent", include_in_schema=False)
+async def consent(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        screening.record_consent(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            _date(form, "consent_date"),
+            _text(form, "consent_version"),
+        )
+    except ValidationFailed as exc:
+        return _subject_page(request, web, number, message=exc.message, status=422)
+    return _redirect(f"/subjects/{quote(number)}")
+
+
+@router.post("/subjects/{number}/confirm", include_in_schema=False)
+async def confirm(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    answer = _text(form, "confirmed")
+    if answer not in ("yes", "no"):
+        return _subject_page(request, web, number, message="choose met or not met", status=422)
+    try:
+        screening.confirm_criterion(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            _text(form, "criterion"),
+            answer == "yes",
+            str(form.get("password") or ""),
+        )
+    except (ValidationFailed, AuthenticationFailed) as exc:
+        return _subject_page(request, web, number, message=exc.message, status=422)
+    return _redirect(f"/subjects/{quote(number)}#confirmations")
+
+
+@router.post("/subjects/{number}/complete-screening", include_in_schema=False)
+async def complete(request: Request, number: str) -> Response:
+    try:
+        web, _form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    screening.complete_screening(web.ctx, web.actor, web.study_id, number)
+    return _redirect(f"/subjects/{quote(number)}")
+
+
+# --------------------------------------------------------------------------- data entry
+
+
+def _entry_page(
+    request: Request,
+    web: Web,
+    number: str,
+    *,
+    title: str,
+    action: str,
+    codes: list[str],
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    visit_date: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    view = get_subject(web.ctx, web.actor, web.study_id, number)
+    loaded = current_protocol(web.ctx, web.actor, web.study_id)
+    return _render(
+        request,
+        "entry.html",
+        web,
+        status=status,
+        s=view,
+        title=title,
+        action=action,
+        forms=_specs(loaded, codes),
+        values=values or {},
+        errors=errors or {},
+        message=message,
+        visit_date=visit_date,
+    )
+
+
+def _flat(form: FormData) -> dict[str, Any]:
+    return {k: v for k, v in form.multi_items() if isinstance(v, str)}
+
+
+@router.get("/subjects/{number}/forms/{code}", include_in_schema=False)
+def screening_form(request: Request, number: str, code: str) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _entry_page(
+        request,
+        web,
+        number,
+        title=f"Screening form: {code}",
+        action=f"/subjects/{quote(number)}/forms/{quote(code)}",
+        codes=[code],
+    )
+
+
+@router.post("/subjects/{number}/forms/{code}", include_in_schema=False)
+async def save_screening_form(request: Request, number: str, code: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        screening.record_screening_form(
+            web.ctx, web.actor, web.study_id, number, code, _form_values(form, code)
+        )
+    except ValidationFailed as exc:
+        return _entry_page(
+            request,
+            web,
+            number,
+            title=f"Screening form: {code}",
+            action=f"/subjects/{quote(number)}/forms/{quote(code)}",
+            codes=[code],
+            values=_flat(form),
+            errors=_field_errors(exc.problems, [code]),
+            message=exc.message,
+            status=422,
+        )
+    return _redirect(f"/subjects/{quote(number)}#screening")
+
+
+@router.get("/subjects/{number}/anatomy", include_in_schema=False)
+def anatomy_form(request: Request, number: str) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    loaded = current_protocol(web.ctx, web.actor, web.study_id)
+    return _entry_page(
+        request,
+        web,
+        number,
+        title="Procedure day: anatomy",
+        action=f"/subjects/{quote(number)}/anatomy",
+        codes=list(loaded.protocol.screening.anatomy_forms),
+    )
+
+
+@router.post("/subjects/{number}/anatomy", include_in_schema=False)
+async def save_anatomy(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    codes = list(current_protocol(web.ctx, web.actor, web.study_id).protocol.screening.anatomy_forms)
+    try:
+        screening.record_anatomy(
+            web.ctx, web.actor, web.study_id, number, {c: _form_values(form, c) for c in codes}
+        )
+    except ValidationFailed as exc:
+        return _entry_page(
+            request,
+            web,
+            number,
+            title="Procedure day: anatomy",
+            action=f"/subjects/{quote(number)}/anatomy",
+            codes=codes,
+            values=_flat(form),
+            errors=_field_errors(exc.problems, codes),
+            message=exc.message,
+            status=422,
+        )
+    return _redirect(f"/subjects/{quote(number)}#procedure")
+
+
+@router.post("/subjects/{number}/randomize", include_in_schema=False)
+async def randomize(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    key = _text(form, "idempotency_key") or None
+    result = randomization.randomize(
+        web.ctx, web.actor, web.study_id, number, idempotency_key=key
+    )
+    return _render(request, "randomized.html", web, r=result)
+
+
+@router.get("/subjects/{number}/visits/{code}", include_in_schema=False)
+def visit_form(request: Request, number: str, code: str) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _visit_page(request, web, number, code)
+
+
+def _visit_page(
+    request: Request,
+    web: Web,
+    number: str,
+    code: str,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    visit_date: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    loaded = current_protocol(web.ctx, web.actor, web.study_id)
+    visit = next((v for v in loaded.protocol.visits if v.code == code), None)
+    if visit is None:
+        from trialdesk.domain.errors import NotFound
+
+        raise NotFound(f"visit {code} is not in the protocol")
+    return _entry_page(
+        request,
+        web,
+        number,
+        title=f"Visit {visit.code}: {visit.name}",
+        action=f"/subjects/{quote(number)}/visits/{quote(code)}",
+        codes=list(visit.forms),
+        values=values,
+        errors=errors,
+        message=message,
+        visit_date=visit_date or "visit",
+        status=status,
+    )
+
+
+@router.post("/subjects/{number}/visits/{code}", include_in_schema=False)
+async def save_visit(request: Request, number: str, code: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    loaded = current_protocol(web.ctx, web.actor, web.study_id)
+    visit = next((v for v in loaded.protocol.visits if v.code == code), None)
+    codes = list(visit.forms) if visit else []
+    try:
+        followup.record_visit(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            code,
+            _date(form, "visit_date"),
+            {c: _form_values(form, c) for c in codes},
+        )
+    except ValidationFailed as exc:
+        return _visit_page(
+            request,
+            web,
+            number,
+            code,
+            values=_flat(form),
+            errors=_field_errors(exc.problems, codes),
+            message=exc.message,
+            visit_date=_text(form, "visit_date") or "visit",
+            status=422,
+        )
+    return _redirect(f"/subjects/{quote(number)}#visits")
+
+
+# --------------------------------------------------------------------------- CRC
+
+
+def _crc_page(
+    request: Request, web: Web, message: str | None = None, status: int = 200
+) -> HTMLResponse:
+    cases = crc.crc_queue(web.ctx, web.actor, web.study_id)
+    return _render(
+        request,
+        "crc.html",
+        web,
+        status=status,
+        cases=cases,
+        decisions=crc.CRC_DECISIONS,
+        message=message,
+    )
+
+
+@router.get("/crc", include_in_schema=False)
+def crc_queue(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _crc_page(request, web)
+
+
+@router.post("/crc/{number}", include_in_schema=False)
+async def crc_decide(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        crc.crc_eligibility_decision(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            _text(form, "decision"),
+            _text(form, "reason"),
+            str(form.get("password") or ""),
+        )
+    except (ValidationFailed, AuthenticationFailed) as exc:
+        return _crc_page(request, web, message=exc.message, status=422)
+    return _redirect("/crc")
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def _bars(rows: list[Any], target: int | None = None) -> dict[str, Any]:
+    """Geometry of a horizontal bar chart drawn as inline SVG by the template."""
+    top = max([target or 0] + [max(r.registered, r.randomized) for r in rows] + [1])
+    width = 300
+    return {
+        "width": width,
+        "height": 28 * len(rows) + 10,
+        "bars": [
+            {
+                "key": r.key,
+                "y": 28 * i + 5,
+                "registered": round(width * r.registered / top),
+                "randomized": round(width * r.randomized / top),
+                "r": r,
+            }
+            for i, r in enumerate(rows)
+        ],
+    }
+
+
+@router.get("/dashboard", include_in_schema=False)
+def dashboard(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    data = enrolment(web.ctx, web.actor, web.study_id)
+    charts = [
+        ("site", _bars(data.by_site), data.by_site),
+        ("country", _bars(data.by_country), data.by_country),
+        ("region", _bars(data.by_region), data.by_region),
+    ]
+    return _render(request, "dashboard.html", web, e=data, charts=charts)
+
+
+def mount_static(app: Any) -> None:
+    """Serve this package's CSS and script under /static (called by create_app if wanted)."""
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+
+@router.get("/static/site.css", include_in_schema=False)
+def site_css() -> Response:
+    return Response((HERE / "static" / "site.css").read_bytes(), media_type="text/css")
