@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 10:00:41.129772
+Create Date: 2026-11-26 10:22:10.961052
 """
 
 from __future__ import annotations
@@ -89,6 +89,28 @@ def upgrade() -> None:
             ["studies.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "auth_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("csrf_token", sa.String(length=64), nullable=True),
+        sa.Column("study_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["study_id"],
+            ["studies.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
     )
     op.create_table(
         "protocol_versions",
@@ -474,6 +496,7 @@ def downgrade() -> None:
     op.drop_table("trial_unblindings")
     op.drop_table("sites")
     op.drop_table("protocol_versions")
+    op.drop_table("auth_tokens")
     op.drop_table("allocation_lists")
     op.drop_table("users")
     op.drop_table("studies")
