@@ -6,6 +6,7 @@ import typer
 
 from trialdesk.cli import (
     design_cmd,
+    endpoints_cmd,
     lists_cmd,
     protocol_cmd,
     review_cmd,
@@ -32,6 +33,7 @@ def build_app() -> typer.Typer:
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")
     app.command("schedule")(visits_cmd.schedule)
     app.add_typer(visits_cmd.visits_app, name="visits", help="Visit worklists.")
+    app.add_typer(endpoints_cmd.app, name="endpoints", help="Primary endpoints (unblinded).")
     app.add_typer(design_cmd.app, name="design", help="Assess a randomization design.")
     app.add_typer(review_cmd.queries_app, name="queries", help="Data queries (monitor).")
     app.add_typer(review_cmd.crc_app, name="crc", help="Central Review Committee.")
