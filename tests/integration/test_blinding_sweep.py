@@ -31,6 +31,7 @@ from trialdesk.domain.schedule import VisitState
 from trialdesk.protocol.models import Gate
 from trialdesk.services import (
     crc,
+    dashboard,
     data_queries,
     endpoints,
     followup,
@@ -39,6 +40,7 @@ from trialdesk.services import (
     randomization,
     screening,
     setup,
+    study_info,
     unblinding,
     visits,
 )
@@ -111,6 +113,12 @@ READ_CALLS: dict[str, ReadCall] = {
     "unblinding.trial_unblinding_status": lambda t, a, n: unblinding.trial_unblinding_status(
         t.ctx, a, t.study_id
     ),
+    "dashboard.enrolment": lambda t, a, n: dashboard.enrolment(t.ctx, a, t.study_id),
+    "dashboard.my_sites": lambda t, a, n: dashboard.my_sites(t.ctx, a, t.study_id),
+    "study_info.list_sites": lambda t, a, n: study_info.list_sites(t.ctx, a, t.study_id),
+    "study_info.protocol_summary": lambda t, a, n: study_info.protocol_summary(
+        t.ctx, a, t.study_id
+    ),
 }
 PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility"}
 
@@ -157,8 +165,9 @@ WRITE_ACTIONS = {
 }
 """Actions; their results for blinded callers are swept where the population builds them."""
 
-HELPERS = {"auth.reauthenticate", "common.acting_on"}
-"""(ctx, actor) helpers that other services call; not user actions."""
+HELPERS = {"auth.reauthenticate", "common.acting_on", "dashboard.current_protocol"}
+"""(ctx, actor) helpers that other services call; not user actions. current_protocol gives
+the pages the protocol definition to render forms from: arm definitions, never an allocation."""
 
 
 def service_functions() -> dict[str, Callable[..., object]]:

@@ -3,11 +3,21 @@ role in are listed or found)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from trialdesk.api.deps import ActorDep, CtxDep, StudyDep, WindowDep
-from trialdesk.api.schemas import Page, ProtocolPublic, StudyPublic, paginate
+from trialdesk.api.schemas import (
+    Page,
+    ProtocolDetailPublic,
+    ProtocolPublic,
+    SitePublic,
+    StudyPublic,
+    paginate,
+)
 from trialdesk.services.setup import StudyInfo, list_studies
+from trialdesk.services.study_info import list_sites, protocol_summary
 
 router = APIRouter(tags=["studies"])
 
@@ -35,7 +45,14 @@ def study(info: StudyDep) -> StudyPublic:
     return _public(info)
 
 
-@router.get("/studies/{study}/protocol", response_model=ProtocolPublic)
-def protocol(info: StudyDep) -> ProtocolPublic:
-    """The protocol version the study runs now, with its SHA-256 fingerprint."""
-    return _public(info).protocol
+@router.get("/studies/{study}/protocol", response_model=ProtocolDetailPublic)
+def protocol(ctx: CtxDep, actor: ActorDep, info: StudyDep) -> ProtocolDetailPublic:
+    """The protocol version the study runs now: fingerprint, visits and windows, criteria."""
+    return ProtocolDetailPublic.model_validate(protocol_summary(ctx, actor, info.id).to_dict())
+
+
+@router.get("/studies/{study}/sites", response_model=Page[SitePublic])
+def sites(ctx: CtxDep, actor: ActorDep, info: StudyDep, window: WindowDep) -> dict[str, object]:
+    """The study's sites (a site-scoped caller sees only its own)."""
+    items = [SitePublic.model_validate(asdict(s)) for s in list_sites(ctx, actor, info.id)]
+    return paginate(items, window.offset, window.limit)

@@ -87,6 +87,38 @@ class ProtocolPublic(BaseModel):
     sha256: str
 
 
+class SitePublic(BaseModel):
+    code: str
+    name: str
+    country: str
+    region: str
+    timezone: str
+    active: bool
+    planned_activation: str | None = None
+    cap: int | None = None
+
+
+class ArmDefinitionPublic(BaseModel):
+    code: str
+    label: str
+    ratio: int
+
+
+class ProtocolDetailPublic(BaseModel):
+    """The running protocol; ``arms`` only for unblinded by-arm readers."""
+
+    name: str
+    version: str
+    sha256: str
+    title: str
+    target_subjects: int
+    cap_total: int
+    visits: list[dict[str, Any]]
+    criteria: list[dict[str, Any]]
+    forms: list[str]
+    arms: list[ArmDefinitionPublic] | None = None
+
+
 class StudyPublic(BaseModel):
     code: str
     name: str

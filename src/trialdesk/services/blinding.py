@@ -41,3 +41,10 @@ def may_see_arm(
     if roles & {Role.STATISTICIAN, Role.DSMB}:
         return True
     return actor.has(study_id, [Role.IMPLANTER], site_id)
+
+
+def may_see_arm_definitions(actor: Actor, study_id: int) -> bool:
+    """Arm codes and labels are shown only to unblinded by-arm readers; for everyone else no
+    arm name appears anywhere, which keeps every blinded output checkable by one rule."""
+    roles = actor.roles(study_id)
+    return bool(roles & {Role.STATISTICIAN, Role.DSMB}) and not roles & BLINDED_ROLES

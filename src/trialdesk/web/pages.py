@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 
@@ -126,12 +125,16 @@ def _session(request: Request) -> Web:
 def _render(
     request: Request, template: str, web: Web | None, status: int = 200, **values: Any
 ) -> HTMLResponse:
-    html = _env().get_template(template).render(
-        request=request,
-        user=web.actor if web else None,
-        roles=sorted(web.actor.roles(web.study_id)) if web else [],
-        csrf=web.csrf if web else "",
-        **values,
+    html = (
+        _env()
+        .get_template(template)
+        .render(
+            request=request,
+            user=web.actor if web else None,
+            roles=sorted(web.actor.roles(web.study_id)) if web else [],
+            csrf=web.csrf if web else "",
+            **values,
+        )
     )
     return HTMLResponse(html, status_code=status)
 
@@ -209,17 +212,16 @@ def error_page(request: Request, exc: TrialError) -> Response:
         web = None
     status = status_of(exc)
     return _render(
-        request, "error.html", web, status=status, message=exc.message, status_code=status
+        request, "error.html", web, status=status, refusal=exc.message, status_code=status
     )
 
 
 # --------------------------------------------------------------------------- sign-in
 
 
-def _cookie_secure(request: Request) -> bool:
-    """Secure cookies over https; over plain http (local use, tests) a Secure cookie would not
-    be sent back by the browser's cookie rules for non-secure origins other than localhost."""
-    return request.url.scheme == "https"
+SECURE_COOKIES = True
+"""Always Secure: browsers keep a Secure cookie from http://localhost and http://127.0.0.1
+(checked with Chromium 156), and anywhere else the session must not travel in clear text."""
 
 
 def _signin_page(
@@ -241,7 +243,7 @@ def _signin_page(
         pre,
         httponly=True,
         samesite="strict",
-        secure=_cookie_secure(request),
+        secure=SECURE_COOKIES,
         path="/signin",
     )
     return response
@@ -278,7 +280,7 @@ async def signin(request: Request) -> Response:
     except TrialError as exc:  # wrong password, locked account: the service's message
         return _signin_page(request, exc.message, 401, username)
     target = _text(form, "next")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):  # no off-site redirect
         target = "/home"
     response = _redirect(target)
     response.set_cookie(
@@ -286,7 +288,7 @@ async def signin(request: Request) -> Response:
         issued.token,
         httponly=True,
         samesite="strict",
-        secure=_cookie_secure(request),
+        secure=SECURE_COOKIES,
         path="/",
         max_age=int((issued.expires_at - _ctx(request).now()).total_seconds()),
     )
@@ -554,7 +556,9 @@ async def save_anatomy(request: Request, number: str) -> Response:
         web, form = await _post(request)
     except _SignedOut:
         return _to_signin(request)
-    codes = list(current_protocol(web.ctx, web.actor, web.study_id).protocol.screening.anatomy_forms)
+    codes = list(
+        current_protocol(web.ctx, web.actor, web.study_id).protocol.screening.anatomy_forms
+    )
     try:
         screening.record_anatomy(
             web.ctx, web.actor, web.study_id, number, {c: _form_values(form, c) for c in codes}
@@ -582,9 +586,7 @@ async def randomize(request: Request, number: str) -> Response:
     except _SignedOut:
         return _to_signin(request)
     key = _text(form, "idempotency_key") or None
-    result = randomization.randomize(
-        web.ctx, web.actor, web.study_id, number, idempotency_key=key
-    )
+    result = randomization.randomize(web.ctx, web.actor, web.study_id, number, idempotency_key=key)
     return _render(request, "randomized.html", web, r=result)
 
 
@@ -748,11 +750,6 @@ def dashboard(request: Request) -> Response:
         ("region", _bars(data.by_region), data.by_region),
     ]
     return _render(request, "dashboard.html", web, e=data, charts=charts)
-
-
-def mount_static(app: Any) -> None:
-    """Serve this package's CSS and script under /static (called by create_app if wanted)."""
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
 @router.get("/static/site.css", include_in_schema=False)

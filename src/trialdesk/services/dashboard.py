@@ -1,0 +1,109 @@
+"""Read models for the web pages: the study's protocol forms, the sites a user works at, and
+enrolment counts against target (REP-1). Counts only: nothing here reads an arm (RAND-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.services.access import Actor, require
+from trialdesk.services.common import current_protocol_row, protocol_of
+from trialdesk.services.context import ServiceContext
+from trialdesk.store.tables import RandomizationRow, SiteRow, SubjectRow
+
+READERS = list(Role)
+ENROLMENT_READERS = [Role.MANAGER, Role.MONITOR, Role.ADMIN, Role.STATISTICIAN, Role.DSMB]
+
+
+def current_protocol(ctx: ServiceContext, actor: Actor, study_id: int) -> LoadedProtocol:
+    """The study's current protocol (form definitions for entry pages); any study role."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, READERS, action="read the protocol")
+        return protocol_of(ctx, current_protocol_row(uow, study_id))
+
+
+def my_sites(ctx: ServiceContext, actor: Actor, study_id: int) -> list[str]:
+    """Codes of the active sites the actor works at (all active sites for study-wide roles)."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, READERS, action="list sites")
+        stmt = select(SiteRow.code).where(SiteRow.study_id == study_id, SiteRow.active.is_(True))
+        allowed = actor.site_ids(study_id)
+        if allowed is not None:
+            stmt = stmt.where(SiteRow.id.in_(allowed))
+        return list(uow.session.scalars(stmt.order_by(SiteRow.code)))
+
+
+@dataclass(frozen=True)
+class EnrolmentRow:
+    key: str
+    registered: int
+    randomized: int
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """Live (non-test) subjects registered and randomized against the total target."""
+
+    target: int
+    randomized: int
+    registered: int
+    by_site: list[EnrolmentRow] = field(default_factory=list)
+    by_country: list[EnrolmentRow] = field(default_factory=list)
+    by_region: list[EnrolmentRow] = field(default_factory=list)
+
+
+def _counts(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
+    # not dict(result): a Result has keys(), so dict() would read it as a mapping
+    return {int(key): int(count) for key, count in rows}
+
+
+def enrolment(ctx: ServiceContext, actor: Actor, study_id: int) -> Enrolment:
+    """Enrolment against target by site, country and region (REP-1); study-wide roles only."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, ENROLMENT_READERS, action="enrolment dashboard")
+        loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
+        sites = uow.session.scalars(
+            select(SiteRow).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
+        ).all()
+        registered: dict[int, int] = _counts(
+            uow.session.execute(
+                select(SubjectRow.site_id, func.count())
+                .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+                .group_by(SubjectRow.site_id)
+            ).tuples()
+        )
+        randomized: dict[int, int] = _counts(
+            uow.session.execute(
+                select(SubjectRow.site_id, func.count())
+                .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
+                .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+                .group_by(SubjectRow.site_id)
+            ).tuples()
+        )
+        by: dict[str, dict[str, list[int]]] = {"site": {}, "country": {}, "region": {}}
+        for site in sites:
+            counts = (int(registered.get(site.id, 0)), int(randomized.get(site.id, 0)))
+            for level, key in (
+                ("site", site.code),
+                ("country", site.country),
+                ("region", site.region),
+            ):
+                total = by[level].setdefault(key, [0, 0])
+                total[0] += counts[0]
+                total[1] += counts[1]
+
+        def rows(level: str) -> list[EnrolmentRow]:
+            return [EnrolmentRow(k, v[0], v[1]) for k, v in sorted(by[level].items())]
+
+        return Enrolment(
+            target=loaded.protocol.enrolment.total_cap,
+            randomized=sum(int(v) for v in randomized.values()),
+            registered=sum(int(v) for v in registered.values()),
+            by_site=rows("site"),
+            by_country=rows("country"),
+            by_region=rows("region"),
+        )
