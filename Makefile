@@ -49,13 +49,12 @@ endef
 export RUN_HELP
 
 # `trialdesk init --demo` is idempotent: a second run reports the study as already there.
-# The web app's server goes last: append `$(BIN)/trialdesk serve` (the notice below then
-# disappears by itself, since it prints only while there is no `serve` command).
+# Then the web pages and the API are served until Ctrl-C.
 run: venv
 	$(BIN)/trialdesk init --demo --demo-password '$(DEMO_PASSWORD)'
 	@echo "$$RUN_HELP"
-	@$(BIN)/trialdesk serve --help >/dev/null 2>&1 || printf '\n%s\n' \
-		"The web server at http://127.0.0.1:8000 arrives with the web app; until then, the CLI."
+	@printf '\nOpen http://127.0.0.1:8000 and sign in as a demo user (Ctrl-C stops the server).\n'
+	$(BIN)/trialdesk serve --host 127.0.0.1 --port 8000
 
 # Every check runs even when an earlier one fails, so one run shows everything to fix.
 # pytest's exit code 5 (no tests collected) is a failure like any other.
