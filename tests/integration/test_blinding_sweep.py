@@ -30,9 +30,11 @@ from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import VisitState
 from trialdesk.protocol.models import Gate
 from trialdesk.services import (
+    admin,
     crc,
     dashboard,
     data_queries,
+    design,
     endpoints,
     followup,
     lists,
@@ -115,6 +117,12 @@ READ_CALLS: dict[str, ReadCall] = {
     ),
     "dashboard.enrolment": lambda t, a, n: dashboard.enrolment(t.ctx, a, t.study_id),
     "dashboard.my_sites": lambda t, a, n: dashboard.my_sites(t.ctx, a, t.study_id),
+    "dashboard.screening_log": lambda t, a, n: dashboard.screening_log(t.ctx, a, t.study_id),
+    "admin.list_users": lambda t, a, n: admin.list_users(t.ctx, a, t.study_id),
+    "design.design_defaults": lambda t, a, n: design.design_defaults(t.ctx, a, t.study_id),
+    "design.assess_design": lambda t, a, n: design.assess_design(
+        t.ctx, a, t.study_id, method="blocks", block_sizes=(4,), subjects=8, simulations=2, seed=1
+    ),
     "study_info.list_sites": lambda t, a, n: study_info.list_sites(t.ctx, a, t.study_id),
     "study_info.protocol_summary": lambda t, a, n: study_info.protocol_summary(
         t.ctx, a, t.study_id
@@ -123,6 +131,13 @@ READ_CALLS: dict[str, ReadCall] = {
 PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility"}
 
 WRITE_ACTIONS = {
+    "admin.activate_site",
+    "admin.deactivate_site",
+    "admin.deactivate_user",
+    "admin.grant_role",
+    "admin.reactivate_user",
+    "admin.reset_password",
+    "admin.revoke_role",
     "crc.crc_eligibility_decision",
     "crc.decide_therapy_case",
     "data_queries.answer_query",

@@ -107,3 +107,49 @@ def enrolment(ctx: ServiceContext, actor: Actor, study_id: int) -> Enrolment:
             by_country=rows("country"),
             by_region=rows("region"),
         )
+
+
+SCREENING_LOG_READERS = [Role.MANAGER, Role.MONITOR, Role.STATISTICIAN, Role.DSMB]
+
+
+@dataclass(frozen=True)
+class ScreeningLogRow:
+    """One registered subject as the screening log shows it: state and reason, never an arm."""
+
+    number: str
+    site: str
+    registered_on: str
+    state: str
+    screen_failure_reason: str | None
+    screen_failure_detail: str | None
+
+
+def screening_log(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ScreeningLogRow]:
+    """Every registered live (non-test) subject with its state and any screen-failure reason
+    (REP-3, LIFE-3); study-wide roles that follow enrolment. No arm is read (RAND-6)."""
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, SCREENING_LOG_READERS, action="screening log")
+        rows = uow.session.execute(
+            select(
+                SubjectRow.number,
+                SiteRow.code,
+                SubjectRow.registered_on,
+                SubjectRow.state,
+                SubjectRow.screen_failure_reason,
+                SubjectRow.screen_failure_detail,
+            )
+            .join(SiteRow, SiteRow.id == SubjectRow.site_id)
+            .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+            .order_by(SubjectRow.registered_on, SubjectRow.number)
+        ).tuples()
+        return [
+            ScreeningLogRow(
+                number=number,
+                site=site,
+                registered_on=registered_on.isoformat(),
+                state=state,
+                screen_failure_reason=reason,
+                screen_failure_detail=detail,
+            )
+            for number, site, registered_on, state, reason, detail in rows
+        ]

@@ -23,17 +23,30 @@ from starlette.datastructures import FormData
 
 from trialdesk.domain.errors import (
     AuthenticationFailed,
+    Conflict,
+    NotFound,
     PermissionDenied,
+    PreconditionFailed,
     TrialError,
     ValidationFailed,
 )
 from trialdesk.domain.lifecycle import Action
+from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
-from trialdesk.services import crc, followup, randomization, screening
+from trialdesk.services import (
+    admin,
+    crc,
+    design,
+    endpoints,
+    followup,
+    lists,
+    randomization,
+    screening,
+)
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.dashboard import current_protocol, enrolment, my_sites
+from trialdesk.services.dashboard import current_protocol, enrolment, my_sites, screening_log
 from trialdesk.services.data_queries import open_queries
 from trialdesk.services.queries import get_subject, list_subjects
 from trialdesk.services.sessions import (
@@ -42,7 +55,8 @@ from trialdesk.services.sessions import (
     revoke_token,
     set_session_study,
 )
-from trialdesk.services.setup import list_studies
+from trialdesk.services.setup import create_user, list_studies
+from trialdesk.services.study_info import list_sites
 from trialdesk.services.views import SubjectView
 from trialdesk.services.visits import visit_worklist
 
@@ -200,10 +214,15 @@ def _specs(loaded: LoadedProtocol, codes: list[str]) -> list[Any]:
     return [form_spec(loaded.protocol.form(code)) for code in codes]
 
 
+def status_of(exc: TrialError) -> int:
+    """The HTTP status the API gives the same refusal."""
+    from trialdesk.api.problems import status_of as api_status
+
+    return api_status(exc)
+
+
 def error_page(request: Request, exc: TrialError) -> Response:
     """A refusal from a service, as a page with its message (and 404 for 'not found')."""
-    from trialdesk.api.problems import status_of
-
     if isinstance(exc, AuthenticationFailed) and request.url.path != "/signin":
         return _to_signin(request)
     try:
@@ -749,7 +768,259 @@ def dashboard(request: Request) -> Response:
         ("country", _bars(data.by_country), data.by_country),
         ("region", _bars(data.by_region), data.by_region),
     ]
-    return _render(request, "dashboard.html", web, e=data, charts=charts)
+    log, log_refused = _or_refusal(lambda: screening_log(web.ctx, web.actor, web.study_id))
+    return _render(
+        request,
+        "dashboard.html",
+        web,
+        e=data,
+        charts=charts,
+        screening_log=log,
+        screening_log_refused=log_refused,
+    )
+
+
+# --------------------------------------------------------------------------- administration
+
+REFUSED_CHANGE = (ValidationFailed, Conflict, NotFound, PreconditionFailed)
+"""Refusals of an administration form, shown on its page; a permission refusal is a 403 page."""
+
+
+def _users_page(
+    request: Request, web: Web, message: str | None = None, status: int = 200
+) -> HTMLResponse:
+    users = admin.list_users(web.ctx, web.actor, web.study_id)
+    return _render(
+        request,
+        "admin_users.html",
+        web,
+        status=status,
+        users=users,
+        all_roles=[r.value for r in Role],
+        sites=[s.code for s in list_sites(web.ctx, web.actor, web.study_id)],
+        message=message,
+    )
+
+
+@router.get("/admin/users", include_in_schema=False)
+def admin_users(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _users_page(request, web)
+
+
+@router.post("/admin/users", include_in_schema=False)
+async def admin_create_user(request: Request) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        role = admin.role_named(_text(form, "role"))
+        create_user(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            username=_text(form, "username"),
+            full_name=_text(form, "full_name"),
+            password=str(form.get("password") or ""),
+            roles=[(role, _text(form, "site") or None)],
+        )
+    except REFUSED_CHANGE as exc:
+        return _users_page(request, web, message=exc.message, status=status_of(exc))
+    return _redirect("/admin/users")
+
+
+USER_ACTIONS = ("deactivate", "reactivate", "password", "grant", "revoke")
+
+
+@router.post("/admin/users/{username}/{change}", include_in_schema=False)
+async def admin_change_user(request: Request, username: str, change: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    args = (web.ctx, web.actor, web.study_id, username)
+    try:
+        if change == "deactivate":
+            admin.deactivate_user(*args)
+        elif change == "reactivate":
+            admin.reactivate_user(*args)
+        elif change == "password":
+            admin.reset_password(*args, str(form.get("password") or ""))
+        elif change == "grant":
+            admin.grant_role(*args, _text(form, "role"), _text(form, "site") or None)
+        elif change == "revoke":
+            admin.revoke_role(*args, _text(form, "role"), _text(form, "site") or None)
+        else:
+            raise NotFound(f"no such change {change!r}; one of {', '.join(USER_ACTIONS)}")
+    except REFUSED_CHANGE as exc:
+        return _users_page(request, web, message=exc.message, status=status_of(exc))
+    return _redirect(f"/admin/users#user-{quote(username)}")
+
+
+def _sites_page(
+    request: Request, web: Web, message: str | None = None, status: int = 200
+) -> HTMLResponse:
+    # the administrator check first: list_sites alone is open to every study role
+    admin.list_users(web.ctx, web.actor, web.study_id)
+    sites = list_sites(web.ctx, web.actor, web.study_id)
+    return _render(request, "admin_sites.html", web, status=status, sites=sites, message=message)
+
+
+@router.get("/admin/sites", include_in_schema=False)
+def admin_sites(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _sites_page(request, web)
+
+
+@router.post("/admin/sites/{code}/{change}", include_in_schema=False)
+async def admin_change_site(request: Request, code: str, change: str) -> Response:
+    try:
+        web, _form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        if change == "activate":
+            admin.activate_site(web.ctx, web.actor, web.study_id, code)
+        elif change == "deactivate":
+            admin.deactivate_site(web.ctx, web.actor, web.study_id, code)
+        else:
+            raise NotFound(f"no such change {change!r}; activate or deactivate")
+    except REFUSED_CHANGE as exc:
+        return _sites_page(request, web, message=exc.message, status=status_of(exc))
+    return _redirect(f"/admin/sites#site-{quote(code)}")
+
+
+# --------------------------------------------------------------------------- statistician
+
+
+def _design_table(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The assessment's JSON flattened to (figure, value) rows, nested keys joined by ' / '."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix} / {key}" if prefix else str(key), item)
+        elif isinstance(value, list):
+            rows.append((prefix, ", ".join(map(str, value)) or "–"))
+        else:
+            rows.append((prefix, "–" if value is None else str(value)))
+
+    walk("", {k: v for k, v in result.items() if k != "interpretation"})
+    return rows
+
+
+def _int_field(form: FormData, name: str) -> int:
+    raw = _text(form, name)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {raw!r} is not a whole number", {name: "not a whole number"}
+        ) from None
+
+
+def _int_list(form: FormData, name: str) -> tuple[int, ...]:
+    raw = _text(form, name)
+    if not raw:
+        return ()
+    try:
+        return tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ValidationFailed(
+            f"{name}: {raw!r} is not whole numbers separated by commas (e.g. 4,6)",
+            {name: "whole numbers separated by commas"},
+        ) from None
+
+
+def _statistician_page(
+    request: Request,
+    web: Web,
+    *,
+    values: dict[str, str] | None = None,
+    result: dict[str, Any] | None = None,
+    message: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    # by-arm figures first: a blinded caller is refused here, with a 403 page (RAND-6)
+    safety = endpoints.safety_summary(web.ctx, web.actor, web.study_id)
+    efficacy = endpoints.efficacy_summary(web.ctx, web.actor, web.study_id)
+    strata, strata_refused = _or_refusal(
+        lambda: lists.stratum_status(web.ctx, web.actor, web.study_id)
+    )
+    list_rows, _ = _or_refusal(lambda: lists.list_info(web.ctx, web.actor, web.study_id))
+    defaults, design_refused = _or_refusal(
+        lambda: design.design_defaults(web.ctx, web.actor, web.study_id)
+    )
+    if values is None and defaults is not None:
+        values = {
+            "method": defaults.method,
+            "block_sizes": ",".join(map(str, defaults.block_sizes)),
+            "strata": str(defaults.strata),
+            "subjects": str(defaults.subjects),
+            "ratio": ",".join(map(str, defaults.arms_ratio)),
+            "simulations": str(defaults.simulations),
+            "seed": str(defaults.seed),
+        }
+    return _render(
+        request,
+        "statistician.html",
+        web,
+        status=status,
+        safety=safety,
+        efficacy=efficacy,
+        strata=strata,
+        strata_refused=strata_refused,
+        lists=list_rows or [],
+        design_refused=design_refused,
+        values=values or {},
+        methods=("complete", "blocks", "minimization"),
+        max_simulations=design.MAX_SIMULATIONS,
+        result=result,
+        result_rows=_design_table(result) if result else [],
+        message=message,
+    )
+
+
+@router.get("/statistician", include_in_schema=False)
+def statistician(request: Request) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    return _statistician_page(request, web)
+
+
+@router.post("/statistician/design", include_in_schema=False)
+async def statistician_design(request: Request) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    values = {k: v.strip() for k, v in _flat(form).items() if k != "csrf_token"}
+    try:
+        result = design.assess_design(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            method=_text(form, "method"),
+            block_sizes=_int_list(form, "block_sizes"),
+            strata=_int_field(form, "strata"),
+            subjects=_int_field(form, "subjects"),
+            simulations=_int_field(form, "simulations"),
+            seed=_int_field(form, "seed"),
+            arms_ratio=_int_list(form, "ratio"),
+        )
+    except ValidationFailed as exc:
+        return _statistician_page(request, web, values=values, message=exc.message, status=422)
+    return _statistician_page(request, web, values=values, result=result)
 
 
 @router.get("/static/site.css", include_in_schema=False)

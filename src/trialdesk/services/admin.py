@@ -1,0 +1,406 @@
+"""User and site administration (SYSTEM.md §1: the administrator's job; ACC-1).
+
+Administrator of the study, or the local operator. A user belongs to a study through its role
+grants; an administrator sees and changes users holding a role in the study, plus users who
+hold no role anywhere (so a user whose last grant was revoked can be given one again), never
+users of another study only (PROT-1). Every change is one audit entry in the user's stream
+(``user:<id>``) or, for sites, the study's stream; a refused change writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import or_, select
+
+from trialdesk.domain.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from trialdesk.domain.roles import SITE_SCOPED, Role
+from trialdesk.services.access import Actor, require
+from trialdesk.services.auth import hash_password
+from trialdesk.services.common import study_by_id
+from trialdesk.services.context import ServiceContext
+from trialdesk.store.audit import PendingEntry
+from trialdesk.store.tables import AuthTokenRow, RoleGrantRow, SiteRow, UserRow
+from trialdesk.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class RoleHeld:
+    role: str
+    site: str | None = None
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    username: str
+    full_name: str
+    active: bool
+    roles: list[RoleHeld] = field(default_factory=list)
+    """Grants in this study only."""
+    locked_until: str | None = None
+    """ISO time while sign-in is locked after failures, else None."""
+
+
+def _require_admin(actor: Actor, study_id: int, action: str) -> None:
+    if not actor.operator:
+        require(actor, study_id, [Role.ADMIN], action=action)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def role_named(value: str) -> Role:
+    """The role a form or command names; one clear refusal for an unknown name."""
+    try:
+        return Role(value)
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise ValidationFailed(
+            f"unknown role {value!r}; roles are {known}", {"role": "unknown role"}
+        ) from None
+
+
+def _user(uow: UnitOfWork, study_id: int, username: str, *, lock: bool = False) -> UserRow:
+    """The user, if it belongs to this study (or to none); 'not found' otherwise (PROT-1)."""
+    stmt = select(UserRow).where(UserRow.username == username.strip())
+    if lock:
+        stmt = stmt.with_for_update()
+    row = uow.session.scalars(stmt).one_or_none()
+    if row is not None:
+        studies = set(
+            uow.session.scalars(select(RoleGrantRow.study_id).where(RoleGrantRow.user_id == row.id))
+        )
+        if not studies or study_id in studies:
+            return row
+    raise NotFound(f"user {username.strip() or '?'} not found in this study")
+
+
+def _site(uow: UnitOfWork, study_id: int, code: str, *, lock: bool = False) -> SiteRow:
+    stmt = select(SiteRow).where(SiteRow.study_id == study_id, SiteRow.code == code.strip())
+    if lock:
+        stmt = stmt.with_for_update()
+    row = uow.session.scalars(stmt).one_or_none()
+    if row is None:
+        raise NotFound(f"site {code.strip() or '?'} not found")
+    return row
+
+
+def _entry(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    user: UserRow,
+    action: str,
+    new: object,
+    old: object = None,
+) -> PendingEntry:
+    return PendingEntry(
+        stream=f"user:{user.id}",
+        at=ctx.now(),
+        actor=actor.label,
+        action=action,
+        entity="user",
+        entity_id=user.username,
+        study_id=study_id,
+        old=old,
+        new=new,
+    )
+
+
+def _active_admins(uow: UnitOfWork, study_id: int) -> set[int]:
+    """Ids of active users holding the administrator role in the study."""
+    return set(
+        uow.session.scalars(
+            select(RoleGrantRow.user_id)
+            .join(UserRow, UserRow.id == RoleGrantRow.user_id)
+            .where(
+                RoleGrantRow.study_id == study_id,
+                RoleGrantRow.role == Role.ADMIN.value,
+                UserRow.active.is_(True),
+            )
+            .with_for_update()
+        )
+    )
+
+
+def _revoke_sessions(uow: UnitOfWork, user: UserRow, now: dt.datetime) -> int:
+    """End the user's live API tokens and web sessions; how many were live."""
+    rows = uow.session.scalars(
+        select(AuthTokenRow).where(
+            AuthTokenRow.user_id == user.id, AuthTokenRow.revoked_at.is_(None)
+        )
+    ).all()
+    live = [r for r in rows if _utc(r.expires_at) > now]
+    for row in rows:
+        row.revoked_at = now
+    return len(live)
+
+
+# --------------------------------------------------------------------------- users
+
+
+def list_users(ctx: ServiceContext, actor: Actor, study_id: int) -> list[UserInfo]:
+    """The study's users with their grants in it, active flag and any sign-in lock."""
+    with ctx.uow(readonly=True) as uow:
+        _require_admin(actor, study_id, "list users")
+        study_by_id(uow, study_id)
+        in_study = select(RoleGrantRow.user_id).where(RoleGrantRow.study_id == study_id)
+        with_any = select(RoleGrantRow.user_id)
+        users = uow.session.scalars(
+            select(UserRow)
+            .where(or_(UserRow.id.in_(in_study), UserRow.id.not_in(with_any)))
+            .order_by(UserRow.username)
+        ).all()
+        sites: dict[int, str] = {
+            site_id: code
+            for site_id, code in uow.session.execute(
+                select(SiteRow.id, SiteRow.code).where(SiteRow.study_id == study_id)
+            ).tuples()
+        }
+        grants: dict[int, list[RoleHeld]] = {}
+        for g in uow.session.scalars(
+            select(RoleGrantRow)
+            .where(RoleGrantRow.study_id == study_id)
+            .order_by(RoleGrantRow.role, RoleGrantRow.site_id)
+        ):
+            site = sites.get(g.site_id) if g.site_id is not None else None
+            grants.setdefault(g.user_id, []).append(RoleHeld(g.role, site))
+        now = ctx.now()
+        return [
+            UserInfo(
+                username=u.username,
+                full_name=u.full_name,
+                active=u.active,
+                roles=grants.get(u.id, []),
+                locked_until=(
+                    _utc(u.locked_until).isoformat()
+                    if u.locked_until is not None and _utc(u.locked_until) > now
+                    else None
+                ),
+            )
+            for u in users
+        ]
+
+
+def _set_active(
+    ctx: ServiceContext, actor: Actor, study_id: int, username: str, active: bool
+) -> UserInfo:
+    verb = "reactivate" if active else "deactivate"
+    _require_admin(actor, study_id, f"{verb} user")
+    now = ctx.now()
+    with ctx.uow() as uow:
+        user = _user(uow, study_id, username, lock=True)
+        if user.active == active:
+            raise Conflict(f"user {user.username} is already {'active' if active else 'inactive'}")
+        if not active:
+            if actor.user_id is not None and actor.user_id == user.id:
+                raise PreconditionFailed(
+                    "you cannot deactivate your own account", reason="own-account"
+                )
+            if _active_admins(uow, study_id) == {user.id}:
+                raise PreconditionFailed(
+                    f"{user.username} is the study's last active administrator; "
+                    "grant the role to someone else first",
+                    reason="last-admin",
+                )
+        user.active = active
+        ended = 0 if active else _revoke_sessions(uow, user, now)
+        new: dict[str, object] = {"active": active}
+        if ended:
+            new["sessions_ended"] = ended
+        uow.record(_entry(ctx, actor, study_id, user, f"{verb}_user", new, {"active": not active}))
+        uow.commit()
+    return _one(ctx, actor, study_id, username)
+
+
+def deactivate_user(ctx: ServiceContext, actor: Actor, study_id: int, username: str) -> UserInfo:
+    """Stop a user signing in (live sessions end now); the account and its history stay."""
+    return _set_active(ctx, actor, study_id, username, False)
+
+
+def reactivate_user(ctx: ServiceContext, actor: Actor, study_id: int, username: str) -> UserInfo:
+    """Let a deactivated user sign in again with the password it had."""
+    return _set_active(ctx, actor, study_id, username, True)
+
+
+def _one(ctx: ServiceContext, actor: Actor, study_id: int, username: str) -> UserInfo:
+    wanted = username.strip()
+    return next(u for u in list_users(ctx, actor, study_id) if u.username == wanted)
+
+
+def reset_password(
+    ctx: ServiceContext, actor: Actor, study_id: int, username: str, new_password: str
+) -> UserInfo:
+    """Set a new password (services.auth's minimum length), clear any lock and end the user's
+    sessions; the audit entry records that it happened, never the password."""
+    _require_admin(actor, study_id, "reset password")
+    password_hash = hash_password(ctx, new_password)  # refuses a short one before any write
+    now = ctx.now()
+    with ctx.uow() as uow:
+        user = _user(uow, study_id, username, lock=True)
+        was_locked = user.locked_until is not None and _utc(user.locked_until) > now
+        user.password_hash = password_hash
+        user.failed_attempts = 0
+        user.locked_until = None
+        ended = _revoke_sessions(uow, user, now)
+        uow.record(
+            _entry(
+                ctx,
+                actor,
+                study_id,
+                user,
+                "reset_password",
+                {"password": "reset", "unlocked": was_locked, "sessions_ended": ended},
+            )
+        )
+        uow.commit()
+    return _one(ctx, actor, study_id, username)
+
+
+def _grant_site(
+    uow: UnitOfWork, study_id: int, role: Role, site: str | None
+) -> tuple[int | None, str | None]:
+    code = (site or "").strip() or None
+    if role in SITE_SCOPED:
+        if code is None:
+            raise ValidationFailed(f"role {role.value} needs a site", {"site": "required"})
+        return _site(uow, study_id, code).id, code
+    if code is not None:
+        raise ValidationFailed(
+            f"role {role.value} is study-wide; give no site", {"site": "not for this role"}
+        )
+    return None, None
+
+
+def grant_role(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    username: str,
+    role: str,
+    site: str | None = None,
+) -> UserInfo:
+    """Give a user a role in the study (with its site for site-scoped roles, ACC-1)."""
+    _require_admin(actor, study_id, "grant role")
+    wanted = role_named(role)
+    with ctx.uow() as uow:
+        study_by_id(uow, study_id)
+        user = _user(uow, study_id, username, lock=True)
+        site_id, code = _grant_site(uow, study_id, wanted, site)
+        held = uow.session.scalars(
+            select(RoleGrantRow).where(
+                RoleGrantRow.user_id == user.id,
+                RoleGrantRow.study_id == study_id,
+                RoleGrantRow.role == wanted.value,
+                RoleGrantRow.site_id.is_(None)
+                if site_id is None
+                else RoleGrantRow.site_id == site_id,
+            )
+        ).first()
+        if held is not None:
+            where = f" at site {code}" if code else ""
+            raise Conflict(f"user {user.username} already holds {wanted.value}{where}")
+        uow.session.add(
+            RoleGrantRow(user_id=user.id, study_id=study_id, role=wanted.value, site_id=site_id)
+        )
+        uow.record(
+            _entry(ctx, actor, study_id, user, "grant_role", {"role": wanted.value, "site": code})
+        )
+        uow.commit()
+    return _one(ctx, actor, study_id, username)
+
+
+def revoke_role(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    username: str,
+    role: str,
+    site: str | None = None,
+) -> UserInfo:
+    """Take a role away; the study's last active administrator grant cannot be revoked."""
+    _require_admin(actor, study_id, "revoke role")
+    wanted = role_named(role)
+    with ctx.uow() as uow:
+        user = _user(uow, study_id, username, lock=True)
+        site_id, code = _grant_site(uow, study_id, wanted, site)
+        grant = uow.session.scalars(
+            select(RoleGrantRow).where(
+                RoleGrantRow.user_id == user.id,
+                RoleGrantRow.study_id == study_id,
+                RoleGrantRow.role == wanted.value,
+                RoleGrantRow.site_id.is_(None)
+                if site_id is None
+                else RoleGrantRow.site_id == site_id,
+            )
+        ).first()
+        if grant is None:
+            where = f" at site {code}" if code else ""
+            raise NotFound(f"user {user.username} does not hold {wanted.value}{where}")
+        if wanted is Role.ADMIN and user.active and _active_admins(uow, study_id) == {user.id}:
+            raise PreconditionFailed(
+                f"this is the study's last active administrator grant ({user.username}); "
+                "grant the role to someone else first",
+                reason="last-admin",
+            )
+        uow.session.delete(grant)
+        uow.record(
+            _entry(
+                ctx,
+                actor,
+                study_id,
+                user,
+                "revoke_role",
+                None,
+                {"role": wanted.value, "site": code},
+            )
+        )
+        uow.commit()
+    return _one(ctx, actor, study_id, username)
+
+
+# --------------------------------------------------------------------------- sites
+
+
+def _set_site_active(
+    ctx: ServiceContext, actor: Actor, study_id: int, code: str, active: bool
+) -> bool:
+    verb = "activate" if active else "deactivate"
+    _require_admin(actor, study_id, f"{verb} site")
+    with ctx.uow() as uow:
+        site = _site(uow, study_id, code, lock=True)
+        if site.active == active:
+            raise Conflict(f"site {site.code} is already {'active' if active else 'inactive'}")
+        site.active = active
+        uow.record(
+            PendingEntry(
+                stream=f"study:{study_id}",
+                at=ctx.now(),
+                actor=actor.label,
+                action=f"{verb}_site",
+                entity="site",
+                entity_id=site.code,
+                study_id=study_id,
+                old={"active": not active},
+                new={"active": active},
+            )
+        )
+        uow.commit()
+        return active
+
+
+def activate_site(ctx: ServiceContext, actor: Actor, study_id: int, code: str) -> bool:
+    """Open a site for registration; returns the new active flag."""
+    return _set_site_active(ctx, actor, study_id, code, True)
+
+
+def deactivate_site(ctx: ServiceContext, actor: Actor, study_id: int, code: str) -> bool:
+    """Close a site to new registrations; its subjects and their data stay."""
+    return _set_site_active(ctx, actor, study_id, code, False)
