@@ -685,6 +685,95 @@ async def save_visit(request: Request, number: str, code: str) -> Response:
     return _redirect(f"/subjects/{quote(number)}#visits")
 
 
+# --------------------------------------------------------------------------- procedure, visits
+
+
+def _procedure_codes(web: Web, number: str) -> list[str]:
+    """The arm's procedure form, found from what the caller may see: only a caller the
+    service shows the allocation to (the implanting team of the subject's site) gets a form."""
+    view = get_subject(web.ctx, web.actor, web.study_id, number)
+    if view.arm is None:
+        return []
+    arm = current_protocol(web.ctx, web.actor, web.study_id).protocol.arm(view.arm.code)
+    return [arm.procedure_form] if arm.procedure_form else []
+
+
+@router.get("/subjects/{number}/procedure", include_in_schema=False)
+def procedure_form(request: Request, number: str) -> Response:
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    codes = _procedure_codes(web, number)
+    if not codes:
+        raise PermissionDenied(
+            "the index procedure is recorded by the implanting team of the subject's site, "
+            "who receive the allocation at the procedure"
+        )
+    return _entry_page(
+        request,
+        web,
+        number,
+        title="Index procedure",
+        action=f"/subjects/{quote(number)}/procedure",
+        codes=codes,
+    )
+
+
+@router.post("/subjects/{number}/procedure", include_in_schema=False)
+async def save_procedure(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    codes = _procedure_codes(web, number)
+    values = _form_values(form, codes[0]) if codes else {}
+    try:
+        followup.record_procedure(web.ctx, web.actor, web.study_id, number, values)
+    except ValidationFailed as exc:
+        return _entry_page(
+            request,
+            web,
+            number,
+            title="Index procedure",
+            action=f"/subjects/{quote(number)}/procedure",
+            codes=codes,
+            values=_flat(form),
+            errors=_field_errors(exc.problems, codes),
+            message=exc.message,
+            status=422,
+        )
+    return _redirect(f"/subjects/{quote(number)}#procedure")
+
+
+@router.post("/subjects/{number}/discharge", include_in_schema=False)
+async def discharge(request: Request, number: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        followup.record_discharge(
+            web.ctx, web.actor, web.study_id, number, _date(form, "discharged_on")
+        )
+    except ValidationFailed as exc:
+        return _subject_page(request, web, number, message=exc.message, status=422)
+    return _redirect(f"/subjects/{quote(number)}#procedure")
+
+
+@router.post("/subjects/{number}/visits/{code}/missed", include_in_schema=False)
+async def miss_visit(request: Request, number: str, code: str) -> Response:
+    try:
+        web, form = await _post(request)
+    except _SignedOut:
+        return _to_signin(request)
+    try:
+        followup.miss_visit(web.ctx, web.actor, web.study_id, number, code, _text(form, "reason"))
+    except ValidationFailed as exc:
+        return _subject_page(request, web, number, message=exc.message, status=422)
+    return _redirect(f"/subjects/{quote(number)}#visits")
+
+
 # --------------------------------------------------------------------------- CRC
 
 
