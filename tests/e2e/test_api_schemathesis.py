@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests import journey as j
 from tests.conftest import Trial
@@ -18,7 +19,7 @@ from trialdesk.api.app import create_app
 
 def test_api_conforms_to_its_schema_and_never_fails(trial: Trial) -> None:
     """'Bad input gets one clear message': no 5xx, every answer as documented."""
-    j.randomized(trial)  # some data for the reads
+    number, _arm = j.randomized(trial)  # some data for the reads
     app = create_app(trial.runtime)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     bearer = Api(trial).headers("coordinator")
@@ -30,10 +31,22 @@ def test_api_conforms_to_its_schema_and_never_fails(trial: Trial) -> None:
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            max_examples=3,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
         )
         def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
-            case.call_and_validate(headers=bearer)
+            # real study and subject, so requests reach the services instead of a 404
+            params = case.path_parameters or {}
+            if "study" in params:
+                params["study"] = "FLAGSHIP"
+            if "number" in params:
+                params["number"] = number
+            # schema-valid is not protocol-valid (an unknown therapy type is refused with a
+            # 422 problem): acceptance of every schema-valid request is not a property here
+            case.call_and_validate(headers=bearer, excluded_checks=[positive_data_acceptance])
 
         check()
         tested += 1

@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from trialdesk import __version__
 from trialdesk.api.problems import problem, trial_error_response
 from trialdesk.bootstrap import Runtime
-from trialdesk.domain.errors import TrialError
+from trialdesk.domain.errors import TrialError, ValidationFailed
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -60,6 +61,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         from trialdesk.web.pages import error_page  # the web layer renders its own errors
 
         return error_page(request, exc)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> Response:
+        # The database refused a value the checks let through (a NUL character, a number
+        # beyond its column); the unit of work has rolled back, so nothing was written.
+        refusal = ValidationFailed(
+            "a value cannot be stored (a NUL character or a number out of range)",
+            {"request": "invalid value"},
+        )
+        return await _trial_error(request, refusal)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
