@@ -75,6 +75,11 @@ def require(
     if actor.has(study_id, roles, site_id):
         return
     titles = " or ".join(ROLE_TITLES[r] for r in roles)
+    if site_id is not None and actor.has(study_id, roles, None):
+        raise PermissionDenied(
+            f"'{action}' needs the role {titles} at this site; {actor.username} holds it "
+            "for another site only"
+        )
     raise PermissionDenied(f"'{action}' needs the role {titles}; {actor.username} does not hold it")
 
 
