@@ -40,6 +40,8 @@ from trialdesk.services import (
     lists,
     queries,
     randomization,
+    report_views,
+    reports,
     screening,
     setup,
     study_info,
@@ -127,6 +129,27 @@ READ_CALLS: dict[str, ReadCall] = {
     "study_info.protocol_summary": lambda t, a, n: study_info.protocol_summary(
         t.ctx, a, t.study_id
     ),
+    "reports.enrolment_report": lambda t, a, n: reports.enrolment_report(
+        t.ctx, a, t.study_id, simulations=50, seed=1
+    ),
+    "reports.forecast_from_database": lambda t, a, n: reports.forecast_from_database(
+        t.ctx, a, t.study_id, simulations=50, seed=1
+    ),
+    "report_views.consort": lambda t, a, n: report_views.consort(t.ctx, a, t.study_id),
+    "report_views.consort_figure": lambda t, a, n: report_views.consort_figure(
+        t.ctx, a, t.study_id, fmt="svg"
+    ),
+    "report_views.visit_compliance": lambda t, a, n: report_views.visit_compliance(
+        t.ctx, a, t.study_id
+    ),
+    "report_views.deviations": lambda t, a, n: report_views.deviations(t.ctx, a, t.study_id),
+    "report_views.crc_workload": lambda t, a, n: report_views.crc_workload(t.ctx, a, t.study_id),
+    "report_views.unblinding_events": lambda t, a, n: report_views.unblinding_events(
+        t.ctx, a, t.study_id
+    ),
+    "report_views.dsmb_report_html": lambda t, a, n: report_views.dsmb_report_html(
+        t.ctx, a, t.study_id
+    ),
 }
 PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility"}
 
@@ -144,6 +167,9 @@ WRITE_ACTIONS = {
     "data_queries.close_query",
     "data_queries.raise_query",
     "data_queries.reopen_query",
+    "exports.export_csv",  # files swept for arms in tests/integration/test_exports.py
+    "exports.export_odm",
+    "exports.export_sdtm",
     "followup.complete_subject",
     "followup.correct_form_data",
     "followup.emergency_unblind",

@@ -7,8 +7,10 @@ import typer
 from trialdesk.cli import (
     design_cmd,
     endpoints_cmd,
+    export_cmd,
     lists_cmd,
     protocol_cmd,
+    report_cmd,
     review_cmd,
     serve_cmd,
     setup_cmd,
@@ -37,6 +39,9 @@ def build_app() -> typer.Typer:
     app.add_typer(design_cmd.app, name="design", help="Assess a randomization design.")
     app.add_typer(review_cmd.queries_app, name="queries", help="Data queries (monitor).")
     app.add_typer(review_cmd.crc_app, name="crc", help="Central Review Committee.")
+    app.add_typer(export_cmd.app, name="export", help="Standard exports (CSV, ODM, SDTM).")
+    app.command("forecast")(report_cmd.forecast)
+    app.add_typer(report_cmd.report_app, name="report", help="Reports (enrolment).")
     return app
 
 

@@ -3,6 +3,7 @@ enrolment counts against target (REP-1). Counts only: nothing here reads an arm 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -61,28 +62,33 @@ def _counts(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
     return {int(key): int(count) for key, count in rows}
 
 
-def enrolment(ctx: ServiceContext, actor: Actor, study_id: int) -> Enrolment:
-    """Enrolment against target by site, country and region (REP-1); study-wide roles only."""
+def enrolment(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> Enrolment:
+    """Enrolment against target by site, country and region (REP-1); study-wide roles only.
+    ``as_of`` counts only subjects registered (randomized) on or before that clinical date."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, ENROLMENT_READERS, action="enrolment dashboard")
         loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
         sites = uow.session.scalars(
             select(SiteRow).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
         ).all()
+        registered_stmt = select(SubjectRow.site_id, func.count()).where(
+            SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False)
+        )
+        randomized_stmt = (
+            select(SubjectRow.site_id, func.count())
+            .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
+            .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+        )
+        if as_of is not None:
+            registered_stmt = registered_stmt.where(SubjectRow.registered_on <= as_of)
+            randomized_stmt = randomized_stmt.where(RandomizationRow.randomized_on <= as_of)
         registered: dict[int, int] = _counts(
-            uow.session.execute(
-                select(SubjectRow.site_id, func.count())
-                .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
-                .group_by(SubjectRow.site_id)
-            ).tuples()
+            uow.session.execute(registered_stmt.group_by(SubjectRow.site_id)).tuples()
         )
         randomized: dict[int, int] = _counts(
-            uow.session.execute(
-                select(SubjectRow.site_id, func.count())
-                .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
-                .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
-                .group_by(SubjectRow.site_id)
-            ).tuples()
+            uow.session.execute(randomized_stmt.group_by(SubjectRow.site_id)).tuples()
         )
         by: dict[str, dict[str, list[int]]] = {"site": {}, "country": {}, "region": {}}
         for site in sites:

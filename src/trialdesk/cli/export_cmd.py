@@ -1,0 +1,65 @@
+"""`trialdesk export {csv,odm,sdtm}`: standard exports into a new directory (EXP-1, RAND-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from trialdesk.cli.common import print_json
+from trialdesk.cli.runtime import guarded, open_runtime, sign_in
+from trialdesk.services import exports
+from trialdesk.services.exports import ExportResult
+
+app = typer.Typer(help="Standard exports (blinded unless --unblinded).", no_args_is_help=True)
+
+Exporter = Callable[..., ExportResult]
+
+
+def _run(call: Exporter, out: Path, unblinded: bool, user: str | None, study: str | None) -> None:
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        result = guarded(
+            lambda: call(runtime.context, session.actor, session.study.id, out, unblinded=unblinded)
+        )
+    print_json(result.to_dict())
+
+
+OutOpt = typer.Option(..., "--out", help="a new or empty directory")
+UnblindedOpt = typer.Option(False, "--unblinded", help="with arms (unblinded statistician only)")
+UserOpt = typer.Option(None, "--user")
+StudyOpt = typer.Option(None, "--study")
+
+
+@app.command("csv")
+def csv_cmd(
+    out: Path = OutOpt,
+    unblinded: bool = UnblindedOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """One CSV file per table."""
+    _run(exports.export_csv, out, unblinded, user, study)
+
+
+@app.command("odm")
+def odm_cmd(
+    out: Path = OutOpt,
+    unblinded: bool = UnblindedOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """CDISC ODM 1.3.2 XML: protocol metadata and clinical data with audit records."""
+    _run(exports.export_odm, out, unblinded, user, study)
+
+
+@app.command("sdtm")
+def sdtm_cmd(
+    out: Path = OutOpt,
+    unblinded: bool = UnblindedOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """SDTM DM, DS, SV, AE, TA, TE, TV, TI, TS as SAS XPORT v5, plus define.csv."""
+    _run(exports.export_sdtm, out, unblinded, user, study)

@@ -1,0 +1,1 @@
+"""Read models and exports built from the store (read only); services call them."""

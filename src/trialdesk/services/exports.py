@@ -1,0 +1,957 @@
+"""Standard exports (EXP-1): CSV of every table, CDISC ODM 1.3.2, SDTM as SAS XPORT v5.
+
+Blinding (RAND-6) is decided once, at the top of each export: a blinded export never decrypts
+anything, drops every encrypted column and every hash, leaves the protocol text (it defines
+the arms) and the arm-specific procedure forms out, and carries no arm code or label. Only the
+unblinded statistician (holding no blinded role) may ask for ``unblinded=True``; anyone else is
+refused with the ``blinded`` code. Monitors, study managers and statisticians may export
+blinded.
+
+SDTM decision for blinded exports: DM keeps ARMCD, ARM, ACTARMCD and ACTARM in their SDTMIG
+places but writes them empty (the define listing says "withheld: blinded export"), so the
+structure of a blinded and an unblinded DM is the same; TA (arms by element) is not written at
+all, and TE names one neutral "index procedure" element instead of each arm's procedure.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import LargeBinary, Table, select
+
+from trialdesk.domain.errors import ValidationFailed
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.protocol.models import FieldType, Form
+from trialdesk.reports.exports import (
+    Dataset,
+    Variable,
+    odm,
+    odm_bytes,
+    sub,
+    translated,
+    write_define,
+    write_xpt,
+)
+from trialdesk.services.access import Actor, require
+from trialdesk.services.blinding import may_see_arm_definitions
+from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
+from trialdesk.services.context import ServiceContext
+from trialdesk.services.endpoints import ArmsBlinded
+from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
+from trialdesk.store.tables import (
+    AuditEntryRow,
+    Base,
+    FormRecordRow,
+    ProtocolVersionRow,
+    RandomizationRow,
+    RoleGrantRow,
+    SiteRow,
+    StudyRow,
+    SubjectRow,
+    VisitRow,
+)
+from trialdesk.store.uow import UnitOfWork
+
+EXPORT_ROLES = (Role.MONITOR, Role.MANAGER, Role.STATISTICIAN)
+SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "csrf_token"})
+BLINDED_NOTE = "withheld: blinded export"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    kind: str
+    out_dir: str
+    blinded: bool
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "out_dir": self.out_dir,
+            "blinded": self.blinded,
+            "files": list(self.files),
+            "notes": list(self.notes),
+        }
+
+
+def _authorize(actor: Actor, study_id: int, unblinded: bool, what: str) -> None:
+    require(actor, study_id, EXPORT_ROLES, action=what)
+    if unblinded and not (
+        actor.has(study_id, [Role.STATISTICIAN]) and may_see_arm_definitions(actor, study_id)
+    ):
+        raise ArmsBlinded(
+            f"an unblinded export is for the unblinded statistician only; {actor.username} "
+            "may export blinded data"
+        )
+
+
+def _out(out_dir: Path) -> Path:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValidationFailed(f"{out_dir} is not a directory", {"out": "not a directory"})
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValidationFailed(
+            f"{out_dir} is not empty; export into a new or empty directory",
+            {"out": "not empty"},
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _procedure_forms(loaded: LoadedProtocol) -> set[str]:
+    return {a.procedure_form for a in loaded.protocol.arms if a.procedure_form}
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _study_rows(uow: UnitOfWork, table: Table, study_id: int) -> list[dict[str, Any]] | None:
+    """This study's rows of ``table``; None for a table this export does not know how to scope
+    (it is then left out rather than risk another study's data)."""
+    subjects = select(SubjectRow.id).where(SubjectRow.study_id == study_id)
+    users = select(RoleGrantRow.user_id).where(RoleGrantRow.study_id == study_id)
+    cols = table.c
+    query = select(table)
+    if table.name == "studies":
+        query = query.where(cols.id == study_id)
+    elif table.name == "users":
+        query = query.where(cols.id.in_(users))
+    elif table.name == "auth_tokens":
+        query = query.where(cols.user_id.in_(users))
+    elif table.name == "audit_heads":
+        streams = select(AuditEntryRow.stream).where(AuditEntryRow.study_id == study_id)
+        query = query.where(cols.stream.in_(streams))
+    elif "study_id" in cols:
+        query = query.where(cols.study_id == study_id)
+    elif "subject_id" in cols:
+        query = query.where(cols.subject_id.in_(subjects))
+    elif "list_id" in cols:
+        from trialdesk.store.tables import AllocationListRow
+
+        lists = select(AllocationListRow.id).where(AllocationListRow.study_id == study_id)
+        query = query.where(cols.list_id.in_(lists))
+    else:
+        return None
+    return [dict(row) for row in uow.session.execute(query.order_by(*table.primary_key)).mappings()]
+
+
+def export_csv(
+    ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
+) -> ExportResult:
+    """One CSV per table (EXP-1). Blinded: no encrypted column, no hash, no protocol text and
+    no concealed procedure record. Unblinded: randomizations gain the decrypted ``arm`` and
+    the concealed procedure records their real form and values."""
+    _authorize(actor, study_id, unblinded, "export csv")
+    out = _out(out_dir)
+    files: list[str] = []
+    skipped: list[str] = []
+    with ctx.uow(readonly=True) as uow:
+        for table in Base.metadata.sorted_tables:
+            rows = _study_rows(uow, table, study_id)
+            if rows is None:
+                skipped.append(table.name)
+                continue
+            drop = {
+                c.name
+                for c in table.columns
+                if isinstance(c.type, LargeBinary) or c.name in SECRET_COLUMNS
+            }
+            if not unblinded and table.name == "protocol_versions":
+                drop.add("text")
+            names = [c.name for c in table.columns if c.name not in drop]
+            if unblinded and table.name == "randomizations":
+                names.append("arm")
+            for row in rows:
+                if table.name == "randomizations" and unblinded:
+                    row["arm"] = ctx.cipher.decrypt(row["arm_enc"])
+                if table.name == "form_records" and row["form_code"] == CONCEALED_PROCEDURE_FORM:
+                    if unblinded:
+                        record = uow.session.get(FormRecordRow, row["id"])
+                        assert record is not None
+                        form, values = concealed_procedure(ctx, record)
+                        row["form_code"] = form
+                        row["data"] = json.dumps(values, sort_keys=True)
+                    else:
+                        row["data"] = ""
+            path = out / f"{table.name}.csv"
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(names)
+                for row in rows:
+                    writer.writerow([_csv_value(row.get(n)) for n in names])
+            files.append(path.name)
+    notes = [] if unblinded else ["blinded export: no arm, no encrypted column, no protocol text"]
+    if skipped:
+        notes.append(f"tables not scoped to a study, left out: {', '.join(skipped)}")
+    return ExportResult("csv", str(out), not unblinded, files, notes)
+
+
+def _csv_value(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
+
+
+# --------------------------------------------------------------------------- shared reads
+
+
+@dataclass
+class _Subject:
+    row: SubjectRow
+    site: SiteRow
+    rand: RandomizationRow | None
+    forms: list[FormRecordRow]
+    visits: list[VisitRow]
+
+
+@dataclass
+class _Snapshot:
+    study: StudyRow
+    loaded: LoadedProtocol
+    protocol_row: ProtocolVersionRow
+    subjects: list[_Subject]
+    audits: list[AuditEntryRow]
+
+
+def _snapshot(ctx: ServiceContext, uow: UnitOfWork, study_id: int) -> _Snapshot:
+    study = study_by_id(uow, study_id)
+    row = current_protocol_row(uow, study_id)
+    loaded = protocol_of(ctx, row)
+    subjects: list[_Subject] = []
+    for subject in uow.session.scalars(
+        select(SubjectRow).where(SubjectRow.study_id == study_id).order_by(SubjectRow.number)
+    ):
+        site = uow.session.get(SiteRow, subject.site_id)
+        assert site is not None
+        rand = uow.session.scalars(
+            select(RandomizationRow).where(RandomizationRow.subject_id == subject.id)
+        ).one_or_none()
+        forms = list(
+            uow.session.scalars(
+                select(FormRecordRow)
+                .where(FormRecordRow.subject_id == subject.id)
+                .order_by(FormRecordRow.visit_code, FormRecordRow.form_code, FormRecordRow.seq)
+            )
+        )
+        visits = list(
+            uow.session.scalars(select(VisitRow).where(VisitRow.subject_id == subject.id))
+        )
+        subjects.append(_Subject(subject, site, rand, forms, visits))
+    audits = list(
+        uow.session.scalars(
+            select(AuditEntryRow)
+            .where(AuditEntryRow.study_id == study_id, AuditEntryRow.entity == "form")
+            .order_by(AuditEntryRow.id)
+        )
+    )
+    return _Snapshot(study, loaded, row, subjects, audits)
+
+
+def _form_values(
+    ctx: ServiceContext, record: FormRecordRow, unblinded: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """The form code and values of a record; concealed records only when unblinded."""
+    if record.form_code == CONCEALED_PROCEDURE_FORM:
+        if not unblinded:
+            return None
+        return concealed_procedure(ctx, record)
+    return record.form_code, dict(json.loads(record.data))
+
+
+# --------------------------------------------------------------------------- ODM
+
+COMMON_EVENT = "COMMON"
+RAND_FORM = "randomization"
+
+
+def _oid(*parts: str) -> str:
+    return ".".join(re.sub(r"[^A-Za-z0-9_\-]", "_", p) for p in parts)
+
+
+ODM_TYPES = {
+    FieldType.INTEGER: "integer",
+    FieldType.DECIMAL: "float",
+    FieldType.TEXT: "text",
+    FieldType.DATE: "date",
+    FieldType.TIME: "time",
+    FieldType.DATETIME: "datetime",
+    FieldType.CHOICE: "text",
+    FieldType.BOOLEAN: "boolean",
+}
+
+
+def _odm_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes:
+    """The ODM 1.3.2 snapshot: metadata from the protocol, clinical data with audit records."""
+    protocol = snap.loaded.protocol
+    hidden = set() if unblinded else _procedure_forms(snap.loaded)
+    forms = [f for f in protocol.forms if f.code not in hidden]
+    visit_forms = {code for v in protocol.visits for code in v.forms}
+    study_oid = _oid("ST", snap.study.code)
+    mdv_oid = _oid("MDV", protocol.version, snap.loaded.sha256[:12])
+    now = ctx.now().isoformat()
+    root = ET.Element(
+        odm("ODM"),
+        {
+            "FileType": "Snapshot",
+            "FileOID": _oid("EXPORT", snap.study.code, ctx.now().strftime("%Y%m%dT%H%M%S")),
+            "CreationDateTime": now,
+            "ODMVersion": "1.3.2",
+            "Originator": "trialdesk",
+            "Description": "blinded export" if not unblinded else "unblinded export",
+        },
+    )
+    study = sub(root, "Study", OID=study_oid)
+    glob = sub(study, "GlobalVariables")
+    sub(glob, "StudyName").text = snap.study.code
+    sub(glob, "StudyDescription").text = protocol.title
+    sub(glob, "ProtocolName").text = f"{protocol.name} {protocol.version}"
+    mdv = sub(study, "MetaDataVersion", OID=mdv_oid, Name=f"protocol {protocol.version}")
+    events: list[tuple[str, str, str, list[str]]] = [
+        (
+            COMMON_EVENT,
+            "Subject-level forms",
+            "Common",
+            [RAND_FORM] + [f.code for f in forms if f.code not in visit_forms],
+        )
+    ]
+    events += [(v.code, v.name, "Scheduled", list(v.forms)) for v in protocol.visits]
+    prot = sub(mdv, "Protocol")
+    for order, (code, _name, _kind, _forms) in enumerate(events, start=1):
+        sub(
+            prot,
+            "StudyEventRef",
+            StudyEventOID=_oid("SE", code),
+            OrderNumber=str(order),
+            Mandatory="No",
+        )
+    for code, name, kind, codes in events:
+        ev = sub(
+            mdv,
+            "StudyEventDef",
+            OID=_oid("SE", code),
+            Name=name,
+            Repeating="No",
+            Type=kind,
+        )
+        for order, fc in enumerate(codes, start=1):
+            sub(ev, "FormRef", FormOID=_oid("F", fc), OrderNumber=str(order), Mandatory="No")
+    rand_items = [("number", "Randomization number", "text"), ("date", "Randomized on", "date")]
+    if unblinded:
+        rand_items.append(("armcd", "Arm code", "text"))
+    all_forms: list[tuple[str, str, bool]] = [(RAND_FORM, "Randomization", False)]
+    all_forms += [(f.code, f.name, f.repeating) for f in forms]
+    for code, name, repeating in all_forms:
+        fd = sub(mdv, "FormDef", OID=_oid("F", code), Name=name, Repeating=_yes(repeating))
+        sub(fd, "ItemGroupRef", ItemGroupOID=_oid("IG", code), Mandatory="Yes")
+    by_code = {f.code: f for f in forms}
+    for code, name, _rep in all_forms:
+        ig = sub(mdv, "ItemGroupDef", OID=_oid("IG", code), Name=name, Repeating="No")
+        fields = (
+            [(c, lbl) for c, lbl, _t in rand_items]
+            if code == RAND_FORM
+            else [(f.code, f.label) for f in by_code[code].fields]
+        )
+        for order, (fc, _lbl) in enumerate(fields, start=1):
+            sub(ig, "ItemRef", ItemOID=_oid("I", code, fc), OrderNumber=str(order), Mandatory="No")
+    for c, lbl, kind in rand_items:
+        item = sub(mdv, "ItemDef", OID=_oid("I", RAND_FORM, c), Name=lbl, DataType=kind)
+        translated(item, "Question", lbl)
+        if c == "armcd":
+            sub(item, "CodeListRef", CodeListOID=_oid("CL", RAND_FORM, c))
+    for form in forms:
+        _item_defs(mdv, form)
+    if unblinded:
+        cl = sub(mdv, "CodeList", OID=_oid("CL", RAND_FORM, "armcd"), Name="Arm", DataType="text")
+        for arm in protocol.arms:
+            translated(sub(cl, "CodeListItem", CodedValue=arm.code), "Decode", arm.label)
+    for form in forms:
+        for f in form.fields:
+            if f.type is FieldType.CHOICE and f.choices:
+                cl = sub(
+                    mdv,
+                    "CodeList",
+                    OID=_oid("CL", form.code, f.code),
+                    Name=f.label,
+                    DataType="text",
+                )
+                for choice in f.choices:
+                    item = sub(cl, "CodeListItem", CodedValue=choice.code)
+                    translated(item, "Decode", choice.label)
+
+    admin = sub(root, "AdminData", StudyOID=study_oid)
+    users = sorted(
+        {a.actor for a in snap.audits} | {f.created_by for s in snap.subjects for f in s.forms}
+    )
+    for user in users:
+        u = sub(admin, "User", OID=_oid("USR", user))
+        sub(u, "LoginName").text = user
+    sites = sorted({s.site.code: s.site for s in snap.subjects}.items())
+    for code, site in sites:
+        location = sub(
+            admin, "Location", OID=_oid("LOC", code), Name=site.name, LocationType="Site"
+        )
+        sub(
+            location,
+            "MetaDataVersionRef",
+            StudyOID=study_oid,
+            MetaDataVersionOID=mdv_oid,
+            EffectiveDate=snap.protocol_row.loaded_at.date().isoformat(),
+        )
+
+    audits_by_entity: dict[str, list[AuditEntryRow]] = {}
+    for entry in snap.audits:
+        audits_by_entity.setdefault(entry.entity_id, []).append(entry)
+    clinical = sub(root, "ClinicalData", StudyOID=study_oid, MetaDataVersionOID=mdv_oid)
+    for subj in snap.subjects:
+        sd = sub(clinical, "SubjectData", SubjectKey=subj.row.number)
+        sub(sd, "SiteRef", LocationOID=_oid("LOC", subj.site.code))
+        loc = _oid("LOC", subj.site.code)
+        grouped: dict[str, list[tuple[FormRecordRow, str, dict[str, Any]]]] = {}
+        for record in subj.forms:
+            got = _form_values(ctx, record, unblinded)
+            if got is None or got[0] in hidden or got[0] not in by_code:
+                continue
+            event = record.visit_code or COMMON_EVENT
+            grouped.setdefault(event, []).append((record, got[0], got[1]))
+        if subj.rand is not None:
+            ev = sub(sd, "StudyEventData", StudyEventOID=_oid("SE", COMMON_EVENT))
+            fdata = sub(ev, "FormData", FormOID=_oid("F", RAND_FORM))
+            _audit(fdata, subj.rand.randomized_by, loc, subj.rand.randomized_at.isoformat(), None)
+            ig = sub(fdata, "ItemGroupData", ItemGroupOID=_oid("IG", RAND_FORM))
+            values = {"number": subj.rand.number, "date": subj.rand.randomized_on.isoformat()}
+            if unblinded:
+                values["armcd"] = ctx.cipher.decrypt(subj.rand.arm_enc)
+            for key, value in values.items():
+                sub(ig, "ItemData", ItemOID=_oid("I", RAND_FORM, key), Value=value)
+            common = ev
+        else:
+            common = None
+        for event in [COMMON_EVENT] + [v.code for v in protocol.visits]:
+            records = grouped.get(event)
+            if not records:
+                continue
+            if event == COMMON_EVENT and common is not None:
+                ev = common
+            else:
+                ev = sub(sd, "StudyEventData", StudyEventOID=_oid("SE", event))
+            for record, code, values in records:
+                attrs = {"FormOID": _oid("F", code)}
+                if by_code[code].repeating:
+                    attrs["FormRepeatKey"] = str(record.seq)
+                fdata = sub(ev, "FormData", **attrs)
+                entries = audits_by_entity.get(f"{record.form_code}#{record.id}", [])
+                created = entries[0] if entries else None
+                _audit(
+                    fdata,
+                    created.actor if created else record.created_by,
+                    loc,
+                    created.at if created else record.created_at.isoformat(),
+                    None,
+                )
+                ig = sub(fdata, "ItemGroupData", ItemGroupOID=_oid("IG", code))
+                for f in by_code[code].fields:
+                    if values.get(f.code) is None:
+                        continue
+                    item = sub(
+                        ig,
+                        "ItemData",
+                        ItemOID=_oid("I", code, f.code),
+                        Value=_odm_value(values[f.code]),
+                    )
+                    change = _last_change(entries, f.code)
+                    if change is not None:
+                        _audit(item, change.actor, loc, change.at, change.reason)
+    return odm_bytes(root)
+
+
+def _yes(flag: bool) -> str:
+    return "Yes" if flag else "No"
+
+
+def _item_defs(mdv: ET.Element, form: Form) -> None:
+    for f in form.fields:
+        attrs = {
+            "OID": _oid("I", form.code, f.code),
+            "Name": f.label,
+            "DataType": ODM_TYPES[f.type],
+        }
+        if f.type is FieldType.TEXT and f.max_length:
+            attrs["Length"] = str(f.max_length)
+        item = sub(mdv, "ItemDef", **attrs)
+        translated(item, "Question", f.label)
+        if f.type is FieldType.CHOICE and f.choices:
+            sub(item, "CodeListRef", CodeListOID=_oid("CL", form.code, f.code))
+
+
+def _last_change(entries: Sequence[AuditEntryRow], field_code: str) -> AuditEntryRow | None:
+    for entry in reversed(entries):
+        if entry.action == "correct_data" and field_code in json.loads(entry.new or "{}"):
+            return entry
+    return None
+
+
+def _audit(parent: ET.Element, user: str, loc: str, at: str, reason: str | None) -> None:
+    record = sub(parent, "AuditRecord")
+    sub(record, "UserRef", UserOID=_oid("USR", user))
+    sub(record, "LocationRef", LocationOID=loc)
+    sub(record, "DateTimeStamp").text = at
+    if reason:
+        sub(record, "ReasonForChange").text = reason
+
+
+def export_odm(
+    ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
+) -> ExportResult:
+    """The study as one CDISC ODM 1.3.2 snapshot, ``odm.xml`` (EXP-1)."""
+    _authorize(actor, study_id, unblinded, "export odm")
+    out = _out(out_dir)
+    with ctx.uow(readonly=True) as uow:
+        document = build_odm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
+    (out / "odm.xml").write_bytes(document)
+    notes = [] if unblinded else ["blinded export: no arm, no arm-specific procedure form"]
+    return ExportResult("odm", str(out), not unblinded, ["odm.xml"], notes)
+
+
+# --------------------------------------------------------------------------- SDTM
+
+ALPHA3 = {
+    "US": "USA", "CA": "CAN", "DE": "DEU", "FR": "FRA", "NL": "NLD", "PL": "POL", "CZ": "CZE",
+    "GB": "GBR", "IT": "ITA", "AU": "AUS", "ES": "ESP", "BE": "BEL", "AT": "AUT", "CH": "CHE",
+    "SE": "SWE", "DK": "DNK", "NO": "NOR", "FI": "FIN", "IE": "IRL", "PT": "PRT", "NZ": "NZL",
+}  # fmt: skip
+SEX = {"female": "F", "male": "M"}
+AESEV = {"mild": "MILD", "moderate": "MODERATE", "severe": "SEVERE"}
+AEREL = {"not_related": "NOT RELATED", "possibly": "POSSIBLY RELATED", "related": "RELATED"}
+AEOUT = {
+    "recovered": "RECOVERED/RESOLVED",
+    "recovering": "RECOVERING/RESOLVING",
+    "not_recovered": "NOT RECOVERED/NOT RESOLVED",
+    "fatal": "FATAL",
+    "unknown": "UNKNOWN",
+}
+EXIT_DECOD = {
+    "screen_failed": ("SCREEN FAILURE", "SCREENING"),
+    "completed": ("COMPLETED", "FOLLOW-UP"),
+    "withdrawn": ("WITHDRAWAL BY SUBJECT", "FOLLOW-UP"),
+    "lost_to_follow_up": ("LOST TO FOLLOW-UP", "FOLLOW-UP"),
+    "died": ("DEATH", "FOLLOW-UP"),
+}
+
+
+def V(name: str, label: str, kind: str = "Char", comment: str = "") -> Variable:  # noqa: N802
+    return Variable(name, label, "Num" if kind == "Num" else "Char", comment)
+
+
+def _arm_var(name: str, label: str, unblinded: bool) -> Variable:
+    return V(name, label, comment="" if unblinded else BLINDED_NOTE)
+
+
+def dm_variables(unblinded: bool) -> list[Variable]:
+    """DM variables in SDTMIG 3.4 order (the subset this system collects)."""
+    return [
+        V("STUDYID", "Study Identifier"),
+        V("DOMAIN", "Domain Abbreviation"),
+        V("USUBJID", "Unique Subject Identifier"),
+        V("SUBJID", "Subject Identifier for the Study"),
+        V("RFSTDTC", "Subject Reference Start Date/Time"),
+        V("RFENDTC", "Subject Reference End Date/Time"),
+        V("RFICDTC", "Date/Time of Informed Consent"),
+        V("DTHDTC", "Date/Time of Death"),
+        V("DTHFL", "Subject Death Flag"),
+        V("SITEID", "Study Site Identifier"),
+        V("AGE", "Age", "Num"),
+        V("AGEU", "Age Units"),
+        V("SEX", "Sex"),
+        _arm_var("ARMCD", "Planned Arm Code", unblinded),
+        _arm_var("ARM", "Description of Planned Arm", unblinded),
+        _arm_var("ACTARMCD", "Actual Arm Code", unblinded),
+        _arm_var("ACTARM", "Description of Actual Arm", unblinded),
+        V("ARMNRS", "Reason Arm and/or Actual Arm is Null"),
+        V("COUNTRY", "Country"),
+        V("DMDTC", "Date/Time of Collection"),
+    ]
+
+
+DS_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("USUBJID", "Unique Subject Identifier"),
+    V("DSSEQ", "Sequence Number", "Num"),
+    V("DSTERM", "Reported Term for the Disposition Event"),
+    V("DSDECOD", "Standardized Disposition Term"),
+    V("DSCAT", "Category for Disposition Event"),
+    V("EPOCH", "Epoch"),
+    V("DSSTDTC", "Start Date/Time of Disposition Event"),
+]
+SV_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("USUBJID", "Unique Subject Identifier"),
+    V("VISITNUM", "Visit Number", "Num"),
+    V("VISIT", "Visit Name"),
+    V("SVPRESP", "Pre-specified"),
+    V("SVOCCUR", "Occurrence"),
+    V("SVREASOC", "Reason for Occur Value"),
+    V("VISITDY", "Planned Study Day of Visit", "Num"),
+    V("EPOCH", "Epoch"),
+    V("SVSTDTC", "Start Date/Time of Observation"),
+    V("SVENDTC", "End Date/Time of Observation"),
+]
+AE_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("USUBJID", "Unique Subject Identifier"),
+    V("AESEQ", "Sequence Number", "Num"),
+    V("AESPID", "Sponsor-Defined Identifier"),
+    V("AETERM", "Reported Term for the Adverse Event"),
+    V("AESEV", "Severity/Intensity"),
+    V("AESER", "Serious Event"),
+    V("AEREL", "Causality"),
+    V("AEOUT", "Outcome of Adverse Event"),
+    V("EPOCH", "Epoch"),
+    V("AESTDTC", "Start Date/Time of Adverse Event"),
+    V("AEENDTC", "End Date/Time of Adverse Event"),
+]
+TA_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("ARMCD", "Planned Arm Code"),
+    V("ARM", "Description of Planned Arm"),
+    V("TAETORD", "Planned Order of Element within Arm", "Num"),
+    V("ETCD", "Element Code"),
+    V("ELEMENT", "Description of Element"),
+    V("EPOCH", "Epoch"),
+]
+TE_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("ETCD", "Element Code"),
+    V("ELEMENT", "Description of Element"),
+    V("TESTRL", "Rule for Start of Element"),
+    V("TEENRL", "Rule for End of Element"),
+]
+TV_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("VISITNUM", "Visit Number", "Num"),
+    V("VISIT", "Visit Name"),
+    V("VISITDY", "Planned Study Day of Visit", "Num"),
+    V("TVSTRL", "Visit Start Rule"),
+    V("TVENRL", "Visit End Rule"),
+]
+TI_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("IETESTCD", "Incl/Excl Criterion Short Name"),
+    V("IETEST", "Inclusion/Exclusion Criterion"),
+    V("IECAT", "Inclusion/Exclusion Category"),
+    V("TIVERS", "Protocol Criteria Versions"),
+]
+TS_VARIABLES = [
+    V("STUDYID", "Study Identifier"),
+    V("DOMAIN", "Domain Abbreviation"),
+    V("TSSEQ", "Sequence Number", "Num"),
+    V("TSPARMCD", "Trial Summary Parameter Short Name"),
+    V("TSPARM", "Trial Summary Parameter"),
+    V("TSVAL", "Parameter Value"),
+]
+
+
+def _latest(subj: _Subject, ctx: ServiceContext, code: str, visit: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for record in subj.forms:
+        if record.form_code == code and record.visit_code == visit:
+            found = dict(json.loads(record.data))
+    return found
+
+
+def _ietestcd(criterion_id: str) -> str:
+    code = re.sub(r"[^A-Z0-9]", "", criterion_id.upper())
+    return code[:8] if code and code[0].isalpha() else ("C" + code)[:8]
+
+
+def build_sdtm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> list[Dataset]:
+    """DM, DS, SV, AE and the trial design datasets; arm content only when unblinded."""
+    protocol = snap.loaded.protocol
+    studyid = snap.study.code
+    real = [s for s in snap.subjects if not s.row.test_subject]
+    usubjid = {s.row.id: f"{studyid}-{s.row.number}" for s in real}
+    visit_num = {v.code: i for i, v in enumerate(protocol.visits, start=1)}
+
+    dm = Dataset("DM", "Demographics", dm_variables(unblinded))
+    ds = Dataset("DS", "Disposition", DS_VARIABLES)
+    sv = Dataset("SV", "Subject Visits", SV_VARIABLES)
+    ae = Dataset("AE", "Adverse Events", AE_VARIABLES)
+    for subj in real:
+        row, uid = subj.row, usubjid[subj.row.id]
+        demo = _latest(subj, ctx, "demographics")
+        death = _latest(subj, ctx, "death")
+        armcd = arm = actcd = act = ""
+        nrs = ""
+        if subj.rand is None:
+            nrs = "SCREEN FAILURE" if row.state == "screen_failed" else "NOT ASSIGNED"
+        elif unblinded:
+            armcd = ctx.cipher.decrypt(subj.rand.arm_enc)
+            arm = protocol.arm(armcd).label
+            if row.procedure_done:
+                actcd, act = armcd, arm
+            else:
+                nrs = "ASSIGNED, NOT TREATED"
+        dm.rows.append(
+            {
+                "STUDYID": studyid,
+                "DOMAIN": "DM",
+                "USUBJID": uid,
+                "SUBJID": row.number,
+                "RFSTDTC": _d(row.randomized_on),
+                "RFENDTC": _d(row.exit_date),
+                "RFICDTC": _d(row.consent_date),
+                "DTHDTC": str(death.get("death_date", "")),
+                "DTHFL": "Y" if death else "",
+                "SITEID": subj.site.code,
+                "AGE": demo.get("age_years"),
+                "AGEU": "YEARS" if demo.get("age_years") is not None else "",
+                "SEX": SEX.get(str(demo.get("sex")), "U"),
+                "ARMCD": armcd,
+                "ARM": arm,
+                "ACTARMCD": actcd,
+                "ACTARM": act,
+                "ARMNRS": nrs,
+                "COUNTRY": ALPHA3.get(subj.site.country, ""),
+                "DMDTC": str(demo.get("assessment_date", "")),
+            }
+        )
+        events: list[tuple[str, str, str, str, str]] = []
+        if row.consent_date:
+            events.append(
+                (
+                    "INFORMED CONSENT OBTAINED",
+                    "INFORMED CONSENT OBTAINED",
+                    "PROTOCOL MILESTONE",
+                    "SCREENING",
+                    _d(row.consent_date),
+                )
+            )
+        if subj.rand is not None:
+            events.append(
+                (
+                    "RANDOMIZED",
+                    "RANDOMIZED",
+                    "PROTOCOL MILESTONE",
+                    "SCREENING",
+                    _d(row.randomized_on),
+                )
+            )
+        if row.state in EXIT_DECOD:
+            decod, epoch = EXIT_DECOD[row.state]
+            term = row.screen_failure_reason or row.exit_reason or decod
+            exit_on = row.exit_date or row.updated_at.date()
+            events.append((term[:200], decod, "DISPOSITION EVENT", epoch, _d(exit_on)))
+        for seq, (term, decod, cat, epoch, when) in enumerate(events, start=1):
+            ds.rows.append(
+                {
+                    "STUDYID": studyid,
+                    "DOMAIN": "DS",
+                    "USUBJID": uid,
+                    "DSSEQ": seq,
+                    "DSTERM": term,
+                    "DSDECOD": decod,
+                    "DSCAT": cat,
+                    "EPOCH": epoch,
+                    "DSSTDTC": when,
+                }
+            )
+        for visit in sorted(subj.visits, key=lambda v: visit_num.get(v.visit_code, 0)):
+            spec = protocol.visit(visit.visit_code)
+            done = visit.status == "done"
+            sv.rows.append(
+                {
+                    "STUDYID": studyid,
+                    "DOMAIN": "SV",
+                    "USUBJID": uid,
+                    "VISITNUM": visit_num[visit.visit_code],
+                    "VISIT": spec.name.upper(),
+                    "SVPRESP": "Y",
+                    "SVOCCUR": "Y" if done else "N",
+                    "SVREASOC": "" if done else (visit.missed_reason or "")[:200],
+                    "VISITDY": spec.target_day,
+                    "EPOCH": "FOLLOW-UP",
+                    "SVSTDTC": _d(visit.visit_date) if done else "",
+                    "SVENDTC": _d(visit.visit_date) if done else "",
+                }
+            )
+        aes = [
+            (r.seq, dict(json.loads(r.data))) for r in subj.forms if r.form_code == "adverse_event"
+        ]
+        aes.sort(key=lambda item: (str(item[1].get("onset_date", "")), item[0]))
+        for seq, (spid, values) in enumerate(aes, start=1):
+            ae.rows.append(
+                {
+                    "STUDYID": studyid,
+                    "DOMAIN": "AE",
+                    "USUBJID": uid,
+                    "AESEQ": seq,
+                    "AESPID": str(spid),
+                    "AETERM": str(values.get("term", ""))[:200],
+                    "AESEV": AESEV.get(str(values.get("severity")), ""),
+                    "AESER": _yn(values.get("serious")),
+                    "AEREL": AEREL.get(str(values.get("procedure_related")), ""),
+                    "AEOUT": AEOUT.get(str(values.get("outcome")), ""),
+                    "EPOCH": "FOLLOW-UP",
+                    "AESTDTC": str(values.get("onset_date", "")),
+                    "AEENDTC": str(values.get("resolved_date") or ""),
+                }
+            )
+
+    te = Dataset("TE", "Trial Elements", TE_VARIABLES)
+    elements: list[tuple[str, str, str, str]] = [
+        ("SCRN", "Screening", "Informed consent", "Randomization"),
+    ]
+    proc_codes: dict[str, str] = {}
+    if unblinded:
+        for i, a in enumerate(protocol.arms, start=1):
+            name = protocol.form(a.procedure_form).name if a.procedure_form else a.label
+            proc_codes[a.code] = f"PROC{i}"
+            elements.append((f"PROC{i}", name[:200], "Randomization", "Discharge"))
+    else:
+        elements.append(("PROC", "Index procedure (concealed)", "Randomization", "Discharge"))
+    elements.append(("FU", "Follow-up", "Discharge", "End of follow-up"))
+    for code, name, start, end in elements:
+        te.rows.append(
+            {
+                "STUDYID": studyid,
+                "DOMAIN": "TE",
+                "ETCD": code,
+                "ELEMENT": name,
+                "TESTRL": start,
+                "TEENRL": end,
+            }
+        )
+    out = [dm, ds, sv, ae]
+    if unblinded:
+        ta = Dataset("TA", "Trial Arms", TA_VARIABLES)
+        names = {code: name for code, name, _s, _e in elements}
+        for a in protocol.arms:
+            path = [("SCRN", "SCREENING"), (proc_codes[a.code], "TREATMENT"), ("FU", "FOLLOW-UP")]
+            for order, (etcd, epoch) in enumerate(path, start=1):
+                ta.rows.append(
+                    {
+                        "STUDYID": studyid,
+                        "DOMAIN": "TA",
+                        "ARMCD": a.code,
+                        "ARM": a.label,
+                        "TAETORD": order,
+                        "ETCD": etcd,
+                        "ELEMENT": names[etcd],
+                        "EPOCH": epoch,
+                    }
+                )
+        out.append(ta)
+    out.append(te)
+    tv = Dataset("TV", "Trial Visits", TV_VARIABLES)
+    for v in protocol.visits:
+        tv.rows.append(
+            {
+                "STUDYID": studyid,
+                "DOMAIN": "TV",
+                "VISITNUM": visit_num[v.code],
+                "VISIT": v.name.upper(),
+                "VISITDY": v.target_day,
+                "TVSTRL": f"Day {v.target_day} after randomization, {v.window_before} days before",
+                "TVENRL": f"{v.window_after} days after the target day",
+            }
+        )
+    ti = Dataset("TI", "Trial Inclusion/Exclusion Criteria", TI_VARIABLES)
+    for c in protocol.criteria:
+        ti.rows.append(
+            {
+                "STUDYID": studyid,
+                "DOMAIN": "TI",
+                "IETESTCD": _ietestcd(c.id),
+                "IETEST": c.text[:200],
+                "IECAT": c.kind.upper(),
+                "TIVERS": protocol.version,
+            }
+        )
+    ts = Dataset("TS", "Trial Summary", TS_VARIABLES)
+    params = [
+        ("TITLE", "Trial Title", protocol.title[:200]),
+        ("SDTIGVER", "SDTM IG Version", "3.4"),
+        ("STYPE", "Study Type", "INTERVENTIONAL"),
+        ("RANDOM", "Trial is Randomized", "Y"),
+        ("TBLIND", "Trial Blinding Schema", "DOUBLE BLIND"),
+        ("TCNTRL", "Control Type", "PLACEBO"),
+        ("NARMS", "Planned Number of Arms", str(len(protocol.arms))),
+        ("PLANSUB", "Planned Number of Subjects", str(protocol.enrolment.target_subjects)),
+    ]
+    for seq, (code, label, value) in enumerate(params, start=1):
+        ts.rows.append(
+            {
+                "STUDYID": studyid,
+                "DOMAIN": "TS",
+                "TSSEQ": seq,
+                "TSPARMCD": code,
+                "TSPARM": label,
+                "TSVAL": value,
+            }
+        )
+    out += [tv, ti, ts]
+    if not unblinded:
+        dm.comment = "ARMCD, ARM, ACTARMCD, ACTARM written empty: blinded export"
+    return out
+
+
+def _yn(value: object) -> str:
+    return "Y" if value is True else "N" if value is False else ""
+
+
+def _d(value: dt.date | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def export_sdtm(
+    ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
+) -> ExportResult:
+    """SDTM datasets as SAS XPORT v5 (``dm.xpt`` ...) plus ``define.csv`` (EXP-1). Every
+    dataset is checked (names, labels, lengths) before the first file is written."""
+    _authorize(actor, study_id, unblinded, "export sdtm")
+    with ctx.uow(readonly=True) as uow:
+        datasets = build_sdtm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
+    from trialdesk.reports.exports import check_dataset
+
+    for dataset in datasets:
+        check_dataset(dataset)
+    out = _out(out_dir)
+    files: list[str] = []
+    for dataset in datasets:
+        name = f"{dataset.name.lower()}.xpt"
+        write_xpt(dataset, out / name)
+        files.append(name)
+    write_define(datasets, out / "define.csv")
+    files.append("define.csv")
+    notes = (
+        []
+        if unblinded
+        else [
+            "blinded export: DM ARMCD, ARM, ACTARMCD and ACTARM are written empty; "
+            "TA (trial arms) is not written"
+        ]
+    )
+    return ExportResult("sdtm", str(out), not unblinded, files, notes)

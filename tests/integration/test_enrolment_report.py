@@ -1,0 +1,177 @@
+"""REP-1: the enrolment report and the forecast from the database, on data made through the
+services (several sites and regions, randomized and screen-failed subjects, a test subject)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests import journey as j
+from tests.conftest import Trial, flagship
+from trialdesk.domain.errors import PermissionDenied, ValidationFailed
+from trialdesk.reports.enrolment import FORECAST_LABEL, CountRow, MonthRow, write_plots
+from trialdesk.services import admin, reports, screening
+from trialdesk.sim.forecast import DAYS_PER_MONTH, SiteState, fit_prior
+
+pytestmark = pytest.mark.req("REP-1")
+
+AS_OF = dt.date(2027, 3, 31)
+LATE = dt.date(2027, 3, 8)
+
+
+def _screen_fail(t: Trial, site: str, on: dt.date) -> str:
+    t.clock.set_day(on)
+    coord = j.staff(t, "coordinator", site)
+    number = screening.register_subject(t.ctx, coord, t.study_id, site, on).number
+    screening.decline_consent(t.ctx, coord, t.study_id, number, "Declined to take part")
+    return number
+
+
+@pytest.fixture
+def enrolled(trial: Trial) -> Trial:
+    """S101 (US): 2 randomized + 1 test subject; S102 (US): 1 screen failure in January;
+    S301 (DE): 1 randomized; S201 (CA): 1 screen failure in March. Randomized on 2027-02-15,
+    other registrations on 2027-01-25 unless said."""
+    j.randomized(trial)
+    j.randomized(trial)
+    j.randomized(trial, "S301")
+    j.register(trial, test=True)
+    _screen_fail(trial, "S102", j.CONSENT)
+    _screen_fail(trial, "S201", LATE)
+    trial.clock.set_day(AS_OF)
+    return trial
+
+
+def test_rep1_counts_by_site_country_region_and_month(enrolled: Trial) -> None:
+    t = enrolled
+    report = reports.enrolment_report(t.ctx, t.actor("manager"), t.study_id, simulations=200)
+    assert report.as_of == AS_OF
+    assert (report.target, report.registered, report.randomized) == (
+        flagship().protocol.enrolment.total_cap,
+        5,
+        3,
+    )
+    sites = {r.key: r for r in report.by_site}
+    assert sites["S101"] == CountRow("S101", 2, 2)  # the test subject is not counted
+    assert sites["S102"] == CountRow("S102", 1, 0)
+    assert sites["S201"] == CountRow("S201", 1, 0)
+    assert sites["S301"] == CountRow("S301", 1, 1)
+    assert sites["S401"] == CountRow("S401", 0, 0)
+    assert {r.key: (r.registered, r.randomized) for r in report.by_country} == {
+        "US": (3, 2),
+        "CA": (1, 0),
+        "DE": (1, 1),
+        **{c: (0, 0) for c in {r.key for r in report.by_country} - {"US", "CA", "DE"}},
+    }
+    assert [(r.key, r.registered, r.randomized) for r in report.by_region] == [
+        ("AU", 0, 0),
+        ("CA", 1, 0),
+        ("EU", 1, 1),
+        ("US", 3, 2),
+    ]
+    assert report.by_month == [
+        MonthRow("2027-01", 4, 0, 4, 0),
+        MonthRow("2027-02", 0, 3, 4, 3),
+        MonthRow("2027-03", 1, 0, 5, 3),
+    ]
+
+
+def test_rep1_as_of_cuts_off_later_subjects(enrolled: Trial) -> None:
+    t = enrolled
+    report = reports.enrolment_report(
+        t.ctx, t.actor("statistician"), t.study_id, as_of=dt.date(2027, 2, 10), simulations=100
+    )
+    assert (report.registered, report.randomized) == (4, 0)
+    assert [m.month for m in report.by_month] == ["2027-01", "2027-02"]
+    assert report.forecast is not None and report.forecast.randomized == 0
+
+
+def _expected_states(as_of: dt.date) -> list[SiteState]:
+    """The opening rule written out from the protocol and the data of ``enrolled``."""
+    first = {"S101": j.CONSENT, "S102": j.CONSENT, "S301": j.CONSENT, "S201": LATE}
+    recruited = {"S101": 2, "S301": 1}
+    states = []
+    for site in flagship().protocol.sites:
+        planned = site.planned_activation
+        seen = [d for d in (first.get(site.code), planned) if d is not None and d <= as_of]
+        if seen:
+            months = (as_of - min(seen)).days / DAYS_PER_MONTH
+            states.append(SiteState(site.code, recruited.get(site.code, 0), months))
+        elif planned is not None:
+            states.append(SiteState(site.code, 0, 0.0, (planned - as_of).days / DAYS_PER_MONTH))
+        else:
+            states.append(SiteState(site.code, 0, 0.0))
+    return states
+
+
+def test_rep1_slow_site_posterior_mean_is_where_the_model_says(enrolled: Trial) -> None:
+    """S102 opened at its planned activation (2027-01-18, before its first registration) and
+    randomized nobody: its rate is (α + 0) / (β + τ); S101 (2 randomized) is faster."""
+    t = enrolled
+    fc = reports.forecast_from_database(t.ctx, t.actor("dsmb"), t.study_id, seed=7)
+    alpha, beta = fit_prior(_expected_states(AS_OF))
+    assert (fc.alpha, fc.beta) == pytest.approx((alpha, beta))
+    slow = fc.site("S102")
+    tau = (AS_OF - dt.date(2027, 1, 18)).days / DAYS_PER_MONTH
+    assert slow.opened_on == dt.date(2027, 1, 18)
+    assert slow.months_open == pytest.approx(tau)
+    assert slow.posterior_mean == pytest.approx(alpha / (beta + tau))
+    fast = fc.site("S101")
+    tau_fast = (AS_OF - dt.date(2027, 1, 4)).days / DAYS_PER_MONTH
+    assert fast.posterior_mean == pytest.approx((alpha + 2) / (beta + tau_fast))
+    assert fast.posterior_mean > slow.posterior_mean
+    # S201 was planned for 2027-01-25 and registered in March: open since its planned date
+    assert fc.site("S201").opened_on == dt.date(2027, 1, 25)
+
+
+def test_rep1_future_sites_join_at_their_planned_activation(enrolled: Trial) -> None:
+    t = enrolled
+    fc = reports.forecast_from_database(t.ctx, t.actor("monitor"), t.study_id, seed=1)
+    later = fc.site("S302")  # planned 2027-04-12
+    assert later.opens_on == dt.date(2027, 4, 12) and later.opened_on is None
+    assert later.opens_in_months == pytest.approx(12 / DAYS_PER_MONTH)
+    assert later.posterior_mean == pytest.approx(fc.alpha / fc.beta)
+    f = fc.forecast
+    assert (f.target, f.already, f.remaining) == (fc.target, 3, fc.target - 3)
+    assert 0 < f.p05 < f.p50 < f.p95
+    assert f.date_p50 == AS_OF + dt.timedelta(days=round(f.p50 * DAYS_PER_MONTH))
+    again = reports.forecast_from_database(t.ctx, t.actor("monitor"), t.study_id, seed=1)
+    assert again.forecast == f
+
+
+def test_rep1_deactivated_site_counts_but_recruits_no_more(enrolled: Trial) -> None:
+    t = enrolled
+    admin.deactivate_site(t.ctx, t.actor("admin"), t.study_id, "S301")
+    fc = reports.forecast_from_database(t.ctx, t.actor("manager"), t.study_id, seed=1)
+    assert fc.excluded_sites == ["S301"]
+    assert "S301" not in {s.code for s in fc.sites}
+    assert fc.randomized == 3
+
+
+def test_rep1_plot_is_png_and_svg_with_the_forecast(enrolled: Trial, tmp_path: Path) -> None:
+    t = enrolled
+    report = reports.enrolment_report(t.ctx, t.actor("manager"), t.study_id, simulations=200)
+    png, svg = write_plots(report, tmp_path / "out")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    root = ET.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = "".join(el.text or "" for el in root.iter("{http://www.w3.org/2000/svg}text"))
+    assert FORECAST_LABEL in texts
+    assert root.find(".//*[@id='forecast-line']") is not None
+
+
+def test_rep1_report_is_for_study_wide_roles_and_refuses_bad_input(enrolled: Trial) -> None:
+    t = enrolled
+    for role in ("coordinator", "implanter", "crc"):
+        with pytest.raises(PermissionDenied):
+            reports.enrolment_report(t.ctx, t.actor(role), t.study_id)
+        with pytest.raises(PermissionDenied):
+            reports.forecast_from_database(t.ctx, t.actor(role), t.study_id)
+    manager = t.actor("manager")
+    with pytest.raises(ValidationFailed, match="simulations"):
+        reports.forecast_from_database(t.ctx, manager, t.study_id, simulations=0)
+    with pytest.raises(ValidationFailed, match="in the future"):
+        reports.enrolment_report(t.ctx, manager, t.study_id, as_of=dt.date(2027, 6, 1))
