@@ -3,7 +3,11 @@ the Poisson–Gamma forecast of when the target is reached."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +16,10 @@ import typer
 from trialdesk.cli.common import fail, print_json
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date, sign_in
 from trialdesk.reports.enrolment import write_plots
-from trialdesk.services import reports
+from trialdesk.services import dashboard, data_queries, report_views, reports
 from trialdesk.sim.forecast import planning
 
-report_app = typer.Typer(help="Reports (REP-1).", no_args_is_help=True)
+report_app = typer.Typer(help="Reports (REP-1..3).", no_args_is_help=True)
 
 
 def _months(value: float | None) -> str:
@@ -146,3 +150,150 @@ def enrolment(
             typer.echo(f"{row.key:<8} {row.registered:>9} {row.randomized:>11}")
     for f in files:
         typer.echo(f"wrote {f}")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _report(call: Callable[[Any, Any, int], Any], user: str | None, study: str | None) -> Any:
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        return guarded(lambda: call(runtime.context, session.actor, session.study.id))
+
+
+def _write(out: Path | None, name: str, content: bytes | str) -> Path | None:
+    if out is None:
+        return None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / name
+        if isinstance(content, str):
+            target.write_text(content, encoding="utf-8")
+        else:
+            target.write_bytes(content)
+    except OSError as exc:
+        fail(f"cannot write to {out}: {exc.strerror or exc}")
+    return target
+
+
+UserOpt = typer.Option(None, "--user")
+StudyOpt = typer.Option(None, "--study")
+OutOpt = typer.Option(None, "--out", help="folder to write the report files to")
+AsOfOpt = typer.Option(None, "--as-of", help="cut-off date (YYYY-MM-DD)")
+
+
+@report_app.command("consort")
+def consort(
+    out: Path | None = OutOpt,
+    as_of: str | None = AsOfOpt,
+    json_out: bool = typer.Option(False, "--json"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """CONSORT flow from live data (REP-2); by-arm boxes only for unblinded roles. With --out,
+    writes consort.svg and consort.png."""
+    day = parse_date(as_of, "--as-of")
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        ctx, actor, sid = runtime.context, session.actor, session.study.id
+        flow = guarded(lambda: report_views.consort(ctx, actor, sid, as_of=day))
+        figures: dict[str, bytes] = {}
+        if out is not None:
+            for fmt in ("svg", "png"):
+                figures[fmt] = guarded(
+                    partial(report_views.consort_figure, ctx, actor, sid, day, fmt)
+                )
+    for fmt, content in figures.items():
+        _write(out, f"consort.{fmt}", content)
+    data = flow.to_json()
+    if json_out:
+        print_json(data)
+        return
+    typer.echo(f"assessed {data['assessed']}, randomized {data['randomized']}")
+    for reason, n in data["excluded"].items():
+        typer.echo(f"  excluded ({reason}): {n}")
+    for arm, boxes in data.get("arms", {}).items():
+        typer.echo(f"  {arm}: " + ", ".join(f"{k} {v}" for k, v in boxes.items()))
+
+
+def _simple(name: str, call: Callable[[Any, Any, int], Any], doc: str) -> Callable[..., None]:
+    def command(
+        out: Path | None = OutOpt,
+        json_out: bool = typer.Option(False, "--json"),
+        user: str | None = UserOpt,
+        study: str | None = StudyOpt,
+    ) -> None:
+        data = _jsonable(_report(call, user, study))
+        _write(out, f"{name}.json", json.dumps(data, indent=2, default=str))
+        if json_out or out is None:
+            print_json(data)
+
+    command.__doc__ = doc
+    return command
+
+
+report_app.command("compliance")(
+    _simple(
+        "compliance",
+        report_views.visit_compliance,
+        "Visit compliance: on time, early, late and missed per visit and site (REP-3).",
+    )
+)
+report_app.command("screening")(
+    _simple(
+        "screening",
+        dashboard.screening_log,
+        "The screening log: every registered subject and why it left screening (REP-3, LIFE-3).",
+    )
+)
+report_app.command("deviations")(
+    _simple(
+        "deviations",
+        report_views.deviations,
+        "Protocol deviations: visits out of window or missed, randomizations in error (REP-3).",
+    )
+)
+report_app.command("queries")(
+    _simple(
+        "queries", lambda c, a, s: data_queries.open_queries(c, a, s), "Open data queries (REP-3)."
+    )
+)
+report_app.command("crc")(
+    _simple("crc", report_views.crc_workload, "CRC workload and turnaround per case kind (REP-3).")
+)
+report_app.command("unblinding")(
+    _simple(
+        "unblinding",
+        report_views.unblinding_events,
+        "Unblinding events: emergency, scheduled and trial-level (RAND-7).",
+    )
+)
+
+
+@report_app.command("dsmb")
+def dsmb(
+    out: Path = typer.Option(Path("."), "--out", help="folder for dsmb-report.html"),
+    as_of: str | None = AsOfOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """The DSMB by-arm report as one HTML document (unblinded roles only; REP-3)."""
+    day = parse_date(as_of, "--as-of")
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        html = guarded(
+            lambda: report_views.dsmb_report_html(
+                runtime.context, session.actor, session.study.id, as_of=day
+            )
+        )
+    target = _write(out, "dsmb-report.html", html)
+    typer.echo(f"wrote {target}")
