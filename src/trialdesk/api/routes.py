@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from trialdesk.api import (
     routes_auth,
     routes_followup,
+    routes_reports,
     routes_review,
     routes_studies,
     routes_subjects,
@@ -40,5 +41,6 @@ for module in (
     routes_followup,
     routes_review,
     routes_unblinded,
+    routes_reports,
 ):
     router.include_router(module.router)

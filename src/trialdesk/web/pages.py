@@ -7,17 +7,20 @@ CSRF token (compared in constant time); sign-in carries a pre-session double-sub
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hmac
+import io
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 
@@ -42,6 +45,7 @@ from trialdesk.services import (
     followup,
     lists,
     randomization,
+    report_views,
     screening,
 )
 from trialdesk.services.access import Actor
@@ -858,6 +862,7 @@ def dashboard(request: Request) -> Response:
         ("region", _bars(data.by_region), data.by_region),
     ]
     log, log_refused = _or_refusal(lambda: screening_log(web.ctx, web.actor, web.study_id))
+    flow, _ = _or_refusal(lambda: report_views.consort(web.ctx, web.actor, web.study_id))
     return _render(
         request,
         "dashboard.html",
@@ -866,6 +871,101 @@ def dashboard(request: Request) -> Response:
         charts=charts,
         screening_log=log,
         screening_log_refused=log_refused,
+        consort=flow,
+        downloads=list(REPORT_DOWNLOADS),
+    )
+
+
+# --------------------------------------------------------------------------- report downloads
+
+
+def _enrolment_rows(web: Web) -> list[dict[str, Any]]:
+    data = enrolment(web.ctx, web.actor, web.study_id)
+    levels = (("site", data.by_site), ("country", data.by_country), ("region", data.by_region))
+    return [
+        {"level": level, "key": r.key, "registered": r.registered, "randomized": r.randomized}
+        for level, rows in levels
+        for r in rows
+    ]
+
+
+def _compliance_rows(web: Web) -> list[dict[str, Any]]:
+    report = report_views.visit_compliance(web.ctx, web.actor, web.study_id)
+    return [asdict(r) for r in [*report.rows, *report.totals]]
+
+
+REPORT_DOWNLOADS: dict[str, Callable[[Web], list[dict[str, Any]]]] = {
+    "enrolment": _enrolment_rows,
+    "screening-log": lambda w: [asdict(r) for r in screening_log(w.ctx, w.actor, w.study_id)],
+    "compliance": _compliance_rows,
+    "deviations": lambda w: [
+        d.to_dict() for d in report_views.deviations(w.ctx, w.actor, w.study_id)
+    ],
+    "queries": lambda w: [asdict(q) for q in open_queries(w.ctx, w.actor, w.study_id)],
+    "unblinding-events": lambda w: [
+        e.to_dict() for e in report_views.unblinding_events(w.ctx, w.actor, w.study_id)
+    ],
+}
+"""Tabular reports the dashboard links to, as JSON or CSV; each service decides who may read
+it (REP-1, REP-3) and none carries an arm (RAND-6)."""
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a leading formula character is quoted away."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    columns = list(rows[0]) if rows else []
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+"""The figure's own policy: matplotlib writes inline styles, and the image runs no script."""
+
+
+@router.get("/reports/consort.svg", include_in_schema=False)
+def consort_svg(request: Request) -> Response:
+    """The CONSORT diagram for the dashboard's <img> (REP-2); pooled boxes for blinded users."""
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    figure = report_views.consort_figure(web.ctx, web.actor, web.study_id, fmt="svg")
+    return Response(
+        figure, media_type="image/svg+xml", headers={"Content-Security-Policy": SVG_CSP}
+    )
+
+
+@router.get("/reports/{filename}", include_in_schema=False)
+def report_download(request: Request, filename: str) -> Response:
+    """``<report>.json`` or ``<report>.csv`` of one of :data:`REPORT_DOWNLOADS`."""
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    name, _, ext = filename.rpartition(".")
+    if name not in REPORT_DOWNLOADS or ext not in ("json", "csv"):
+        raise NotFound(f"no report download {filename!r}")
+    rows = REPORT_DOWNLOADS[name](web)
+    if ext == "json":
+        return JSONResponse(rows)
+    disposition = f'attachment; filename="{name}.csv"'
+    return Response(
+        _csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": disposition},
     )
 
 
