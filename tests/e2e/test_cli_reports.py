@@ -61,6 +61,10 @@ def test_rep3_operational_reports_print_json(env: dict[str, str], name: str) -> 
     result = run(env, "report", name, "--json", "--user", "monitor")
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)
+    dated = run(env, "report", name, "--json", "--as-of", "2026-01-01", "--user", "monitor")
+    assert dated.exit_code == 0, dated.output
+    bad = run(env, "report", name, "--as-of", "2026-02-30", "--user", "monitor")
+    assert bad.exit_code == 1 and "not a date" in bad.stderr
 
 
 def test_rep3_dsmb_report_is_refused_for_a_blinded_role_in_one_line(

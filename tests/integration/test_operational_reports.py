@@ -4,8 +4,11 @@ services; see its docstring)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
+from tests import journey as j
 from tests.conftest import Trial
 from tests.integration.test_consort import Dataset, build_dataset, day
 from trialdesk.domain.errors import PermissionDenied
@@ -137,3 +140,34 @@ def test_rep3_dsmb_report_by_arm(trial: Trial, dataset: Dataset, role: str) -> N
     deaths = "".join(f"<td>{int(a == died)}</td>" for a in ("INT", "CTRL"))
     assert f"<tr><td>Deaths</td>{deaths}</tr>" in page
     assert "<script" not in page
+
+
+def test_rep3_reports_as_of_a_date_show_what_was_known_then(trial: Trial, dataset: Dataset) -> None:
+    """REP-3: with an as-of date, compliance and deviations count only visits done (or marked
+    missed) by then, the CRC workload shows a case signed later as pending, and the screening
+    log lists subjects registered by then."""
+    manager = trial.actor("manager")
+    report = visit_compliance(trial.ctx, manager, trial.study_id, as_of=day(25))
+    m1 = report.row("M1")
+    assert (m1.on_time, m1.early, m1.late, m1.missed) == (0, 1, 0, 0)
+    assert [r.visit for r in report.totals] == ["M1"]
+    found = {
+        (d.subject, d.kind)
+        for d in deviations(trial.ctx, trial.actor("monitor"), trial.study_id, as_of=day(25))
+    }
+    assert found == {
+        (dataset.roles["s102"], "visit_early"),
+        (dataset.roles["in_error"], "randomized_in_error"),
+    }
+    then = crc_workload(
+        trial.ctx, manager, trial.study_id, as_of=j.SCREENING + dt.timedelta(days=1)
+    ).kind("eligibility")
+    now = crc_workload(trial.ctx, manager, trial.study_id).kind("eligibility")
+    assert then is not None and now is not None
+    assert then.pending == 1 and now.pending == 0
+    assert then.decided == now.decided - 1
+    log = dashboard.screening_log
+    assert log(trial.ctx, manager, trial.study_id, as_of=j.CONSENT - dt.timedelta(days=1)) == []
+    assert len(log(trial.ctx, manager, trial.study_id, as_of=j.CONSENT)) == len(
+        log(trial.ctx, manager, trial.study_id)
+    )

@@ -271,24 +271,28 @@ def consort(
 
 
 @router.get("/reports/compliance", response_model=CompliancePublic, tags=["reports"])
-def compliance(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> dict[str, Any]:
+def compliance(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, as_of: dt.date | None = None
+) -> dict[str, Any]:
     """Visits on time, early, late and missed, per visit and site; own site for coordinators."""
-    return report_views.visit_compliance(ctx, actor, study.id).to_dict()
+    return report_views.visit_compliance(ctx, actor, study.id, as_of).to_dict()
 
 
 @router.get("/reports/screening-log", response_model=Page[ScreeningLogRowPublic], tags=["reports"])
 def screening_log(
-    ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep, as_of: dt.date | None = None
 ) -> dict[str, Any]:
     """Every registered subject with its state and screen-failure reason (REP-3, LIFE-3)."""
-    rows = [plain(r) for r in dashboard.screening_log(ctx, actor, study.id)]
+    rows = [plain(r) for r in dashboard.screening_log(ctx, actor, study.id, as_of)]
     return paginate(rows, window.offset, window.limit)
 
 
 @router.get("/reports/deviations", response_model=Page[DeviationPublic], tags=["reports"])
-def deviations(ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep) -> dict[str, Any]:
+def deviations(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep, as_of: dt.date | None = None
+) -> dict[str, Any]:
     """Visits out of window or missed and randomizations in error, oldest first."""
-    rows = [d.to_dict() for d in report_views.deviations(ctx, actor, study.id)]
+    rows = [d.to_dict() for d in report_views.deviations(ctx, actor, study.id, as_of)]
     return paginate(rows, window.offset, window.limit)
 
 
@@ -307,9 +311,11 @@ def queries(
 
 
 @router.get("/reports/crc", response_model=CrcWorkloadPublic, tags=["reports"])
-def crc_workload(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> dict[str, Any]:
+def crc_workload(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, as_of: dt.date | None = None
+) -> dict[str, Any]:
     """CRC cases by kind with turnaround, decisions by outcome and by reviewer."""
-    return report_views.crc_workload(ctx, actor, study.id).to_dict()
+    return report_views.crc_workload(ctx, actor, study.id, as_of).to_dict()
 
 
 @router.get(

@@ -225,20 +225,29 @@ def consort(
         typer.echo(f"  {arm}: " + ", ".join(f"{k} {v}" for k, v in boxes.items()))
 
 
-def _simple(name: str, call: Callable[[Any, Any, int], Any], doc: str) -> Callable[..., None]:
+def _simple(name: str, call: Callable[..., Any], doc: str) -> Callable[..., None]:
     def command(
         out: Path | None = OutOpt,
+        as_of: str | None = AsOfOpt,
         json_out: bool = typer.Option(False, "--json"),
         user: str | None = UserOpt,
         study: str | None = StudyOpt,
     ) -> None:
-        data = _jsonable(_report(call, user, study))
+        day = parse_date(as_of, "--as-of")
+        data = _jsonable(_report(partial(call, as_of=day), user, study))
         _write(out, f"{name}.json", json.dumps(data, indent=2, default=str))
         if json_out or out is None:
             print_json(data)
 
     command.__doc__ = doc
     return command
+
+
+def _queries(ctx: Any, actor: Any, study_id: int, as_of: Any = None) -> Any:
+    items = data_queries.open_queries(ctx, actor, study_id)
+    if as_of is None:
+        return items
+    return [q for q in items if q.raised_at[:10] <= as_of.isoformat()]
 
 
 report_app.command("compliance")(
@@ -264,7 +273,9 @@ report_app.command("deviations")(
 )
 report_app.command("queries")(
     _simple(
-        "queries", lambda c, a, s: data_queries.open_queries(c, a, s), "Open data queries (REP-3)."
+        "queries",
+        _queries,
+        "Open data queries (REP-3); with --as-of, those raised by then (status as of today).",
     )
 )
 report_app.command("crc")(

@@ -130,9 +130,12 @@ class ScreeningLogRow:
     screen_failure_detail: str | None
 
 
-def screening_log(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ScreeningLogRow]:
+def screening_log(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> list[ScreeningLogRow]:
     """Every registered live (non-test) subject with its state and any screen-failure reason
-    (REP-3, LIFE-3); study-wide roles that follow enrolment. No arm is read (RAND-6)."""
+    (REP-3, LIFE-3); study-wide roles that follow enrolment. No arm is read (RAND-6). With
+    ``as_of``: subjects registered by then (their state is today's)."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, SCREENING_LOG_READERS, action="screening log")
         rows = uow.session.execute(
@@ -145,7 +148,11 @@ def screening_log(ctx: ServiceContext, actor: Actor, study_id: int) -> list[Scre
                 SubjectRow.screen_failure_detail,
             )
             .join(SiteRow, SiteRow.id == SubjectRow.site_id)
-            .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
+            .where(
+                SubjectRow.study_id == study_id,
+                SubjectRow.test_subject.is_(False),
+                SubjectRow.registered_on <= (as_of or dt.date.max),
+            )
             .order_by(SubjectRow.registered_on, SubjectRow.number)
         ).tuples()
         return [

@@ -237,8 +237,26 @@ def consort_figure(
 # --------------------------------------------------------------------------- REP-3
 
 
-def visit_compliance(ctx: ServiceContext, actor: Actor, study_id: int) -> VisitCompliance:
-    """Recorded visits per visit and site: on time, early, late, missed (REP-3, SCHED-2)."""
+def _day(moment: dt.datetime) -> dt.date:
+    """The UTC date of a stored moment (SQLite returns them without their zone)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
+
+
+def _visit_known(visit: VisitRow, as_of: dt.date | None) -> bool:
+    """Whether a recorded visit was known on ``as_of``: a done visit by its date, a missed one
+    by the day it was marked missed."""
+    if as_of is None:
+        return True
+    if visit.status == "missed":
+        return _day(visit.recorded_at) <= as_of
+    return visit.visit_date is not None and visit.visit_date <= as_of
+
+
+def visit_compliance(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> VisitCompliance:
+    """Recorded visits per visit and site: on time, early, late, missed (REP-3, SCHED-2),
+    as known on ``as_of`` (default: everything recorded)."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, COMPLIANCE_READERS, action="visit compliance")
         loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
@@ -249,6 +267,8 @@ def visit_compliance(ctx: ServiceContext, actor: Actor, study_id: int) -> VisitC
         for visit in uow.session.scalars(
             select(VisitRow).where(VisitRow.subject_id.in_(list(subjects)))
         ):
+            if not _visit_known(visit, as_of):
+                continue
             site = sites[subjects[visit.subject_id].site_id]
             timing = "missed" if visit.status == "missed" else (visit.timing or "on_time")
             counts[(visit.visit_code, site)][timing] += 1
@@ -265,9 +285,11 @@ def visit_compliance(ctx: ServiceContext, actor: Actor, study_id: int) -> VisitC
         return VisitCompliance(rows=rows(False), totals=rows(True))
 
 
-def deviations(ctx: ServiceContext, actor: Actor, study_id: int) -> list[Deviation]:
+def deviations(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> list[Deviation]:
     """Protocol deviations found in the data (REP-3): visits outside their window or missed
-    (SCHED-2) and randomizations flagged in error; oldest first."""
+    (SCHED-2) and randomizations flagged in error; oldest first; as known on ``as_of``."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, COMPLIANCE_READERS, action="protocol deviations")
         sites = _site_codes(uow, study_id)
@@ -276,6 +298,8 @@ def deviations(ctx: ServiceContext, actor: Actor, study_id: int) -> list[Deviati
         for visit in uow.session.scalars(
             select(VisitRow).where(VisitRow.subject_id.in_(list(subjects)))
         ):
+            if not _visit_known(visit, as_of):
+                continue
             subject = subjects[visit.subject_id]
             if visit.status == "missed":
                 kind, on, detail = "visit_missed", visit.window_end, visit.missed_reason
@@ -305,6 +329,8 @@ def deviations(ctx: ServiceContext, actor: Actor, study_id: int) -> list[Deviati
                 RandomizationRow.in_error.is_(True),
             )
         ):
+            if as_of is not None and rand.randomized_on > as_of:
+                continue
             subject = subjects[rand.subject_id]
             day = rand.randomized_on.isoformat()
             found.append(
@@ -331,9 +357,12 @@ def _hours(start: dt.datetime, end: dt.datetime) -> float:
     return round((end - start).total_seconds() / 3600, 2)
 
 
-def crc_workload(ctx: ServiceContext, actor: Actor, study_id: int) -> CrcWorkload:
+def crc_workload(
+    ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
+) -> CrcWorkload:
     """CRC cases opened, pending and decided by kind, with turnaround from opening to the
-    signed decision (REP-3, CRC-1), decisions by outcome and by reviewer."""
+    signed decision (REP-3, CRC-1), decisions by outcome and by reviewer. With ``as_of``:
+    cases opened by then, and a case signed later counts as pending."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, CRC_READERS, action="CRC workload")
         live = select(SubjectRow.id).where(
@@ -344,6 +373,14 @@ def crc_workload(ctx: ServiceContext, actor: Actor, study_id: int) -> CrcWorkloa
                 CrcCaseRow.study_id == study_id, CrcCaseRow.subject_id.in_(live)
             )
         ).all()
+        if as_of is not None:
+            cases = [c for c in cases if _day(c.opened_at) <= as_of]
+
+        def decided_by(case: CrcCaseRow) -> bool:
+            if case.status != "decided" or case.signed_at is None:
+                return False
+            return as_of is None or _day(case.signed_at) <= as_of
+
         by_kind: dict[str, list[CrcCaseRow]] = defaultdict(list)
         for case in cases:
             by_kind[case.kind].append(case)
@@ -353,20 +390,20 @@ def crc_workload(ctx: ServiceContext, actor: Actor, study_id: int) -> CrcWorkloa
             turnaround = [
                 _hours(c.opened_at, c.signed_at)
                 for c in group
-                if c.status == "decided" and c.signed_at is not None
+                if decided_by(c) and c.signed_at is not None
             ]
             kinds.append(
                 CrcKindWorkload(
                     kind=kind,
                     opened=len(group),
-                    pending=sum(c.status != "decided" for c in group),
+                    pending=sum(not decided_by(c) for c in group),
                     info_requested=sum(c.status == "info_requested" for c in group),
                     decided=len(turnaround),
                     median_turnaround_hours=statistics.median(turnaround) if turnaround else None,
                     max_turnaround_hours=max(turnaround) if turnaround else None,
                 )
             )
-        decided = [c for c in cases if c.status == "decided"]
+        decided = [c for c in cases if decided_by(c)]
         return CrcWorkload(
             by_kind=kinds,
             decisions=dict(Counter(c.decision or "" for c in decided)),
