@@ -93,3 +93,19 @@ def test_rand6_no_download_or_figure_shows_an_arm_to_a_blinded_user(trial: Trial
             assert not leaks(response.text), (user, path, leaks(response.text))
             served += response.status_code == 200
     assert served >= 30
+
+
+def test_rep1_dashboard_shows_the_enrolment_plot_with_the_forecast(trial: Trial) -> None:
+    """REP-1: the manager's dashboard embeds the enrolment plot, an SVG with the forecast
+    legend, served with its own strict policy; counts only, no arm."""
+    from trialdesk.reports.enrolment import FORECAST_LABEL
+
+    j.randomized(trial)
+    client = signed_in(trial, "manager")
+    page = client.get("/dashboard")
+    assert 'src="/reports/enrolment.svg"' in page.text
+    figure = client.get("/reports/enrolment.svg")
+    assert figure.status_code == 200
+    assert figure.headers["content-type"].startswith("image/svg+xml")
+    assert FORECAST_LABEL in figure.text
+    assert not any(word in figure.text for word in ("INT", "CTRL", "Intervention", "sham"))

@@ -273,22 +273,36 @@ def _month_end(key: str) -> dt.date:
 def write_plots(report: EnrolmentReport, out_dir: Path, stem: str = "enrolment") -> list[Path]:
     """Cumulative screened and randomized by month against the target, with the forecast;
     written as ``<stem>.png`` and ``<stem>.svg`` (text kept as text in the SVG)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    for path, fmt in zip(paths, ("png", "svg"), strict=True):
+        path.write_bytes(render_plot(report, fmt))
+    return paths
+
+
+def render_plot(report: EnrolmentReport, fmt: str = "svg") -> bytes:
+    """The enrolment plot as PNG or SVG bytes (for files, pages and the API)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")  # no display; chosen here, never at import
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"unknown plot format {fmt!r}; png or svg")
+    buffer = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "trialdesk"}):
         fig, ax = plt.subplots(figsize=(9, 5))
         try:
             _draw(ax, report)
-            paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-            fig.savefig(paths[0], dpi=100)
-            fig.savefig(paths[1], metadata={"Date": None})
+            if fmt == "png":
+                fig.savefig(buffer, format="png", dpi=100)
+            else:
+                fig.savefig(buffer, format="svg", metadata={"Date": None})
         finally:
             plt.close(fig)
-    return paths
+    return buffer.getvalue()
 
 
 def _draw(ax: Any, report: EnrolmentReport) -> None:

@@ -37,6 +37,7 @@ from trialdesk.domain.lifecycle import Action
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
+from trialdesk.reports.enrolment import render_plot
 from trialdesk.services import (
     admin,
     crc,
@@ -46,6 +47,7 @@ from trialdesk.services import (
     lists,
     randomization,
     report_views,
+    reports,
     screening,
 )
 from trialdesk.services.access import Actor
@@ -945,6 +947,23 @@ def consort_svg(request: Request) -> Response:
     figure = report_views.consort_figure(web.ctx, web.actor, web.study_id, fmt="svg")
     return Response(
         figure, media_type="image/svg+xml", headers={"Content-Security-Policy": SVG_CSP}
+    )
+
+
+@router.get("/reports/enrolment.svg", include_in_schema=False)
+def enrolment_svg(request: Request) -> Response:
+    """The enrolment plot with the forecast for the dashboard's <img> (REP-1); counts only."""
+    try:
+        web = _session(request)
+    except _SignedOut:
+        return _to_signin(request)
+    report = reports.enrolment_report(
+        web.ctx, web.actor, web.study_id, simulations=2000, seed=20270125
+    )
+    return Response(
+        render_plot(report, "svg"),
+        media_type="image/svg+xml",
+        headers={"Content-Security-Policy": SVG_CSP},
     )
 
 
