@@ -110,6 +110,7 @@ READ_CALLS: dict[str, ReadCall] = {
     "endpoints.safety_summary": lambda t, a, n: endpoints.safety_summary(t.ctx, a, t.study_id),
     "endpoints.efficacy_summary": lambda t, a, n: endpoints.efficacy_summary(t.ctx, a, t.study_id),
     "endpoints.interim_status": lambda t, a, n: endpoints.interim_status(t.ctx, a, t.study_id),
+    "endpoints.time_in_lab": lambda t, a, n: endpoints.time_in_lab(t.ctx, a, t.study_id),
     "visits.visit_worklist": lambda t, a, n: visits.visit_worklist(
         t.ctx, a, t.study_id, states=tuple(s.value for s in VisitState)
     ),

@@ -171,6 +171,7 @@ class SubjectPublic(BaseModel):
     discharged_on: str | None = None
     unblinded_on: str | None = None
     emergency_unblinded: bool = False
+    unblinding_due: bool = False
     exit_date: str | None = None
     exit_reason: str | None = None
     allowed_actions: list[str] = Field(default_factory=list)

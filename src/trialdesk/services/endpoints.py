@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -46,7 +47,7 @@ from trialdesk.services.access import Actor, require
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.common import current_protocol_row, protocol_of, site_today, study_by_id
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.forms import typed_values
+from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure, typed_values
 from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
     FormRecordRow,
@@ -577,3 +578,58 @@ def interim_status(
         first_due_on=first_due.isoformat() if first_due else None,
         excluded_in_error=len(facts) - len(counted),
     )
+
+
+@dataclass(frozen=True)
+class TimeInLab:
+    """Index-procedure duration by arm (RAND-8): implant and sham recorded alike, so the
+    unblinded statistician can check that time in the lab does not tell the arms apart."""
+
+    arms: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arms": self.arms}
+
+
+def _minutes(start: str, end: str) -> int:
+    begin = dt.datetime.strptime(start[:5], "%H:%M")
+    finish = dt.datetime.strptime(end[:5], "%H:%M")
+    return int((finish - begin).total_seconds() // 60) % (24 * 60)
+
+
+def time_in_lab(ctx: ServiceContext, actor: Actor, study_id: int) -> TimeInLab:
+    """Minutes from start to end of the index procedure per arm: n, mean, median, min, max
+    (unblinded roles only; the records are stored concealed)."""
+    with ctx.uow(readonly=True) as uow:
+        _require_by_arm_reader(uow, actor, study_id, "time in the lab by arm")
+        rows = uow.session.execute(
+            select(FormRecordRow, RandomizationRow.arm_enc)
+            .join(RandomizationRow, RandomizationRow.subject_id == FormRecordRow.subject_id)
+            .join(SubjectRow, SubjectRow.id == FormRecordRow.subject_id)
+            .where(
+                SubjectRow.study_id == study_id,
+                SubjectRow.test_subject.is_(False),
+                RandomizationRow.in_error.is_(False),
+                FormRecordRow.form_code == CONCEALED_PROCEDURE_FORM,
+            )
+        ).tuples()
+        durations: dict[str, list[int]] = {}
+        for record, arm_enc in rows:
+            _form, values = concealed_procedure(ctx, record)
+            start, end = values.get("start_time"), values.get("end_time")
+            if isinstance(start, str) and isinstance(end, str):
+                code = ctx.cipher.decrypt(arm_enc)
+                durations.setdefault(code, []).append(_minutes(start, end))
+        loaded = _protocol(ctx, uow, study_id)
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in loaded.protocol.arms:
+        minutes = sorted(durations.get(arm.code, []))
+        arms[arm.code] = {
+            "label": arm.label,
+            "n": len(minutes),
+            "mean": round(statistics.fmean(minutes), 1) if minutes else None,
+            "median": statistics.median(minutes) if minutes else None,
+            "min": minutes[0] if minutes else None,
+            "max": minutes[-1] if minutes else None,
+        }
+    return TimeInLab(arms=arms)

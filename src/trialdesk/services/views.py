@@ -68,6 +68,8 @@ class SubjectView:
     discharged_on: str | None = None
     unblinded_on: str | None = None
     emergency_unblinded: bool = False
+    unblinding_due: bool = False
+    """The scheduled unblinding is offered: the protocol's unblinding visit is done (RAND-7)."""
     exit_date: str | None = None
     exit_reason: str | None = None
     allowed_actions: list[str] = field(default_factory=list)
@@ -131,6 +133,12 @@ def subject_view(
                 )
             )
     state = SubjectState(subject.state)
+    after = loaded.protocol.blinding.unblind_after_visit
+    unblinding_due = (
+        state is SubjectState.RANDOMIZED
+        and after is not None
+        and any(v.code == after and v.status == "done" for v in visits)
+    )
     return SubjectView(
         number=subject.number,
         site=site.code,
@@ -153,6 +161,7 @@ def subject_view(
         discharged_on=_iso(subject.discharged_on),
         unblinded_on=_iso(subject.unblinded_on),
         emergency_unblinded=subject.emergency_unblinded,
+        unblinding_due=unblinding_due,
         exit_date=_iso(subject.exit_date),
         exit_reason=subject.exit_reason,
         allowed_actions=[a.value for a in allowed_actions(state)],
