@@ -88,8 +88,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     from trialdesk.api.routes import router as api_router
+    from trialdesk.web.pages import install_signed_out_handler
     from trialdesk.web.pages import router as web_router
 
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(web_router)
+    install_signed_out_handler(app)
     return app

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
@@ -120,7 +120,8 @@ class Web:
 
 
 class _SignedOut(Exception):
-    """No live web session: the handler answers with a redirect to the sign-in page."""
+    """No live web session. Handlers let it propagate; :func:`signed_out` (installed by
+    create_app) answers every page with the redirect to the sign-in page."""
 
 
 def _session(request: Request) -> Web:
@@ -165,6 +166,15 @@ def _redirect(url: str) -> RedirectResponse:
 
 def _to_signin(request: Request) -> RedirectResponse:
     return _redirect("/signin?next=" + quote(request.url.path, safe="/"))
+
+
+def install_signed_out_handler(app: FastAPI) -> None:
+    """Pages raise ``_SignedOut`` from :func:`_session`; one handler redirects them all."""
+
+    async def signed_out(request: Request, _exc: Exception) -> Response:
+        return _to_signin(request)
+
+    app.add_exception_handler(_SignedOut, signed_out)
 
 
 def _csrf_ok(expected: str, form: FormData) -> bool:
@@ -346,10 +356,7 @@ def _or_refusal(call: Any) -> tuple[Any, str | None]:
 
 @router.get("/home", include_in_schema=False)
 def home(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     page = list_subjects(web.ctx, web.actor, web.study_id, limit=500)
     by_state: dict[str, list[SubjectView]] = {}
     for view in page.items:
@@ -376,10 +383,7 @@ def home(request: Request) -> Response:
 
 @router.post("/subjects", include_in_schema=False)
 async def register(request: Request) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     view = screening.register_subject(web.ctx, web.actor, web.study_id, _text(form, "site"))
     return _redirect(f"/subjects/{quote(view.number)}")
 
@@ -416,19 +420,13 @@ def _subject_page(
 
 @router.get("/subjects/{number}", include_in_schema=False)
 def subject(request: Request, number: str) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _subject_page(request, web, number)
 
 
 @router.post("/subjects/{number}/consent", include_in_schema=False)
 async def consent(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         screening.record_consent(
             web.ctx,
@@ -445,10 +443,7 @@ async def consent(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/confirm", include_in_schema=False)
 async def confirm(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     answer = _text(form, "confirmed")
     if answer not in ("yes", "no"):
         return _subject_page(request, web, number, message="choose met or not met", status=422)
@@ -469,10 +464,7 @@ async def confirm(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/complete-screening", include_in_schema=False)
 async def complete(request: Request, number: str) -> Response:
-    try:
-        web, _form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, _form = await _post(request)
     screening.complete_screening(web.ctx, web.actor, web.study_id, number)
     return _redirect(f"/subjects/{quote(number)}")
 
@@ -518,10 +510,7 @@ def _flat(form: FormData) -> dict[str, Any]:
 
 @router.get("/subjects/{number}/forms/{code}", include_in_schema=False)
 def screening_form(request: Request, number: str, code: str) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _entry_page(
         request,
         web,
@@ -534,10 +523,7 @@ def screening_form(request: Request, number: str, code: str) -> Response:
 
 @router.post("/subjects/{number}/forms/{code}", include_in_schema=False)
 async def save_screening_form(request: Request, number: str, code: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         screening.record_screening_form(
             web.ctx, web.actor, web.study_id, number, code, _form_values(form, code)
@@ -560,10 +546,7 @@ async def save_screening_form(request: Request, number: str, code: str) -> Respo
 
 @router.get("/subjects/{number}/anatomy", include_in_schema=False)
 def anatomy_form(request: Request, number: str) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     loaded = current_protocol(web.ctx, web.actor, web.study_id)
     return _entry_page(
         request,
@@ -577,10 +560,7 @@ def anatomy_form(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/anatomy", include_in_schema=False)
 async def save_anatomy(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     codes = list(
         current_protocol(web.ctx, web.actor, web.study_id).protocol.screening.anatomy_forms
     )
@@ -606,10 +586,7 @@ async def save_anatomy(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/randomize", include_in_schema=False)
 async def randomize(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     key = _text(form, "idempotency_key") or None
     result = randomization.randomize(web.ctx, web.actor, web.study_id, number, idempotency_key=key)
     return _render(request, "randomized.html", web, r=result)
@@ -617,10 +594,7 @@ async def randomize(request: Request, number: str) -> Response:
 
 @router.get("/subjects/{number}/visits/{code}", include_in_schema=False)
 def visit_form(request: Request, number: str, code: str) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _visit_page(request, web, number, code)
 
 
@@ -659,10 +633,7 @@ def _visit_page(
 
 @router.post("/subjects/{number}/visits/{code}", include_in_schema=False)
 async def save_visit(request: Request, number: str, code: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     loaded = current_protocol(web.ctx, web.actor, web.study_id)
     visit = next((v for v in loaded.protocol.visits if v.code == code), None)
     codes = list(visit.forms) if visit else []
@@ -706,10 +677,7 @@ def _procedure_codes(web: Web, number: str) -> list[str]:
 
 @router.get("/subjects/{number}/procedure", include_in_schema=False)
 def procedure_form(request: Request, number: str) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     codes = _procedure_codes(web, number)
     if not codes:
         raise PermissionDenied(
@@ -728,10 +696,7 @@ def procedure_form(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/procedure", include_in_schema=False)
 async def save_procedure(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     codes = _procedure_codes(web, number)
     values = _form_values(form, codes[0]) if codes else {}
     try:
@@ -754,10 +719,7 @@ async def save_procedure(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/discharge", include_in_schema=False)
 async def discharge(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         followup.record_discharge(
             web.ctx, web.actor, web.study_id, number, _date(form, "discharged_on")
@@ -769,10 +731,7 @@ async def discharge(request: Request, number: str) -> Response:
 
 @router.post("/subjects/{number}/visits/{code}/missed", include_in_schema=False)
 async def miss_visit(request: Request, number: str, code: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         followup.miss_visit(web.ctx, web.actor, web.study_id, number, code, _text(form, "reason"))
     except ValidationFailed as exc:
@@ -800,19 +759,13 @@ def _crc_page(
 
 @router.get("/crc", include_in_schema=False)
 def crc_queue(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _crc_page(request, web)
 
 
 @router.post("/crc/{number}", include_in_schema=False)
 async def crc_decide(request: Request, number: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         crc.crc_eligibility_decision(
             web.ctx,
@@ -853,10 +806,7 @@ def _bars(rows: list[Any], target: int | None = None) -> dict[str, Any]:
 
 @router.get("/dashboard", include_in_schema=False)
 def dashboard(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     data = enrolment(web.ctx, web.actor, web.study_id)
     charts = [
         ("site", _bars(data.by_site), data.by_site),
@@ -940,10 +890,7 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 @router.get("/reports/consort.svg", include_in_schema=False)
 def consort_svg(request: Request) -> Response:
     """The CONSORT diagram for the dashboard's <img> (REP-2); pooled boxes for blinded users."""
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     figure = report_views.consort_figure(web.ctx, web.actor, web.study_id, fmt="svg")
     return Response(
         figure, media_type="image/svg+xml", headers={"Content-Security-Policy": SVG_CSP}
@@ -953,10 +900,7 @@ def consort_svg(request: Request) -> Response:
 @router.get("/reports/enrolment.svg", include_in_schema=False)
 def enrolment_svg(request: Request) -> Response:
     """The enrolment plot with the forecast for the dashboard's <img> (REP-1); counts only."""
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     report = reports.enrolment_report(
         web.ctx, web.actor, web.study_id, simulations=2000, seed=20270125
     )
@@ -970,10 +914,7 @@ def enrolment_svg(request: Request) -> Response:
 @router.get("/reports/{filename}", include_in_schema=False)
 def report_download(request: Request, filename: str) -> Response:
     """``<report>.json`` or ``<report>.csv`` of one of :data:`REPORT_DOWNLOADS`."""
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     name, _, ext = filename.rpartition(".")
     if name not in REPORT_DOWNLOADS or ext not in ("json", "csv"):
         raise NotFound(f"no report download {filename!r}")
@@ -1012,19 +953,13 @@ def _users_page(
 
 @router.get("/admin/users", include_in_schema=False)
 def admin_users(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _users_page(request, web)
 
 
 @router.post("/admin/users", include_in_schema=False)
 async def admin_create_user(request: Request) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     try:
         role = admin.role_named(_text(form, "role"))
         create_user(
@@ -1046,10 +981,7 @@ USER_ACTIONS = ("deactivate", "reactivate", "password", "grant", "revoke")
 
 @router.post("/admin/users/{username}/{change}", include_in_schema=False)
 async def admin_change_user(request: Request, username: str, change: str) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     args = (web.ctx, web.actor, web.study_id, username)
     try:
         if change == "deactivate":
@@ -1080,19 +1012,13 @@ def _sites_page(
 
 @router.get("/admin/sites", include_in_schema=False)
 def admin_sites(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _sites_page(request, web)
 
 
 @router.post("/admin/sites/{code}/{change}", include_in_schema=False)
 async def admin_change_site(request: Request, code: str, change: str) -> Response:
-    try:
-        web, _form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, _form = await _post(request)
     try:
         if change == "activate":
             admin.activate_site(web.ctx, web.actor, web.study_id, code)
@@ -1199,19 +1125,13 @@ def _statistician_page(
 
 @router.get("/statistician", include_in_schema=False)
 def statistician(request: Request) -> Response:
-    try:
-        web = _session(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web = _session(request)
     return _statistician_page(request, web)
 
 
 @router.post("/statistician/design", include_in_schema=False)
 async def statistician_design(request: Request) -> Response:
-    try:
-        web, form = await _post(request)
-    except _SignedOut:
-        return _to_signin(request)
+    web, form = await _post(request)
     values = {k: v.strip() for k, v in _flat(form).items() if k != "csrf_token"}
     try:
         result = design.assess_design(
