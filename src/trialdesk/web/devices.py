@@ -1,0 +1,187 @@
+"""Device pages (SUP-1, SUP-2): the site's inventory (receive a shipment, return or destroy a
+device) and the study manager's supply page (lots, shipments, quarantine, re-supply warnings,
+the recall list). Each handler calls one service; what a blinded reader sees is the service's
+decision (RAND-6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from trialdesk.domain.errors import (
+    AuthenticationFailed,
+    PermissionDenied,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from trialdesk.domain.roles import Role
+from trialdesk.services import devices
+from trialdesk.web.pages import Web, _date, _or_refusal, _post, _redirect, _render, _session, _text
+
+router = APIRouter()
+
+Refusal = (ValidationFailed, PreconditionFailed)
+SignedRefusal = (ValidationFailed, PreconditionFailed, AuthenticationFailed)
+"""A wrong e-signature password is shown on the page, not treated as a lost session."""
+
+
+def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
+    inventory = devices.site_inventory(web.ctx, web.actor, web.study_id)
+    shipments, _refused = _or_refusal(
+        lambda: devices.list_shipments(web.ctx, web.actor, web.study_id)
+    )
+    warnings = devices.stock_warnings(web.ctx, web.actor, web.study_id)
+    return _render(
+        request,
+        "devices.html",
+        web,
+        status=status,
+        inventory=inventory,
+        shipments=[s for s in shipments or [] if s.status == "in_transit"],
+        warnings=warnings,
+        may_receive=web.actor.has(web.study_id, [Role.COORDINATOR]),
+        may_remove=web.actor.has(web.study_id, [Role.IMPLANTER]),
+        **extra,
+    )
+
+
+@router.get("/devices", include_in_schema=False)
+def inventory_page(request: Request) -> Response:
+    return _inventory_page(request, _session(request))
+
+
+async def _site_action(request: Request, call: Any) -> Response:
+    web, form = await _post(request)
+    try:
+        call(web, form)
+    except Refusal as exc:
+        return _inventory_page(request, web, status=422, message=exc.message)
+    return _redirect("/devices")
+
+
+def _optional_date(form: Any, name: str) -> Any:
+    return _date(form, name) if _text(form, name) else None
+
+
+@router.post("/devices/receive", include_in_schema=False)
+async def receive(request: Request) -> Response:
+    return await _site_action(
+        request,
+        lambda web, form: devices.receive_shipment(
+            web.ctx, web.actor, web.study_id, _text(form, "shipment"), _optional_date(form, "on")
+        ),
+    )
+
+
+@router.post("/devices/return", include_in_schema=False)
+async def return_device(request: Request) -> Response:
+    return await _site_action(
+        request,
+        lambda web, form: devices.return_device(
+            web.ctx, web.actor, web.study_id, _text(form, "serial"), _text(form, "reason")
+        ),
+    )
+
+
+@router.post("/devices/destroy", include_in_schema=False)
+async def destroy_device(request: Request) -> Response:
+    return await _site_action(
+        request,
+        lambda web, form: devices.destroy_device(
+            web.ctx, web.actor, web.study_id, _text(form, "serial"), _text(form, "reason")
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
+    if not web.actor.has(web.study_id, [Role.MANAGER]):
+        raise PermissionDenied("the supply page is the study manager's")
+    return _render(
+        request,
+        "supply.html",
+        web,
+        status=status,
+        lots=devices.list_lots(web.ctx, web.actor, web.study_id),
+        shipments=devices.list_shipments(web.ctx, web.actor, web.study_id),
+        warnings=devices.stock_warnings(web.ctx, web.actor, web.study_id),
+        inventory=devices.site_inventory(web.ctx, web.actor, web.study_id),
+        **extra,
+    )
+
+
+@router.get("/supply", include_in_schema=False)
+def supply_page(request: Request) -> Response:
+    return _supply_page(request, _session(request))
+
+
+def _lines(text: str) -> list[str]:
+    return [p.strip() for p in text.replace(",", "\n").splitlines() if p.strip()]
+
+
+async def _supply_action(request: Request, call: Any) -> Response:
+    web, form = await _post(request)
+    try:
+        result = call(web, form)
+    except SignedRefusal as exc:
+        return _supply_page(request, web, status=422, message=exc.message)
+    if isinstance(result, devices.RecallView):
+        return _supply_page(request, web, recall=result)
+    return _redirect("/supply")
+
+
+@router.post("/supply/lots", include_in_schema=False)
+async def add_lot(request: Request) -> Response:
+    return await _supply_action(
+        request,
+        lambda web, form: devices.register_lot(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            lot_number=_text(form, "lot_number"),
+            model=_text(form, "model"),
+            gtin=_text(form, "gtin"),
+            manufacturer=_text(form, "manufacturer"),
+            expiry=_date(form, "expiry"),
+            serials=_lines(_text(form, "serials")),
+        ),
+    )
+
+
+@router.post("/supply/ship", include_in_schema=False)
+async def ship(request: Request) -> Response:
+    return await _supply_action(
+        request,
+        lambda web, form: devices.ship_devices(
+            web.ctx, web.actor, web.study_id, _text(form, "site"), _lines(_text(form, "serials"))
+        ),
+    )
+
+
+@router.post("/supply/quarantine", include_in_schema=False)
+async def quarantine(request: Request) -> Response:
+    return await _supply_action(
+        request,
+        lambda web, form: devices.quarantine_lot(
+            web.ctx, web.actor, web.study_id, _text(form, "lot_number"), _text(form, "reason")
+        ),
+    )
+
+
+@router.post("/supply/recall", include_in_schema=False)
+async def recall(request: Request) -> Response:
+    return await _supply_action(
+        request,
+        lambda web, form: devices.recall_subjects(
+            web.ctx,
+            web.actor,
+            web.study_id,
+            _text(form, "lot_number"),
+            reason=_text(form, "reason"),
+            password=str(form.get("password") or ""),
+        ),
+    )
