@@ -49,9 +49,13 @@ endef
 export RUN_HELP
 
 # `trialdesk init --demo` is idempotent: a second run reports the study as already there.
+# `trialdesk simulate` then fills the demo study with a synthetic trial two years into
+# enrolment, ending today (once: a study with subjects is left as it is).
 # Then the web pages and the API are served until Ctrl-C.
 run: venv
 	$(BIN)/trialdesk init --demo --demo-password '$(DEMO_PASSWORD)'
+	$(BIN)/trialdesk simulate --subjects 352 --sites 75 --as-of today --enrolment-years 2 \
+		--screened-per-site-month 0.22 --seed 1
 	@echo "$$RUN_HELP"
 	@printf '\nOpen http://127.0.0.1:8000 and sign in as a demo user (Ctrl-C stops the server).\n'
 	$(BIN)/trialdesk serve --host 127.0.0.1 --port 8000

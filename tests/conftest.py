@@ -27,6 +27,7 @@ from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.auth import authenticate
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import create_key_file
+from trialdesk.services.devices import stock_demo_site
 from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import DEMO_USERS, create_demo_users, initialize_study
 from trialdesk.store.database import make_engine
@@ -138,6 +139,7 @@ def build_trial(
     operator = operator_actor()
     info = initialize_study(runtime.context, operator, loaded, code="FLAGSHIP", mode="demo")
     create_demo_users(runtime.context, operator, info.id, PASSWORD)
+    stock_demo_site(runtime.context, operator, info.id)  # as 'init --demo' does (SUP-1)
     if with_list:
         generate_list(runtime.context, operator, info.id, mode="live", seed=20270125)
     return Trial(runtime=runtime, clock=clock, study_id=info.id, backend=database.backend)

@@ -134,7 +134,14 @@ def mr_grade_4_screening_forms(*, surgery_needed: bool, on: str = SCREENING_DATE
     return forms
 
 
-def implant_procedure_forms(on: str = PROCEDURE_DATE, *, released: bool = True) -> FormValues:
+DEMO_UDI = "(01)00812345000016(17)290131(10)LOT2701(21)SN000123"
+"""The first device of the demo lot that ``init --demo`` and the test studies stock at the
+first site (SUP-1); tests implanting more than once take fresh ones from tests.journey."""
+
+
+def implant_procedure_forms(
+    on: str = PROCEDURE_DATE, *, released: bool = True, udi: str = DEMO_UDI
+) -> FormValues:
     """PROC-1 steps; ``released=False`` is "attempted, not implanted" (device recaptured)."""
     return {
         "implant_procedure": {
@@ -146,7 +153,7 @@ def implant_procedure_forms(on: str = PROCEDURE_DATE, *, released: bool = True) 
             "proximal_anchor_locked": True,
             "safety_efficacy_reconfirmed": True,
             "implant_released": released,
-            "device_udi": "(01)00812345000017(17)290131(10)LOT2701(21)SN000123",
+            "device_udi": udi,
             "not_released_reason": None if released else "recaptured: coronary compromise",
         }
     }

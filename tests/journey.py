@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import func, select
+
 from tests import flagship_data as fd
 from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
-from trialdesk.services import followup, randomization, screening
+from trialdesk.services import devices, followup, randomization, screening
 from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.setup import create_user
+from trialdesk.store.tables import DeviceLotRow, DeviceRow, SiteRow
 
 SITE = "S101"
 CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
@@ -107,10 +110,58 @@ def randomized(t: Trial, site: str = SITE) -> tuple[str, str]:
     return number, result.arm
 
 
+def device_udi(t: Trial, site: str = SITE) -> str:
+    """The UDI of a device in stock at ``site`` (SUP-1): the lowest serial on hand, or one of
+    five devices shipped to the site and received there when it has none."""
+    with t.ctx.uow(readonly=True) as uow:
+        udi = uow.session.scalars(
+            select(DeviceRow.udi)
+            .join(SiteRow, SiteRow.id == DeviceRow.site_id)
+            .where(
+                DeviceRow.study_id == t.study_id,
+                SiteRow.code == site,
+                DeviceRow.status == "at_site",
+            )
+            .order_by(DeviceRow.serial)
+        ).first()
+        lots = uow.session.scalar(
+            select(func.count())
+            .select_from(DeviceLotRow)
+            .where(DeviceLotRow.study_id == t.study_id)
+        )
+    if udi is not None:
+        return udi
+    lot = f"LOT{9000 + (lots or 0)}"
+    serials = [f"{lot}-{n}" for n in range(1, 6)]
+    manager = t.actor("manager")
+    devices.register_lot(
+        t.ctx,
+        manager,
+        t.study_id,
+        lot_number=lot,
+        model="Test implant",
+        gtin=devices.DEMO_GTIN,
+        manufacturer="Test Devices Inc.",
+        expiry=dt.date(2031, 12, 31),
+        serials=serials,
+    )
+    shipment = devices.ship_devices(t.ctx, manager, t.study_id, site, serials)
+    devices.receive_shipment(t.ctx, staff(t, "coordinator", site), t.study_id, shipment.number)
+    return device_udi(t, site)
+
+
+def procedure_values(t: Trial, arm: str, site: str = SITE) -> dict[str, object]:
+    """The arm's index procedure form; an implant names a device in stock at the site."""
+    if arm == "INT":
+        (values,) = fd.implant_procedure_forms(udi=device_udi(t, site)).values()
+    else:
+        (values,) = fd.sham_procedure_forms().values()
+    return values
+
+
 def procedure_done(t: Trial, site: str = SITE) -> tuple[str, str]:
     number, arm = randomized(t, site)
-    forms = fd.implant_procedure_forms() if arm == "INT" else fd.sham_procedure_forms()
-    (values,) = forms.values()
+    values = procedure_values(t, arm, site)
     followup.record_procedure(t.ctx, staff(t, "implanter", site), t.study_id, number, values)
     t.clock.set_day(fd.DISCHARGE_DATE)
     followup.record_discharge(

@@ -25,19 +25,24 @@ import trialdesk.services
 from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
+from tests.protocol_variants import design_changed
 from trialdesk.domain.errors import NotFound, TrialError
 from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import VisitState
 from trialdesk.protocol.models import Gate
 from trialdesk.services import (
     admin,
+    amendments,
     crc,
     dashboard,
     data_queries,
     design,
+    devices,
     endpoints,
     followup,
+    history,
     lists,
+    preferences,
     queries,
     randomization,
     report_views,
@@ -96,13 +101,31 @@ def outcome(call: ReadCall, trial: Trial, actor: Actor, number: str) -> str:
 
 
 READ_CALLS: dict[str, ReadCall] = {
+    "amendments.list_protocol_versions": lambda t, a, n: amendments.list_protocol_versions(
+        t.ctx, a, t.study_id
+    ),
+    "amendments.preview_amendment": lambda t, a, n: amendments.preview_amendment(
+        t.ctx, a, t.study_id, design_changed()
+    ),
+    # a signed design amendment is swept in tests/integration/test_amendments.py
+    "amendments.amendment_diff": lambda t, a, n: amendments.amendment_diff(t.ctx, a, t.study_id, 1),
     "queries.get_subject": lambda t, a, n: queries.get_subject(t.ctx, a, t.study_id, n),
+    "devices.site_inventory": lambda t, a, n: devices.site_inventory(t.ctx, a, t.study_id),
+    "devices.stock_warnings": lambda t, a, n: devices.stock_warnings(t.ctx, a, t.study_id),
+    "devices.list_lots": lambda t, a, n: devices.list_lots(t.ctx, a, t.study_id),
+    "devices.list_shipments": lambda t, a, n: devices.list_shipments(t.ctx, a, t.study_id),
+    "devices.recall_subjects": lambda t, a, n: devices.recall_subjects(
+        t.ctx, a, t.study_id, "LOT2701"
+    ),  # subject lists without arms for blinded callers: tests/integration/test_devices.py
+    "history.subject_history": lambda t, a, n: history.subject_history(t.ctx, a, t.study_id, n),
+    "preferences.viewer_zone": lambda t, a, n: preferences.viewer_zone(t.ctx, a, t.study_id),
     "queries.list_subjects": lambda t, a, n: queries.list_subjects(t.ctx, a, t.study_id, limit=500),
     "screening.check_eligibility": lambda t, a, n: [
         screening.check_eligibility(t.ctx, a, t.study_id, n, gate) for gate in Gate
     ],
     "setup.list_studies": lambda t, a, n: setup.list_studies(t.ctx, a),
     "setup.resolve_study": lambda t, a, n: setup.resolve_study(t.ctx, a, None),
+    "setup.study_contents": lambda t, a, n: setup.study_contents(t.ctx, a, None),  # operator
     "lists.list_info": lambda t, a, n: lists.list_info(t.ctx, a, t.study_id),
     "lists.stratum_status": lambda t, a, n: lists.stratum_status(t.ctx, a, t.study_id),
     "crc.crc_queue": lambda t, a, n: crc.crc_queue(t.ctx, a, t.study_id),
@@ -152,9 +175,12 @@ READ_CALLS: dict[str, ReadCall] = {
         t.ctx, a, t.study_id
     ),
 }
-PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility"}
+PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility", "history.subject_history"}
 
 WRITE_ACTIONS = {
+    "amendments.propose_amendment",
+    "amendments.sign_amendment",
+    "preferences.set_time_zone",
     "admin.activate_site",
     "admin.deactivate_site",
     "admin.deactivate_user",
@@ -163,6 +189,13 @@ WRITE_ACTIONS = {
     "admin.reset_password",
     "admin.revoke_role",
     "crc.crc_eligibility_decision",
+    "devices.destroy_device",
+    "devices.quarantine_lot",
+    "devices.receive_shipment",
+    "devices.register_lot",
+    "devices.return_device",
+    "devices.ship_devices",
+    "devices.stock_demo_site",
     "crc.decide_therapy_case",
     "data_queries.answer_query",
     "data_queries.close_query",
@@ -187,6 +220,8 @@ WRITE_ACTIONS = {
     "lists.extend",
     "lists.generate_list",
     "lists.import_list",
+    "maintenance.backup_database",  # a file of every row, arms encrypted; operator only
+    "maintenance.restore_database",
     "maintenance.verify_audit",
     "randomization.randomize",
     "screening.complete_screening",

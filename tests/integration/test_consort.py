@@ -97,7 +97,9 @@ def build_dataset(t: Trial) -> Dataset:
         site = number.split("-")[0]
         t.clock.set_day(j.PROCEDURE)
         if data.arms[number] == "INT":
-            forms = fd.implant_procedure_forms(released=number != not_released)
+            forms = fd.implant_procedure_forms(
+                released=number != not_released, udi=j.device_udi(t, site)
+            )
         else:
             forms = fd.sham_procedure_forms()
         (values,) = forms.values()

@@ -88,10 +88,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     from trialdesk.api.routes import router as api_router
+    from trialdesk.web.devices import router as devices_router
     from trialdesk.web.pages import install_signed_out_handler
     from trialdesk.web.pages import router as web_router
+    from trialdesk.web.preferences import router as preferences_router
+    from trialdesk.web.protocol_pages import router as protocol_router
 
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(web_router)
+    app.include_router(preferences_router)
+    app.include_router(devices_router)
+    app.include_router(protocol_router)
     install_signed_out_handler(app)
     return app

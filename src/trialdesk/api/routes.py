@@ -9,7 +9,9 @@ from fastapi import APIRouter
 
 from trialdesk.api import (
     routes_auth,
+    routes_devices,
     routes_followup,
+    routes_protocol,
     routes_reports,
     routes_review,
     routes_studies,
@@ -42,5 +44,7 @@ for module in (
     routes_review,
     routes_unblinded,
     routes_reports,
+    routes_devices,
+    routes_protocol,
 ):
     router.include_router(module.router)

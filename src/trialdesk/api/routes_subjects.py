@@ -16,6 +16,7 @@ from trialdesk.api.schemas import (
     EligibilityPublic,
     FormIn,
     FormsIn,
+    HistoryEntryPublic,
     Page,
     RandomizationPublic,
     ReasonIn,
@@ -25,6 +26,7 @@ from trialdesk.api.schemas import (
 )
 from trialdesk.protocol.models import Gate
 from trialdesk.services import crc, queries, randomization, screening
+from trialdesk.services.history import subject_history
 from trialdesk.services.views import SubjectView
 
 router = APIRouter(prefix="/studies/{study}/subjects", tags=["subjects"])
@@ -80,6 +82,26 @@ def allowed_actions(
     return AllowedActions(
         subject=view.number, state=view.state, allowed_actions=view.allowed_actions
     )
+
+
+@router.get("/{number}/history", response_model=list[HistoryEntryPublic])
+def history(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number
+) -> list[HistoryEntryPublic]:
+    """Every change to the subject's record from its audit trail (AUD-1). Times are UTC, as
+    every timestamp of this API is (TIME-1); pages and the CLI show them in the reader's zone."""
+    return [
+        HistoryEntryPublic(
+            seq=e.seq,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            entity=e.entity,
+            entity_id=e.entity_id,
+            reason=e.reason,
+        )
+        for e in subject_history(ctx, actor, study.id, number)
+    ]
 
 
 @router.get("/{number}/eligibility", response_model=EligibilityPublic)

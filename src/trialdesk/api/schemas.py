@@ -145,6 +145,10 @@ class VisitPublic(BaseModel):
     status: str
     visit_date: str | None = None
     timing: str | None = None
+    protocol_version: str | None = Field(
+        default=None,
+        description="version the visit was recorded under, or whose window it follows (PROT-2)",
+    )
 
 
 class SubjectPublic(BaseModel):
@@ -500,3 +504,80 @@ class InterimPublic(BaseModel):
     due: bool
     first_due_on: str | None
     excluded_in_error: int
+
+
+class HistoryEntryPublic(BaseModel):
+    """One audit entry of a subject's record; ``at`` is UTC."""
+
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    reason: str | None
+
+
+# --- protocol amendments (PROT-2) -------------------------------------------------------------
+
+
+class SignaturePublic(BaseModel):
+    name: str
+    username: str
+    at: str
+    meaning: str
+
+
+class ProtocolVersionPublic(BaseModel):
+    id: int
+    version: str
+    sha256: str
+    status: str = Field(description="pending (awaiting a signature) or signed")
+    current: bool = Field(description="the newest signed version (it may take effect later)")
+    effective_from: str | None = Field(description="site-local date; null: from the start")
+    loaded_at: str
+    loaded_by: str
+    amendment: int | None = None
+    reason: str | None = None
+    needs_statistician: bool = False
+    signatures: list[SignaturePublic] = Field(default_factory=list)
+
+
+class AmendmentPreviewIn(_In):
+    text: str = Field(min_length=1, max_length=2_000_000, description="the new protocol YAML")
+    effective_from: dt.date | None = Field(
+        default=None, description="site-local date (default: the earliest not past anywhere)"
+    )
+
+
+class AmendmentIn(AmendmentPreviewIn):
+    reason: str = Text
+    password: str = Password
+
+
+class AmendmentPreviewPublic(BaseModel):
+    study: str
+    old_version: str
+    old_sha256: str
+    new_version: str
+    new_sha256: str
+    effective_from: str
+    changes: list[dict[str, str]]
+    lines: list[str]
+    impact: list[str] = Field(description="what it changes for subjects already enrolled")
+    needs_statistician: bool
+    refusals: list[str] = Field(description="why it cannot be proposed; empty when it can")
+
+
+class AmendmentPublic(BaseModel):
+    id: int
+    study: str
+    version: str
+    sha256: str
+    previous_version: str
+    status: str
+    effective_from: str
+    reason: str
+    needs_statistician: bool
+    signatures: list[SignaturePublic]
+    lines: list[str]

@@ -5,15 +5,19 @@ from __future__ import annotations
 import typer
 
 from trialdesk.cli import (
+    backup_cmd,
     design_cmd,
+    devices_cmd,
     endpoints_cmd,
     export_cmd,
     lists_cmd,
+    me_cmd,
     protocol_cmd,
     report_cmd,
     review_cmd,
     serve_cmd,
     setup_cmd,
+    simulate_cmd,
     subject_cmd,
     visits_cmd,
 )
@@ -28,8 +32,12 @@ def build_app() -> typer.Typer:
     )
     app.command("init")(setup_cmd.init)
     app.command("serve")(serve_cmd.serve)
+    app.command("simulate")(simulate_cmd.simulate)
+    app.command("backup")(backup_cmd.backup)
+    app.command("restore")(backup_cmd.restore)
     app.add_typer(protocol_cmd.app, name="protocol", help="Validate and show protocol files.")
     app.add_typer(subject_cmd.app, name="subject", help="Subject actions.")
+    app.add_typer(me_cmd.app, name="me", help="Your own settings (time zone).")
     app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")
     app.add_typer(setup_cmd.audit_app, name="audit", help="The audit trail.")
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")
@@ -42,6 +50,7 @@ def build_app() -> typer.Typer:
     app.add_typer(export_cmd.app, name="export", help="Standard exports (CSV, ODM, SDTM).")
     app.command("forecast")(report_cmd.forecast)
     app.add_typer(report_cmd.report_app, name="report", help="Reports (enrolment).")
+    app.add_typer(devices_cmd.app, name="devices", help="Implant devices (SUP-1, SUP-2).")
     return app
 
 

@@ -1,4 +1,5 @@
-"""`trialdesk protocol ...` commands: check a protocol file and show what it says."""
+"""`trialdesk protocol ...` commands: check a protocol file, show what it says, and amend the
+study's protocol with a signed new version (PROT-2)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.runtime import guarded, open_runtime, parse_date, sign_in, signature_password
 from trialdesk.protocol.checks import describe_rule
 from trialdesk.protocol.loader import LoadedProtocol, ProtocolInvalid, load_protocol
+from trialdesk.services import amendments
 
 app = typer.Typer(help="protocol commands", no_args_is_help=True)
 
@@ -22,11 +25,10 @@ OptionalFileArg = Annotated[
 ]
 
 
-@app.command()
-def validate(file: FileArg) -> None:
-    """Check FILE; print a summary, or every problem as FILE:LINE: path: message."""
+def _load_or_fail(file: Path) -> LoadedProtocol:
+    """The validated protocol, or every problem as FILE:LINE: path: message and exit 1."""
     try:
-        loaded = load_protocol(file)
+        return load_protocol(file)
     except ProtocolInvalid as exc:
         for problem in exc.problems:
             where = f"{file}:{problem.line}" if problem.line is not None else f"{file}"
@@ -36,7 +38,171 @@ def validate(file: FileArg) -> None:
             typer.echo(": ".join(parts), err=True)
         count = len(exc.problems)
         fail(f"{file}: {count} problem{'' if count == 1 else 's'}; the protocol was not accepted")
+
+
+@app.command()
+def validate(file: FileArg) -> None:
+    """Check FILE; print a summary, or every problem as FILE:LINE: path: message."""
+    loaded = _load_or_fail(file)
     typer.echo(f"ok: {summary(loaded)}")
+
+
+UserOpt = Annotated[str | None, typer.Option("--user", help="act as this user (or TRIALDESK_USER)")]
+StudyOpt = Annotated[str | None, typer.Option("--study", help="study code (default: the only one)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _print_preview(preview: amendments.AmendmentPreview) -> None:
+    typer.echo(
+        f"Amendment of study {preview.study}: {preview.old_version} "
+        f"({preview.old_sha256[:12]}) -> {preview.new_version} ({preview.new_sha256[:12]}), "
+        f"effective {preview.effective_from} (site-local date)"
+    )
+    for line in preview.lines:
+        typer.echo(line)
+    if preview.impact:
+        typer.echo("for subjects already enrolled:")
+        for line in preview.impact:
+            typer.echo(f"  - {line}")
+    if preview.needs_statistician:
+        typer.echo(
+            "the allocation design changes in a running study: the amendment stays pending "
+            "until an unblinded statistician signs it ('trialdesk protocol sign-amendment')"
+        )
+
+
+def _print_amendment(view: amendments.AmendmentView) -> None:
+    signers = ", ".join(f"{s.name} ({s.username}) at {s.at}" for s in view.signatures)
+    typer.echo(
+        f"amendment {view.id}: version {view.version} ({view.sha256[:12]}) {view.status}, "
+        f"effective {view.effective_from}; signed by {signers}"
+    )
+    if view.status == "pending":
+        typer.echo("pending: it takes effect when an unblinded statistician signs it")
+
+
+@app.command()
+def amend(
+    file: FileArg,
+    effective: Annotated[
+        str | None,
+        typer.Option(
+            "--effective",
+            help="site-local date it takes effect (YYYY-MM-DD; default: the earliest date not "
+            "past at any site)",
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="why the protocol is amended (to sign)")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="sign and apply (otherwise a dry run)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show the diff and write nothing")
+    ] = False,
+    user: UserOpt = None,
+    study: StudyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Load FILE as a new version of the study's protocol (PROT-2): show what it changes and,
+    with --yes, e-sign it as study manager. Without --yes (or with --dry-run) nothing is
+    written. A change of arms, ratio or randomization of a running study stays pending until
+    the statistician signs it too."""
+    loaded = _load_or_fail(file)
+    effective_from = parse_date(effective, "--effective")
+    apply = yes and not dry_run
+    if apply and not (reason or "").strip():
+        fail("--reason is required to sign an amendment")
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        ctx = runtime.context
+        preview = guarded(
+            lambda: amendments.preview_amendment(
+                ctx, session.actor, session.study.id, loaded, effective_from=effective_from
+            )
+        )
+        if not apply:
+            if json_out:
+                print_json({"dry_run": True, **preview.to_dict()})
+            else:
+                _print_preview(preview)
+            if preview.refusals:
+                fail("the amendment cannot be made: " + "; ".join(preview.refusals))
+            if not json_out:
+                typer.echo("dry run: nothing was written; add --yes --reason TEXT to sign it")
+            return
+        if preview.refusals:
+            fail("the amendment cannot be made: " + "; ".join(preview.refusals))
+        if not json_out:
+            _print_preview(preview)
+        password = signature_password(ctx.settings)
+        view = guarded(
+            lambda: amendments.propose_amendment(
+                ctx,
+                session.actor,
+                session.study.id,
+                loaded,
+                reason=reason or "",
+                password=password,
+                effective_from=effective_from,
+            )
+        )
+    if json_out:
+        print_json(view.to_dict())
+    else:
+        _print_amendment(view)
+
+
+@app.command("sign-amendment")
+def sign_amendment(
+    amendment_id: Annotated[int, typer.Argument(help="amendment number", show_default=False)],
+    user: UserOpt = None,
+    study: StudyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Co-sign a pending amendment as unblinded statistician (allocation-design changes)."""
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        ctx = runtime.context
+        shown = guarded(
+            lambda: amendments.amendment_diff(ctx, session.actor, session.study.id, amendment_id)
+        )
+        if not json_out:
+            for line in shown.lines:
+                typer.echo(line)
+        password = signature_password(ctx.settings)
+        view = guarded(
+            lambda: amendments.sign_amendment(
+                ctx, session.actor, session.study.id, amendment_id, password
+            )
+        )
+    if json_out:
+        print_json(view.to_dict())
+    else:
+        _print_amendment(view)
+
+
+@app.command()
+def versions(user: UserOpt = None, study: StudyOpt = None, json_out: JsonOpt = False) -> None:
+    """List the study's protocol versions: status, effective date and who signed them."""
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        rows = guarded(
+            lambda: amendments.list_protocol_versions(
+                runtime.context, session.actor, session.study.id
+            )
+        )
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+        return
+    for r in rows:
+        since = r.effective_from or "the start"
+        mark = " (newest)" if r.current else ""
+        line = f"{r.version} {r.sha256[:12]} {r.status}{mark}, in force from {since}"
+        if r.signatures:
+            line += "; signed by " + ", ".join(f"{s.name} at {s.at}" for s in r.signatures)
+        typer.echo(line)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`trialdesk init`, `audit verify`, `study list`: set-up and maintenance."""
+"""`trialdesk init`, `audit verify`, `study list|create|grant`: set-up and maintenance."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
+from trialdesk.services.admin import grant_role
 from trialdesk.services.crypto import create_key_file
+from trialdesk.services.devices import DEMO_LOT, stock_demo_site
 from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
-from trialdesk.services.setup import create_demo_users, initialize_study, list_studies
+from trialdesk.services.setup import (
+    create_demo_users,
+    initialize_study,
+    list_studies,
+    resolve_study,
+)
 
 DEMO_PASSWORD = "trialdesk-demo"
 
@@ -49,8 +56,10 @@ def init(
         )
         users: list[str] = []
         list_made = None
+        stocked = 0
         if demo:
             users = guarded(lambda: create_demo_users(ctx, operator, info.id, demo_password))
+            stocked = guarded(lambda: stock_demo_site(ctx, operator, info.id))
             try:
                 list_made = generate_list(ctx, operator, info.id, mode="live")
             except TrialError as exc:
@@ -63,6 +72,7 @@ def init(
         "demo_users": users,
         "demo_password": demo_password if demo and users else None,
         "allocation_list": asdict(list_made) if list_made else None,
+        "demo_devices": stocked,
     }
     if json_out:
         print_json(out)
@@ -76,6 +86,10 @@ def init(
         typer.echo(f"allocation key written to {settings.allocation_key_file} (keep it safe)")
     if users:
         typer.echo(f"demo users (password '{demo_password}'): " + ", ".join(users))
+    if stocked:
+        typer.echo(
+            f"demo device stock: {stocked} devices of lot {DEMO_LOT} received at the first site"
+        )
     if list_made:
         typer.echo(
             f"live allocation list generated: {list_made.strata} strata, "
@@ -119,11 +133,105 @@ study_app = typer.Typer(help="Studies in this installation.", no_args_is_help=Tr
 
 @study_app.command("list")
 def study_list(json_out: bool = typer.Option(False, "--json")) -> None:
-    """List the studies (as the local operator)."""
+    """List the studies of this installation (as the local operator): code, name, mode,
+    protocol version and number of sites."""
     with open_runtime() as runtime:
         studies = guarded(lambda: list_studies(runtime.context, local_operator()))
     if json_out:
-        print_json([asdict(s) for s in studies])
+        print_json([{k: v for k, v in asdict(s).items() if k != "created"} for s in studies])
         return
     for s in studies:
-        typer.echo(f"{s.code}\t{s.mode}\t{s.protocol_name} v{s.protocol_version}\t{s.sites} sites")
+        typer.echo(
+            f"{s.code}\t{s.name}\t{s.mode}\t{s.protocol_name} v{s.protocol_version}"
+            f"\t{s.sites} sites"
+        )
+
+
+def _protocol(value: str) -> Path | None:
+    """``flagship`` names the protocol shipped with trialdesk; anything else is a file."""
+    return None if value.strip().lower() == "flagship" else Path(value)
+
+
+@study_app.command("create")
+def study_create(
+    code: str = typer.Option(..., "--code", help="the new study's code (letters, digits, - _)"),
+    protocol: str = typer.Option(
+        ..., "--protocol", help="protocol file, or 'flagship' for the one shipped"
+    ),
+    demo: bool = typer.Option(
+        False, "--demo", help="demo study: demo users (given a role here) and a generated list"
+    ),
+    sandbox: bool = typer.Option(False, "--sandbox", help="sandbox study (no users, no list)"),
+    demo_password: str = typer.Option(
+        DEMO_PASSWORD, "--demo-password", help="password of demo users created now"
+    ),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add another study to this installation's database ('trialdesk init' made the first)."""
+    if demo and sandbox:
+        fail("choose one of --demo and --sandbox")
+    mode = "demo" if demo else "sandbox" if sandbox else "live"
+    try:
+        loaded = load_protocol(_protocol(protocol))
+    except ProtocolInvalid as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        fail(f"{exc.message}\n{lines}")
+    settings = load_settings()
+    if settings.fixed_now is not None and mode == "live":
+        fail("TRIALDESK_CLOCK (a fixed clock) is only allowed for demo and sandbox studies")
+    operator = local_operator()
+    with open_runtime(settings) as runtime:
+        ctx = runtime.context
+        known = guarded(lambda: list_studies(ctx, operator))
+        if any(s.code == code for s in known):
+            fail(f"study {code} already exists; 'trialdesk study list' shows the studies")
+        create_key_file(settings.allocation_key_file)
+        info = guarded(lambda: initialize_study(ctx, operator, loaded, code=code, mode=mode))
+        users: list[str] = []
+        list_made = None
+        if demo:
+            users = guarded(lambda: create_demo_users(ctx, operator, info.id, demo_password))
+            guarded(lambda: stock_demo_site(ctx, operator, info.id))
+            list_made = guarded(lambda: generate_list(ctx, operator, info.id, mode="live"))
+    if json_out:
+        print_json(
+            {
+                "study": asdict(info),
+                "demo_users": users,
+                "allocation_list": asdict(list_made) if list_made else None,
+            }
+        )
+        return
+    typer.echo(
+        f"study {info.code} created ({info.mode}): {info.protocol_name} "
+        f"v{info.protocol_version} (sha256 {info.protocol_sha256[:12]}), {info.sites} sites"
+    )
+    if users:
+        typer.echo("demo users with a role in it: " + ", ".join(users))
+    if list_made:
+        typer.echo(
+            f"live allocation list generated: {list_made.strata} strata, "
+            f"{list_made.slots} slots, fingerprint {list_made.fingerprint[:12]}"
+        )
+
+
+@study_app.command("grant")
+def study_grant(
+    username: str = typer.Argument(..., help="an existing user, of any study here"),
+    study: str = typer.Option(..., "--study", help="the study to give the role in"),
+    role: str = typer.Option(..., "--role", help="e.g. coordinator, manager, statistician"),
+    site: str | None = typer.Option(None, "--site", help="the site, for site-scoped roles"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Give a user a role in a study (as the local operator), e.g. a user of another study;
+    a study's administrator manages its own users in the web pages."""
+    operator = local_operator()
+    with open_runtime() as runtime:
+        ctx = runtime.context
+        info = guarded(lambda: resolve_study(ctx, operator, study))
+        user = guarded(lambda: grant_role(ctx, operator, info.id, username, role, site))
+    if json_out:
+        print_json({"study": info.code, **asdict(user)})
+        return
+    held = ", ".join(r.role + (f" at {r.site}" if r.site else "") for r in user.roles)
+    typer.echo(f"{user.username} now holds in {info.code}: {held}")

@@ -23,8 +23,12 @@ from trialdesk.cli.runtime import (
     sign_in,
     signature_password,
 )
+from trialdesk.domain.timefmt import format_moment, is_time_zone
 from trialdesk.protocol.models import Gate
 from trialdesk.services import followup, queries, randomization, screening
+from trialdesk.services.history import subject_history
+from trialdesk.services.preferences import viewer_zone
+from trialdesk.store.audit import utc_iso
 
 app = typer.Typer(help="Subject actions, one per step of the journey.", no_args_is_help=True)
 
@@ -522,6 +526,46 @@ def show(
         json_out,
         lambda s: queries.get_subject(s.runtime.context, s.actor, s.study.id, number),
     )
+
+
+@app.command("history")
+def history(
+    number: str,
+    tz: str | None = typer.Option(
+        None, "--tz", help="show times in this IANA zone (default: your own setting)"
+    ),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Every change to one subject's record, from its audit trail, times in your zone (TIME-1).
+
+    JSON gives each time in UTC (``at``) and as shown (``shown``)."""
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        ctx, actor, study_id = runtime.context, session.actor, session.study.id
+        entries = guarded(lambda: subject_history(ctx, actor, study_id, number))
+        zone = tz or guarded(lambda: viewer_zone(ctx, actor, study_id))
+        if not is_time_zone(zone):
+            raise typer.BadParameter(f"{zone!r} is not an IANA time zone", param_hint="--tz")
+    rows = [
+        {
+            "at": utc_iso(e.at),
+            "shown": format_moment(e.at, zone),
+            "actor": e.actor,
+            "action": e.action,
+            "record": f"{e.entity} {e.entity_id}",
+            "reason": e.reason,
+        }
+        for e in entries
+    ]
+    if json_out:
+        print_json(rows)
+        return
+    typer.echo(f"{number}: {len(rows)} entries, times in {zone}")
+    for r in rows:
+        reason = f"  ({r['reason']})" if r["reason"] else ""
+        typer.echo(f"  {r['shown']}  {r['actor']:<14} {r['action']:<24} {r['record']}{reason}")
 
 
 @app.command("list")

@@ -16,6 +16,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.protocol.models import (
     AllOf,
     AnyOf,
+    Arm,
     Condition,
     FieldType,
     Form,
@@ -61,6 +62,7 @@ def check_protocol(p: Protocol) -> Problems:
     problems += _check_visits(p)
     problems += _check_randomization(p)
     problems += _check_blinding_and_visit_references(p)
+    problems += _check_supply(p)
     return problems
 
 
@@ -565,4 +567,57 @@ def _check_blinding_and_visit_references(p: Protocol) -> Problems:
         for path, code in named
         if code is not None and code not in visits
     ]
+    return problems
+
+
+def _check_supply(p: Protocol) -> Problems:
+    """Device arms exist and their procedure form has the text field naming the device; site
+    reorder levels name real sites (SUP-1, SUP-2)."""
+    if p.supply is None:
+        return []
+    problems: Problems = []
+    arms: dict[str, Arm] = {}
+    for arm_def in p.arms:
+        arms.setdefault(arm_def.code, arm_def)  # a duplicate code is reported elsewhere
+    forms: dict[str, Form] = {}
+    for form_def in p.forms:
+        forms.setdefault(form_def.code, form_def)
+    for index, code in enumerate(p.supply.device_arms):
+        at = f"supply.device_arms[{index}]"
+        arm = arms.get(code)
+        if arm is None:
+            problems.append((at, f"unknown arm '{code}'{_among(arms)}"))
+            continue
+        if arm.procedure_form is None:
+            problems.append((at, f"arm '{code}' has no procedure form to name its device in"))
+            continue
+        form = forms.get(arm.procedure_form)
+        if form is None:
+            continue  # an unknown procedure form is reported by _check_form_references
+        field = _field_of(form, p.supply.device_field)
+        if field is None or field.type is not FieldType.TEXT:
+            problems.append(
+                (
+                    "supply.device_field",
+                    f"form '{form.code}' of arm '{code}' has no text field "
+                    f"'{p.supply.device_field}' naming the device",
+                )
+            )
+        released = p.supply.released_field
+        if released is not None:
+            flag = _field_of(form, released)
+            if flag is None or flag.type is not FieldType.BOOLEAN:
+                problems.append(
+                    (
+                        "supply.released_field",
+                        f"form '{form.code}' of arm '{code}' has no boolean field '{released}'",
+                    )
+                )
+    sites = {s.code for s in p.sites}
+    for code, level in p.supply.site_reorder_levels.items():
+        at = f"supply.site_reorder_levels.{code}"
+        if code not in sites:
+            problems.append((at, f"unknown site '{code}'{_among(sites)}"))
+        elif level < 0:
+            problems.append((at, "a reorder level cannot be negative"))
     return problems

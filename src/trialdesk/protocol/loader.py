@@ -132,7 +132,10 @@ def _parse(text: str, source: str, sha256: str) -> LoadedProtocol:
     problems: list[Problem] = []
     if not text.strip():
         raise ProtocolInvalid(source, [Problem("", None, "file is empty")])
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # reads the first chunk: may refuse a character
+    except yaml.reader.ReaderError as exc:
+        raise ProtocolInvalid(source, [_reader_problem(text, exc)]) from None
     try:
         try:
             node = loader.get_single_node()
@@ -142,6 +145,8 @@ def _parse(text: str, source: str, sha256: str) -> LoadedProtocol:
             data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as exc:
             raise ProtocolInvalid(source, [_yaml_problem(exc)]) from None
+        except yaml.reader.ReaderError as exc:
+            raise ProtocolInvalid(source, [_reader_problem(text, exc)]) from None
         except yaml.YAMLError as exc:
             raise ProtocolInvalid(source, [Problem("", None, f"YAML error: {exc}")]) from None
     finally:
@@ -174,6 +179,13 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     what = ": ".join(part for part in (exc.context, exc.problem) if part) or "not valid YAML"
     return Problem("", mark.line + 1 if mark is not None else None, f"YAML syntax: {what}")
+
+
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> Problem:
+    """A character YAML does not allow (a control character), with its line."""
+    line = text.count("\n", 0, exc.position) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return Problem("", line, f"character U+{ord(char):04X} is not allowed in a protocol file")
 
 
 def _map_lines(

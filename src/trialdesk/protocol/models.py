@@ -252,6 +252,32 @@ class Endpoints(_Model):
     kccq_improvement_points: float | None = None
 
 
+class Supply(_Model):
+    """Device accountability (SUP-1, SUP-2): which arms' procedures use a tracked device, the
+    procedure form field naming it, and when a site's stock needs re-supply."""
+
+    device_arms: list[Code] = Field(
+        min_length=1, description="arms whose index procedure names the device used"
+    )
+    device_field: Code = Field(
+        default="device_udi", description="field of those arms' procedure form naming the device"
+    )
+    released_field: Code | None = Field(
+        default=None,
+        description="boolean field of that form: false = attempted, not implanted (the "
+        "device is then quarantined for return)",
+    )
+    reorder_level: int = Field(
+        default=2, ge=0, description="warn when a site's usable stock is at or below this"
+    )
+    site_reorder_levels: dict[str, int] = Field(
+        default_factory=dict, description="per-site reorder level overriding the default"
+    )
+
+    def reorder_level_for(self, site_code: str) -> int:
+        return self.site_reorder_levels.get(site_code, self.reorder_level)
+
+
 class Protocol(_Model):
     """A whole protocol file. ``version`` is the author's label; the SHA-256 of the file is
     what records point to."""
@@ -275,6 +301,7 @@ class Protocol(_Model):
     therapies: Therapies
     follow_up: FollowUp = Field(default_factory=FollowUp)
     endpoints: Endpoints = Field(default_factory=Endpoints)
+    supply: Supply | None = None
 
     def form(self, code: str) -> Form:
         for form in self.forms:

@@ -67,8 +67,14 @@ def role_named(value: str) -> Role:
         ) from None
 
 
-def _user(uow: UnitOfWork, study_id: int, username: str, *, lock: bool = False) -> UserRow:
-    """The user, if it belongs to this study (or to none); 'not found' otherwise (PROT-1)."""
+def _user(
+    uow: UnitOfWork, study_id: int, username: str, *, lock: bool = False, any_study: bool = False
+) -> UserRow:
+    """The user, if it belongs to this study (or to none); 'not found' otherwise (PROT-1).
+
+    ``any_study`` is for the local operator only, who may give a user of one study a role in
+    another (``trialdesk study grant``); a study's administrator never reaches other studies.
+    """
     stmt = select(UserRow).where(UserRow.username == username.strip())
     if lock:
         stmt = stmt.with_for_update()
@@ -77,7 +83,7 @@ def _user(uow: UnitOfWork, study_id: int, username: str, *, lock: bool = False) 
         studies = set(
             uow.session.scalars(select(RoleGrantRow.study_id).where(RoleGrantRow.user_id == row.id))
         )
-        if not studies or study_id in studies:
+        if any_study or not studies or study_id in studies:
             return row
     raise NotFound(f"user {username.strip() or '?'} not found in this study")
 
@@ -232,7 +238,14 @@ def reactivate_user(ctx: ServiceContext, actor: Actor, study_id: int, username: 
 
 def _one(ctx: ServiceContext, actor: Actor, study_id: int, username: str) -> UserInfo:
     wanted = username.strip()
-    return next(u for u in list_users(ctx, actor, study_id) if u.username == wanted)
+    found = next((u for u in list_users(ctx, actor, study_id) if u.username == wanted), None)
+    if found is not None:
+        return found
+    # its last role here was just revoked and it holds roles in another study, so it is no
+    # longer listed in this one (PROT-1): what the administrator just changed, no roles left
+    with ctx.uow(readonly=True) as uow:
+        row = uow.session.scalars(select(UserRow).where(UserRow.username == wanted)).one()
+        return UserInfo(username=row.username, full_name=row.full_name, active=row.active)
 
 
 def reset_password(
@@ -287,12 +300,15 @@ def grant_role(
     role: str,
     site: str | None = None,
 ) -> UserInfo:
-    """Give a user a role in the study (with its site for site-scoped roles, ACC-1)."""
+    """Give a user a role in the study (with its site for site-scoped roles, ACC-1).
+
+    The study's administrator may grant roles to its own users only; the local operator may
+    also add a user of another study of this installation (PROT-1)."""
     _require_admin(actor, study_id, "grant role")
     wanted = role_named(role)
     with ctx.uow() as uow:
         study_by_id(uow, study_id)
-        user = _user(uow, study_id, username, lock=True)
+        user = _user(uow, study_id, username, lock=True, any_study=actor.operator)
         site_id, code = _grant_site(uow, study_id, wanted, site)
         held = uow.session.scalars(
             select(RoleGrantRow).where(

@@ -29,15 +29,38 @@ def study_by_id(uow: UnitOfWork, study_id: int) -> StudyRow:
     return study
 
 
-def current_protocol_row(uow: UnitOfWork, study_id: int) -> ProtocolVersionRow:
-    row = uow.session.scalars(
-        select(ProtocolVersionRow)
-        .where(ProtocolVersionRow.study_id == study_id, ProtocolVersionRow.current.is_(True))
-        .order_by(ProtocolVersionRow.id.desc())
-    ).first()
+def current_protocol_row(
+    uow: UnitOfWork, study_id: int, on: dt.date | None = None
+) -> ProtocolVersionRow:
+    """The signed protocol version in force on ``on`` (a site-local date, PROT-2); without a
+    date, the newest signed version, which may take effect later."""
+    stmt = select(ProtocolVersionRow).where(ProtocolVersionRow.study_id == study_id)
+    if on is None:
+        stmt = stmt.where(ProtocolVersionRow.current.is_(True))
+    else:
+        stmt = stmt.where(
+            ProtocolVersionRow.status == "signed",
+            (ProtocolVersionRow.effective_from.is_(None))
+            | (ProtocolVersionRow.effective_from <= on),
+        )
+    row = uow.session.scalars(stmt.order_by(ProtocolVersionRow.id.desc())).first()
     if row is None:
         raise NotFound("this study has no protocol loaded; run 'trialdesk init'")
     return row
+
+
+def schedule_protocol(
+    ctx: ServiceContext, uow: UnitOfWork, subject: SubjectRow, on: dt.date
+) -> tuple[ProtocolVersionRow, LoadedProtocol]:
+    """The version whose visits and windows apply to a visit of ``subject`` not yet done, on
+    ``on`` (site-local): the one in force that day, never older than the subject's own
+    (PROT-2: visits not yet done follow an amendment from its effective date)."""
+    row = current_protocol_row(uow, subject.study_id, on)
+    if row.id < subject.protocol_version_id:
+        own = uow.session.get(ProtocolVersionRow, subject.protocol_version_id)
+        assert own is not None
+        row = own
+    return row, protocol_of(ctx, row)
 
 
 def protocol_of(ctx: ServiceContext, row: ProtocolVersionRow) -> LoadedProtocol:
@@ -74,6 +97,13 @@ def load_subject(uow: UnitOfWork, actor: Actor, study_id: int, number: str) -> S
 def site_today(site: SiteRow, now: dt.datetime) -> dt.date:
     """The calendar date at the site now (TIME-1)."""
     return now.astimezone(ZoneInfo(site.timezone)).date()
+
+
+def subject_site_today(uow: UnitOfWork, subject: SubjectRow, now: dt.datetime) -> dt.date:
+    """Today at the subject's site (TIME-1)."""
+    site = uow.session.get(SiteRow, subject.site_id)
+    assert site is not None
+    return site_today(site, now)
 
 
 def check_clinical_date(

@@ -162,6 +162,10 @@ def _require_crc(
         new = {"refused": "not a CRC member", "roles": sorted(actor.roles(study_id)), **attempted}
         with ctx.uow() as uow:
             subject, entity, entity_id = target(uow)
+            if not actor.roles(study_id):
+                # a user of another study writes nothing into this study's subject streams
+                # and does not learn whether the subject exists (PROT-1): its own stream
+                subject = None
             entity_id = entity_id[:80]  # caller-supplied; the column holds 80 characters
             if subject is not None:
                 audit(

@@ -45,6 +45,7 @@ from trialdesk.services.access import Actor, require
 from trialdesk.services.blinding import may_see_arm_definitions
 from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.devices import DEVICE_USE_TABLES
 from trialdesk.services.endpoints import ArmsBlinded
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
 from trialdesk.store.tables import (
@@ -144,6 +145,10 @@ def _study_rows(uow: UnitOfWork, table: Table, study_id: int) -> list[dict[str, 
     return [dict(row) for row in uow.session.execute(query.order_by(*table.primary_key)).mappings()]
 
 
+def _supply_entry(row: dict[str, Any]) -> bool:
+    return str(row.get("stream", "")).startswith("supply:")
+
+
 def export_csv(
     ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
 ) -> ExportResult:
@@ -156,6 +161,8 @@ def export_csv(
     skipped: list[str] = []
     with ctx.uow(readonly=True) as uow:
         for table in Base.metadata.sorted_tables:
+            if not unblinded and table.name in DEVICE_USE_TABLES:
+                continue  # when a device left stock matches a procedure date: the arm (SUP-2)
             rows = _study_rows(uow, table, study_id)
             if rows is None:
                 skipped.append(table.name)
@@ -171,6 +178,8 @@ def export_csv(
             if unblinded and table.name == "randomizations":
                 names.append("arm")
             for row in rows:
+                if not unblinded and table.name == "audit_entries" and _supply_entry(row):
+                    row["old"] = row["new"] = ""  # device statuses and sites tell usage (SUP-2)
                 if table.name == "randomizations" and unblinded:
                     row["arm"] = ctx.cipher.decrypt(row["arm_enc"])
                 if table.name == "form_records" and row["form_code"] == CONCEALED_PROCEDURE_FORM:
@@ -189,7 +198,14 @@ def export_csv(
                 for row in rows:
                     writer.writerow([_csv_value(row.get(n)) for n in names])
             files.append(path.name)
-    notes = [] if unblinded else ["blinded export: no arm, no encrypted column, no protocol text"]
+    notes = (
+        []
+        if unblinded
+        else [
+            "blinded export: no arm, no encrypted column, no protocol text, no per-device "
+            "records (" + ", ".join(DEVICE_USE_TABLES) + ": device use tells the arm)"
+        ]
+    )
     if skipped:
         notes.append(f"tables not scoped to a study, left out: {', '.join(skipped)}")
     return ExportResult("csv", str(out), not unblinded, files, notes)

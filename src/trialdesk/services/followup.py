@@ -14,6 +14,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import classify, window_for
 from trialdesk.domain.therapy import classify_therapy
 from trialdesk.protocol.specs import visit_spec
+from trialdesk.services import devices
 from trialdesk.services.access import Actor, require
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
@@ -22,7 +23,9 @@ from trialdesk.services.common import (
     check_clinical_date,
     load_subject,
     require_text,
+    schedule_protocol,
     subject_protocol,
+    subject_site_today,
     transition,
 )
 from trialdesk.services.context import ServiceContext
@@ -70,11 +73,25 @@ def record_procedure(
         save_concealed_procedure(
             uow, ctx, actor, subject, loaded, subject.protocol_version_id, form_code, values
         )
+        # SUP-1: the implant arm names its device; refused with nothing saved unless in stock
+        on = _procedure_date(loaded, form_code, values)
+        devices.use_for_procedure(uow, ctx, actor, subject, loaded, arm, values, on)
         transition(
             uow, ctx, actor, subject, Action.RECORD_PROCEDURE, changes={"procedure_done": True}
         )
         uow.commit()
         return subject_view(ctx, uow, actor, subject, for_procedure=True)
+
+
+def _procedure_date(loaded: Any, form_code: str, values: dict[str, Any]) -> dt.date | None:
+    """The procedure form's own date (its ``date_field``, already validated by the save), or
+    None when the form has none (the device service then takes the site's today)."""
+    form = loaded.protocol.form(form_code)
+    typed = typed_values(loaded, form_code, values)
+    value = typed.get(form.date_field) if form.date_field else None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value if isinstance(value, dt.date) else None
 
 
 def record_discharge(
@@ -110,10 +127,14 @@ def record_discharge(
         return subject_view(ctx, uow, actor, subject)
 
 
-def _visit_spec(ctx: ServiceContext, uow: Any, subject: Any, visit_code: str) -> Any:
-    loaded = subject_protocol(ctx, uow, subject)
+def _visit_spec(
+    ctx: ServiceContext, uow: Any, subject: Any, visit_code: str, on: dt.date
+) -> tuple[int, Any, Any]:
+    """The visit as the version in force on ``on`` defines it (PROT-2: a visit not yet done
+    follows an amendment from its effective date); with that version's row id."""
+    row, loaded = schedule_protocol(ctx, uow, subject, on)
     try:
-        return loaded, loaded.protocol.visit(visit_code)
+        return row.id, loaded, loaded.protocol.visit(visit_code)
     except KeyError:
         codes = ", ".join(v.code for v in loaded.protocol.visits)
         raise NotFound(f"visit {visit_code} is not in the protocol (visits: {codes})") from None
@@ -142,7 +163,7 @@ def record_visit(
     forms = forms or {}
     with acting_on(ctx, actor, study_id, number, Action.RECORD_VISIT, SITE_STAFF) as act:
         uow, subject = act
-        loaded, visit = _visit_spec(ctx, uow, subject, visit_code)
+        version_id, loaded, visit = _visit_spec(ctx, uow, subject, visit_code, visit_date)
         _visit_taken(uow, subject.id, visit_code)
         assert subject.randomized_on is not None
         check_clinical_date(
@@ -182,7 +203,7 @@ def record_visit(
             timing=timing,
             window_start=window.start,
             window_end=window.end,
-            protocol_version_id=subject.protocol_version_id,
+            protocol_version_id=version_id,
             recorded_at=ctx.now(),
             recorded_by=actor.label,
         )
@@ -194,7 +215,7 @@ def record_visit(
                 actor,
                 subject,
                 loaded,
-                subject.protocol_version_id,
+                version_id,
                 code,
                 forms[code],
                 visit_code=visit_code,
@@ -224,7 +245,8 @@ def miss_visit(
     """Mark a visit missed; it never blocks later visits (SCHED-2)."""
     with acting_on(ctx, actor, study_id, number, Action.MISS_VISIT, SITE_STAFF) as act:
         uow, subject = act
-        _loaded, visit = _visit_spec(ctx, uow, subject, visit_code)
+        today = subject_site_today(uow, subject, ctx.now())
+        version_id, _loaded, visit = _visit_spec(ctx, uow, subject, visit_code, today)
         _visit_taken(uow, subject.id, visit_code)
         text = require_text(reason, "reason", "a reason")
         assert subject.randomized_on is not None
@@ -237,7 +259,7 @@ def miss_visit(
                 window_start=window.start,
                 window_end=window.end,
                 missed_reason=text,
-                protocol_version_id=subject.protocol_version_id,
+                protocol_version_id=version_id,
                 recorded_at=ctx.now(),
                 recorded_by=actor.label,
             )

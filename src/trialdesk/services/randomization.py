@@ -430,9 +430,9 @@ def _randomize(
             )
         site = uow.session.get(SiteRow, subject.site_id)
         assert site is not None
-        prow = current_protocol_row(uow, study_id)
-        loaded = protocol_of(ctx, prow)
         today = site_today(site, now)
+        prow = current_protocol_row(uow, study_id, today)  # in force at the site (PROT-2)
+        loaded = protocol_of(ctx, prow)
         # one winner per subject: the guarded state update comes first
         transition(uow, ctx, actor, subject, Action.RANDOMIZE, changes={"randomized_on": today})
         design = loaded.protocol.randomization

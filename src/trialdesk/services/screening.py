@@ -72,7 +72,8 @@ def register_subject(
                 f"registration date {registered_on.isoformat()} is in the future",
                 {"registered_on": "in the future"},
             )
-        protocol_row = current_protocol_row(uow, study_id)
+        # the version in force at the site on the registration date (PROT-2)
+        protocol_row = current_protocol_row(uow, study_id, registered_on)
         seq = (
             uow.session.execute(
                 update(SiteRow)

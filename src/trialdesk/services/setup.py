@@ -3,6 +3,7 @@ administrator)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -19,9 +20,13 @@ from trialdesk.store.tables import (
     RoleGrantRow,
     SiteRow,
     StudyRow,
+    SubjectRow,
     UserRow,
 )
 from trialdesk.store.uow import UnitOfWork
+
+STUDY_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+"""A study code: it appears in API paths (``/api/v1/studies/{code}``) and on the command line."""
 
 DEMO_USERS: tuple[tuple[str, str, Role], ...] = (
     ("admin", "Alex Admin", Role.ADMIN),
@@ -77,12 +82,17 @@ def initialize_study(
     """Create the study with its protocol and sites; re-running with the same file is a no-op.
 
     A different protocol for an existing study is refused: a protocol in use is never edited
-    in place (PROT-3); amendments are their own action.
+    in place (PROT-3); a new version is a signed amendment (:mod:`.amendments`).
     """
     if not actor.operator:
         raise PreconditionFailed("studies are created by the local operator ('trialdesk init')")
     if mode not in {"live", "demo", "sandbox"}:
         raise ValidationFailed(f"unknown study mode {mode!r}", {"mode": "live, demo or sandbox"})
+    if not STUDY_CODE.fullmatch(code):
+        raise ValidationFailed(
+            f"invalid study code {code!r}",
+            {"code": "1-40 letters, digits, '-' or '_', starting with a letter or digit"},
+        )
     p = loaded.protocol
     now = ctx.now()
     with ctx.uow() as uow:
@@ -98,8 +108,8 @@ def initialize_study(
                 raise PreconditionFailed(
                     f"study {code} already runs protocol {running}; "
                     "a protocol in use cannot be edited or replaced in place (PROT-3); "
-                    "a new version must be loaded as a signed amendment, which this version "
-                    "of trialdesk does not support yet",
+                    "load the new version as a signed amendment: "
+                    f"trialdesk protocol amend FILE --study {code} --effective DATE",
                     reason="protocol-locked",
                 )
             if study.mode != mode:
@@ -301,19 +311,38 @@ def create_user(
 
 
 def create_demo_users(ctx: ServiceContext, actor: Actor, study_id: int, password: str) -> list[str]:
-    """One user per role; site-scoped ones at the study's first site. Skips existing names."""
+    """One user per role; site-scoped ones at the study's first site.
+
+    A demo user that already exists (made for another demo study of this installation) is
+    given its demo role in this study too, so it can switch between the studies (PROT-1);
+    one that already holds a role here is left alone, so running it again changes nothing.
+    Returns the names created or granted.
+    """
+    from trialdesk.services.admin import grant_role  # admin builds on this module's users
+
     with ctx.uow(readonly=True) as uow:
         first_site = uow.session.scalars(
             select(SiteRow.code).where(SiteRow.study_id == study_id).order_by(SiteRow.id)
         ).first()
         existing = set(uow.session.scalars(select(UserRow.username)).all())
+        in_study = set(
+            uow.session.scalars(
+                select(UserRow.username)
+                .join(RoleGrantRow, RoleGrantRow.user_id == UserRow.id)
+                .where(RoleGrantRow.study_id == study_id)
+            ).all()
+        )
     if first_site is None:
         raise PreconditionFailed("the study has no sites; demo users need one")
     made = []
     for username, full_name, role in DEMO_USERS:
-        if username in existing:
-            continue
         site = first_site if role in SITE_SCOPED else None
+        if username in in_study:
+            continue
+        if username in existing:
+            grant_role(ctx, actor, study_id, username, role.value, site)
+            made.append(username)
+            continue
         create_user(
             ctx,
             actor,
@@ -325,3 +354,33 @@ def create_demo_users(ctx: ServiceContext, actor: Actor, study_id: int, password
         )
         made.append(username)
     return made
+
+
+@dataclass(frozen=True)
+class StudyContents:
+    """What a set-up tool checks before it writes to a study (the simulator does)."""
+
+    study: StudyInfo
+    subjects: int
+    protocol: LoadedProtocol
+
+
+def study_contents(ctx: ServiceContext, actor: Actor, code: str | None) -> StudyContents:
+    """The study (``code``, or the only one), its subject count and current protocol; for the
+    local operator only, like the other set-up actions. Reads, never writes."""
+    if not actor.operator:
+        raise PreconditionFailed("study contents are read by the local operator")
+    study = resolve_study(ctx, actor, code)
+    with ctx.uow(readonly=True) as uow:
+        subjects = uow.session.scalar(
+            select(func.count()).select_from(SubjectRow).where(SubjectRow.study_id == study.id)
+        )
+        row = uow.session.scalars(
+            select(ProtocolVersionRow).where(
+                ProtocolVersionRow.study_id == study.id, ProtocolVersionRow.current.is_(True)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"study {study.code} has no protocol loaded")
+        loaded = ctx.protocol(row.sha256, row.text)
+    return StudyContents(study=study, subjects=int(subjects or 0), protocol=loaded)

@@ -191,18 +191,18 @@ def _lock_study(uow: UnitOfWork, study_id: int) -> StudyRow:
     return study
 
 
-def _status_view(uow: UnitOfWork, study: StudyRow) -> TrialUnblindingView:
-    blinded_follow_up = (
-        uow.session.scalar(
-            select(func.count())
-            .select_from(SubjectRow)
-            .where(
-                SubjectRow.study_id == study.id,
-                SubjectRow.state == SubjectState.RANDOMIZED.value,
-            )
-        )
-        or 0
+def _status_view(
+    uow: UnitOfWork, study: StudyRow, sites: set[int] | None = None
+) -> TrialUnblindingView:
+    """``sites``: a site-scoped reader counts its own sites' subjects only (ACC-1)."""
+    in_follow_up = (
+        select(func.count())
+        .select_from(SubjectRow)
+        .where(SubjectRow.study_id == study.id, SubjectRow.state == SubjectState.RANDOMIZED.value)
     )
+    if sites is not None:
+        in_follow_up = in_follow_up.where(SubjectRow.site_id.in_(sites))
+    blinded_follow_up = uow.session.scalar(in_follow_up) or 0
     row = uow.session.scalars(
         select(TrialUnblindingRow)
         .where(TrialUnblindingRow.study_id == study.id)
@@ -254,7 +254,7 @@ def trial_unblinding_status(
     """Readable by every role of the study: it names people and dates, never an arm."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, READERS, action="view trial unblinding status")
-        return _status_view(uow, study_by_id(uow, study_id))
+        return _status_view(uow, study_by_id(uow, study_id), actor.site_ids(study_id))
 
 
 def request_trial_unblinding(

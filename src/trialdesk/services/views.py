@@ -14,6 +14,7 @@ from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor
 from trialdesk.services.blinding import may_see_arm
+from trialdesk.services.common import schedule_protocol, site_today
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
@@ -43,6 +44,9 @@ class VisitView:
     status: str  # planned | done | missed
     visit_date: str | None = None
     timing: str | None = None
+    protocol_version: str | None = None
+    """Version a done or missed visit was recorded under, or whose window a planned one
+    follows (PROT-2)."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,17 @@ def subject_view(
             v.visit_code: v
             for v in uow.session.scalars(select(VisitRow).where(VisitRow.subject_id == subject.id))
         }
-        specs = {v.code: v for v in loaded.protocol.visits}
-        for planned in plan_visits(subject.randomized_on, visit_specs(loaded.protocol)):
+        # not-done visits follow the version in force today at the site (PROT-2)
+        today = site_today(site, ctx.now())
+        schedule_row, schedule = schedule_protocol(ctx, uow, subject, today)
+        labels = {version.id: version.version, schedule_row.id: schedule_row.version}
+        specs = {v.code: v for v in schedule.protocol.visits}
+        for planned in plan_visits(subject.randomized_on, visit_specs(schedule.protocol)):
             row = recorded.get(planned.code)
             spec = specs[planned.code]
+            if row is not None and row.protocol_version_id not in labels:
+                other = uow.session.get(ProtocolVersionRow, row.protocol_version_id)
+                labels[row.protocol_version_id] = other.version if other else "?"
             visits.append(
                 VisitView(
                     code=planned.code,
@@ -130,6 +141,7 @@ def subject_view(
                     status=row.status if row else "planned",
                     visit_date=_iso(row.visit_date) if row else None,
                     timing=row.timing if row else None,
+                    protocol_version=labels[row.protocol_version_id if row else schedule_row.id],
                 )
             )
     state = SubjectState(subject.state)

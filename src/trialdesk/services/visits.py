@@ -15,9 +15,9 @@ from trialdesk.domain.schedule import VisitState, plan_visits, visit_statuses
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor, require
-from trialdesk.services.common import site_today
+from trialdesk.services.common import schedule_protocol, site_today
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.tables import ProtocolVersionRow, SiteRow, SubjectRow, VisitRow
+from trialdesk.store.tables import SiteRow, SubjectRow, VisitRow
 
 
 def planned_calendar(loaded: LoadedProtocol, randomized_on: dt.date) -> list[dict[str, Any]]:
@@ -86,15 +86,9 @@ def visit_worklist(
             stmt = stmt.where(SubjectRow.site_id.in_(allowed))
         if site is not None:
             stmt = stmt.where(SiteRow.code == site)
-        versions: dict[int, LoadedProtocol] = {}
         for subject, site_row in uow.session.execute(stmt).tuples():
             if subject.randomized_on is None:
                 continue
-            loaded = versions.get(subject.protocol_version_id)
-            if loaded is None:
-                row = uow.session.get(ProtocolVersionRow, subject.protocol_version_id)
-                assert row is not None
-                loaded = versions[subject.protocol_version_id] = ctx.protocol(row.sha256, row.text)
             recorded = {
                 v.visit_code: (v.visit_date, v.status == "missed")
                 for v in uow.session.scalars(
@@ -102,6 +96,8 @@ def visit_worklist(
                 )
             }
             day = as_of or site_today(site_row, now)
+            # visits not yet done follow the version in force that day (PROT-2)
+            _row, loaded = schedule_protocol(ctx, uow, subject, day)
             planned = plan_visits(subject.randomized_on, visit_specs(loaded.protocol))
             for status in visit_statuses(planned, recorded, day):
                 if status.state.value in states:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,7 +53,51 @@ class ProtocolVersionRow(Base):
     text: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     loaded_by: Mapped[str] = mapped_column(String(80))
+    # the newest signed version; it may take effect later (``effective_from``)
     current: Mapped[bool] = mapped_column(Boolean, default=True)
+    # PROT-2: pending (awaiting signatures) | signed; a signed version is in force at a site
+    # from ``effective_from`` (its local date; None: from the start of the study)
+    status: Mapped[str] = mapped_column(String(10), default="signed", server_default="signed")
+    effective_from: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+
+@event.listens_for(ProtocolVersionRow, "before_update")
+def _protocol_text_is_immutable(
+    _mapper: object, _connection: object, row: ProtocolVersionRow
+) -> None:
+    """PROT-3: a stored protocol's text and fingerprint never change; a new version is an
+    amendment (a new row). Refused here so that no code path can edit one in place."""
+    state = inspect(row)
+    for name in ("text", "sha256", "version", "name", "study_id"):
+        if state.attrs[name].history.has_changes():
+            raise ValueError(
+                f"protocol version {row.id}: {name} cannot be changed in place (PROT-3); "
+                "load a new version with 'trialdesk protocol amend'"
+            )
+
+
+class ProtocolAmendmentRow(Base):
+    """A new protocol version proposed and e-signed by the study manager (PROT-2); a change
+    of arms, ratio or randomization of a running study also needs the statistician's
+    signature and stays pending until then (SIG-1)."""
+
+    __tablename__ = "protocol_amendments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"), unique=True)
+    previous_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    status: Mapped[str] = mapped_column(String(10))  # pending | signed
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    needs_statistician: Mapped[bool] = mapped_column(Boolean, default=False)
+    manager_by: Mapped[str] = mapped_column(String(80))
+    manager_name: Mapped[str] = mapped_column(String(200))
+    manager_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    manager_meaning: Mapped[str] = mapped_column(String(200))
+    statistician_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    statistician_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    statistician_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    statistician_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class SiteRow(Base):
@@ -82,6 +127,8 @@ class UserRow(Base):
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # the zone this person reads timestamps in (TIME-1); None: their site's zone, else UTC
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RoleGrantRow(Base):
@@ -322,6 +369,82 @@ class TrialUnblindingRow(Base):
     confirmed_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     confirmed_meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class DeviceLotRow(Base):
+    """A manufactured lot of implant devices (SUP-1); a recall quarantines the whole lot."""
+
+    __tablename__ = "device_lots"
+    __table_args__ = (UniqueConstraint("study_id", "lot_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    lot_number: Mapped[str] = mapped_column(String(20))
+    model: Mapped[str] = mapped_column(String(120))
+    gtin: Mapped[str] = mapped_column(String(14))  # the UDI's device identifier (01)
+    manufacturer: Mapped[str] = mapped_column(String(200))
+    expiry: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(12))  # released | quarantined
+    quarantine_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str] = mapped_column(String(80))
+
+
+class DeviceShipmentRow(Base):
+    """Devices sent from the sponsor's depot to one site; the site's coordinator receives it."""
+
+    __tablename__ = "device_shipments"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    number: Mapped[str] = mapped_column(String(40))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    status: Mapped[str] = mapped_column(String(12))  # in_transit | received
+    shipped_on: Mapped[dt.date] = mapped_column(Date)
+    shipped_by: Mapped[str] = mapped_column(String(80))
+    received_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    received_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class DeviceRow(Base):
+    """One serialised device. Which subject it went to would tell that subject's arm, so the
+    link is stored only encrypted (RAND-6)."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("study_id", "serial"), UniqueConstraint("study_id", "udi"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    lot_id: Mapped[int] = mapped_column(ForeignKey("device_lots.id"))
+    serial: Mapped[str] = mapped_column(String(20))
+    udi: Mapped[str] = mapped_column(String(120))
+    # at_depot | in_transit | at_site | implanted | returned | destroyed | quarantined
+    status: Mapped[str] = mapped_column(String(12))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    shipment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("device_shipments.id"), nullable=True
+    )
+    subject_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class DeviceEventRow(Base):
+    """Each movement of a device; an implant's subject is in ``detail_enc`` only."""
+
+    __tablename__ = "device_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(12))  # the device's status after the event
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    shipment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("device_shipments.id"), nullable=True
+    )
+    on_date: Mapped[dt.date] = mapped_column(Date)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class AuditEntryRow(Base):

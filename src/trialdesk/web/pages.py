@@ -42,6 +42,7 @@ from trialdesk.services import (
     admin,
     crc,
     design,
+    devices,
     endpoints,
     followup,
     lists,
@@ -54,6 +55,7 @@ from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.dashboard import current_protocol, enrolment, my_sites, screening_log
 from trialdesk.services.data_queries import open_queries
+from trialdesk.services.history import subject_history
 from trialdesk.services.queries import get_subject, list_subjects
 from trialdesk.services.sessions import (
     issue_token,
@@ -65,6 +67,7 @@ from trialdesk.services.setup import create_user, list_studies
 from trialdesk.services.study_info import list_sites
 from trialdesk.services.views import SubjectView
 from trialdesk.services.visits import visit_worklist
+from trialdesk.web.timezones import page_time_values
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "trialdesk_session"
@@ -134,13 +137,24 @@ def _session(request: Request) -> Web:
     except AuthenticationFailed:
         raise _SignedOut from None
     study_id = found.study_id
-    if study_id is None:
+    if study_id is None or not found.actor.roles(study_id):
+        # first page of the session, or the role in the session's study was revoked since:
+        # the first study the user still holds a role in (PROT-1)
         studies = list_studies(ctx, found.actor)
         if not studies:
             raise PermissionDenied(f"{found.actor.username} holds no role in any study")
         study_id = studies[0].id
         set_session_study(ctx, token, study_id)
     return Web(ctx, found.actor, study_id, found.csrf_token or "", token)
+
+
+def _study_values(web: Web | None) -> dict[str, Any]:
+    """The header's study name and, for a user of several studies, the switcher (PROT-1):
+    only studies the user holds a role in."""
+    if web is None:
+        return {"studies": [], "study": None}
+    studies = list_studies(web.ctx, web.actor)
+    return {"studies": studies, "study": next((s for s in studies if s.id == web.study_id), None)}
 
 
 def _render(
@@ -154,6 +168,8 @@ def _render(
             user=web.actor if web else None,
             roles=sorted(web.actor.roles(web.study_id)) if web else [],
             csrf=web.csrf if web else "",
+            **_study_values(web),
+            **page_time_values(web.ctx, web.actor, web.study_id) if web else {},
             **values,
         )
     )
@@ -343,6 +359,20 @@ async def signout(request: Request) -> Response:
     return response
 
 
+@router.post("/study", include_in_schema=False)
+async def switch_study(request: Request) -> Response:
+    """The study switcher: work in another study the user holds a role in (PROT-1). Any other
+    code is 'not found', the same for a study that exists and one that does not, and the
+    session keeps its study."""
+    web, form = await _post(request)
+    code = _text(form, "study")
+    target = next((s for s in list_studies(web.ctx, web.actor) if s.code == code), None)
+    if target is None:
+        raise NotFound(f"study {code or '?'} not found")
+    set_session_study(web.ctx, web.token, target.id)
+    return _redirect("/home")
+
+
 # --------------------------------------------------------------------------- home
 
 
@@ -414,6 +444,7 @@ def _subject_page(
         allowed=allowed,
         screening_forms=_specs(loaded, loaded.protocol.screening.forms),
         criteria=criteria,
+        history=subject_history(web.ctx, web.actor, web.study_id, number),
         message=message,
     )
 
@@ -485,6 +516,7 @@ def _entry_page(
     message: str | None = None,
     visit_date: str = "",
     status: int = 200,
+    stock: list[Any] | None = None,
 ) -> HTMLResponse:
     view = get_subject(web.ctx, web.actor, web.study_id, number)
     loaded = current_protocol(web.ctx, web.actor, web.study_id)
@@ -501,6 +533,7 @@ def _entry_page(
         errors=errors or {},
         message=message,
         visit_date=visit_date,
+        stock=stock or [],
     )
 
 
@@ -691,6 +724,7 @@ def procedure_form(request: Request, number: str) -> Response:
         title="Index procedure",
         action=f"/subjects/{quote(number)}/procedure",
         codes=codes,
+        stock=_device_stock(web, number, codes),
     )
 
 
@@ -701,7 +735,9 @@ async def save_procedure(request: Request, number: str) -> Response:
     values = _form_values(form, codes[0]) if codes else {}
     try:
         followup.record_procedure(web.ctx, web.actor, web.study_id, number, values)
-    except ValidationFailed as exc:
+    except (ValidationFailed, PreconditionFailed) as exc:
+        if isinstance(exc, PreconditionFailed) and not exc.code.startswith("device-"):
+            raise
         return _entry_page(
             request,
             web,
@@ -710,11 +746,31 @@ async def save_procedure(request: Request, number: str) -> Response:
             action=f"/subjects/{quote(number)}/procedure",
             codes=codes,
             values=_flat(form),
-            errors=_field_errors(exc.problems, codes),
+            errors=_field_errors(getattr(exc, "problems", {}), codes),
             message=exc.message,
-            status=422,
+            status=status_of(exc),
+            stock=_device_stock(web, number, codes),
         )
     return _redirect(f"/subjects/{quote(number)}#procedure")
+
+
+def _device_stock(web: Web, number: str, codes: list[str]) -> list[Any]:
+    """Devices in stock at the subject's site, listed on a device arm's procedure form for
+    the implanting team to pick one (SUP-1)."""
+    protocol = current_protocol(web.ctx, web.actor, web.study_id).protocol
+    arms = protocol.supply.device_arms if protocol.supply else []
+    if not any(protocol.arm(a).procedure_form in codes for a in arms):
+        return []
+    site = number.split("-")[0]
+    try:
+        return [
+            d
+            for s in devices.site_inventory(web.ctx, web.actor, web.study_id, site).sites
+            for d in s.devices
+            if d.status == "at_site"
+        ]
+    except TrialError:
+        return []
 
 
 @router.post("/subjects/{number}/discharge", include_in_schema=False)
