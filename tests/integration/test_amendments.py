@@ -29,6 +29,7 @@ from trialdesk.store.tables import (
     AuditEntryRow,
     ProtocolAmendmentRow,
     ProtocolVersionRow,
+    SiteRow,
     SubjectRow,
     VisitRow,
 )
@@ -356,3 +357,42 @@ def test_prot3_no_code_path_can_edit_a_stored_protocol_in_place(trial: Trial) ->
     with trial.ctx.uow(readonly=True) as uow:
         stored = uow.session.scalars(select(ProtocolVersionRow)).one()
         assert stored.sha256 == flagship().sha256 and stored.text == flagship().text
+
+
+def test_prot2_a_site_added_by_an_amendment_exists_once_signed(trial: Trial) -> None:
+    """PROT-2: a signed amendment that adds a site creates it (active, with the file's zone)
+    and audits the creation; existing sites keep their rows."""
+    t = trial
+    site = flagship().protocol.sites[0]
+    text = (
+        flagship()
+        .text.replace('version: "1.0"', 'version: "1.2"', 1)
+        .replace(
+            "sites:\n",
+            "sites:\n"
+            f"  - {{code: S999, name: New site, country: {site.country}, "
+            "timezone: Australia/Sydney}\n",
+            1,
+        )
+    )
+    t.clock.set_day("2027-03-01")
+    amendments.propose_amendment(
+        t.ctx,
+        t.actor("manager"),
+        t.study_id,
+        parse_protocol(text),
+        reason="A new site in Sydney",
+        password=PASSWORD,
+        effective_from=dt.date(2027, 3, 5),
+    )
+    with t.ctx.uow(readonly=True) as uow:
+        rows = uow.session.execute(
+            select(SiteRow.name, SiteRow.timezone, SiteRow.active).where(SiteRow.code == "S999")
+        ).all()
+        created = uow.session.scalars(
+            select(AuditEntryRow.entity_id).where(AuditEntryRow.action == "create_site")
+        ).all()
+        sites = uow.session.scalar(select(func.count()).select_from(SiteRow))
+    assert [tuple(r) for r in rows] == [("New site", "Australia/Sydney", True)]
+    assert created.count("S999") == 1
+    assert sites == len(flagship().protocol.sites) + 1

@@ -33,6 +33,7 @@ from trialdesk.services.common import (
     study_by_id,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.setup import site_row
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.tables import (
     NotificationRow,
@@ -540,20 +541,7 @@ def _take_effect(
     for site in loaded.protocol.sites:
         if site.code in known:
             continue
-        country = loaded.protocol.country(site.country)
-        uow.session.add(
-            SiteRow(
-                study_id=study.id,
-                code=site.code,
-                name=site.name,
-                country=site.country,
-                region=country.region,
-                timezone=site.timezone,
-                cap=site.cap,
-                planned_activation=site.planned_activation,
-                active=True,
-            )
-        )
+        uow.session.add(site_row(study.id, loaded.protocol, site))
         uow.record(
             _entry(
                 ctx,

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
 from trialdesk.domain.roles import SITE_SCOPED, Role
 from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.protocol.models import Protocol, Site
 from trialdesk.services.access import Actor, require
 from trialdesk.services.auth import hash_password
 from trialdesk.services.context import ServiceContext
@@ -157,20 +158,7 @@ def initialize_study(
             )
         )
         for site in p.sites:
-            country = p.country(site.country)
-            uow.session.add(
-                SiteRow(
-                    study_id=study.id,
-                    code=site.code,
-                    name=site.name,
-                    country=site.country,
-                    region=country.region,
-                    timezone=site.timezone,
-                    cap=site.cap,
-                    planned_activation=site.planned_activation,
-                    active=True,
-                )
-            )
+            uow.session.add(site_row(study.id, p, site))
             uow.record(
                 _study_entry(
                     ctx,
@@ -187,6 +175,21 @@ def initialize_study(
         info = _info(uow, study, version, created=True)
         uow.commit()
         return info
+
+
+def site_row(study_id: int, protocol: Protocol, site: Site) -> SiteRow:
+    """A new, active site of the study as the protocol file defines it (init and amendments)."""
+    return SiteRow(
+        study_id=study_id,
+        code=site.code,
+        name=site.name,
+        country=site.country,
+        region=protocol.country(site.country).region,
+        timezone=site.timezone,
+        cap=site.cap,
+        planned_activation=site.planned_activation,
+        active=True,
+    )
 
 
 def _info(
