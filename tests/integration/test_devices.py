@@ -258,7 +258,7 @@ def test_sup1_sham_names_no_device_and_not_released_quarantines_it(trial: Trial)
     blinded = devices.site_inventory(t.ctx, t.actor("coordinator"), t.study_id, "S101").sites[0]
     assert (blinded.quarantined, blinded.devices) == (None, [])
     returned = devices.return_device(
-        t.ctx, t.actor("coordinator"), t.study_id, serial, "recaptured; back to manufacturer"
+        t.ctx, t.actor("implanter"), t.study_id, serial, "recaptured; back to manufacturer"
     )
     assert (returned.status, returned.site) == ("returned", None)
 
@@ -376,7 +376,7 @@ def test_sup2_low_stock_warning_at_or_below_the_reorder_level(trial: Trial) -> N
 
     assert flagged() == {}
     devices.destroy_device(
-        t.ctx, j.staff(t, "coordinator", "S102"), t.study_id, "A1", "dropped on the floor"
+        t.ctx, j.staff(t, "implanter", "S102"), t.study_id, "A1", "dropped on the floor"
     )
     assert flagged() == {"S102": 2}
     assert flagged("implanter") == {"S102": 2}
