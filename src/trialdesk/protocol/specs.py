@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from trialdesk.domain.eligibility import CriterionSpec
 from trialdesk.domain.forms import FieldSpec, FormSpec
+from trialdesk.domain.locks import FreezeSpec, frozen_visits
 from trialdesk.domain.schedule import VisitSpec
+from trialdesk.domain.sdv import FormSdvSpec, SdvLevel, SdvPolicySpec
 from trialdesk.protocol.models import Criterion, Form, Protocol, Visit
 
 
@@ -62,3 +64,41 @@ def visit_spec(visit: Visit) -> VisitSpec:
 
 def visit_specs(protocol: Protocol) -> list[VisitSpec]:
     return [visit_spec(v) for v in protocol.visits]
+
+
+# --- records that hold (issue 15) ------------------------------------------------------------
+
+
+def sdv_policy_spec(protocol: Protocol) -> SdvPolicySpec | None:
+    """The protocol's SDV policy (REC-1), or None when it has none."""
+    policy = protocol.sdv
+    if policy is None:
+        return None
+    return SdvPolicySpec(
+        default_level=SdvLevel(policy.default_level.value),
+        sample_rate=policy.sample_rate,
+        seed=policy.seed,
+        first_subjects_full=policy.first_subjects_full,
+        forms=tuple(
+            FormSdvSpec(
+                form=entry.form,
+                level=SdvLevel(entry.level.value),
+                fields=tuple(entry.fields) if entry.fields is not None else None,
+                rate=entry.rate,
+            )
+            for entry in policy.forms
+        ),
+    )
+
+
+def freeze_spec(protocol: Protocol) -> FreezeSpec | None:
+    """The blinded-phase freeze (REC-4), or None when the protocol freezes nothing."""
+    freeze = protocol.freeze
+    if freeze is None:
+        return None
+    return FreezeSpec(
+        unblinding=frozenset(kind.value for kind in freeze.unblinding),
+        visits=frozen_visits([v.code for v in protocol.visits], freeze.visits_through),
+        forms=frozenset(freeze.forms),
+        late_records=freeze.late_records.value,
+    )
