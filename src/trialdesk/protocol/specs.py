@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trialdesk.domain.data_quality import DqRuleSpec
 from trialdesk.domain.eligibility import CriterionSpec
 from trialdesk.domain.forms import FieldSpec, FormSpec
 from trialdesk.domain.locks import FreezeSpec, frozen_visits
@@ -102,3 +103,41 @@ def freeze_spec(protocol: Protocol) -> FreezeSpec | None:
         forms=frozenset(freeze.forms),
         late_records=freeze.late_records.value,
     )
+
+
+def dq_rule_specs(protocol: Protocol) -> list[DqRuleSpec]:
+    """The protocol's data-quality rules (REC-6), criteria resolved from the protocol."""
+    if protocol.data_quality is None:
+        return []
+    criteria = {c.id: c for c in protocol.criteria}
+    out: list[DqRuleSpec] = []
+    for rule in protocol.data_quality.rules:
+        when = (
+            rule.when.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if rule.when is not None
+            else None
+        )
+        out.append(
+            DqRuleSpec(
+                id=rule.id,
+                text=rule.text.strip(),
+                kind=rule.kind.value,
+                severity=rule.severity.value,
+                run=rule.run.value,
+                when=when,
+                left=rule.left,
+                op=rule.op.value if rule.op is not None else None,
+                right=rule.right,
+                offset=rule.offset,
+                series=tuple(rule.series or ()),
+                against=rule.against.value if rule.against is not None else "previous",
+                max_change=rule.max_change,
+                max_change_pct=rule.max_change_pct,
+                field=rule.field,
+                min=rule.min,
+                max=rule.max,
+                criteria=tuple(criterion_spec(criteria[c]) for c in rule.criteria or ()),
+                form=rule.form,
+            )
+        )
+    return out
