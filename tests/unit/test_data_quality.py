@@ -142,10 +142,8 @@ def test_rec6_echo_value_out_of_range_for_an_inclusion_already_passed() -> None:
     records = screening()
     tte = RecordRef(SUBJECT, "tte")
     records[tte] = {**records[tte], "lvef_pct": 55.0}
-    assert found(only("DQ-6"), subject(records)) == [
-        ("DQ-6", "", "lvef_pct", "INC-6 (LVEF of 50 % or less (core laboratory).) is no longer "
-         "met: tte.lvef_pct = 55")
-    ]  # fmt: skip
+    detail = "INC-6 (LVEF of 50 % or less (core laboratory).) is no longer met: tte.lvef_pct = 55"
+    assert found(only("DQ-6"), subject(records)) == [("DQ-6", "", "lvef_pct", detail)]
     assert found(only("DQ-6"), subject(records, gates=frozenset())) == []
     assert found(only("DQ-6"), subject(screening())) == []
 

@@ -278,8 +278,7 @@ def test_rec3_lock_and_unlock_need_reasons_and_no_duplicate() -> None:
         check_can_lock([], blank)
     with pytest.raises(ValidationFailed, match="needs a reason"):
         check_can_unlock(form_lock, "   ")
-    lifted = Lock(4, LockLevel.CASEBOOK, LockKind.MANUAL, "r", "dm", AT, subject=S1,
-                  unlocked_at=AT)  # fmt: skip
+    lifted = Lock(4, LockLevel.CASEBOOK, LockKind.MANUAL, "r", "dm", AT, subject=S1, unlocked_at=AT)
     with pytest.raises(PreconditionFailed, match="already lifted"):
         check_can_unlock(lifted, "again")
 

@@ -6,6 +6,7 @@ from trialdesk.domain.data_quality import DqRuleSpec
 from trialdesk.domain.eligibility import CriterionSpec
 from trialdesk.domain.forms import FieldSpec, FormSpec
 from trialdesk.domain.locks import FreezeSpec, frozen_visits
+from trialdesk.domain.queries import ResponseSpec
 from trialdesk.domain.schedule import VisitSpec
 from trialdesk.domain.sdv import FormSdvSpec, SdvLevel, SdvPolicySpec
 from trialdesk.protocol.models import Criterion, Form, Protocol, Visit
@@ -141,3 +142,19 @@ def dq_rule_specs(protocol: Protocol) -> list[DqRuleSpec]:
             )
         )
     return out
+
+
+def response_specs(protocol: Protocol) -> list[ResponseSpec]:
+    """The coded query responses (REC-7); empty when answers are free text."""
+    if protocol.queries is None:
+        return []
+    return [
+        ResponseSpec(
+            code=r.code,
+            label=r.label,
+            change=r.change.value,
+            text_required=r.text_required,
+            marks_missing=r.marks_missing,
+        )
+        for r in protocol.queries.responses
+    ]
