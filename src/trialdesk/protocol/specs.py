@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from trialdesk.domain.consent import ApprovalSpec, ConsentDocumentSpec, ConsentVersionSpec
 from trialdesk.domain.data_quality import DqRuleSpec
 from trialdesk.domain.eligibility import CriterionSpec
+from trialdesk.domain.exits import ExitFormSpec, WithdrawalKindSpec
 from trialdesk.domain.forms import FieldSpec, FormSpec
 from trialdesk.domain.locks import FreezeSpec, frozen_visits
 from trialdesk.domain.queries import ResponseSpec
@@ -158,3 +160,56 @@ def response_specs(protocol: Protocol) -> list[ResponseSpec]:
         )
         for r in protocol.queries.responses
     ]
+
+
+def consent_specs(protocol: Protocol) -> list[ConsentDocumentSpec]:
+    """The consent documents and versions (REC-8); empty when the protocol names none."""
+    if protocol.consent is None:
+        return []
+    return [
+        ConsentDocumentSpec(
+            code=d.code,
+            name=d.name,
+            required=d.required,
+            versions=tuple(
+                ConsentVersionSpec(
+                    version=v.version,
+                    effective_from=v.effective_from,
+                    approvals=tuple(
+                        ApprovalSpec(a.site, a.country, a.effective_from) for a in v.approvals
+                    ),
+                    reconsent=v.reconsent,
+                )
+                for v in d.versions
+            ),
+        )
+        for d in protocol.consent.documents
+    ]
+
+
+def withdrawal_kind_specs(protocol: Protocol) -> list[WithdrawalKindSpec]:
+    """The kinds of withdrawal (REC-9); empty when the protocol names none."""
+    if protocol.exits is None or protocol.exits.withdrawal is None:
+        return []
+    return [
+        WithdrawalKindSpec(k.code, k.label, k.contact_allowed, frozenset(k.contact_forms))
+        for k in protocol.exits.withdrawal.kinds
+    ]
+
+
+def exit_form_specs(protocol: Protocol) -> dict[str, ExitFormSpec]:
+    """``death`` and ``withdrawal`` -> the form each is recorded on (REC-9), as present."""
+    out: dict[str, ExitFormSpec] = {}
+    exits = protocol.exits
+    if exits is None:
+        return out
+    if exits.death is not None:
+        form = protocol.form(exits.death.form)
+        assert form.date_field is not None  # checked by the protocol checks
+        out["death"] = ExitFormSpec(form.code, form.date_field, exits.death.cause_field)
+    if exits.withdrawal is not None:
+        w = exits.withdrawal
+        form = protocol.form(w.form)
+        assert form.date_field is not None  # checked by the protocol checks
+        out["withdrawal"] = ExitFormSpec(form.code, form.date_field, w.reason_field, w.kind_field)
+    return out
