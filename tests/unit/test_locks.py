@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import flagship
+from tests.protocol_variants import RECORDS_MARKER, records_variant
 from trialdesk.domain.errors import PreconditionFailed, ValidationFailed
 from trialdesk.domain.locks import (
     LOCK_REFUSES,
@@ -34,6 +36,8 @@ from trialdesk.domain.locks import (
     validate_target,
 )
 from trialdesk.domain.records import RecordRef
+from trialdesk.protocol.loader import parse_protocol
+from trialdesk.protocol.specs import freeze_spec
 
 AT = dt.datetime(2029, 2, 1, 9, 30, tzinfo=dt.UTC)
 S1, S2 = "S101-0001", "S101-0002"
@@ -374,3 +378,17 @@ def test_rec4_late_records_refused_only_when_the_protocol_says_so() -> None:
     assert info.value.code == "blinded-phase-frozen"
     check_late_record(refusing, UnblindingFlag.ASSESSED_UNBLINDED, late)
     check_late_record(refusing, None, late)
+
+
+def test_rec4_freeze_scope_is_protocol_data() -> None:
+    """The flagship freezes M1..M24 and its endpoint forms at either unblinding; the second
+    trial only M1..M12 and the baseline KCCQ, at scheduled unblinding, refusing late records."""
+    assert freeze_spec(flagship().protocol) == FLAGSHIP_FREEZE
+    assert freeze_spec(records_variant().protocol) == FreezeSpec(
+        unblinding=frozenset({"scheduled"}),
+        visits=("M1", "M6", "M12"),
+        forms=frozenset({"kccq"}),
+        late_records="refuse",
+    )
+    text = flagship().text
+    assert freeze_spec(parse_protocol(text[: text.index(RECORDS_MARKER)]).protocol) is None
