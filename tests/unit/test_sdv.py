@@ -227,3 +227,14 @@ def test_rec1_tally_counts_only_required_records() -> None:
         RecordRef(M24.subject, "follow_up", "M12"),
     ]
     assert tally(states[:1]).done
+
+
+def test_rec1_marking_a_form_beyond_the_policy_verifies_its_entered_values() -> None:
+    """A monitor may verify a form the policy does not require: every field with a value."""
+    none = requirement(
+        POLICY, M24.subject, "discharge", ("discharge_date", "notes"), site_ordinal=9
+    )
+    ref = RecordRef(M24.subject, "discharge")
+    m = mark(ref, {"discharge_date": "2027-02-01", "notes": None}, fields=None, required=none,
+             by="monitor", at=AT)  # fmt: skip
+    assert m.fields == ("discharge_date",)

@@ -102,9 +102,10 @@ class SubjectData:
         return sorted(found, key=lambda r: (rank.get(r.ref.visit, -1), r.ref.visit, r.ref.seq))
 
     def once(self, form: str) -> FormRecord | None:
-        """The one record of a form filled in once, or None (none, or several)."""
+        """The one record of a form filled in once outside visits, or None (none, several,
+        or a visit's record: which visit a rule meant would be a guess)."""
         found = self.of(form)
-        return found[0] if len(found) == 1 else None
+        return found[0] if len(found) == 1 and not found[0].ref.visit else None
 
 
 @dataclass(frozen=True)

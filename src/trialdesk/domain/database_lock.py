@@ -181,7 +181,9 @@ def lock_blockers(
     today: dt.date,
 ) -> list[Blocker]:
     """Everything in the way of the hard database lock, sorted by site and subject: the
-    checklist is this report; an empty list means the lock may go ahead."""
+    checklist is this report; an empty list means the lock may go ahead. ``casebooks`` holds
+    every subject of the study (those still on study block the lock too), ``slots`` every
+    expected record with its status, ``sdv`` each record's state with its site."""
     out: list[Blocker] = []
     for q in queries:
         if q.status in UNRESOLVED:

@@ -123,7 +123,8 @@ def mark(
 ) -> SdvMark:
     """Mark ``fields`` of a saved record verified (the required ones when None, else every
     field with a value); a field the form does not have is refused."""
-    chosen = tuple(fields) if fields is not None else required.fields or tuple(values)
+    entered = tuple(name for name, value in values.items() if value is not None)
+    chosen = tuple(fields) if fields is not None else required.fields or entered
     unknown = [name for name in chosen if name not in values]
     if unknown:
         raise ValidationFailed(
