@@ -305,7 +305,8 @@ def test_rec4_frozen_visits_are_those_up_to_and_including_the_last() -> None:
 
 
 def test_rec4_scheduled_unblinding_freezes_visits_and_endpoint_forms() -> None:
-    """Visits M1..M24 recorded and the endpoint forms dated up to the unblinding are locked;
+    """RAND-7: at the scheduled unblinding after M24, visits M1..M24 recorded and the endpoint
+    forms dated up to the unblinding are locked;
     a later adverse event and a visit after M24 are not; other subjects' records never."""
     records = [
         DatedRecord(RecordRef(S1, "kccq"), dt.date(2027, 1, 20)),

@@ -459,3 +459,23 @@ def test_rec8_amendment_diff_names_a_new_consent_version_and_reconsent() -> None
         ("changed", "freeze", "freeze changed"),
     ]
     assert not diff.design_changed
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (DQ_7, DQ_7.replace("follow_up.lvef_pct", "implant_procedure.tension_applied")),
+        (DQ_9, DQ_9.replace("form: death", "form: sham_procedure")),
+        ("    - {form: tte, level: full}\n", "    - {form: sham_procedure, level: full}\n"),
+        ("  forms: [kccq, adverse_event, additional_therapy, death]\n",
+         "  forms: [implant_procedure]\n"),
+        ("        contact_forms: [annual_contact, death]\n",
+         "        contact_forms: [annual_contact, implant_procedure]\n"),
+    ],
+)  # fmt: skip
+def test_rand6_records_rules_never_depend_on_an_arms_form(old: str, new: str) -> None:
+    """RAND-6: a data-quality finding, an SDV requirement, a lock or a contact form that
+    exists for one arm's procedure form only would tell a blinded reader the arm; the protocol
+    is refused instead."""
+    found = _problems(_mutated(old, new))
+    assert any("procedure form" in p for p in found), found
