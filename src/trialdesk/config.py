@@ -20,6 +20,8 @@ class Settings:
     allocation_key_file: Path = Path("./allocation.key")
     user: str | None = None
     password: str | None = None
+    totp_code: str | None = None
+    """The current TOTP code for a CLI sign-in (``TRIALDESK_TOTP``); prompted when needed."""
     lockout_attempts: int = 5
     """Failed sign-ins from one client for one name before that pair backs off."""
     lockout_minutes: int = 15
@@ -89,6 +91,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allocation_key_file=key_file,
         user=env.get("TRIALDESK_USER") or None,
         password=env.get("TRIALDESK_PASSWORD") or None,
+        totp_code=env.get("TRIALDESK_TOTP") or None,
     )
     return dataclasses.replace(base, **_access_settings(env))  # type: ignore[arg-type]
 
