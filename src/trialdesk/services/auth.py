@@ -214,10 +214,16 @@ def clear_throttle(uow: UnitOfWork, username: str) -> int:
 
 
 def throttled_until(uow: UnitOfWork, username: str, now: dt.datetime) -> dt.datetime | None:
-    """When the name's back-off for new clients ends (for the administrator's list)."""
+    """The latest end of a back-off running for the name, from any client or for all new
+    clients (for the administrator's list)."""
     name = normalized_name(username)
-    rows = peek_rows(uow.session, [f"name:{name}"])
-    return _blocked_until(rows.get(f"name:{name}"), now)
+    rows = uow.session.scalars(
+        select(SignInThrottleRow).where(
+            SignInThrottleRow.name == name, SignInThrottleRow.kind.in_(("pair", "name"))
+        )
+    ).all()
+    ends = [u for u in (_blocked_until(r, now) for r in rows) if u is not None]
+    return max(ends) if ends else None
 
 
 # --------------------------------------------------------------------------- sign-in
