@@ -154,10 +154,14 @@ def smtp_server(
     if login is not None:
 
         def authenticator(_s: Any, _sess: Any, _env: Any, _mech: str, data: Any) -> AuthResult:
-            ok = isinstance(data, LoginPassword) and (
-                data.login.decode(),
-                data.password.decode(),
-            ) == login
+            ok = (
+                isinstance(data, LoginPassword)
+                and (
+                    data.login.decode(),
+                    data.password.decode(),
+                )
+                == login
+            )
             if ok:
                 server.auth.append(login)
             return AuthResult(success=ok)
@@ -169,3 +173,11 @@ def smtp_server(
         yield server
     finally:
         controller.stop()
+
+
+def accept_from_outbox(ctx: ServiceContext, address: str, password: str) -> str:
+    """Play the owner of ``address``: use the newest invitation link mailed to it."""
+    from trialdesk.services.accounts import accept_invitation
+
+    link = outbox_link(ctx, address, "invitation")
+    return accept_invitation(ctx, token_of(link), password).username

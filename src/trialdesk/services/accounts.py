@@ -867,6 +867,25 @@ def decide_approval(
         return view
 
 
+def grant_requesters(
+    uow: UnitOfWork, study_id: int, user_id: int | None, roles: list[Role]
+) -> set[int]:
+    """Who asked for the user's grants of ``roles`` (the local operator not counted)."""
+    if user_id is None:
+        return set()
+    return {
+        g
+        for g in uow.session.scalars(
+            select(RoleGrantRow.granted_by_user_id).where(
+                RoleGrantRow.study_id == study_id,
+                RoleGrantRow.user_id == user_id,
+                RoleGrantRow.role.in_([r.value for r in roles]),
+            )
+        )
+        if g is not None
+    }
+
+
 def independent_grant(
     uow: UnitOfWork, study_id: int, user_id: int | None, roles: list[Role], people: set[int | None]
 ) -> bool:

@@ -31,7 +31,7 @@ from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
-from trialdesk.services.accounts import independent_grant
+from trialdesk.services.accounts import grant_requesters, independent_grant
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
     audit,
@@ -338,6 +338,14 @@ def _pair_is_independent(
     people = {requester, actor.user_id}
     _require_independent(uow, study_id, requester, Role.MANAGER, people)
     _require_independent(uow, study_id, actor.user_id, Role.STATISTICIAN, people)
+    shared = grant_requesters(uow, study_id, requester, [Role.MANAGER]) & grant_requesters(
+        uow, study_id, actor.user_id, [Role.STATISTICIAN]
+    )
+    if shared:
+        raise PermissionDenied(
+            "the roles of both signers were asked for by the same person; the two-person rule "
+            "needs two people whose access does not come from one and the same requester"
+        )
 
 
 def _refuse_if_pending(uow: UnitOfWork, study: StudyRow) -> None:
