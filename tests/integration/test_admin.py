@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
+from tests.mailbox import outbox_link, token_of
 from trialdesk.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -24,7 +25,6 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.domain.roles import Role
-from tests.mailbox import outbox_link, token_of
 from trialdesk.services import accounts, admin, screening
 from trialdesk.services.access import operator_actor
 from trialdesk.services.auth import MIN_PASSWORD_LENGTH, authenticate
