@@ -191,8 +191,20 @@ def _count_failure(
 
 
 def _count_success(uow: UnitOfWork, client: str, name: str, now: dt.datetime) -> None:
-    rows = throttle_rows(uow.session, _keys(client, name)[1:2])
-    pair = rows[f"pair:{client}|{name}"]
+    """Remember that this client signed in as the name (it is then not held back with
+    strangers); written only when something changes or the memory is a week old, so a
+    sign-in is not a write of its own."""
+    key = f"pair:{client}|{name}"
+    seen = peek_rows(uow.session, [key]).get(key)
+    if (
+        seen is not None
+        and not seen.failures
+        and seen.blocked_until is None
+        and seen.last_success_at is not None
+        and now - _as_utc(seen.last_success_at) < dt.timedelta(days=7)
+    ):
+        return
+    pair = throttle_rows(uow.session, _keys(client, name)[1:2])[key]
     pair.failures = 0
     pair.blocked_until = None
     pair.last_success_at = now
