@@ -210,7 +210,7 @@ def test_acc_live_study_users_are_invited_never_created_with_a_password(trial: T
     from tests.conftest import flagship
     from trialdesk.services.setup import initialize_study
 
-    with pytest.raises(PreconditionFailed, match="invite"):
+    with pytest.raises(PermissionDenied, match="invite"):
         create_user(
             trial.ctx, trial.actor("admin"), trial.study_id, username="x", full_name="X",
             password=PASSWORD, roles=[(Role.MONITOR, None)],

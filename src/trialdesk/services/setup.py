@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import (
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from trialdesk.domain.roles import SITE_SCOPED, Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Protocol, Site
@@ -263,10 +268,9 @@ def create_user(
     users of ``init --demo``, the simulator's users). In a live study nobody chooses another
     person's password: people are invited (:func:`trialdesk.services.accounts.invite`)."""
     if not actor.operator:
-        raise PreconditionFailed(
+        raise PermissionDenied(
             "users are invited by e-mail ('invite'); only the local operator creates demo and "
-            "sandbox users with a password",
-            reason="invite-instead",
+            "sandbox users with a password"
         )
     username = username.strip()
     if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
