@@ -28,7 +28,7 @@ def _run(sh: Shell, *args: str, **env: str | None) -> Result:
 
 def _ok(result: Result) -> str:
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result.stdout
+    return str(result.stdout)
 
 
 def _link_to(sh: Shell, address: str) -> str:
@@ -38,7 +38,7 @@ def _link_to(sh: Shell, address: str) -> str:
     assert ids, rows
     body = _ok(_run(sh, "mail", "show", ids[-1]))
     (link,) = LINK.findall(body)
-    return link
+    return str(link)
 
 
 def test_sig1_live_study_accounts_from_the_shell(tmp_path: Path) -> None:
