@@ -219,3 +219,36 @@ def test_rand6_an_administrator_alone_through_every_route_and_page_sees_no_arm(
         for path in ("/home", f"/subjects/{number}", "/statistician", "/dashboard", "/devices"):
             responses.append(w.get(path))
         _no_arm_anywhere(responses, username)
+
+
+def test_sig1_no_administration_route_takes_a_password_for_someone_else(trial: Trial) -> None:
+    """Nobody chooses another person's password: no administration route's body has a
+    password field except the approvals', where it is the approver's own e-signature; and
+    a password slipped into an invitation is refused (unknown fields are errors)."""
+    spec = TestClient(create_app(trial.runtime)).get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for method, path in ADMIN_API:
+        op = spec["paths"][path][method.lower()]
+        ref = (
+            op.get("requestBody", {})
+            .get("content", {})
+            .get("application/json", {})
+            .get("schema", {})
+            .get("$ref")
+        )
+        fields = set(schemas[ref.rsplit("/", 1)[-1]]["properties"]) if ref else set()
+        if "/approvals/" in path:
+            assert "password" in fields  # the signer's own (SIG-1)
+        else:
+            assert not any("password" in f for f in fields), (method, path, fields)
+    api = TestClient(create_app(trial.runtime))
+    response = api.post(
+        f"{STUDY}/invitations",
+        headers=_api_headers(api, "admin"),
+        json={
+            "email": "x@admin-owns.example", "full_name": "X", "role": "monitor",
+            "password": "chosen by the admin",
+        },
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert not accounts.list_invitations(trial.ctx, operator_actor(), trial.study_id)

@@ -177,14 +177,18 @@ def revoke_token(ctx: ServiceContext, token: str, *, kind: str = "api") -> bool:
 
 
 def upgrade_scope(ctx: ServiceContext, token: str, kind: str) -> None:
-    """After enrolment of a second factor the session becomes a full one."""
+    """After enrolment of a second factor the session becomes a full one (only once the
+    token's user has a second factor turned on)."""
     with ctx.uow() as uow:
-        uow.session.execute(
-            update(AuthTokenRow)
-            .where(AuthTokenRow.token_hash == _hash(token), AuthTokenRow.kind == kind)
-            .values(scope="full")
-            .execution_options(synchronize_session=False)
-        )
+        row = uow.session.scalars(
+            select(AuthTokenRow).where(
+                AuthTokenRow.token_hash == _hash(token), AuthTokenRow.kind == kind
+            )
+        ).one_or_none()
+        user = uow.session.get(UserRow, row.user_id) if row is not None else None
+        if row is None or user is None or user.totp_enabled_at is None:
+            raise AuthenticationFailed(EXPIRED)
+        row.scope = "full"
         uow.commit()
 
 
