@@ -110,7 +110,8 @@ def run(backend: str, rounds: int, tmp: Path) -> dict[str, Any]:
     return {
         "backend": backend,
         "rounds": rounds,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "load_average": os.getloadavg(),
         "outcomes": {
             name: {
