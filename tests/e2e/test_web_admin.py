@@ -252,3 +252,31 @@ def test_rand6_dashboard_and_statistician_show_no_arm_to_blinded_users(trial: Tr
         page = c.get("/statistician")
         assert page.status_code == 403
         assert 'href="/statistician"' not in page.text
+
+
+def test_acc2_statistician_approves_an_access_request_on_the_approvals_page(trial: Trial) -> None:
+    """The administrator asks for the implanting team at S102 for the monitor; the request
+    shows on the statistician's Approvals page; a wrong password signs nothing; the right one
+    approves (e-signature) and the role takes effect; the administrator's page has no form
+    to decide."""
+    boss = signed_in(trial, "admin")
+    boss.post(
+        "/admin/users/monitor/grant",
+        data={"role": "implanter", "site": "S102", "csrf_token": csrf_of(boss)},
+    )
+    assert "awaiting an unblinded member" in boss.get("/account/approvals").text
+    stat = signed_in(trial, "statistician")
+    page = stat.get("/account/approvals")
+    assert page.status_code == 200 and "Approve (e-signature)" in page.text
+    (request,) = accounts.list_approvals(trial.ctx, trial.actor("statistician"), trial.study_id)
+    token = csrf_of(stat)
+    wrong = stat.post(
+        f"/account/approvals/{request.id}/approve",
+        data={"password": "not mine", "csrf_token": token},
+    )
+    assert wrong.status_code == 401 and "signature was not made" in wrong.text
+    done = stat.post(
+        f"/account/approvals/{request.id}/approve", data={"password": PASSWORD, "csrf_token": token}
+    )
+    assert done.status_code == 200 and "approved" in done.text
+    assert admin.RoleHeld("implanter", "S102") in _users(trial)["monitor"].roles
