@@ -269,7 +269,7 @@ def deliver_pending(ctx: ServiceContext, *, force: bool = False) -> DeliveryRepo
         to, subject, body = claimed
         try:
             send_one(settings, to, subject, body)
-        except (OSError, smtplib.SMTPException, ssl.SSLError, PreconditionFailed) as exc:
+        except Exception as exc:  # any failure: the mail stays, with its error, for a retry
             _failed(ctx, mail_id, f"{exc.__class__.__name__}: {exc}"[:500])
             failed += 1
         else:
@@ -467,7 +467,8 @@ def check_address(value: str) -> str:
         or not local
         or "." not in domain
         or len(address) > 80
-        or any(c.isspace() or c in "<>,;\"'\\" for c in address)
+        or not address.isascii()
+        or any(c.isspace() or not c.isprintable() or c in "<>,;\"'\\()[]:" for c in address)
     ):
         raise ValidationFailed(
             f"{value.strip()!r} is not an e-mail address (up to 80 characters)",
