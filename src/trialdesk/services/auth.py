@@ -148,10 +148,18 @@ def _known_client(pair: SignInThrottleRow | None, now: dt.datetime) -> bool:
 def _backing_off(
     rows: dict[str, SignInThrottleRow], client: str, name: str, now: dt.datetime
 ) -> bool:
+    """The pair's own back-off always applies; the client's (many names tried from one
+    address, e.g. a hospital's shared one) and the name's (many clients) do not hold back a
+    client that signed in as this name before."""
     pair = rows.get(f"pair:{client}|{name}")
-    if _blocked_until(rows.get(f"client:{client}"), now) or _blocked_until(pair, now):
+    if _blocked_until(pair, now):
         return True
-    return bool(_blocked_until(rows.get(f"name:{name}"), now)) and not _known_client(pair, now)
+    if _known_client(pair, now):
+        return False
+    return bool(
+        _blocked_until(rows.get(f"client:{client}"), now)
+        or _blocked_until(rows.get(f"name:{name}"), now)
+    )
 
 
 def _backoff(settings: Settings, over: int) -> dt.timedelta:
