@@ -310,8 +310,8 @@ def sign_in(
         )
         row = None
         if name:
-            row = uow.session.scalars(
-                select(UserRow).where(UserRow.username == username.strip())
+            row = uow.session.scalars(  # locked: a TOTP code is accepted once, even at once
+                select(UserRow).where(UserRow.username == username.strip()).with_for_update()
             ).one_or_none()
         usable = row is not None and row.active
         password_ok = _verify(settings, row.password_hash if usable and row else None, password)
