@@ -23,6 +23,7 @@ from trialdesk.domain.errors import AuthenticationFailed
 from trialdesk.services import accounts, admin
 from trialdesk.services.access import operator_actor
 from trialdesk.services.auth import SIGN_IN_REFUSED, authenticate
+from trialdesk.services.sessions import issue_token
 
 IGNORED_HEADERS = {"date", "content-length"}
 
@@ -116,10 +117,10 @@ def test_sig1_many_strangers_hold_a_name_back_only_for_new_clients_with_backoff(
     trial: Trial,
 ) -> None:
     """Failures from many clients make the name back off for clients that never signed in
-    as it; the team's own workstation still signs in; the back-off ends by itself (no hard
-    lock) and an administrator can clear it at once."""
+    as it; the team's own workstation (it had a session) still signs in; the back-off ends
+    by itself (no hard lock) and an administrator can clear it at once."""
     s = trial.ctx.settings
-    assert authenticate(trial.ctx, "implanter", PASSWORD, client="cath-lab")
+    assert issue_token(trial.ctx, "implanter", PASSWORD, kind="web", client="cath-lab")
     # each client's failures count until its own pair backs off
     per_client = s.lockout_attempts
     clients = max(s.signin_account_clients, -(-s.signin_account_attempts // per_client))
@@ -153,7 +154,7 @@ def test_sig1_one_client_guessing_many_names_backs_off(trial: Trial) -> None:
     right password from it (one who never signed in from there); other clients are not
     affected, nor a user who signed in from that address before (a hospital's shared one)."""
     s = trial.ctx.settings
-    assert authenticate(trial.ctx, "crc", PASSWORD, client="shared-nat")
+    assert issue_token(trial.ctx, "crc", PASSWORD, kind="api", client="shared-nat")
     for n in range(s.signin_client_attempts):
         with pytest.raises(AuthenticationFailed):
             authenticate(trial.ctx, f"name-{n}", "guess", client="shared-nat")

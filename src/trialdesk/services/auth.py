@@ -34,8 +34,15 @@ from trialdesk.domain.errors import AuthenticationFailed, ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, Grant
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.audit import PendingEntry
-from trialdesk.store.identity import failing_clients, peek_rows, prune, throttle_rows
+from trialdesk.store.audit import PendingEntry, utc_iso
+from trialdesk.store.identity import (
+    client_signed_in_before,
+    failing_clients,
+    peek_rows,
+    prune,
+    signature_failures_since,
+    throttle_rows,
+)
 from trialdesk.store.tables import RoleGrantRow, SignInThrottleRow, UserRow
 from trialdesk.store.uow import UnitOfWork
 
@@ -137,24 +144,15 @@ def _blocked_until(row: SignInThrottleRow | None, now: dt.datetime) -> dt.dateti
     return until if until > now else None
 
 
-def _known_client(pair: SignInThrottleRow | None, now: dt.datetime) -> bool:
-    return (
-        pair is not None
-        and pair.last_success_at is not None
-        and _as_utc(pair.last_success_at) > now - dt.timedelta(days=KNOWN_CLIENT_DAYS)
-    )
-
-
 def _backing_off(
-    rows: dict[str, SignInThrottleRow], client: str, name: str, now: dt.datetime
+    rows: dict[str, SignInThrottleRow], client: str, name: str, now: dt.datetime, known: bool
 ) -> bool:
     """The pair's own back-off always applies; the client's (many names tried from one
     address, e.g. a hospital's shared one) and the name's (many clients) do not hold back a
-    client that signed in as this name before."""
-    pair = rows.get(f"pair:{client}|{name}")
-    if _blocked_until(pair, now):
+    client that signed in as this user before (``known``)."""
+    if _blocked_until(rows.get(f"pair:{client}|{name}"), now):
         return True
-    if _known_client(pair, now):
+    if known:
         return False
     return bool(
         _blocked_until(rows.get(f"client:{client}"), now)
@@ -172,7 +170,7 @@ def _count_failure(
     uow: UnitOfWork, settings: Settings, client: str, name: str, now: dt.datetime
 ) -> dict[str, int]:
     window = dt.timedelta(minutes=settings.signin_window_minutes)
-    prune(uow.session, now - window, now, now - dt.timedelta(days=KNOWN_CLIENT_DAYS))
+    prune(uow.session, now - window, now)
     rows = throttle_rows(uow.session, _keys(client, name))
     counts: dict[str, int] = {}
     for row in rows.values():
@@ -198,24 +196,14 @@ def _count_failure(
     return counts
 
 
-def _count_success(uow: UnitOfWork, client: str, name: str, now: dt.datetime) -> None:
-    """Remember that this client signed in as the name (it is then not held back with
-    strangers); written only when something changes or the memory is a week old, so a
-    sign-in is not a write of its own."""
+def _count_success(uow: UnitOfWork, client: str, name: str) -> None:
+    """A success ends the pair's own failures; nothing is written when there were none (a
+    sign-in is not a write of its own; the client is remembered by its session)."""
     key = f"pair:{client}|{name}"
-    seen = peek_rows(uow.session, [key]).get(key)
-    if (
-        seen is not None
-        and not seen.failures
-        and seen.blocked_until is None
-        and seen.last_success_at is not None
-        and now - _as_utc(seen.last_success_at) < dt.timedelta(days=7)
-    ):
-        return
-    pair = throttle_rows(uow.session, _keys(client, name)[1:2])[key]
-    pair.failures = 0
-    pair.blocked_until = None
-    pair.last_success_at = now
+    pair = peek_rows(uow.session, [key]).get(key)
+    if pair is not None and (pair.failures or pair.blocked_until is not None):
+        pair.failures = 0
+        pair.blocked_until = None
 
 
 def clear_throttle(uow: UnitOfWork, username: str) -> int:
@@ -305,14 +293,19 @@ def sign_in(
     client = (client or "local")[:100]
     name = normalized_name(username)
     with ctx.uow() as uow:
-        held = _backing_off(
-            peek_rows(uow.session, [k for k, *_ in _keys(client, name)]), client, name, now
-        )
         row = None
         if name:
             row = uow.session.scalars(  # locked: a TOTP code is accepted once, even at once
                 select(UserRow).where(UserRow.username == username.strip()).with_for_update()
             ).one_or_none()
+        known = client_signed_in_before(
+            uow.session,
+            row.id if row is not None else None,
+            client,
+            now - dt.timedelta(days=KNOWN_CLIENT_DAYS),
+        )
+        rows = peek_rows(uow.session, [k for k, *_ in _keys(client, name)])
+        held = _backing_off(rows, client, name, now, known)
         usable = row is not None and row.active
         password_ok = _verify(settings, row.password_hash if usable and row else None, password)
         if held or not password_ok:
@@ -339,7 +332,7 @@ def sign_in(
                 raise AuthenticationFailed(CODE_REQUIRED)
             row.totp_last_step = step
         actor = load_actor(uow.session, row)
-        _count_success(uow, client, name, now)
+        _count_success(uow, client, name)
         uow.commit()
     enrol = totp_required_for(settings, actor) and row.totp_enabled_at is None
     return SignedIn(actor=actor, must_enrol_totp=enrol)
@@ -366,17 +359,26 @@ def authenticate(
 
 def reauthenticate(ctx: ServiceContext, actor: Actor, password: str, *, meaning: str) -> None:
     """Re-enter the password for an e-signature (SIG-1). A wrong one is audited as
-    ``signature_failed`` with the meaning; failures back off per signer (never a lock of the
-    sign-in itself, so a signer cannot be locked out by their own typing)."""
+    ``signature_failed`` with the meaning; after ``lockout_attempts`` of them within the
+    window the signer backs off exponentially (counted from those audit entries, so no row of
+    its own; never a lock of the sign-in, so nobody is locked out by their own typing)."""
     if actor.operator:
         raise AuthenticationFailed("the local operator cannot sign records")
     settings = ctx.settings
     now = ctx.now()
-    key = f"signature:{actor.user_id}"
+    window = dt.timedelta(minutes=settings.signin_window_minutes)
     with ctx.uow() as uow:
         row = uow.session.get(UserRow, actor.user_id) if actor.user_id is not None else None
-        rows = peek_rows(uow.session, [key])
-        held = _blocked_until(rows.get(key), now) is not None
+        failures = (
+            sorted(signature_failures_since(uow.session, row.id, utc_iso(now - window)))
+            if row is not None
+            else []
+        )
+        over = len(failures) - settings.lockout_attempts
+        held = False
+        if over >= 0:
+            last = dt.datetime.fromisoformat(failures[-1].replace("Z", "+00:00"))
+            held = last + _backoff(settings, over) > now
         usable = row is not None and row.active
         ok = _verify(settings, row.password_hash if usable and row else None, password)
         if ok and not held:
@@ -384,20 +386,7 @@ def reauthenticate(ctx: ServiceContext, actor: Actor, password: str, *, meaning:
         new: dict[str, object] = {"meaning": meaning}
         if held:
             new["reason"] = "backing off"
-        else:
-            window = dt.timedelta(minutes=settings.signin_window_minutes)
-            (throttle,) = throttle_rows(
-                uow.session, [(key, "signature", None, normalized_name(actor.username))]
-            ).values()
-            if throttle.last_failure_at is None or _as_utc(throttle.last_failure_at) < now - window:
-                throttle.failures = 0
-            throttle.failures += 1
-            throttle.last_failure_at = now
-            if throttle.failures >= settings.lockout_attempts:
-                throttle.blocked_until = now + _backoff(
-                    settings, throttle.failures - settings.lockout_attempts
-                )
-            new["failures"] = throttle.failures
+        new["failures"] = len(failures) + 1
         uow.record(
             PendingEntry(
                 stream=f"user:{actor.user_id}",

@@ -89,6 +89,7 @@ def issue_token(
                 expires_at=expires,
                 last_used_at=now,
                 scope=scope,
+                client=(client or "local")[:100],
             )
         )
         new: dict[str, object] = {"expires_at": expires.isoformat(), "client": client or "local"}

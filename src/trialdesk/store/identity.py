@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from trialdesk.store.tables import SignInThrottleRow
+from trialdesk.store.tables import AuditEntryRow, AuthTokenRow, SignInThrottleRow
 
 
 def throttle_rows(
@@ -51,10 +51,8 @@ def failing_clients(session: Session, name: str, since: dt.datetime) -> int:
     return len(set(rows))
 
 
-def prune(
-    session: Session, before: dt.datetime, now: dt.datetime, keep_success: dt.datetime
-) -> None:
-    """Forget rows with no recent failure, no back-off running and no recent success."""
+def prune(session: Session, before: dt.datetime, now: dt.datetime) -> None:
+    """Forget rows with no recent failure and no back-off running."""
     session.execute(
         delete(SignInThrottleRow)
         .where(
@@ -63,10 +61,37 @@ def prune(
                 SignInThrottleRow.last_failure_at < before,
             ),
             or_(SignInThrottleRow.blocked_until.is_(None), SignInThrottleRow.blocked_until < now),
-            or_(
-                SignInThrottleRow.last_success_at.is_(None),
-                SignInThrottleRow.last_success_at < keep_success,
-            ),
         )
         .execution_options(synchronize_session=False)
+    )
+
+
+def client_signed_in_before(
+    session: Session, user_id: int | None, client: str, since: dt.datetime
+) -> bool:
+    """Whether a session was issued to ``user_id`` at ``client`` since ``since`` (always the
+    same query, so an unknown name costs what a known one does)."""
+    found = session.scalars(
+        select(AuthTokenRow.id)
+        .where(
+            AuthTokenRow.user_id == (user_id if user_id is not None else -1),
+            AuthTokenRow.client == client,
+            AuthTokenRow.created_at >= since,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def signature_failures_since(session: Session, user_id: int, since: str) -> list[str]:
+    """Times (as stored) of the user's failed e-signatures since ``since``, from the audit
+    trail itself: counting them needs no row of its own."""
+    return list(
+        session.scalars(
+            select(AuditEntryRow.at).where(
+                AuditEntryRow.stream == f"user:{user_id}",
+                AuditEntryRow.action == "signature_failed",
+                AuditEntryRow.at >= since,
+            )
+        )
     )

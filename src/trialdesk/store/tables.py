@@ -538,6 +538,9 @@ class AuthTokenRow(Base):
     # still enrol a second factor is good for enrolment only (scope "enrol")
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     scope: Mapped[str] = mapped_column(String(10), default="full", server_default="full")
+    # the client (address) it was issued to: a client that signed in as a user before is not
+    # held back with strangers when the name backs off
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 # ============================================================================================
@@ -620,7 +623,6 @@ class SignInThrottleRow(Base):
     first_failure_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_failure_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     blocked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    last_success_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class MailOutboxRow(Base):

@@ -36,6 +36,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("scope", sa.String(length=10), nullable=False, server_default="full")
         )
+        batch.add_column(sa.Column("client", sa.String(length=100), nullable=True))
     op.create_table(
         "invitations",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -108,7 +109,6 @@ def upgrade() -> None:
         sa.Column("first_failure_at", UTC, nullable=True),
         sa.Column("last_failure_at", UTC, nullable=True),
         sa.Column("blocked_until", UTC, nullable=True),
-        sa.Column("last_success_at", UTC, nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key"),
     )
@@ -138,6 +138,7 @@ def downgrade() -> None:
     op.drop_table("grant_approvals")
     op.drop_table("invitations")
     with op.batch_alter_table("auth_tokens") as batch:
+        batch.drop_column("client")
         batch.drop_column("scope")
         batch.drop_column("last_used_at")
     with op.batch_alter_table("role_grants") as batch:
