@@ -26,6 +26,10 @@ class Runtime:
     context: ServiceContext
 
     def close(self) -> None:
+        from trialdesk.services.mail import MailDispatcher
+
+        if isinstance(self.context.mail, MailDispatcher):
+            self.context.mail.close()  # mails written by this process are tried first
         self.engine.dispose()
 
 
@@ -49,4 +53,8 @@ def bootstrap(
     ctx = ServiceContext(
         uow=UnitOfWorkFactory(write, read), clock=clock, cipher=cipher, settings=settings
     )
+    if settings.smtp_url is not None:
+        from trialdesk.services.mail import MailDispatcher
+
+        ctx.mail = MailDispatcher(ctx)
     return Runtime(engine=engine, context=ctx)

@@ -85,6 +85,11 @@ API_VALUES = {
     "case_id": "1",
     "query_id": "1",
     "notification_id": "1",
+    "invitation_id": "1",
+    "approval_id": "1",
+    "decision": "approve",
+    "link": "a-link-nobody-was-sent",
+    "token": "a-link-nobody-was-sent",
 }
 """Path parameters of the API other than ``{number}``: the study, a visit, a form, a
 criterion, the first record of a kind."""

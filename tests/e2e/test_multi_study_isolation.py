@@ -74,7 +74,7 @@ def _state(t: Trial) -> tuple[dict[str, int], int]:
         counts = {
             table.name: int(uow.session.scalar(select(func.count()).select_from(table)) or 0)
             for table in Base.metadata.sorted_tables
-            if table.name not in {"audit_entries", "audit_heads", "auth_tokens"}
+            if table.name not in {"audit_entries", "audit_heads", "auth_tokens", "signin_throttle"}
         }
         last = int(uow.session.scalar(select(func.max(AuditEntryRow.id))) or 0)
     return counts, last

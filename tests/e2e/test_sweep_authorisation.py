@@ -30,7 +30,7 @@ from tests.e2e.test_web_pages import csrf_of, signed_in
 from trialdesk.api.app import create_app
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import flagship_path
-from trialdesk.services import crc, data_queries, devices, followup
+from trialdesk.services import accounts, admin, crc, data_queries, devices, followup
 from trialdesk.services.access import operator_actor
 from trialdesk.services.devices import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
 
@@ -38,6 +38,7 @@ ROLES = tuple(username for username, _name, _role in DEMO_USERS)
 ANYONE = frozenset(ROLES)
 COORDINATOR = frozenset({"coordinator"})
 SITE_TEAM = frozenset({"coordinator", "implanter"})
+UNBLINDED_APPROVERS = frozenset({"statistician", "dsmb", "implanter"})
 STUDY = "/api/v1/studies/{study}"
 
 ALLOWED: dict[tuple[str, str], frozenset[str]] = {
@@ -121,10 +122,30 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/subjects/{number}/discharge"): COORDINATOR,
     ("POST", "/subjects/{number}/visits/{code}/missed"): COORDINATOR,
     ("POST", "/crc/{number}"): frozenset({"crc"}),
-    ("POST", "/admin/users"): frozenset({"admin"}),
+    ("POST", "/admin/invitations"): frozenset({"admin"}),
+    ("POST", "/admin/invitations/{invitation_id}/cancel"): frozenset({"admin"}),
     ("POST", "/admin/users/{username}/{change}"): frozenset({"admin"}),
     ("POST", "/admin/sites/{code}/{change}"): frozenset({"admin"}),
     ("POST", "/statistician/design"): frozenset({"statistician"}),
+    # access that can reach an arm: an unblinded member approves (issue 12)
+    ("POST", "/account/approvals/{approval_id}/{decision}"): UNBLINDED_APPROVERS,
+    (
+        "POST",
+        f"{STUDY}/approvals/{{approval_id}}/approve",
+    ): UNBLINDED_APPROVERS,
+    (
+        "POST",
+        f"{STUDY}/approvals/{{approval_id}}/reject",
+    ): UNBLINDED_APPROVERS,
+    # user administration (issue 12): the administrator
+    ("POST", f"{STUDY}/invitations"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/invitations/{{invitation_id}}/cancel"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/grants"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/grants/revoke"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/deactivate"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/reactivate"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/password-reset"): frozenset({"admin"}),
+    ("POST", f"{STUDY}/users/{{username}}/clear-backoff"): frozenset({"admin"}),
     ("POST", "/supply/lots"): frozenset({"manager"}),
     ("POST", "/supply/quarantine"): frozenset({"manager"}),
     ("POST", "/supply/recall"): frozenset({"manager", "statistician", "dsmb", "implanter"}),
@@ -146,6 +167,20 @@ OPEN_TO_EVERY_USER = {
     ("POST", "/signout"): "ends the caller's own session",
     ("POST", "/study"): "chooses which of one's own studies the pages show",
     ("POST", "/me/time-zone"): "the caller's own display preference",
+    ("POST", "/api/v1/me/password"): "the caller's own password",
+    ("POST", "/api/v1/me/totp"): "the caller's own second factor",
+    ("POST", "/api/v1/me/totp/confirm"): "the caller's own second factor",
+    ("POST", "/api/v1/me/totp/disable"): "the caller's own second factor",
+    ("POST", "/account/password"): "the caller's own password",
+    ("POST", "/account/totp/begin"): "the caller's own second factor",
+    ("POST", "/account/totp/confirm"): "the caller's own second factor",
+    ("POST", "/account/totp/disable"): "the caller's own second factor",
+    ("POST", "/account/forgot"): "anyone: the answer is the same for every name",
+    ("POST", "/account/invitation/{token}"): "the link is the proof",
+    ("POST", "/account/reset/{token}"): "the link is the proof",
+    ("POST", "/api/v1/account/password-reset"): "anyone: the answer is the same for every name",
+    ("POST", "/api/v1/account/password-reset/{link}"): "the link is the proof",
+    ("POST", "/api/v1/account/invitations/{link}/accept"): "the link is the proof",
 }
 """Routes every signed-in user (or anyone) may call; not swept here (test_api_auth.py,
 test_web_pages.py and the preference tests cover them)."""
@@ -189,6 +224,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     other, _arm = j.procedure_done(t)
     followup.emergency_unblind(t.ctx, coordinator, t.study_id, other, "deterioration", PASSWORD)
     j.staff(t, "monitor", "S109")  # the user the administrator's forms change: no one swept
+    accounts.invite(  # invitation 1, for the cancel routes
+        t.ctx, operator_actor(), t.study_id, email="sweep@example.org", full_name="Sweep",
+        role="monitor",
+    )  # fmt: skip
+    admin.grant_role(  # access request 1, for the approval routes (issue 12)
+        t.ctx, t.actor("admin"), t.study_id, "monitor-s109", "implanter", "S109"
+    )
     stock_demo_site(t.ctx, operator_actor(), t.study_id)  # a lot, a shipment, devices at S101
     therapy_case = max(c.id for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id))
     (shipment,) = devices.list_shipments(t.ctx, t.actor("manager"), t.study_id)
@@ -286,6 +328,8 @@ def field_values(setup: Setup) -> dict[str, Any]:
     today = sw.READ_DAY.isoformat()
     return {
         "password": PASSWORD,
+        "email": "sweep-new@example.org",
+        "full_name": "Sweep New",
         "site": "S101",
         "subject": setup.number,
         "form": "follow_up",

@@ -1,6 +1,7 @@
 """User and site administration through the services, on SQLite and PostgreSQL: the
 administrator's changes take effect and are audited in the user's stream; every refusal (not
-an administrator, unknown user/site/role, the last administrator grant) writes nothing."""
+an administrator, unknown user/site/role, the last administrator grant) writes nothing. The
+administrator never sets a password: a reset is a link mailed to the user (issue 12)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
+from tests.mailbox import outbox_link, token_of
 from trialdesk.domain.errors import (
     AuthenticationFailed,
     Conflict,
@@ -23,7 +25,7 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.domain.roles import Role
-from trialdesk.services import admin, screening
+from trialdesk.services import accounts, admin, screening
 from trialdesk.services.access import operator_actor
 from trialdesk.services.auth import MIN_PASSWORD_LENGTH, authenticate
 from trialdesk.services.sessions import issue_token, resolve_token
@@ -32,6 +34,10 @@ from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import (
     AuditEntryRow,
     AuthTokenRow,
+    GrantApprovalRow,
+    InvitationRow,
+    MailOutboxRow,
+    PasswordResetRow,
     RoleGrantRow,
     SiteRow,
     UserRow,
@@ -44,7 +50,10 @@ def _snapshot(t: Trial) -> list[Any]:
     """Every row an administration change could touch, to prove a refusal changed nothing."""
     with t.ctx.uow(readonly=True) as uow:
         out: list[Any] = []
-        for table in (UserRow, RoleGrantRow, SiteRow, AuthTokenRow, AuditEntryRow):
+        for table in (
+            UserRow, RoleGrantRow, SiteRow, AuthTokenRow, AuditEntryRow, InvitationRow,
+            GrantApprovalRow, PasswordResetRow, MailOutboxRow,
+        ):  # fmt: skip
             rows = uow.session.scalars(select(table).order_by(table.id)).all()
             out.append([tuple(getattr(r, c.key) for c in table.__table__.columns) for r in rows])
         return out
@@ -106,29 +115,50 @@ def test_acc_deactivated_user_cannot_sign_in_and_its_session_ends(trial: Trial) 
     assert entry.actor == "admin" and json.loads(entry.new)["active"] is False
 
 
-def test_sig1_reset_password_replaces_it_unlocks_and_never_logs_it(trial: Trial) -> None:
-    """A reset password works at once, the old one no longer does, a lock is cleared, and the
-    audit trail records the reset but not the password."""
+def test_sig1_reset_link_is_mailed_to_the_user_and_only_the_owner_sets_the_password(
+    trial: Trial,
+) -> None:
+    """The administrator's reset sends a single-use link to the user's own address (the
+    administrator learns only the address); the old password works until the owner uses the
+    link; using it sets the owner's password, clears the back-off, ends sessions, spends the
+    link, and the audit trail never holds a password."""
+    accounts.set_email(trial.ctx, operator_actor(), "crc", "crc@example.org")
     for _ in range(trial.ctx.settings.lockout_attempts):
         with pytest.raises(AuthenticationFailed):
             authenticate(trial.ctx, "crc", "wrong password!")
-    info = admin.reset_password(
-        trial.ctx, trial.actor("admin"), trial.study_id, "crc", NEW_PASSWORD
-    )
-    assert info.locked_until is None
+    assert _user(trial, "crc").locked_until is not None
+    sent_to = accounts.send_password_reset(trial.ctx, trial.actor("admin"), trial.study_id, "crc")
+    assert sent_to == "crc@example.org"
+    token = token_of(outbox_link(trial.ctx, "crc@example.org", "password_reset"))
+    session = issue_token(trial.ctx, "crc", PASSWORD, kind="api", client="owner-desk")
+    accounts.complete_password_reset(trial.ctx, token, NEW_PASSWORD)
+    assert _user(trial, "crc").locked_until is None
     assert authenticate(trial.ctx, "crc", NEW_PASSWORD).username == "crc"
     with pytest.raises(AuthenticationFailed):
-        authenticate(trial.ctx, "crc", PASSWORD)
+        authenticate(trial.ctx, "crc", PASSWORD, client="elsewhere")
+    with pytest.raises(AuthenticationFailed):
+        resolve_token(trial.ctx, session.token, kind="api")
+    with pytest.raises(NotFound, match="not valid"):
+        accounts.complete_password_reset(trial.ctx, token, "yet another passphrase")
     entry = next(e for e in _entries(trial, "crc") if e.action == "reset_password")
-    assert NEW_PASSWORD not in entry.new and json.loads(entry.new)["unlocked"] is True
+    assert NEW_PASSWORD not in entry.new and entry.actor == "crc"
+    assert json.loads(entry.new)["password"] == "set by its owner"
 
 
 def test_acc1_grant_site_role_scopes_the_user_and_revoke_removes_it(trial: Trial) -> None:
-    """A granted coordinator role at S102 lets the user register there and only there (ACC-1);
-    revoking it takes that away. Both audited in the user's stream."""
+    """A coordinator role at S102 (it may break the code for a subject, so it needs an
+    unblinded member's e-signed approval) lets the user register there and only there
+    (ACC-1); revoking it takes that away. Request, approval, grant and revocation audited."""
     a = trial.actor("admin")
     info = admin.grant_role(trial.ctx, a, trial.study_id, "monitor", "coordinator", "S102")
-    assert admin.RoleHeld("coordinator", "S102") in info.roles
+    assert admin.RoleHeld("coordinator", "S102") not in info.roles
+    assert info.pending == [admin.RoleHeld("coordinator", "S102")]
+    (pending,) = accounts.list_approvals(trial.ctx, a, trial.study_id)
+    accounts.decide_approval(
+        trial.ctx, trial.actor("statistician"), trial.study_id, pending.id, approve=True,
+        password=PASSWORD,
+    )  # fmt: skip
+    assert admin.RoleHeld("coordinator", "S102") in _user(trial, "monitor").roles
     monitor = authenticate(trial.ctx, "monitor", PASSWORD)
     assert screening.register_subject(trial.ctx, monitor, trial.study_id, "S102").number
     with pytest.raises(PermissionDenied):
@@ -138,7 +168,10 @@ def test_acc1_grant_site_role_scopes_the_user_and_revoke_removes_it(trial: Trial
     with pytest.raises(PermissionDenied):
         screening.register_subject(trial.ctx, monitor, trial.study_id, "S102")
     entries = {e.action: e for e in _entries(trial, "monitor")}
-    assert json.loads(entries["grant_role"].new) == {"role": "coordinator", "site": "S102"}
+    granted = json.loads(entries["grant_role"].new)
+    assert (granted["role"], granted["site"]) == ("coordinator", "S102")
+    assert granted["approved_by_user"] == trial.actor("statistician").user_id
+    assert json.loads(entries["request_grant"].new)["status"] == "pending"
     assert json.loads(entries["revoke_role"].old) == {"role": "coordinator", "site": "S102"}
     with trial.ctx.uow(readonly=True) as uow:
         assert verify_chain(uow.session).ok
@@ -183,7 +216,7 @@ REFUSALS: list[Refusal] = [
     ),
     (
         "unknown user",
-        lambda t: admin.reset_password(t.ctx, t.actor("admin"), t.study_id, "nobody", NEW_PASSWORD),
+        lambda t: accounts.send_password_reset(t.ctx, t.actor("admin"), t.study_id, "nobody"),
         NotFound,
         "user nobody not found",
     ),
@@ -238,8 +271,18 @@ REFUSALS: list[Refusal] = [
         "last active administrator",
     ),
     (
-        "short password",
-        lambda t: admin.reset_password(t.ctx, t.actor("admin"), t.study_id, "crc", "short"),
+        "no address for a reset link",
+        lambda t: accounts.send_password_reset(t.ctx, t.actor("admin"), t.study_id, "crc"),
+        PreconditionFailed,
+        "no e-mail address on file",
+    ),
+    (
+        "short password at acceptance",
+        lambda t: accounts.accept_invitation(
+            t.ctx,
+            token_of(outbox_link(t.ctx, "short@example.org", "invitation")),
+            "short",
+        ),
         ValidationFailed,
         f"at least {MIN_PASSWORD_LENGTH} characters",
     ),
@@ -264,6 +307,10 @@ def test_acc_refused_change_writes_nothing(
     audit trail exactly as they were."""
     for username in ("admin", "manager", "statistician", "coordinator"):
         trial.actor(username)  # sign-ins happen before the snapshot
+    accounts.invite(
+        trial.ctx, trial.actor("admin"), trial.study_id, email="short@example.org",
+        full_name="Short Password", role="monitor",
+    )  # fmt: skip
     before = _snapshot(trial)
     with pytest.raises(error, match=text):
         call(trial)

@@ -31,6 +31,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import VisitState
 from trialdesk.protocol.models import Gate
 from trialdesk.services import (
+    accounts,
     admin,
     amendments,
     crc,
@@ -145,6 +146,9 @@ READ_CALLS: dict[str, ReadCall] = {
     "dashboard.my_sites": lambda t, a, n: dashboard.my_sites(t.ctx, a, t.study_id),
     "dashboard.screening_log": lambda t, a, n: dashboard.screening_log(t.ctx, a, t.study_id),
     "admin.list_users": lambda t, a, n: admin.list_users(t.ctx, a, t.study_id),
+    "accounts.list_invitations": lambda t, a, n: accounts.list_invitations(t.ctx, a, t.study_id),
+    "accounts.list_approvals": lambda t, a, n: accounts.list_approvals(t.ctx, a, t.study_id),
+    "accounts.totp_status": lambda t, a, n: accounts.totp_status(t.ctx, a),
     "design.design_defaults": lambda t, a, n: design.design_defaults(t.ctx, a, t.study_id),
     "design.assess_design": lambda t, a, n: design.assess_design(
         t.ctx, a, t.study_id, method="blocks", block_sizes=(4,), subjects=8, simulations=2, seed=1
@@ -186,7 +190,21 @@ WRITE_ACTIONS = {
     "admin.deactivate_user",
     "admin.grant_role",
     "admin.reactivate_user",
-    "admin.reset_password",
+    "admin.clear_signin_backoff",
+    "accounts.begin_totp",
+    "accounts.cancel_invitation",
+    "accounts.change_password",
+    "accounts.confirm_totp",
+    "accounts.decide_approval",
+    "accounts.disable_totp",
+    "accounts.invite",
+    "accounts.issue_reset_link",  # the local operator's only
+    "accounts.reset_totp",
+    "accounts.send_password_reset",
+    "accounts.set_email",
+    "mail.flush_outbox",  # the local operator's only
+    "mail.list_outbox",
+    "mail.show_mail",
     "admin.revoke_role",
     "crc.crc_eligibility_decision",
     "devices.destroy_device",

@@ -27,6 +27,7 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.services import (
+    accounts,
     admin,
     crc,
     dashboard,
@@ -45,7 +46,7 @@ from trialdesk.store.tables import AuditEntryRow, Base, RoleGrantRow, StudyRow, 
 SCOPED = ("coordinator", "manager", "statistician")
 """One user of study A per kind of scope: site-scoped, study-wide blinded, unblinded."""
 
-PER_USER = {"preferences.viewer_zone"}
+PER_USER = {"preferences.viewer_zone", "accounts.totp_status"}
 """Reads of the caller's own settings, not of a study's data: they answer for any study
 (the default for a study the caller has no role in), with nothing of that study."""
 
@@ -58,13 +59,14 @@ def two(database: Database, tmp_path: Path) -> Iterator[ms.TwoStudies]:
 
 
 def _rows(t: Trial) -> dict[str, int]:
-    """Row counts of every table but the audit trail's (checked by stream where it matters);
+    """Row counts of every table but the audit trail's (checked by stream where it matters)
+    and the sign-in's memory of clients (a first sign-in writes it, issue 12);
     ``audit_entries`` is the highest entry id."""
     with t.ctx.uow(readonly=True) as uow:
         counts = {
             table.name: int(uow.session.scalar(select(func.count()).select_from(table)) or 0)
             for table in Base.metadata.sorted_tables
-            if table.name not in {"audit_entries", "audit_heads"}
+            if table.name not in {"audit_entries", "audit_heads", "signin_throttle"}
         }
         counts["audit_entries"] = int(uow.session.scalar(select(func.max(AuditEntryRow.id))) or 0)
         return counts
@@ -211,6 +213,12 @@ WRITES: dict[str, WriteCall] = {
         roles=[],
     ),
     "deactivate site": lambda s, a: admin.deactivate_site(s.a.ctx, a, s.b.study_id, "S101"),
+    "invite user": lambda s, a: accounts.invite(
+        s.a.ctx, a, s.b.study_id, email="intruder@a.example", full_name="Intruder", role="crc"
+    ),
+    "send reset link": lambda s, a: accounts.send_password_reset(
+        s.a.ctx, a, s.b.study_id, ms.B_PREFIX + "manager"
+    ),
 }
 
 

@@ -46,12 +46,34 @@ def get_token(
 TokenDep = Annotated[str, Depends(get_token)]
 
 
-def get_session(ctx: CtxDep, token: TokenDep) -> TokenSession:
+def get_any_session(ctx: CtxDep, token: TokenDep) -> TokenSession:
+    """The token's session, also one good for second-factor enrolment only."""
     return resolve_token(ctx, token, kind="api")
+
+
+AnySessionDep = Annotated[TokenSession, Depends(get_any_session)]
+
+
+def get_session(session: AnySessionDep) -> TokenSession:
+    """A full session: a token of a user who must still enrol a second factor is refused."""
+    if session.scope != "full":
+        raise AuthenticationFailed(
+            "your roles need a second factor: enrol one first (POST /api/v1/me/totp, then "
+            "POST /api/v1/me/totp/confirm)"
+        )
+    return session
 
 
 def get_actor(session: Annotated[TokenSession, Depends(get_session)]) -> Actor:
     return session.actor
+
+
+def client_of(request: Request) -> str:
+    """The client a sign-in comes from, for throttling (the peer address)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientDep = Annotated[str, Depends(client_of)]
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
@@ -91,7 +113,7 @@ async def token_request(request: Request) -> TokenRequest:
     data: Any
     if content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
         form = await request.form()
-        data = {k: v for k, v in form.items() if k in {"username", "password"}}
+        data = {k: v for k, v in form.items() if k in {"username", "password", "totp"}}
     else:
         try:
             data = await request.json()
@@ -102,7 +124,7 @@ async def token_request(request: Request) -> TokenRequest:
             ) from None
     if not isinstance(data, dict):
         raise ValidationFailed("send username and password", {"body": "not an object"})
-    data = {k: data.get(k) for k in ("username", "password")}
+    data = {k: data.get(k) for k in ("username", "password", "totp")}
     try:
         return TokenRequest.model_validate(data)
     except ValidationError as exc:

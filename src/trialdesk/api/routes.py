@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from trialdesk.api import (
+    routes_accounts,
     routes_auth,
     routes_devices,
     routes_followup,
@@ -38,6 +39,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 router = APIRouter(responses=PROBLEM_RESPONSES)
 for module in (
     routes_auth,
+    routes_accounts,
     routes_studies,
     routes_subjects,
     routes_followup,

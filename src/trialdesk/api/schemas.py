@@ -70,12 +70,19 @@ def plain(view: Any) -> dict[str, Any]:
 class TokenRequest(_In):
     username: str = Field(min_length=1, max_length=150)
     password: str = Field(min_length=1, max_length=1024)
+    totp: str | None = Field(
+        default=None, max_length=16, description="the current TOTP code, when enrolled"
+    )
 
 
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_at: dt.datetime
+    scope: str = Field(
+        default="full",
+        description="'enrol': the roles need a second factor; only /me/totp works until then",
+    )
 
 
 # --- studies ----------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from trialdesk.cli import (
+    account_cmd,
     backup_cmd,
     design_cmd,
     devices_cmd,
     endpoints_cmd,
     export_cmd,
     lists_cmd,
+    mail_cmd,
     me_cmd,
     protocol_cmd,
     report_cmd,
@@ -19,6 +21,7 @@ from trialdesk.cli import (
     setup_cmd,
     simulate_cmd,
     subject_cmd,
+    users_cmd,
     visits_cmd,
 )
 
@@ -37,7 +40,10 @@ def build_app() -> typer.Typer:
     app.command("restore")(backup_cmd.restore)
     app.add_typer(protocol_cmd.app, name="protocol", help="Validate and show protocol files.")
     app.add_typer(subject_cmd.app, name="subject", help="Subject actions.")
-    app.add_typer(me_cmd.app, name="me", help="Your own settings (time zone).")
+    app.add_typer(me_cmd.app, name="me", help="Your own settings (time zone, password, TOTP).")
+    app.add_typer(users_cmd.app, name="users", help="Users, invitations and approvals.")
+    app.add_typer(account_cmd.app, name="account", help="Invitation and reset links.")
+    app.add_typer(mail_cmd.app, name="mail", help="The mail outbox (local operator).")
     app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")
     app.add_typer(setup_cmd.audit_app, name="audit", help="The audit trail.")
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")

@@ -22,7 +22,8 @@ from trialdesk.cli.common import fail, fail_from
 from trialdesk.config import Settings, load_settings
 from trialdesk.domain.errors import TrialError
 from trialdesk.services.access import Actor, operator_actor
-from trialdesk.services.auth import authenticate
+from trialdesk.services.auth import CODE_REQUIRED, SignedIn
+from trialdesk.services.auth import sign_in as sign_in_service
 from trialdesk.services.setup import StudyInfo, list_studies, resolve_study
 from trialdesk.store.database import make_engine, schema_revision
 
@@ -120,7 +121,18 @@ def guarded(fn: Callable[[], T]) -> T:
         fail(f"database error: {_first_line(exc)}")
 
 
-def sign_in(runtime: Runtime, user: str | None, study_code: str | None) -> Session:
+def cli_client() -> str:
+    """The client a CLI sign-in comes from, for throttling: this OS account on this host."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return f"cli:{who}@{socket.gethostname()}"[:100]
+
+
+def signed_in(runtime: Runtime, user: str | None) -> SignedIn:
+    """Password (TRIALDESK_PASSWORD or a prompt) and, when enrolled, the TOTP code
+    (TRIALDESK_TOTP or a prompt). Also a user who must still enrol a second factor."""
     settings = runtime.context.settings
     username = user or settings.user
     if not username:
@@ -128,7 +140,26 @@ def sign_in(runtime: Runtime, user: str | None, study_code: str | None) -> Sessi
     password = settings.password
     if password is None:
         password = typer.prompt(f"Password for {username}", hide_input=True)
-    actor = guarded(lambda: authenticate(runtime.context, username, password))
+    code = settings.totp_code
+    try:
+        return sign_in_service(runtime.context, username, password, client=cli_client(), totp=code)
+    except TrialError as exc:
+        if exc.message != CODE_REQUIRED or code is not None:
+            fail_from(exc)
+    code = str(typer.prompt("Code from your authenticator app (TOTP)"))
+    return guarded(
+        lambda: sign_in_service(runtime.context, username, password, client=cli_client(), totp=code)
+    )
+
+
+def sign_in(runtime: Runtime, user: str | None, study_code: str | None) -> Session:
+    signed = signed_in(runtime, user)
+    if signed.must_enrol_totp:
+        fail(
+            "your roles need a second factor (TOTP): enrol one first with "
+            "'trialdesk me totp-enrol' and 'trialdesk me totp-confirm CODE'"
+        )
+    actor = signed.actor
     study = guarded(lambda: resolve_study(runtime.context, actor, study_code))
     return Session(runtime=runtime, actor=actor, study=study)
 

@@ -12,6 +12,7 @@ from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
+from trialdesk.services.accounts import InvitationView, invite
 from trialdesk.services.admin import grant_role
 from trialdesk.services.crypto import create_key_file
 from trialdesk.services.devices import DEMO_LOT, stock_demo_site
@@ -36,9 +37,23 @@ def init(
     demo_password: str = typer.Option(
         DEMO_PASSWORD, "--demo-password", help="password of the demo users"
     ),
+    admin_email: str | None = typer.Option(
+        None, "--admin-email", help="invite the study's first administrator (live studies)"
+    ),
+    admin_name: str | None = typer.Option(None, "--admin-name", help="their full name"),
+    statistician_email: str | None = typer.Option(
+        None,
+        "--statistician-email",
+        help="invite the study's first unblinded statistician (the local operator's act)",
+    ),
+    statistician_name: str | None = typer.Option(
+        None, "--statistician-name", help="their full name"
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Create or migrate the database, load the protocol, create the sites (and demo users)."""
+    """Create or migrate the database, load the protocol, create the sites (and demo users);
+    invite the first administrator and statistician by e-mail (their links are mailed, or
+    read by the local operator with 'trialdesk mail list' and 'trialdesk mail show')."""
     settings = load_settings()
     try:
         loaded = load_protocol(protocol)
@@ -57,6 +72,20 @@ def init(
         users: list[str] = []
         list_made = None
         stocked = 0
+        invited: list[InvitationView] = []
+        for email, name, role in (
+            (admin_email, admin_name, "admin"),
+            (statistician_email, statistician_name, "statistician"),
+        ):
+            if email:
+                try:
+                    invited.append(
+                        invite(
+                            ctx, operator, info.id, email=email, full_name=name or email, role=role
+                        )
+                    )
+                except TrialError as exc:
+                    fail(f"{exc.message} [{exc.code}]")
         if demo:
             users = guarded(lambda: create_demo_users(ctx, operator, info.id, demo_password))
             stocked = guarded(lambda: stock_demo_site(ctx, operator, info.id))
@@ -73,6 +102,7 @@ def init(
         "demo_password": demo_password if demo and users else None,
         "allocation_list": asdict(list_made) if list_made else None,
         "demo_devices": stocked,
+        "invitations": [asdict(i) for i in invited],
     }
     if json_out:
         print_json(out)
@@ -95,6 +125,9 @@ def init(
             f"live allocation list generated: {list_made.strata} strata, "
             f"{list_made.slots} slots, fingerprint {list_made.fingerprint[:12]}"
         )
+    for i in invited:
+        where = "mailed" if settings.smtp_url else "waiting in the outbox ('trialdesk mail list')"
+        typer.echo(f"invitation {i.id}: {i.role} {i.email}, {where}")
 
 
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)

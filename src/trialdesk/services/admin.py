@@ -1,9 +1,11 @@
 """User and site administration (SYSTEM.md §1: the administrator's job; ACC-1).
 
 Administrator of the study, or the local operator. A user belongs to a study through its role
-grants; an administrator sees and changes users holding a role in the study, plus users who
-hold no role anywhere (so a user whose last grant was revoked can be given one again), never
-users of another study only (PROT-1). Every change is one audit entry in the user's stream
+grants; an administrator sees and changes users holding a role in the study only, never
+learns of users of other studies (PROT-1; a person is added by invitation to an e-mail
+address, :mod:`.accounts`). Nobody here sets another person's password: a reset is a link
+mailed to the person. A role that can reach an arm waits for a second person's approval
+(:data:`.accounts.NEEDS_APPROVAL`). Every change is one audit entry in the user's stream
 (``user:<id>``) or, for sites, the study's stream; a refused change writes nothing.
 """
 
@@ -12,22 +14,31 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from trialdesk.domain.errors import (
     Conflict,
     NotFound,
     PreconditionFailed,
-    ValidationFailed,
 )
-from trialdesk.domain.roles import SITE_SCOPED, Role
-from trialdesk.services.access import Actor, require
-from trialdesk.services.auth import hash_password
+from trialdesk.domain.roles import Role
+from trialdesk.services.access import Actor
+from trialdesk.services.accounts import (
+    add_grant,
+    needs_approval,
+    request_grant,
+    require_admin,
+    role_named,
+    site_for,
+)
+from trialdesk.services.auth import clear_throttle, throttled_until
 from trialdesk.services.common import study_by_id
 from trialdesk.services.context import ServiceContext
 from trialdesk.store.audit import PendingEntry
-from trialdesk.store.tables import AuthTokenRow, RoleGrantRow, SiteRow, UserRow
+from trialdesk.store.tables import AuthTokenRow, GrantApprovalRow, RoleGrantRow, SiteRow, UserRow
 from trialdesk.store.uow import UnitOfWork
+
+__all__ = ["role_named"]
 
 
 @dataclass(frozen=True)
@@ -44,33 +55,26 @@ class UserInfo:
     roles: list[RoleHeld] = field(default_factory=list)
     """Grants in this study only."""
     locked_until: str | None = None
-    """ISO time while sign-in is locked after failures, else None."""
+    """ISO time while sign-in for the name backs off for new clients after failures."""
+    email: str | None = None
+    totp: bool = False
+    """A second factor is enrolled."""
+    pending: list[RoleHeld] = field(default_factory=list)
+    """Roles requested for the user that await a second person's approval."""
 
 
-def _require_admin(actor: Actor, study_id: int, action: str) -> None:
-    if not actor.operator:
-        require(actor, study_id, [Role.ADMIN], action=action)
+_require_admin = require_admin
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def role_named(value: str) -> Role:
-    """The role a form or command names; one clear refusal for an unknown name."""
-    try:
-        return Role(value)
-    except ValueError:
-        known = ", ".join(r.value for r in Role)
-        raise ValidationFailed(
-            f"unknown role {value!r}; roles are {known}", {"role": "unknown role"}
-        ) from None
-
-
 def _user(
     uow: UnitOfWork, study_id: int, username: str, *, lock: bool = False, any_study: bool = False
 ) -> UserRow:
-    """The user, if it belongs to this study (or to none); 'not found' otherwise (PROT-1).
+    """The user, if it holds a role in this study; 'not found' otherwise, the same for a user
+    of another study and for no user at all (PROT-1).
 
     ``any_study`` is for the local operator only, who may give a user of one study a role in
     another (``trialdesk study grant``); a study's administrator never reaches other studies.
@@ -83,7 +87,7 @@ def _user(
         studies = set(
             uow.session.scalars(select(RoleGrantRow.study_id).where(RoleGrantRow.user_id == row.id))
         )
-        if any_study or not studies or study_id in studies:
+        if any_study or study_id in studies:
             return row
     raise NotFound(f"user {username.strip() or '?'} not found in this study")
 
@@ -158,11 +162,8 @@ def list_users(ctx: ServiceContext, actor: Actor, study_id: int) -> list[UserInf
         _require_admin(actor, study_id, "list users")
         study_by_id(uow, study_id)
         in_study = select(RoleGrantRow.user_id).where(RoleGrantRow.study_id == study_id)
-        with_any = select(RoleGrantRow.user_id)
         users = uow.session.scalars(
-            select(UserRow)
-            .where(or_(UserRow.id.in_(in_study), UserRow.id.not_in(with_any)))
-            .order_by(UserRow.username)
+            select(UserRow).where(UserRow.id.in_(in_study)).order_by(UserRow.username)
         ).all()
         sites: dict[int, str] = {
             site_id: code
@@ -178,21 +179,35 @@ def list_users(ctx: ServiceContext, actor: Actor, study_id: int) -> list[UserInf
         ):
             site = sites.get(g.site_id) if g.site_id is not None else None
             grants.setdefault(g.user_id, []).append(RoleHeld(g.role, site))
-        now = ctx.now()
-        return [
-            UserInfo(
-                username=u.username,
-                full_name=u.full_name,
-                active=u.active,
-                roles=grants.get(u.id, []),
-                locked_until=(
-                    _utc(u.locked_until).isoformat()
-                    if u.locked_until is not None and _utc(u.locked_until) > now
-                    else None
-                ),
+        pending: dict[int, list[RoleHeld]] = {}
+        for a in uow.session.scalars(
+            select(GrantApprovalRow)
+            .where(
+                GrantApprovalRow.study_id == study_id,
+                GrantApprovalRow.status == "pending",
+                GrantApprovalRow.user_id.is_not(None),
             )
-            for u in users
-        ]
+            .order_by(GrantApprovalRow.id)
+        ):
+            site = sites.get(a.site_id) if a.site_id is not None else None
+            pending.setdefault(a.user_id or 0, []).append(RoleHeld(a.role, site))
+        now = ctx.now()
+        out = []
+        for u in users:
+            until = throttled_until(uow, u.username, now)
+            out.append(
+                UserInfo(
+                    username=u.username,
+                    full_name=u.full_name,
+                    active=u.active,
+                    roles=grants.get(u.id, []),
+                    locked_until=until.isoformat() if until else None,
+                    email=u.email,
+                    totp=u.totp_enabled_at is not None,
+                    pending=pending.get(u.id, []),
+                )
+            )
+        return out
 
 
 def _set_active(
@@ -248,31 +263,16 @@ def _one(ctx: ServiceContext, actor: Actor, study_id: int, username: str) -> Use
         return UserInfo(username=row.username, full_name=row.full_name, active=row.active)
 
 
-def reset_password(
-    ctx: ServiceContext, actor: Actor, study_id: int, username: str, new_password: str
+def clear_signin_backoff(
+    ctx: ServiceContext, actor: Actor, study_id: int, username: str
 ) -> UserInfo:
-    """Set a new password (services.auth's minimum length), clear any lock and end the user's
-    sessions; the audit entry records that it happened, never the password."""
-    _require_admin(actor, study_id, "reset password")
-    password_hash = hash_password(ctx, new_password)  # refuses a short one before any write
-    now = ctx.now()
+    """Let a user of the study sign in again at once after failures made the name back off
+    (e.g. the implanting team on a procedure day); audited, nothing else changes."""
+    _require_admin(actor, study_id, "clear sign-in back-off")
     with ctx.uow() as uow:
         user = _user(uow, study_id, username, lock=True)
-        was_locked = user.locked_until is not None and _utc(user.locked_until) > now
-        user.password_hash = password_hash
-        user.failed_attempts = 0
-        user.locked_until = None
-        ended = _revoke_sessions(uow, user, now)
-        uow.record(
-            _entry(
-                ctx,
-                actor,
-                study_id,
-                user,
-                "reset_password",
-                {"password": "reset", "unlocked": was_locked, "sessions_ended": ended},
-            )
-        )
+        cleared = clear_throttle(uow, user.username)
+        uow.record(_entry(ctx, actor, study_id, user, "clear_signin_backoff", {"cleared": cleared}))
         uow.commit()
     return _one(ctx, actor, study_id, username)
 
@@ -280,16 +280,7 @@ def reset_password(
 def _grant_site(
     uow: UnitOfWork, study_id: int, role: Role, site: str | None
 ) -> tuple[int | None, str | None]:
-    code = (site or "").strip() or None
-    if role in SITE_SCOPED:
-        if code is None:
-            raise ValidationFailed(f"role {role.value} needs a site", {"site": "required"})
-        return _site(uow, study_id, code).id, code
-    if code is not None:
-        raise ValidationFailed(
-            f"role {role.value} is study-wide; give no site", {"site": "not for this role"}
-        )
-    return None, None
+    return site_for(uow, study_id, role, site)
 
 
 def grant_role(
@@ -300,35 +291,46 @@ def grant_role(
     role: str,
     site: str | None = None,
 ) -> UserInfo:
-    """Give a user a role in the study (with its site for site-scoped roles, ACC-1).
+    """Give a user of the study a role (with its site for site-scoped roles, ACC-1).
 
-    The study's administrator may grant roles to its own users only; the local operator may
-    also add a user of another study of this installation (PROT-1)."""
+    A role that can reach an arm is not given here: it becomes a request that an unblinded
+    member of the study approves with an e-signature (the returned info lists it under
+    ``pending``). The local operator may also add a user of another study (PROT-1) and, in
+    demo and sandbox studies or a live study with no unblinded member yet, grant directly."""
     _require_admin(actor, study_id, "grant role")
     wanted = role_named(role)
     with ctx.uow() as uow:
-        study_by_id(uow, study_id)
+        study = study_by_id(uow, study_id)
         user = _user(uow, study_id, username, lock=True, any_study=actor.operator)
         site_id, code = _grant_site(uow, study_id, wanted, site)
-        held = uow.session.scalars(
-            select(RoleGrantRow).where(
-                RoleGrantRow.user_id == user.id,
-                RoleGrantRow.study_id == study_id,
-                RoleGrantRow.role == wanted.value,
-                RoleGrantRow.site_id.is_(None)
-                if site_id is None
-                else RoleGrantRow.site_id == site_id,
+        if needs_approval(uow, actor, study_id, wanted):
+            held = uow.session.scalars(
+                select(RoleGrantRow.id).where(
+                    RoleGrantRow.user_id == user.id,
+                    RoleGrantRow.study_id == study_id,
+                    RoleGrantRow.role == wanted.value,
+                    RoleGrantRow.site_id.is_(None)
+                    if site_id is None
+                    else RoleGrantRow.site_id == site_id,
+                )
+            ).first()
+            if held is not None:
+                where = f" at site {code}" if code else ""
+                raise Conflict(f"user {user.username} already holds {wanted.value}{where}")
+            request_grant(uow, ctx, actor, study, user, wanted, site_id, code)
+        else:
+            add_grant(
+                uow,
+                ctx,
+                user=user,
+                study_id=study_id,
+                role=wanted,
+                site_id=site_id,
+                site_code=code,
+                granted_by_user_id=actor.user_id,
+                approved_by_user_id=None,
+                label=actor.label,
             )
-        ).first()
-        if held is not None:
-            where = f" at site {code}" if code else ""
-            raise Conflict(f"user {user.username} already holds {wanted.value}{where}")
-        uow.session.add(
-            RoleGrantRow(user_id=user.id, study_id=study_id, role=wanted.value, site_id=site_id)
-        )
-        uow.record(
-            _entry(ctx, actor, study_id, user, "grant_role", {"role": wanted.value, "site": code})
-        )
         uow.commit()
     return _one(ctx, actor, study_id, username)
 

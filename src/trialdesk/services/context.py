@@ -5,11 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from trialdesk.config import Settings
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
 from trialdesk.services.crypto import AllocationCipher
 from trialdesk.store.uow import UnitOfWorkFactory
+
+
+class Waker(Protocol):
+    def wake(self) -> None: ...
 
 
 @dataclass
@@ -21,6 +26,9 @@ class ServiceContext:
     _protocols: dict[str, LoadedProtocol] = field(default_factory=dict)
     memo: dict[str, object] = field(default_factory=dict)
     """Per-process facts read once from the database (e.g. its connection limit)."""
+    mail: Waker | None = None
+    """Delivers the mail outbox after commits (services.mail.MailDispatcher), when SMTP is
+    configured; None: mails wait for the local operator."""
 
     def now(self) -> dt.datetime:
         moment = self.clock()

@@ -36,6 +36,7 @@ from trialdesk.services.forms import (
     save_form,
     typed_values,
 )
+from trialdesk.services.mail import notify_crc_case, notify_emergency_unblinding
 from trialdesk.services.views import ArmView, SubjectView, subject_view
 from trialdesk.store.tables import (
     CrcCaseRow,
@@ -333,6 +334,7 @@ def record_therapy(
         )
         uow.session.add(case)
         uow.session.flush()
+        notify_crc_case(uow, ctx, case.id)
         transition(
             uow,
             ctx,
@@ -447,6 +449,7 @@ def emergency_unblind(
                 created_at=ctx.now(),
             )
         )
+        notify_emergency_unblinding(uow, ctx, subject, actor)
         uow.commit()
         view = subject_view(ctx, uow, actor, subject)
         rand = uow.session.scalars(

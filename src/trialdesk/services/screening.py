@@ -35,6 +35,7 @@ from trialdesk.services.crc import (
     crc_eligibility_decision as crc_eligibility_decision,  # moved; re-exported
 )
 from trialdesk.services.forms import save_form, subject_form_values, typed_values
+from trialdesk.services.mail import notify_crc_case
 from trialdesk.services.views import SubjectView, subject_view
 from trialdesk.store.tables import (
     ConfirmationRow,
@@ -360,6 +361,7 @@ def complete_screening(
                 )
                 uow.session.add(case)
                 uow.session.flush()
+                notify_crc_case(uow, ctx, case.id)
                 audit(
                     uow,
                     ctx,

@@ -8,13 +8,19 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import (
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from trialdesk.domain.roles import SITE_SCOPED, Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Protocol, Site
-from trialdesk.services.access import Actor, require
+from trialdesk.services.access import Actor
 from trialdesk.services.auth import hash_password
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.mail import check_address
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.tables import (
     ProtocolVersionRow,
@@ -256,18 +262,34 @@ def create_user(
     full_name: str,
     password: str,
     roles: list[tuple[Role, str | None]],
+    email: str | None = None,
 ) -> int:
-    """Create a user with roles in one study (administrator or local operator)."""
+    """The local operator creates a user with a password in a demo or sandbox study (the demo
+    users of ``init --demo``, the simulator's users). In a live study nobody chooses another
+    person's password: people are invited (:func:`trialdesk.services.accounts.invite`)."""
     if not actor.operator:
-        require(actor, study_id, [Role.ADMIN], action="create user")
+        raise PermissionDenied(
+            "users are invited by e-mail ('invite'); only the local operator creates demo and "
+            "sandbox users with a password"
+        )
     username = username.strip()
     if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValidationFailed(
             f"invalid username {username!r}", {"username": "letters, digits, - _ ."}
         )
+    address = check_address(email) if email else None
     password_hash = hash_password(ctx, password)
     now = ctx.now()
     with ctx.uow() as uow:
+        study = uow.session.get(StudyRow, study_id)
+        if study is None:
+            raise NotFound(f"study {study_id} not found")
+        if study.mode == "live":
+            raise PreconditionFailed(
+                f"study {study.code} is live: a person chooses their own password there; "
+                "invite them by e-mail ('trialdesk users invite')",
+                reason="invite-instead",
+            )
         exists = uow.session.scalars(select(UserRow).where(UserRow.username == username)).first()
         if exists is not None:
             raise ValidationFailed(f"user {username} already exists", {"username": "taken"})
@@ -276,8 +298,8 @@ def create_user(
             full_name=full_name,
             password_hash=password_hash,
             active=True,
-            failed_attempts=0,
             created_at=now,
+            email=address,
         )
         uow.session.add(user)
         uow.session.flush()
@@ -294,7 +316,13 @@ def create_user(
                     raise NotFound(f"site {site_code} not found")
                 site_id = site.id
             uow.session.add(
-                RoleGrantRow(user_id=user.id, study_id=study_id, role=role.value, site_id=site_id)
+                RoleGrantRow(
+                    user_id=user.id,
+                    study_id=study_id,
+                    role=role.value,
+                    site_id=site_id,
+                    granted_at=now,
+                )
             )
             granted.append({"role": role.value, "site": site_code if site_id else None})
         uow.record(
@@ -306,7 +334,7 @@ def create_user(
                 entity="user",
                 entity_id=username,
                 study_id=study_id,
-                new={"full_name": full_name, "roles": granted},
+                new={"full_name": full_name, "roles": granted, "mode": study.mode},
             )
         )
         uow.commit()

@@ -5,7 +5,9 @@
   counts. The audit entry never carries the arm, because blinded roles read the audit trail.
 - Trial-level unblinding at study end needs two people: the study manager requests and the
   unblinded statistician confirms, each re-entering a password (SIG-1). Until the second
-  signature nothing changes for anyone's view.
+  signature nothing changes for anyone's view. Each of the two must hold the role through a
+  grant that neither of them asked for or approved (issue 12), so accounts one person minted
+  cannot make up the pair.
 - Notifications are addressed to a role; only holders of that role read them.
 """
 
@@ -29,6 +31,7 @@ from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
+from trialdesk.services.accounts import grant_requesters, independent_grant
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
     audit,
@@ -45,6 +48,7 @@ from trialdesk.store.tables import (
     StudyRow,
     SubjectRow,
     TrialUnblindingRow,
+    UserRow,
 )
 from trialdesk.store.uow import UnitOfWork
 
@@ -267,6 +271,7 @@ def request_trial_unblinding(
         study = study_by_id(uow, study_id)
         _refuse_if_unblinded(study)
         _refuse_if_pending(uow, study)
+        _require_independent(uow, study_id, actor.user_id, Role.MANAGER, {actor.user_id})
         code = study.code
     meaning = f"Request for trial-level unblinding of study {code}"
     reauthenticate(ctx, actor, password, meaning=meaning)
@@ -312,6 +317,37 @@ def request_trial_unblinding(
         return view
 
 
+def _require_independent(
+    uow: UnitOfWork, study_id: int, user_id: int | None, role: Role, people: set[int | None]
+) -> None:
+    """The two-person rule counts only people granted by someone else (issue 12)."""
+    if not independent_grant(uow, study_id, user_id, [role], people):
+        raise PermissionDenied(
+            f"the {role.value} role of this signer was asked for or approved by one of the two "
+            "people of this unblinding; the two-person rule needs two people each granted by "
+            "someone else"
+        )
+
+
+def _pair_is_independent(
+    uow: UnitOfWork, study_id: int, pending: TrialUnblindingRow, actor: Actor
+) -> None:
+    requester = uow.session.scalars(
+        select(UserRow.id).where(UserRow.username == pending.requested_by)
+    ).first()
+    people = {requester, actor.user_id}
+    _require_independent(uow, study_id, requester, Role.MANAGER, people)
+    _require_independent(uow, study_id, actor.user_id, Role.STATISTICIAN, people)
+    shared = grant_requesters(uow, study_id, requester, [Role.MANAGER]) & grant_requesters(
+        uow, study_id, actor.user_id, [Role.STATISTICIAN]
+    )
+    if shared:
+        raise PermissionDenied(
+            "the roles of both signers were asked for by the same person; the two-person rule "
+            "needs two people whose access does not come from one and the same requester"
+        )
+
+
 def _refuse_if_pending(uow: UnitOfWork, study: StudyRow) -> None:
     pending = _pending(uow, study.id)
     if pending is not None:
@@ -347,7 +383,7 @@ def confirm_trial_unblinding(
         require(actor, study_id, [Role.STATISTICIAN], action="confirm trial-level unblinding")
         study = study_by_id(uow, study_id)
         _refuse_if_unblinded(study)
-        _pending_or_refuse(uow, study, actor)
+        _pair_is_independent(uow, study_id, _pending_or_refuse(uow, study, actor), actor)
         code = study.code
     meaning = f"Confirmation of trial-level unblinding of study {code}"
     reauthenticate(ctx, actor, password, meaning=meaning)
@@ -355,6 +391,7 @@ def confirm_trial_unblinding(
         study = _lock_study(uow, study_id)
         _refuse_if_unblinded(study)
         pending = _pending_or_refuse(uow, study, actor)
+        _pair_is_independent(uow, study_id, pending, actor)
         now = ctx.now()
         result = uow.session.execute(
             update(TrialUnblindingRow)

@@ -124,11 +124,17 @@ class UserRow(Base):
     full_name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     # the zone this person reads timestamps in (TIME-1); None: their site's zone, else UTC
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # issue 12 (identity and access): where invitations, reset links and notices go (set by
+    # the invitation the person accepted, or by the local operator); lower case, unique
+    email: Mapped[str | None] = mapped_column(String(254), unique=True, nullable=True)
+    # TOTP second factor: the secret encrypted with the installation key, the time step of
+    # the last code accepted (a code is never accepted twice)
+    totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RoleGrantRow(Base):
@@ -139,6 +145,11 @@ class RoleGrantRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     role: Mapped[str] = mapped_column(String(20))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    # issue 12: who asked for the grant and who approved it (separation of duties); None
+    # for the local operator and for grants made before this was recorded
+    granted_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approved_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    granted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class SubjectRow(Base):
@@ -523,3 +534,111 @@ class AuthTokenRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # issue 12: a web session unused for the idle timeout ends; a session of a user who must
+    # still enrol a second factor is good for enrolment only (scope "enrol")
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    scope: Mapped[str] = mapped_column(String(10), default="full", server_default="full")
+    # the client (address) it was issued to: a client that signed in as a user before is not
+    # held back with strangers when the name backs off
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+# ============================================================================================
+# Identity and access (issue 12, migration 0005): invitations, approvals of grants that can
+# reach an arm, reset links, sign-in throttling and the mail outbox.
+
+
+class InvitationRow(Base):
+    """A role offered to an e-mail address. Its link (only the SHA-256 is stored) is issued
+    at once for a blinded role, and only after a second person's e-signed approval for a
+    role that can reach an arm."""
+
+    __tablename__ = "invitations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    email: Mapped[str] = mapped_column(String(254))
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    invited_by: Mapped[str] = mapped_column(String(80))
+    invited_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # awaiting_approval | sent | accepted | rejected | cancelled
+    status: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    approved_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
+class GrantApprovalRow(Base):
+    """A request for a role that can reach an arm, awaiting a second person's e-signature
+    (SIG-1): an unblinded member of the study who is neither the requester nor the grantee."""
+
+    __tablename__ = "grant_approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    role: Mapped[str] = mapped_column(String(20))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    invitation_id: Mapped[int | None] = mapped_column(ForeignKey("invitations.id"), nullable=True)
+    grantee: Mapped[str] = mapped_column(String(254))  # username or invited address, shown
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(10))  # pending | approved | rejected
+    decided_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    decided_by_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decided_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    meaning: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PasswordResetRow(Base):
+    """A single-use, expiring link that lets a person choose a new password."""
+
+    __tablename__ = "password_resets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(80))
+
+
+class SignInThrottleRow(Base):
+    """Failed sign-ins counted per client, per (client, name) and per name, whether or not
+    the name exists, so the answer never depends on an account's existence."""
+
+    __tablename__ = "signin_throttle"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # client | pair | name | signature
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class MailOutboxRow(Base):
+    """A mail written in the transaction of the action that caused it and delivered after
+    commit; the body (it may hold a link) is encrypted and dropped once sent."""
+
+    __tablename__ = "mail_outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -39,6 +39,7 @@ from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
 from trialdesk.reports.enrolment import render_plot
 from trialdesk.services import (
+    accounts,
     admin,
     crc,
     design,
@@ -63,7 +64,7 @@ from trialdesk.services.sessions import (
     revoke_token,
     set_session_study,
 )
-from trialdesk.services.setup import create_user, list_studies
+from trialdesk.services.setup import list_studies
 from trialdesk.services.study_info import list_sites
 from trialdesk.services.views import SubjectView
 from trialdesk.services.visits import visit_worklist
@@ -120,6 +121,7 @@ class Web:
     study_id: int
     csrf: str
     token: str
+    scope: str = "full"
 
 
 class _SignedOut(Exception):
@@ -127,7 +129,20 @@ class _SignedOut(Exception):
     create_app) answers every page with the redirect to the sign-in page."""
 
 
+class _MustEnrol(Exception):
+    """A session good for second-factor enrolment only: every other page redirects to the
+    enrolment page (installed with the signed-out handler)."""
+
+
 def _session(request: Request) -> Web:
+    web = _session_any(request)
+    if web.scope != "full":
+        raise _MustEnrol
+    return web
+
+
+def _session_any(request: Request) -> Web:
+    """The session, also one good for enrolling a second factor only."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise _SignedOut
@@ -145,7 +160,7 @@ def _session(request: Request) -> Web:
             raise PermissionDenied(f"{found.actor.username} holds no role in any study")
         study_id = studies[0].id
         set_session_study(ctx, token, study_id)
-    return Web(ctx, found.actor, study_id, found.csrf_token or "", token)
+    return Web(ctx, found.actor, study_id, found.csrf_token or "", token, found.scope)
 
 
 def _study_values(web: Web | None) -> dict[str, Any]:
@@ -190,7 +205,11 @@ def install_signed_out_handler(app: FastAPI) -> None:
     async def signed_out(request: Request, _exc: Exception) -> Response:
         return _to_signin(request)
 
+    async def must_enrol(_request: Request, _exc: Exception) -> Response:
+        return _redirect("/account/totp")
+
     app.add_exception_handler(_SignedOut, signed_out)
+    app.add_exception_handler(_MustEnrol, must_enrol)
 
 
 def _csrf_ok(expected: str, form: FormData) -> bool:
@@ -198,9 +217,9 @@ def _csrf_ok(expected: str, form: FormData) -> bool:
     return bool(expected) and isinstance(given, str) and hmac.compare_digest(given, expected)
 
 
-async def _post(request: Request) -> tuple[Web, FormData]:
+async def _post(request: Request, *, any_scope: bool = False) -> tuple[Web, FormData]:
     """The session and form of a POST, refused (nothing done) without the session's token."""
-    web = _session(request)
+    web = _session_any(request) if any_scope else _session(request)
     form = await request.form()
     if not _csrf_ok(web.csrf, form):
         raise PermissionDenied("the form's security token is missing or wrong; reload the page")
@@ -326,13 +345,20 @@ async def signin(request: Request) -> Response:
     password = form.get("password")
     try:
         issued = issue_token(
-            _ctx(request), username, password if isinstance(password, str) else "", kind="web"
+            _ctx(request),
+            username,
+            password if isinstance(password, str) else "",
+            kind="web",
+            client=request.client.host if request.client else "unknown",
+            totp=_text(form, "totp") or None,
         )
-    except TrialError as exc:  # wrong password, locked account: the service's message
+    except TrialError as exc:  # one message for every refusal (the service's)
         return _signin_page(request, exc.message, 401, username)
     target = _text(form, "next")
     if not target.startswith("/") or target[1:2] in ("/", "\\"):  # no off-site redirect
         target = "/home"
+    if issued.scope != "full":
+        target = "/account/totp"
     response = _redirect(target)
     response.set_cookie(
         SESSION_COOKIE,
@@ -1001,7 +1027,10 @@ def _users_page(
         web,
         status=status,
         users=users,
+        invitations=accounts.list_invitations(web.ctx, web.actor, web.study_id),
+        approvals=accounts.list_approvals(web.ctx, web.actor, web.study_id),
         all_roles=[r.value for r in Role],
+        needs_approval=sorted(r.value for r in accounts.NEEDS_APPROVAL),
         sites=[s.code for s in list_sites(web.ctx, web.actor, web.study_id)],
         message=message,
     )
@@ -1013,47 +1042,70 @@ def admin_users(request: Request) -> Response:
     return _users_page(request, web)
 
 
-@router.post("/admin/users", include_in_schema=False)
-async def admin_create_user(request: Request) -> Response:
+@router.post("/admin/invitations", include_in_schema=False)
+async def admin_invite(request: Request) -> Response:
+    """Invite by address; the page says the same whether or not the address has an account."""
     web, form = await _post(request)
     try:
-        role = admin.role_named(_text(form, "role"))
-        create_user(
+        view = accounts.invite(
             web.ctx,
             web.actor,
             web.study_id,
-            username=_text(form, "username"),
+            email=_text(form, "email"),
             full_name=_text(form, "full_name"),
-            password=str(form.get("password") or ""),
-            roles=[(role, _text(form, "site") or None)],
+            role=_text(form, "role"),
+            site=_text(form, "site") or None,
         )
     except REFUSED_CHANGE as exc:
         return _users_page(request, web, message=exc.message, status=status_of(exc))
-    return _redirect("/admin/users")
+    done = (
+        "awaits an unblinded member's approval before the link is sent"
+        if view.status == "awaiting_approval"
+        else "was sent"
+    )
+    return _users_page(request, web, message=f"The invitation to {view.email} {done}.")
 
 
-USER_ACTIONS = ("deactivate", "reactivate", "password", "grant", "revoke")
+@router.post("/admin/invitations/{invitation_id}/cancel", include_in_schema=False)
+async def admin_cancel_invitation(request: Request, invitation_id: int) -> Response:
+    web, _form = await _post(request)
+    try:
+        accounts.cancel_invitation(web.ctx, web.actor, web.study_id, invitation_id)
+    except REFUSED_CHANGE as exc:
+        return _users_page(request, web, message=exc.message, status=status_of(exc))
+    return _redirect("/admin/users#invitations")
+
+
+USER_ACTIONS = ("deactivate", "reactivate", "reset-link", "clear-backoff", "grant", "revoke")
 
 
 @router.post("/admin/users/{username}/{change}", include_in_schema=False)
 async def admin_change_user(request: Request, username: str, change: str) -> Response:
     web, form = await _post(request)
     args = (web.ctx, web.actor, web.study_id, username)
+    message = None
     try:
         if change == "deactivate":
             admin.deactivate_user(*args)
         elif change == "reactivate":
             admin.reactivate_user(*args)
-        elif change == "password":
-            admin.reset_password(*args, str(form.get("password") or ""))
+        elif change == "reset-link":
+            accounts.send_password_reset(*args)
+            message = f"A reset link was mailed to {username}'s own address."
+        elif change == "clear-backoff":
+            admin.clear_signin_backoff(*args)
         elif change == "grant":
-            admin.grant_role(*args, _text(form, "role"), _text(form, "site") or None)
+            info = admin.grant_role(*args, _text(form, "role"), _text(form, "site") or None)
+            if info.pending:
+                message = "The role awaits an unblinded member's e-signed approval."
         elif change == "revoke":
             admin.revoke_role(*args, _text(form, "role"), _text(form, "site") or None)
         else:
             raise NotFound(f"no such change {change!r}; one of {', '.join(USER_ACTIONS)}")
     except REFUSED_CHANGE as exc:
         return _users_page(request, web, message=exc.message, status=status_of(exc))
+    if message:
+        return _users_page(request, web, message=message)
     return _redirect(f"/admin/users#user-{quote(username)}")
 
 
