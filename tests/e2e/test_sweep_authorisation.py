@@ -173,21 +173,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     t.clock.set_day(on)
     coordinator = t.actor("coordinator")
     followup.record_visit(
-        t.ctx, coordinator, t.study_id, number, "M1", on, fd.follow_up_forms(on.isoformat())
+        t.ctx,
+        coordinator,
+        t.study_id,
+        number,
+        visit_code="M1",
+        visit_date=on,
+        forms=fd.follow_up_forms(on.isoformat()),
     )
-    followup.record_therapy(t.ctx, coordinator, t.study_id, number, on, "crt")
+    followup.record_therapy(
+        t.ctx, coordinator, t.study_id, number, therapy_date=on, therapy_type="crt"
+    )
     data_queries.raise_query(
         t.ctx,
         t.actor("monitor"),
         t.study_id,
         number,
-        "follow_up",
-        "nyha_class",
-        "Confirm NYHA",
+        form_code="follow_up",
+        field="nyha_class",
+        text="Confirm NYHA",
         visit_code="M1",
     )
     other, _arm = j.procedure_done(t)
-    followup.emergency_unblind(t.ctx, coordinator, t.study_id, other, "deterioration", PASSWORD)
+    followup.emergency_unblind(
+        t.ctx, coordinator, t.study_id, other, reason="deterioration", password=PASSWORD
+    )
     j.staff(t, "monitor", "S109")  # the user the administrator's forms change: no one swept
     stock_demo_site(t.ctx, operator_actor(), t.study_id)  # a lot, a shipment, devices at S101
     therapy_case = max(c.id for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id))

@@ -74,7 +74,7 @@ def test_rep3_csv_cells_cannot_start_a_spreadsheet_formula(trial: Trial) -> None
     """A free-text value such as a screen-failure detail is written as text, not a formula."""
     number = j.consented(trial)
     coordinator = trial.actor("coordinator")
-    screening.screen_fail_other(trial.ctx, coordinator, trial.study_id, number, "=1+1")
+    screening.screen_fail_other(trial.ctx, coordinator, trial.study_id, number, reason="=1+1")
     text = signed_in(trial, "manager").get("/reports/screening-log.csv").text
     (row,) = list(csv.DictReader(io.StringIO(text)))
     assert row["screen_failure_detail"] == "'=1+1"

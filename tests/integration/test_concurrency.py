@@ -97,7 +97,12 @@ def test_life1_concurrent_consents_on_one_subject_have_one_winner(trial: Trial) 
 
     def consent(_i: int) -> SubjectView:
         return screening.record_consent(
-            trial.ctx, coordinator, trial.study_id, number, j.CONSENT, "v1.0"
+            trial.ctx,
+            coordinator,
+            trial.study_id,
+            number,
+            consent_date=j.CONSENT,
+            consent_version="v1.0",
         )
 
     wins, losses = _split(race(THREADS, consent))
@@ -188,7 +193,11 @@ def test_life1_concurrent_registrations_at_one_site_number_without_gaps(trial: T
             assert attempts < 1000, "registration never got through"
             try:
                 view = screening.register_subject(
-                    trial.ctx, coordinator, trial.study_id, j.SITE, j.CONSENT
+                    trial.ctx,
+                    coordinator,
+                    trial.study_id,
+                    site_code=j.SITE,
+                    registered_on=j.CONSENT,
                 )
             except TrialError as exc:
                 if exc.code != "conflict":

@@ -340,10 +340,18 @@ def test_rand2_blocks_stratified_by_site_and_a_form_field(
     j.enter_screening(t, number, class_ii_forms)
     screening.complete_screening(t.ctx, t.actor("coordinator"), t.study_id, number)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, number, "approve", "ok", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        number,
+        decision="approve",
+        reason="ok",
+        password=PASSWORD,
     )
     t.clock.set_day(j.PROCEDURE)
-    screening.record_anatomy(t.ctx, t.actor("implanter"), t.study_id, number, fd.anatomy_forms())
+    screening.record_anatomy(
+        t.ctx, t.actor("implanter"), t.study_id, number, forms=fd.anatomy_forms()
+    )
     first, second = _randomize(t, ii), _randomize(t, number)
     assert fd.screening_forms()["nyha"]["nyha_class"] == "III"
     assert (first.stratum, second.stratum) == (
