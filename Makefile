@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    set up .venv, initialise ./trialdesk.db with the flagship demo study"
 	@echo "make test   ruff check, ruff format --check, mypy, pytest (the whole suite)"
-	@echo "make docs   regenerate docs/traceability.md and docs/cli.md"
+	@echo "make docs   regenerate docs/traceability.md, cli.md, permissions.md, refusals.md"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
@@ -81,3 +81,4 @@ test: venv
 docs: venv
 	$(BIN)/python scripts/traceability.py
 	$(BIN)/python scripts/cli_reference.py
+	$(BIN)/python scripts/access_reference.py
