@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from tests import journey as j
 from tests.conftest import Trial
+from tests.factory import ready_to_randomize
 from trialdesk.domain.errors import ActionNotAllowed, Conflict, TrialError
 from trialdesk.services import randomization, screening
 from trialdesk.services.randomization import RandomizationResult
@@ -148,7 +149,7 @@ def test_rand5_concurrent_randomizations_of_one_subject_have_one_winner(trial: T
 def test_rand5_concurrent_randomizations_at_one_site_use_slots_in_order(trial: Trial) -> None:
     """RAND-5: different subjects randomized at once at one site each get their own slot, the
     stratum's slots are used in order with no gap, and randomization numbers are distinct."""
-    numbers = [j.anatomy_suitable(trial) for _ in range(4)]
+    numbers = ready_to_randomize(trial, count=4)
     implanter = trial.actor("implanter")
 
     def randomize(i: int) -> RandomizationResult:
