@@ -172,11 +172,12 @@ def subject_view(
 def committed_view(
     act: Acting, *, visits: list[Visit] | None = None, for_procedure: bool = False
 ) -> SubjectView:
-    """Commit the action and show the subject as it now is, from what the action holds (no
-    read after the commit: a subject not yet randomized has no visits to read)."""
-    act.uow.commit()
+    """Commit the action and show the subject as it now is. The view is built inside the
+    action's transaction from what it holds, so no second transaction follows the commit."""
     if visits is None and act.subject.randomized_on is None:
         visits = []
-    return subject_view(
+    view = subject_view(
         act.ctx, act.uow, act.actor, act.read, visits=visits, for_procedure=for_procedure
     )
+    act.uow.commit()
+    return view

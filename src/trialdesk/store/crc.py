@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from trialdesk.store.records import CaseDetail, CrcCase, Therapy
 from trialdesk.store.sites import SITE
-from trialdesk.store.sql import Columns, for_update, plain_update, table_of
+from trialdesk.store.sql import Columns, Sql, for_update, plain_update, table_of
 from trialdesk.store.subjects import SUBJECT
 from trialdesk.store.tables import CrcCaseRow, TherapyRow
 
@@ -43,7 +43,7 @@ def _detail(row: Any) -> CaseDetail:
 
 class SqlCrc:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def open_case(
         self,
@@ -54,7 +54,7 @@ class SqlCrc:
         at: dt.datetime,
         therapy_id: int | None = None,
     ) -> CrcCase:
-        row = self._session.execute(
+        row = self._run(
             insert(_K)
             .values(
                 study_id=study_id,
@@ -70,14 +70,14 @@ class SqlCrc:
 
     def pending(self, study_id: int, statuses: Sequence[str]) -> list[CaseDetail]:
         stmt = _DETAIL.where(_K.c.study_id == study_id, _K.c.status.in_(list(statuses)))
-        rows = self._session.execute(stmt.order_by(_K.c.opened_at, _K.c.id))
+        rows = self._run(stmt.order_by(_K.c.opened_at, _K.c.id))
         return [_detail(row) for row in rows]
 
     def detail(self, case: CrcCase) -> CaseDetail:
-        return _detail(self._session.execute(_DETAIL.where(_K.c.id == case.id)).one())
+        return _detail(self._run(_DETAIL.where(_K.c.id == case.id)).one())
 
     def undecided_eligibility(self, subject_id: int) -> CrcCase | None:
-        row = self._session.execute(
+        row = self._run(
             CASE.select()
             .where(
                 _K.c.subject_id == subject_id,
@@ -94,11 +94,11 @@ class SqlCrc:
             _K.c.id == case_id, _K.c.study_id == study_id, _K.c.kind == "therapy"
         )
         if lock:
-            stmt = for_update(self._session, stmt)
-        return CASE.maybe(self._session.execute(stmt).first())
+            stmt = for_update(self._run, stmt)
+        return CASE.maybe(self._run(stmt).first())
 
     def decide(self, case: CrcCase, values: Mapping[str, Any]) -> CrcCase:
-        return plain_update(self._session, CASE, case.id, values)
+        return plain_update(self._run, CASE, case.id, values)
 
     def add_therapy(
         self,
@@ -111,7 +111,7 @@ class SqlCrc:
         at: dt.datetime,
         by: str,
     ) -> Therapy:
-        row = self._session.execute(
+        row = self._run(
             insert(_T)
             .values(
                 subject_id=subject_id,
@@ -127,6 +127,4 @@ class SqlCrc:
         return THERAPY.of(row)
 
     def therapy(self, therapy_id: int) -> Therapy:
-        return THERAPY.of(
-            self._session.execute(THERAPY.select().where(_T.c.id == therapy_id)).one()
-        )
+        return THERAPY.of(self._run(THERAPY.select().where(_T.c.id == therapy_id)).one())

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from trialdesk.store.records import DataQuery, Site, Subject
 from trialdesk.store.sites import SITE
-from trialdesk.store.sql import Columns, for_update, plain_update, table_of
+from trialdesk.store.sql import Columns, Sql, for_update, plain_update, table_of
 from trialdesk.store.subjects import SUBJECT
 from trialdesk.store.tables import DataQueryRow
 
@@ -21,16 +21,16 @@ _Q = QUERY.table
 
 class SqlDataQueries:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def get(self, study_id: int, query_id: int, *, lock: bool = False) -> DataQuery | None:
         stmt = QUERY.select().where(_Q.c.id == query_id, _Q.c.study_id == study_id)
         if lock:
-            stmt = for_update(self._session, stmt)
-        return QUERY.maybe(self._session.execute(stmt).first())
+            stmt = for_update(self._run, stmt)
+        return QUERY.maybe(self._run(stmt).first())
 
     def in_progress(self, form_record_id: int, field: str) -> int | None:
-        value = self._session.execute(
+        value = self._run(
             select(_Q.c.id)
             .where(
                 _Q.c.form_record_id == form_record_id,
@@ -54,7 +54,7 @@ class SqlDataQueries:
         raised_by: str,
         raised_at: dt.datetime,
     ) -> DataQuery:
-        row = self._session.execute(
+        row = self._run(
             insert(_Q)
             .values(
                 study_id=study_id,
@@ -75,7 +75,7 @@ class SqlDataQueries:
         return QUERY.of(row)
 
     def update(self, query: DataQuery, values: Mapping[str, Any]) -> DataQuery:
-        return plain_update(self._session, QUERY, query.id, values)
+        return plain_update(self._run, QUERY, query.id, values)
 
     def listing(
         self,
@@ -100,5 +100,5 @@ class SqlDataQueries:
         subject_at, site_at = QUERY.width, QUERY.width + SUBJECT.width
         return [
             (QUERY.of(row), SUBJECT.of(row, subject_at), SITE.of(row, site_at))
-            for row in self._session.execute(stmt)
+            for row in self._run(stmt)
         ]

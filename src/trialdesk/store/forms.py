@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from trialdesk.store.records import Confirmation, FormRecord
-from trialdesk.store.sql import Columns, guarded_update, table_of
+from trialdesk.store.sql import Columns, Sql, guarded_update, table_of
 from trialdesk.store.tables import ConfirmationRow, FormRecordRow
 
 FORM = Columns(table_of(FormRecordRow), FormRecord)
@@ -16,43 +16,50 @@ CONFIRMATION = Columns(table_of(ConfirmationRow), Confirmation)
 _F = FORM.table
 _C = CONFIRMATION.table
 
+_OF_FORM = (
+    _F.c.subject_id == bindparam("subject_id"),
+    _F.c.form_code == bindparam("form_code"),
+    _F.c.visit_code == bindparam("visit_code"),
+)
+_LATEST = FORM.select().where(*_OF_FORM).order_by(_F.c.seq.desc()).limit(1)
+_LATEST_SEQ = FORM.select().where(*_OF_FORM, _F.c.seq == bindparam("seq")).limit(1)
+_BY_ID = FORM.select().where(_F.c.id == bindparam("id"))
+_MAX_SEQ = select(func.max(_F.c.seq)).where(*_OF_FORM)
+_AT_VISIT = (
+    FORM.select()
+    .where(_F.c.subject_id == bindparam("subject_id"), _F.c.visit_code == bindparam("visit_code"))
+    .order_by(_F.c.seq, _F.c.id)
+)
+_ADD = insert(_F).returning(*FORM.columns)
+_CONFIRMED = select(_C.c.criterion_id, _C.c.confirmed).where(
+    _C.c.subject_id == bindparam("subject_id")
+)
+_CONFIRMATION = CONFIRMATION.select().where(
+    _C.c.subject_id == bindparam("subject_id"), _C.c.criterion_id == bindparam("criterion_id")
+)
+
 
 class SqlForms:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def latest(
         self, subject_id: int, form_code: str, visit_code: str, *, seq: int | None = None
     ) -> FormRecord | None:
-        stmt = FORM.select().where(
-            _F.c.subject_id == subject_id,
-            _F.c.form_code == form_code,
-            _F.c.visit_code == visit_code,
-        )
-        if seq is not None:
-            stmt = stmt.where(_F.c.seq == seq)
-        row = self._session.execute(stmt.order_by(_F.c.seq.desc()).limit(1)).first()
-        return FORM.maybe(row)
+        key = {"subject_id": subject_id, "form_code": form_code, "visit_code": visit_code}
+        if seq is None:
+            return FORM.maybe(self._run(_LATEST, key).first())
+        return FORM.maybe(self._run(_LATEST_SEQ, {**key, "seq": seq}).first())
 
     def get(self, record_id: int) -> FormRecord:
-        return FORM.of(self._session.execute(FORM.select().where(_F.c.id == record_id)).one())
+        return FORM.of(self._run(_BY_ID, {"id": record_id}).one())
 
     def max_seq(self, subject_id: int, form_code: str, visit_code: str) -> int:
-        value = self._session.execute(
-            select(func.max(_F.c.seq)).where(
-                _F.c.subject_id == subject_id,
-                _F.c.form_code == form_code,
-                _F.c.visit_code == visit_code,
-            )
-        ).scalar()
-        return int(value or 0)
+        key = {"subject_id": subject_id, "form_code": form_code, "visit_code": visit_code}
+        return int(self._run(_MAX_SEQ, key).scalar() or 0)
 
     def for_subject(self, subject_id: int, *, visit_code: str = "") -> list[FormRecord]:
-        rows = self._session.execute(
-            FORM.select()
-            .where(_F.c.subject_id == subject_id, _F.c.visit_code == visit_code)
-            .order_by(_F.c.seq, _F.c.id)
-        )
+        rows = self._run(_AT_VISIT, {"subject_id": subject_id, "visit_code": visit_code})
         return [FORM.of(row) for row in rows]
 
     def add(
@@ -67,27 +74,23 @@ class SqlForms:
         at: dt.datetime,
         by: str,
     ) -> FormRecord:
-        row = self._session.execute(
-            insert(_F)
-            .values(
-                subject_id=subject_id,
-                form_code=form_code,
-                visit_code=visit_code,
-                seq=seq,
-                data=data,
-                protocol_version_id=protocol_version_id,
-                created_at=at,
-                created_by=by,
-                updated_at=at,
-                version=1,
-            )
-            .returning(*FORM.columns)
-        ).one()
-        return FORM.of(row)
+        values = {
+            "subject_id": subject_id,
+            "form_code": form_code,
+            "visit_code": visit_code,
+            "seq": seq,
+            "data": data,
+            "protocol_version_id": protocol_version_id,
+            "created_at": at,
+            "created_by": by,
+            "updated_at": at,
+            "version": 1,
+        }
+        return FORM.of(self._run(_ADD, values).one())
 
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         return guarded_update(
-            self._session,
+            self._run,
             FORM,
             record.id,
             {"version": record.version},
@@ -97,21 +100,15 @@ class SqlForms:
 
 class SqlConfirmations:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def for_subject(self, subject_id: int) -> dict[str, bool]:
-        rows = self._session.execute(
-            select(_C.c.criterion_id, _C.c.confirmed).where(_C.c.subject_id == subject_id)
-        )
+        rows = self._run(_CONFIRMED, {"subject_id": subject_id})
         return {str(criterion): bool(confirmed) for criterion, confirmed in rows}
 
     def get(self, subject_id: int, criterion_id: str) -> Confirmation | None:
-        row = self._session.execute(
-            CONFIRMATION.select().where(
-                _C.c.subject_id == subject_id, _C.c.criterion_id == criterion_id
-            )
-        ).first()
-        return CONFIRMATION.maybe(row)
+        row = self._run(_CONFIRMATION, {"subject_id": subject_id, "criterion_id": criterion_id})
+        return CONFIRMATION.maybe(row.first())
 
     def save(
         self,
@@ -131,14 +128,14 @@ class SqlConfirmations:
             "signed_at": signed_at,
             "meaning": meaning,
         }
-        row = self._session.execute(
+        row = self._run(
             update(_C)
             .where(_C.c.subject_id == subject_id, _C.c.criterion_id == criterion_id)
             .values(**values)
             .returning(*CONFIRMATION.columns)
         ).first()
         if row is None:
-            row = self._session.execute(
+            row = self._run(
                 insert(_C)
                 .values(subject_id=subject_id, criterion_id=criterion_id, **values)
                 .returning(*CONFIRMATION.columns)

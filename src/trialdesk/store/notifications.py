@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from trialdesk.store.sql import table_of
+from trialdesk.store.sql import Sql, table_of
 from trialdesk.store.tables import NotificationRow
 
 _N = table_of(NotificationRow)
@@ -15,7 +15,7 @@ _N = table_of(NotificationRow)
 
 class SqlNotifications:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def add(
         self,
@@ -26,7 +26,7 @@ class SqlNotifications:
         text: str,
         at: dt.datetime,
     ) -> None:
-        self._session.execute(
+        self._run(
             insert(_N).values(
                 study_id=study_id,
                 recipient_role=recipient_role,

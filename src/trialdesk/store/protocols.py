@@ -5,58 +5,60 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from trialdesk.store.records import ProtocolVersion
-from trialdesk.store.sql import Columns, table_of
+from trialdesk.store.sql import Columns, Sql, table_of
 from trialdesk.store.tables import ProtocolVersionRow
 
 VERSION = Columns(table_of(ProtocolVersionRow), ProtocolVersion)
+_P = VERSION.table
+
+_BY_ID = VERSION.select().where(_P.c.id == bindparam("id"))
+_TEXT = select(_P.c.text).where(_P.c.id == bindparam("id"))
+_NEWEST = (
+    VERSION.select()
+    .where(_P.c.study_id == bindparam("study_id"), _P.c.current.is_(True))
+    .order_by(_P.c.id.desc())
+    .limit(1)
+)
+_IN_FORCE = (
+    VERSION.select()
+    .where(
+        _P.c.study_id == bindparam("study_id"),
+        _P.c.status == "signed",
+        or_(_P.c.effective_from.is_(None), _P.c.effective_from <= bindparam("on")),
+    )
+    .order_by(_P.c.id.desc())
+    .limit(1)
+)
 
 
 class SqlProtocols:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
         self._seen: dict[int, ProtocolVersion] = {}
 
     def _keep(self, version: ProtocolVersion | None) -> ProtocolVersion | None:
         if version is not None:
-            self._seen[version.id] = version
+            self._seen.setdefault(version.id, version)
         return version
 
     def get(self, version_id: int) -> ProtocolVersion:
         version = self._seen.get(version_id)
         if version is None:
-            t = VERSION.table
-            row = self._session.execute(VERSION.select().where(t.c.id == version_id)).one()
-            version = self._seen[version_id] = VERSION.of(row)
+            version = self._seen[version_id] = VERSION.of(
+                self._run(_BY_ID, {"id": version_id}).one()
+            )
         return version
 
     def text(self, version_id: int) -> str:
-        t = VERSION.table
-        return str(self._session.execute(select(t.c.text).where(t.c.id == version_id)).scalar_one())
+        return str(self._run(_TEXT, {"id": version_id}).scalar_one())
 
     def newest(self, study_id: int) -> ProtocolVersion | None:
-        t = VERSION.table
-        row = self._session.execute(
-            VERSION.select()
-            .where(t.c.study_id == study_id, t.c.current.is_(True))
-            .order_by(t.c.id.desc())
-            .limit(1)
-        ).first()
-        return self._keep(VERSION.maybe(row))
+        return self._keep(VERSION.maybe(self._run(_NEWEST, {"study_id": study_id}).first()))
 
     def in_force(self, study_id: int, on: dt.date) -> ProtocolVersion | None:
-        t = VERSION.table
-        row = self._session.execute(
-            VERSION.select()
-            .where(
-                t.c.study_id == study_id,
-                t.c.status == "signed",
-                or_(t.c.effective_from.is_(None), t.c.effective_from <= on),
-            )
-            .order_by(t.c.id.desc())
-            .limit(1)
-        ).first()
+        row = self._run(_IN_FORCE, {"study_id": study_id, "on": on}).first()
         return self._keep(VERSION.maybe(row))

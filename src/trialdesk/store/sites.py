@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from trialdesk.store.records import Site, Study
-from trialdesk.store.sql import Columns, table_of
+from trialdesk.store.sql import Columns, Sql, table_of
 from trialdesk.store.tables import SiteRow, StudyRow
 
 STUDY = Columns(table_of(StudyRow), Study)
 SITE = Columns(table_of(SiteRow), Site)
+_SITE = SITE.table
+
+_STUDY_BY_ID = STUDY.select().where(STUDY.table.c.id == bindparam("id"))
+_SITE_BY_ID = SITE.select().where(_SITE.c.id == bindparam("id"))
+_SITE_BY_CODE = SITE.select().where(
+    _SITE.c.study_id == bindparam("study_id"), _SITE.c.code == bindparam("code")
+)
+_TAKE_NUMBER = (
+    update(_SITE)
+    .where(_SITE.c.id == bindparam("site_id"))
+    .values(next_subject_seq=_SITE.c.next_subject_seq + 1)
+    .returning(_SITE.c.next_subject_seq)
+)
 
 
 class SqlStudies:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def get(self, study_id: int) -> Study | None:
-        row = self._session.execute(STUDY.select().where(STUDY.table.c.id == study_id)).first()
-        return STUDY.maybe(row)
+        return STUDY.maybe(self._run(_STUDY_BY_ID, {"id": study_id}).first())
 
 
 class SqlSites:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
         self._seen: dict[int, Site] = {}
 
     def get(self, site_id: int) -> Site:
         site = self._seen.get(site_id)
         if site is None:
-            row = self._session.execute(SITE.select().where(SITE.table.c.id == site_id)).one()
-            site = self._seen[site_id] = SITE.of(row)
+            site = self._seen[site_id] = SITE.of(self._run(_SITE_BY_ID, {"id": site_id}).one())
         return site
 
     def by_code(self, study_id: int, code: str) -> Site | None:
-        t = SITE.table
-        row = self._session.execute(
-            SITE.select().where(t.c.study_id == study_id, t.c.code == code)
-        ).first()
-        return SITE.maybe(row)
+        return SITE.maybe(self._run(_SITE_BY_CODE, {"study_id": study_id, "code": code}).first())
 
     def take_subject_number(self, site_id: int) -> int:
-        t = SITE.table
-        taken = self._session.execute(
-            update(t)
-            .where(t.c.id == site_id)
-            .values(next_subject_seq=t.c.next_subject_seq + 1)
-            .returning(t.c.next_subject_seq)
-        ).scalar_one()
-        return int(taken) - 1
+        return int(self._run(_TAKE_NUMBER, {"site_id": site_id}).scalar_one()) - 1

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, select, update
+from sqlalchemy import ColumnElement, CursorResult, Executable, Row, Select, Table, select, update
 from sqlalchemy.orm import Session
 
 R = TypeVar("R")
@@ -45,12 +45,23 @@ class Columns(Generic[R]):
         return None if row is None else self.of(row, start)
 
 
-def first(session: Session, stmt: Select[Any]) -> Row[Any] | None:
-    return session.execute(stmt).first()
+class Sql:
+    """Runs Core statements on the unit of work's connection, in its transaction, without the
+    ORM session's per-statement work (statements built once at import with bind parameters
+    also keep their compiled form and cache key)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    def __call__(
+        self, stmt: Executable, params: Mapping[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        return self.session.connection().execute(stmt, params)
 
 
 def guarded_update(
-    session: Session,
+    session: Session | Sql,
     cols: Columns[R],
     row_id: int,
     expect: Mapping[str, Any],
@@ -63,10 +74,13 @@ def guarded_update(
     conditions: list[ColumnElement[bool]] = [table.c.id == row_id]
     conditions.extend(table.c[name] == value for name, value in expect.items())
     stmt = update(table).where(*conditions).values(**values).returning(*cols.columns)
-    return cols.maybe(session.execute(stmt).first())
+    run = session if isinstance(session, Sql) else session.execute
+    return cols.maybe(run(stmt).first())
 
 
-def plain_update(session: Session, cols: Columns[R], row_id: int, values: Mapping[str, Any]) -> R:
+def plain_update(
+    session: Session | Sql, cols: Columns[R], row_id: int, values: Mapping[str, Any]
+) -> R:
     """Update a row the caller holds a lock on (or that no one else changes) and return it."""
     stmt = (
         update(cols.table)
@@ -74,17 +88,19 @@ def plain_update(session: Session, cols: Columns[R], row_id: int, values: Mappin
         .values(**values)
         .returning(*cols.columns)
     )
-    return cols.of(session.execute(stmt).one())
+    run = session if isinstance(session, Sql) else session.execute
+    return cols.of(run(stmt).one())
 
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def for_update(session: Session, stmt: Select[Any], *, shared: bool = False) -> Select[Any]:
+def for_update(session: Session | Sql, stmt: Select[Any], *, shared: bool = False) -> Select[Any]:
     """Add a row lock on PostgreSQL (SQLite's writers are serialized by BEGIN IMMEDIATE).
     ``shared``: ``FOR KEY SHARE``, which does not wait for other key-share holders."""
-    if not is_postgres(session):
+    postgres = session.postgres if isinstance(session, Sql) else is_postgres(session)
+    if not postgres:
         return stmt
     if shared:
         return stmt.with_for_update(read=True, key_share=True)

@@ -6,13 +6,13 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import Select, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from trialdesk.store.protocols import VERSION
 from trialdesk.store.records import Allocation, Site, Subject, SubjectRead
 from trialdesk.store.sites import SITE
-from trialdesk.store.sql import Columns, guarded_update, table_of
+from trialdesk.store.sql import Columns, Sql, guarded_update, table_of
 from trialdesk.store.tables import RandomizationRow, StudyRow, SubjectRow
 
 SUBJECT = Columns(table_of(SubjectRow), Subject)
@@ -58,32 +58,37 @@ def _subject_read(row: Any) -> SubjectRead:
     )
 
 
+_GET = SUBJECT.select().where(
+    _S.c.study_id == bindparam("study_id"), _S.c.number == bindparam("number")
+)
+_BY_ID = SUBJECT.select().where(_S.c.id == bindparam("id"))
+_READ_NUMBER = _READ.where(
+    _S.c.study_id == bindparam("study_id"), _S.c.number == bindparam("number")
+)
+_READ_ID = _READ.where(_S.c.id == bindparam("id"))
+_ADD = insert(_S).returning(*SUBJECT.columns)
+_ALLOCATION = ALLOCATION.select().where(_R.c.subject_id == bindparam("subject_id"))
+
+
 class SqlSubjects:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def get(self, study_id: int, number: str) -> Subject | None:
-        row = self._session.execute(
-            SUBJECT.select().where(_S.c.study_id == study_id, _S.c.number == number)
-        ).first()
-        return SUBJECT.maybe(row)
+        return SUBJECT.maybe(self._run(_GET, {"study_id": study_id, "number": number}).first())
 
     def by_id(self, subject_id: int) -> Subject:
-        return SUBJECT.of(
-            self._session.execute(SUBJECT.select().where(_S.c.id == subject_id)).one()
-        )
+        return SUBJECT.of(self._run(_BY_ID, {"id": subject_id}).one())
 
     def find_any_site(self, study_id: int, number: str) -> Subject | None:
         return self.get(study_id, number)
 
     def read(self, study_id: int, number: str) -> SubjectRead | None:
-        row = self._session.execute(
-            _READ.where(_S.c.study_id == study_id, _S.c.number == number)
-        ).first()
+        row = self._run(_READ_NUMBER, {"study_id": study_id, "number": number}).first()
         return None if row is None else _subject_read(row)
 
     def read_of(self, subject: Subject) -> SubjectRead:
-        return _subject_read(self._session.execute(_READ.where(_S.c.id == subject.id)).one())
+        return _subject_read(self._run(_READ_ID, {"id": subject.id}).one())
 
     def add(
         self,
@@ -97,30 +102,26 @@ class SqlSubjects:
         test_subject: bool,
         at: dt.datetime,
     ) -> Subject:
-        row = self._session.execute(
-            insert(_S)
-            .values(
-                study_id=study_id,
-                site_id=site_id,
-                number=number,
-                state=state,
-                version=1,
-                protocol_version_id=protocol_version_id,
-                registered_on=registered_on,
-                test_subject=test_subject,
-                crc_approved=False,
-                procedure_done=False,
-                emergency_unblinded=False,
-                created_at=at,
-                updated_at=at,
-            )
-            .returning(*SUBJECT.columns)
-        ).one()
-        return SUBJECT.of(row)
+        values = {
+            "study_id": study_id,
+            "site_id": site_id,
+            "number": number,
+            "state": state,
+            "version": 1,
+            "protocol_version_id": protocol_version_id,
+            "registered_on": registered_on,
+            "test_subject": test_subject,
+            "crc_approved": False,
+            "procedure_done": False,
+            "emergency_unblinded": False,
+            "created_at": at,
+            "updated_at": at,
+        }
+        return SUBJECT.of(self._run(_ADD, values).one())
 
     def update(self, subject: Subject, values: Mapping[str, Any]) -> Subject | None:
         return guarded_update(
-            self._session,
+            self._run,
             SUBJECT,
             subject.id,
             {"state": subject.state, "version": subject.version},
@@ -150,10 +151,8 @@ class SqlSubjects:
             )
         if state is not None:
             where.append(_S.c.state == state)
-        total = self._session.execute(select(func.count()).select_from(_S).where(*where)).scalar()
-        rows = self._session.execute(
-            _READ.where(*where).order_by(_S.c.number).offset(offset).limit(limit)
-        )
+        total = self._run(select(func.count()).select_from(_S).where(*where)).scalar()
+        rows = self._run(_READ.where(*where).order_by(_S.c.number).offset(offset).limit(limit))
         return [_subject_read(row) for row in rows], int(total or 0)
 
     def on_study(
@@ -174,17 +173,12 @@ class SqlSubjects:
             stmt = stmt.where(_S.c.site_id.in_(list(site_ids)))
         if site_code is not None:
             stmt = stmt.where(_SITE.c.code == site_code)
-        return [
-            (SUBJECT.of(row), SITE.of(row, SUBJECT.width)) for row in self._session.execute(stmt)
-        ]
+        return [(SUBJECT.of(row), SITE.of(row, SUBJECT.width)) for row in self._run(stmt)]
 
 
 class SqlAllocations:
     def __init__(self, session: Session) -> None:
-        self._session = session
+        self._run = Sql(session)
 
     def for_subject(self, subject_id: int) -> Allocation | None:
-        row = self._session.execute(
-            ALLOCATION.select().where(_R.c.subject_id == subject_id)
-        ).first()
-        return ALLOCATION.maybe(row)
+        return ALLOCATION.maybe(self._run(_ALLOCATION, {"subject_id": subject_id}).first())

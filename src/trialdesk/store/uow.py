@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
@@ -38,9 +39,11 @@ from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
-from trialdesk.store.sql import first, for_update
+from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.visits import SqlVisits
+
+_STUDY_ROW = select(STUDY.table.c.id).where(STUDY.table.c.id == bindparam("id"))
 
 
 class SqlUnitOfWork:
@@ -114,10 +117,8 @@ class SqlUnitOfWork:
         self._committed = True
 
     def lock_study(self, study_id: int, *, shared: bool = False) -> bool:
-        stmt = for_update(
-            self.session, STUDY.select().where(STUDY.table.c.id == study_id), shared=shared
-        )
-        return first(self.session, stmt) is not None
+        stmt = for_update(self.session, _STUDY_ROW, shared=shared)
+        return self.session.connection().execute(stmt, {"id": study_id}).first() is not None
 
 
 class SqlUnitOfWorkFactory:
