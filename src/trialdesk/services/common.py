@@ -5,8 +5,9 @@ subject read in scope (ACC-1), the permission checked for its site, the action a
 state (LIFE-1), one timestamp for the whole action, guarded state changes and audit entries
 through the unit of work's repositories (no SQL here).
 
-The row-based helpers at the end (``load_subject``, ``transition``, ``audit``, ...) serve the
-services that still hold SQL until wave 2 of issue 13 moves them onto repositories.
+The row-based helpers (``load_subject``, ``transition``, ``audit``, ...) that services still
+holding SQL use live in :mod:`trialdesk.services.orm_rows` and are re-exported here until
+wave 2 of issue 13 moves those services onto repositories.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
-
-from sqlalchemy import select
 
 from trialdesk.domain.errors import Conflict, NotFound, ValidationFailed
 from trialdesk.domain.lifecycle import Action, SubjectState, apply_action
@@ -33,7 +32,6 @@ from trialdesk.store.records import (
     Subject,
     SubjectRead,
 )
-from trialdesk.store.tables import ProtocolVersionRow, SiteRow, StudyRow, SubjectRow
 from trialdesk.store.uow import UnitOfWork
 
 
@@ -301,124 +299,31 @@ def acting_on(
         yield acting_with(ctx, uow, actor, read, now)
 
 
-# --- row-based helpers for the services not yet on repositories (wave 2 removes them) ------
-
-
-def study_by_id(uow: UnitOfWork, study_id: int) -> StudyRow:
-    study = uow.session.get(StudyRow, study_id)
-    if study is None:
-        raise NotFound(f"study {study_id} not found")
-    return study
-
-
-def current_protocol_row(
-    uow: UnitOfWork, study_id: int, on: dt.date | None = None
-) -> ProtocolVersionRow:
-    """The signed protocol version in force on ``on`` (a site-local date, PROT-2); without a
-    date, the newest signed version, which may take effect later."""
-    version = version_in_force(uow, study_id, on)
-    row = uow.session.get(ProtocolVersionRow, version.id)
-    assert row is not None
-    return row
-
-
-def protocol_of(ctx: ServiceContext, row: ProtocolVersionRow) -> LoadedProtocol:
-    return ctx.protocol(row.sha256, row.text)
-
-
-def subject_protocol(ctx: ServiceContext, uow: UnitOfWork, subject: SubjectRow) -> LoadedProtocol:
-    return loaded_protocol(ctx, uow, uow.protocols.get(subject.protocol_version_id))
-
-
-def site_by_code(uow: UnitOfWork, study_id: int, code: str) -> SiteRow:
-    site = uow.session.scalars(
-        select(SiteRow).where(SiteRow.study_id == study_id, SiteRow.code == code)
-    ).one_or_none()
-    if site is None:
-        raise NotFound(f"site {code} not found")
-    return site
-
-
-def load_subject(uow: UnitOfWork, actor: Actor, study_id: int, number: str) -> SubjectRow:
-    """The subject, or 'not found' also when it belongs to a site the actor cannot see."""
-    subject = uow.session.scalars(
-        select(SubjectRow).where(SubjectRow.study_id == study_id, SubjectRow.number == number)
-    ).one_or_none()
-    if subject is None:
-        raise NotFound(f"subject {number} not found")
-    require_site_visible(actor, study_id, subject.site_id, f"subject {number}")
-    return subject
-
-
-def record_of(row: SubjectRow) -> Subject:
-    """The repository record of an ORM subject row."""
-    return Subject(**{name: getattr(row, name) for name in Subject.__dataclass_fields__})
-
-
-def transition(
-    uow: UnitOfWork,
-    ctx: ServiceContext,
-    actor: Actor,
-    subject: SubjectRow,
-    action: Action,
-    *,
-    changes: dict[str, Any] | None = None,
-    audit_new: dict[str, Any] | None = None,
-    reason: str | None = None,
-    protocol_sha256: str | None = None,
-) -> SubjectState:
-    """Apply ``action`` to an ORM subject row with the one guarded update."""
-    old_state = SubjectState(subject.state)
-    new_state = check_action(subject, action)
-    values: dict[str, Any] = dict(changes or {})
-    values.update(state=new_state.value, updated_at=ctx.now())
-    uow.session.flush()
-    if uow.subjects.update(record_of(subject), values) is None:
-        raise Conflict(
-            f"subject {subject.number} was changed by someone else; reload and try again"
-        )
-    uow.session.refresh(subject)
-    new: dict[str, Any] = {"state": new_state.value}
-    new.update({k: jsonable(v) for k, v in (changes or {}).items()})
-    new.update(audit_new or {})
-    audit(
-        uow,
-        ctx,
-        actor,
-        subject,
-        action.value,
-        old={"state": old_state.value},
-        new=new,
-        reason=reason,
-        protocol_sha256=protocol_sha256,
-    )
-    return new_state
-
-
-def audit(
-    uow: UnitOfWork,
-    ctx: ServiceContext,
-    actor: Actor,
-    subject: SubjectRow,
-    action: str,
-    *,
-    old: Any = None,
-    new: Any = None,
-    reason: str | None = None,
-    entity: str = "subject",
-    entity_id: str | None = None,
-    protocol_sha256: str | None = None,
-) -> None:
-    """An entry in an ORM subject row's stream (see :meth:`Acting.audit`)."""
-    uow.audit.subject(
-        actor.label,
-        record_of(subject),
-        action,
-        at=ctx.now(),
-        old=old,
-        new=new,
-        reason=reason,
-        entity=entity,
-        entity_id=entity_id,
-        protocol_sha256=protocol_sha256,
-    )
+# The row-based helpers of the services not yet on repositories (wave 2 removes them).
+from trialdesk.services.orm_rows import (  # noqa: E402
+    audit as audit,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    current_protocol_row as current_protocol_row,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    load_subject as load_subject,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    protocol_of as protocol_of,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    record_of as record_of,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    site_by_code as site_by_code,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    study_by_id as study_by_id,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    subject_protocol as subject_protocol,
+)
+from trialdesk.services.orm_rows import (  # noqa: E402
+    transition as transition,
+)
