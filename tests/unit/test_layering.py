@@ -33,7 +33,9 @@ STILL_HOLDING_SQL = {
 }
 """Service modules that still hold SQL, to be moved onto repositories in wave 2."""
 
-SQL = re.compile(r"\bselect\(|\bsession\b|\.dialect\b|\bsqlalchemy\b|with_for_update|(?<![.\w])text\(")
+SQL = re.compile(
+    r"\bselect\(|\bsession\b|\.dialect\b|\bsqlalchemy\b|with_for_update|(?<![.\w])text\("
+)
 
 
 def _holding_sql() -> dict[str, list[str]]:
