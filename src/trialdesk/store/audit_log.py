@@ -24,8 +24,11 @@ class AuditLog:
     def __init__(self, writer: AuditWriter | _Writer, versions: _Versions) -> None:
         self.writer = writer
         self._versions = versions
+        self.unwritten = 0
+        """Entries recorded since the unit of work last committed."""
 
     def record(self, entry: PendingEntry) -> None:
+        self.unwritten += 1
         self.writer.record(entry)
 
     def subject(
@@ -44,7 +47,7 @@ class AuditLog:
     ) -> None:
         if protocol_sha256 is None:
             protocol_sha256 = self._versions.get(subject.protocol_version_id).sha256
-        self.writer.record(
+        self.record(
             PendingEntry(
                 stream=f"subject:{subject.id}",
                 at=at,
@@ -77,7 +80,7 @@ class AuditLog:
         reason: str | None = None,
         protocol_sha256: str | None = None,
     ) -> None:
-        self.writer.record(
+        self.record(
             PendingEntry(
                 stream=stream,
                 at=at,

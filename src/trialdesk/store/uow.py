@@ -51,6 +51,7 @@ class SqlUnitOfWork:
 
     session: Session
     audit: AuditTrail
+    _log: AuditLog
     studies: StudyRepository
     sites: SiteRepository
     protocols: ProtocolRepository
@@ -82,7 +83,7 @@ class SqlUnitOfWork:
         self.crc = SqlCrc(session)
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
-        self.audit = AuditLog(self._writer, protocols)
+        self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
     def __exit__(
@@ -106,14 +107,15 @@ class SqlUnitOfWork:
         if not (self.readonly or self._committed):
             return False
         session = self.session
-        return not (session.new or session.dirty or session.deleted or self._writer.pending)
+        return not (session.new or session.dirty or session.deleted or self._log.unwritten)
 
     def record(self, entry: PendingEntry) -> None:
-        self._writer.record(entry)
+        self._log.record(entry)
 
     def commit(self) -> None:
         self._writer.flush()
         self.session.commit()
+        self._log.unwritten = 0
         self._committed = True
 
     def lock_study(self, study_id: int, *, shared: bool = False) -> bool:
