@@ -32,6 +32,7 @@ from trialdesk.services.access import Actor, Grant
 from trialdesk.services.common import acting_on
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import AllocationCipher, create_key_file
+from trialdesk.services.forms import correct_form
 from trialdesk.store.records import Allocation, ProtocolVersion, Site, Study, Subject
 
 STUDY = 1
@@ -438,3 +439,84 @@ def test_life1_refused_state_names_the_allowed_actions(world: World) -> None:
             consent_version="v1.0",
         )
     assert world.subject(number).state == "randomized"
+
+
+# --- data queries: the status machine (DATA-2) -----------------------------------------------
+
+
+def _with_nyha(world: World) -> str:
+    number = world.put(SubjectState.SCREENING)
+    world.clock.set_day(fd.SCREENING_DATE)
+    screening.record_screening_form(
+        world.ctx,
+        world.actor(Role.COORDINATOR),
+        STUDY,
+        number,
+        form_code="nyha",
+        values=fd.screening_forms()["nyha"],
+    )
+    return number
+
+
+def test_data2_a_query_is_answered_with_a_correction_closed_and_reopened(world: World) -> None:
+    number = _with_nyha(world)
+    monitor, coord = world.actor(Role.MONITOR), world.actor(Role.COORDINATOR)
+    raised = data_queries.raise_query(
+        world.ctx, monitor, STUDY, number, form_code="nyha", field="nyha_class", text="II?"
+    )
+    answered = data_queries.answer_query(
+        world.ctx, coord, STUDY, raised.id, text="typo", new_value="II", reason="transcription"
+    )
+    assert (answered.status, answered.value_changed) == ("answered", True)
+    (record,) = world.store.tables.forms.values()
+    assert json.loads(record.data)["nyha_class"] == "II" and record.version == 2
+    closed = data_queries.close_query(world.ctx, monitor, STUDY, raised.id)
+    assert closed.status == "closed"
+    reopened = data_queries.reopen_query(world.ctx, monitor, STUDY, raised.id, text="source?")
+    assert (reopened.status, reopened.reopened, reopened.answer) == ("open", 1, None)
+    actions = [e.action for e in world.store.tables.audit if e.entity == "data_query"]
+    assert actions == ["raise_query", "answer_query", "close_query", "reopen_query"]
+
+
+def test_data2_query_refusals_carry_their_codes(world: World) -> None:
+    number = _with_nyha(world)
+    monitor, coord = world.actor(Role.MONITOR), world.actor(Role.COORDINATOR)
+    raised = data_queries.raise_query(
+        world.ctx, monitor, STUDY, number, form_code="nyha", field="nyha_class", text="II?"
+    )
+    with pytest.raises(PreconditionFailed) as info:
+        data_queries.close_query(world.ctx, monitor, STUDY, raised.id)
+    assert info.value.code == Refusal.QUERY_OPEN
+    data_queries.answer_query(world.ctx, coord, STUDY, raised.id, text="as measured")
+    with pytest.raises(PreconditionFailed) as info:
+        data_queries.answer_query(world.ctx, coord, STUDY, raised.id, text="again")
+    assert info.value.code == Refusal.QUERY_ANSWERED
+    with pytest.raises(PreconditionFailed) as info:
+        data_queries.raise_query(
+            world.ctx, monitor, STUDY, number, form_code="nyha", field="nyha_class", text="?"
+        )
+    assert info.value.code == Refusal.QUERY_IN_PROGRESS
+
+
+def test_data2_a_correction_of_a_form_changed_meanwhile_is_a_conflict(world: World) -> None:
+    """DATA-2: the correction's guarded update refuses a record corrected by someone else
+    after it was read; the other correction stays."""
+    number = _with_nyha(world)
+    coord = world.actor(Role.COORDINATOR)
+    with acting_on(world.ctx, coord, STUDY, number, Action.CORRECT_DATA) as act:
+        record = act.uow.forms.latest(act.subject.id, "nyha", "")
+        assert record is not None
+        followup.correct_form_data(
+            world.ctx,
+            coord,
+            STUDY,
+            number,
+            form_code="nyha",
+            changes={"nyha_class": "II"},
+            reason="first",
+        )
+        act.uow.forms.update_data(record, record.data, act.now)  # the other writer's version
+        with pytest.raises(Conflict, match="corrected by someone else"):
+            correct_form(act, act.protocol(), record, {"nyha_class": "IVa"}, "second")
+    (stored,) = world.store.tables.forms.values()
+    assert json.loads(stored.data)["nyha_class"] == "II"
