@@ -17,15 +17,18 @@ worker's id.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import os
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -49,6 +52,7 @@ POSTGRES_URL = os.environ.get(
 )
 PASSWORD = "correct horse battery"
 START = dt.datetime(2027, 1, 25, 12, tzinfo=dt.UTC)
+T = TypeVar("T")
 RUN = uuid.uuid4().hex[:8]
 """This test process's id in every database name it creates on the shared server."""
 
@@ -161,10 +165,21 @@ class Trial:
     study_id: int
     backend: str
     actors: dict[str, Actor] = field(default_factory=dict)
+    clones: Clones | None = None
+    """Where this trial was copied from (None when built in a database of the test's own)."""
 
     @property
     def ctx(self) -> ServiceContext:
         return self.runtime.context
+
+    def prepared(self, build: Callable[[Trial], T]) -> T:
+        """The trial as ``build`` leaves it, and what ``build`` returned. ``build`` runs once
+        per test process and backend, on a template; this trial then becomes a copy of it
+        (same database contents, clock and key). ``build`` must depend on nothing but the
+        trial it is given."""
+        if self.clones is None:
+            return build(self)
+        return self.clones.prepare(self, build)
 
     def actor(self, username: str) -> Actor:
         if username not in self.actors:
@@ -209,6 +224,12 @@ class Template:
     key: Path
     study_id: int
     loaded: LoadedProtocol
+    now: dt.datetime = START
+    """The trial's clock when the template was taken."""
+    result: Any = None
+    """What the template's ``build`` returned (copied for each test)."""
+    actors: dict[str, Actor] = field(default_factory=dict)
+    """The users the template's ``build`` signed in (or created), as its trial knew them."""
 
 
 class Templates:
@@ -216,15 +237,33 @@ class Templates:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.built: dict[tuple[str, str, bool], Template] = {}
+        self.built: dict[tuple[str, str, bool, str], Template] = {}
+        self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-databases")
+        """Drops the tests' copies while the next tests run (a drop can take a second)."""
+        self.drops: list[Future[None]] = []
 
-    def get(self, backend: str, loaded: LoadedProtocol, *, with_list: bool) -> Template:
-        key = (backend, loaded.sha256, with_list)
+    def get(
+        self,
+        backend: str,
+        loaded: LoadedProtocol,
+        *,
+        with_list: bool,
+        build: Callable[[Trial], Any] | None = None,
+    ) -> Template:
+        name = "" if build is None else f"{build.__module__}.{build.__qualname__}"
+        key = (backend, loaded.sha256, with_list, name)
         if key not in self.built:
-            self.built[key] = self._build(backend, loaded, with_list=with_list)
+            self.built[key] = self._build(backend, loaded, with_list=with_list, build=build)
         return self.built[key]
 
-    def _build(self, backend: str, loaded: LoadedProtocol, *, with_list: bool) -> Template:
+    def _build(
+        self,
+        backend: str,
+        loaded: LoadedProtocol,
+        *,
+        with_list: bool,
+        build: Callable[[Trial], Any] | None,
+    ) -> Template:
         tag = f"{len(self.built)}_{'list' if with_list else 'nolist'}"
         folder = self.folder / f"{backend}_{tag}"
         folder.mkdir()
@@ -239,22 +278,32 @@ class Templates:
             url = _database_url(location)
         engine = make_engine(url)
         trial = build_trial(Database(backend, url, engine), folder, loaded, with_list=with_list)
+        result = None if build is None else build(trial)
         trial.runtime.close()
         engine.dispose()
         if backend == "sqlite":  # everything into the main file before copying it
             with contextlib.closing(sqlite3.connect(location)) as conn:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return Template(backend, location, folder / "allocation.key", trial.study_id, loaded)
+        key = folder / "allocation.key"
+        return Template(
+            backend, location, key, trial.study_id, loaded, trial.clock.now, result, trial.actors
+        )
 
     def drop(self) -> None:
-        names = [t.location for t in self.built.values() if t.backend == "postgres"]
-        if not names:
-            return
-        admin = _admin()
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        self.dropper.shutdown(wait=True)
+        _drop_databases([t.location for t in self.built.values() if t.backend == "postgres"])
+        for done in self.drops:
+            done.result()  # a copy that could not be dropped is an error of the run
+
+
+def _drop_databases(names: list[str]) -> None:
+    if not names:
+        return
+    admin = _admin()
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _worker() -> str:
@@ -275,11 +324,32 @@ class Clones:
         self.templates = templates
         self.tmp_path = tmp_path
         self.trials: list[Trial] = []
+        self.runtimes: list[Runtime] = []
         self.databases: list[str] = []
+        self.origin: dict[int, tuple[LoadedProtocol, bool]] = {}
 
     def trial(self, backend: str, loaded: LoadedProtocol, *, with_list: bool = True) -> Trial:
-        template = self.templates.get(backend, loaded, with_list=with_list)
-        n = len(self.trials)
+        made = self._copy(self.templates.get(backend, loaded, with_list=with_list))
+        made.clones = self
+        self.origin[id(made)] = (loaded, with_list)
+        self.trials.append(made)
+        return made
+
+    def prepare(self, trial: Trial, build: Callable[[Trial], T]) -> T:
+        """Turn ``trial`` (one of this test's copies) into a copy of the template ``build``
+        makes, and give back a copy of what ``build`` returned."""
+        loaded, with_list = self.origin[id(trial)]
+        template = self.templates.get(trial.backend, loaded, with_list=with_list, build=build)
+        fresh = self._copy(template)
+        trial.runtime, trial.study_id = fresh.runtime, fresh.study_id
+        trial.clock.now = template.now
+        fresh.runtime.context.clock = trial.clock
+        trial.actors = dict(template.actors)
+        result: T = copy.deepcopy(template.result)
+        return result
+
+    def _copy(self, template: Template) -> Trial:
+        backend, n = template.backend, len(self.runtimes)
         key = self.tmp_path / f"allocation{n or ''}.key"
         shutil.copyfile(template.key, key)
         if backend == "sqlite":
@@ -296,23 +366,20 @@ class Clones:
             self.databases.append(name)
             url = _database_url(name)
             engine = make_engine(url, pool_size=30, max_overflow=20)
-        clock = FakeClock(START)
+        clock = FakeClock(template.now)
         settings = settings_with_key(Database(backend, url, engine), key)
         runtime = bootstrap(settings, clock=clock, engine=engine, run_migrations=False)
-        runtime.context.remember_protocol(loaded)
-        made = Trial(runtime=runtime, clock=clock, study_id=template.study_id, backend=backend)
-        self.trials.append(made)
-        return made
+        runtime.context.remember_protocol(template.loaded)
+        self.runtimes.append(runtime)
+        return Trial(runtime=runtime, clock=clock, study_id=template.study_id, backend=backend)
 
     def close(self) -> None:
-        for made in self.trials:
-            made.runtime.close()
+        for runtime in self.runtimes:
+            runtime.close()
         if self.databases:
-            admin = _admin()
-            with admin.connect() as conn:
-                for name in self.databases:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            self.templates.drops.append(
+                self.templates.dropper.submit(_drop_databases, list(self.databases))
+            )
 
 
 @pytest.fixture

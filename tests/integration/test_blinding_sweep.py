@@ -469,7 +469,7 @@ def populate(t: Trial) -> Population:
 
 @pytest.fixture
 def population(trial: Trial) -> Population:
-    return populate(trial)
+    return trial.prepared(populate)
 
 
 # --- the sweeps ------------------------------------------------------------------------------

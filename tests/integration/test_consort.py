@@ -181,7 +181,7 @@ def build_dataset(t: Trial) -> Dataset:
 
 @pytest.fixture
 def dataset(trial: Trial) -> Dataset:
-    return build_dataset(trial)
+    return trial.prepared(build_dataset)
 
 
 def _expected_arm(data: Dataset, arm: str) -> dict[str, int]:
