@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PASSWORD := trialdesk-demo
 PYTEST_ARGS ?=
+# Tests run in parallel (pytest-xdist), one worker per core of the 2-core CI machine; modules
+# with a module-scoped fixture stay on one worker (tests/conftest.py). PYTEST_WORKERS=0 runs
+# them in this process.
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test docs
@@ -15,7 +19,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    set up .venv, initialise ./trialdesk.db with the flagship demo study"
 	@echo "make test   ruff check, ruff format --check, mypy, pytest (the whole suite)"
-	@echo "make docs   regenerate docs/traceability.md and docs/cli.md"
+	@echo "make docs   regenerate docs/traceability.md, cli.md, permissions.md, refusals.md"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
@@ -69,8 +73,8 @@ test: venv
 	step $(BIN)/ruff format --check .; \
 	step $(BIN)/mypy; \
 	step $(BIN)/mypy tests; \
-	echo "==> $(BIN)/pytest $(PYTEST_ARGS)"; \
-	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	echo "==> $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)"; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then failed+=("pytest: no tests collected (exit 5)"); \
 	elif [ $$rc -ne 0 ]; then failed+=("pytest (exit $$rc)"); fi; \
 	if [ $${#failed[@]} -gt 0 ]; then \
@@ -81,3 +85,4 @@ test: venv
 docs: venv
 	$(BIN)/python scripts/traceability.py
 	$(BIN)/python scripts/cli_reference.py
+	$(BIN)/python scripts/access_reference.py

@@ -43,7 +43,12 @@ def staff(t: Trial, role: str, site: str = SITE) -> Actor:
 def register(t: Trial, site: str = SITE, *, test: bool = False) -> str:
     t.clock.set_day(CONSENT)
     view = screening.register_subject(
-        t.ctx, staff(t, "coordinator", site), t.study_id, site, CONSENT, test=test
+        t.ctx,
+        staff(t, "coordinator", site),
+        t.study_id,
+        site_code=site,
+        registered_on=CONSENT,
+        test=test,
     )
     return view.number
 
@@ -55,7 +60,12 @@ def _site(number: str) -> str:
 def consented(t: Trial, site: str = SITE, *, test: bool = False) -> str:
     number = register(t, site, test=test)
     screening.record_consent(
-        t.ctx, staff(t, "coordinator", site), t.study_id, number, CONSENT, "v1.0"
+        t.ctx,
+        staff(t, "coordinator", site),
+        t.study_id,
+        number,
+        consent_date=CONSENT,
+        consent_version="v1.0",
     )
     return number
 
@@ -66,10 +76,20 @@ def enter_screening(
     t.clock.set_day(SCREENING)
     coord = staff(t, "coordinator", _site(number))
     for code, values in (forms or fd.screening_forms()).items():
-        screening.record_screening_form(t.ctx, coord, t.study_id, number, code, values)
+        screening.record_screening_form(
+            t.ctx, coord, t.study_id, number, form_code=code, values=values
+        )
     if confirm:
         for criterion in fd.INVESTIGATOR_CRITERIA:
-            screening.confirm_criterion(t.ctx, coord, t.study_id, number, criterion, True, PASSWORD)
+            screening.confirm_criterion(
+                t.ctx,
+                coord,
+                t.study_id,
+                number,
+                criterion_id=criterion,
+                confirmed=True,
+                password=PASSWORD,
+            )
 
 
 def echo_qualified(t: Trial, site: str = SITE, *, test: bool = False) -> str:
@@ -86,9 +106,9 @@ def awaiting_procedure(t: Trial, site: str = SITE, *, test: bool = False) -> str
         t.actor("crc"),
         t.study_id,
         number,
-        "approve",
-        "Suitable anatomy on echo; CS device appropriate",
-        PASSWORD,
+        decision="approve",
+        reason="Suitable anatomy on echo; CS device appropriate",
+        password=PASSWORD,
     )
     return number
 
@@ -97,7 +117,7 @@ def anatomy_suitable(t: Trial, site: str = SITE, *, test: bool = False) -> str:
     number = awaiting_procedure(t, site, test=test)
     t.clock.set_day(PROCEDURE)
     screening.record_anatomy(
-        t.ctx, staff(t, "implanter", site), t.study_id, number, fd.anatomy_forms()
+        t.ctx, staff(t, "implanter", site), t.study_id, number, forms=fd.anatomy_forms()
     )
     return number
 
@@ -162,14 +182,14 @@ def procedure_values(t: Trial, arm: str, site: str = SITE) -> dict[str, object]:
 def procedure_done(t: Trial, site: str = SITE) -> tuple[str, str]:
     number, arm = randomized(t, site)
     values = procedure_values(t, arm, site)
-    followup.record_procedure(t.ctx, staff(t, "implanter", site), t.study_id, number, values)
+    followup.record_procedure(t.ctx, staff(t, "implanter", site), t.study_id, number, values=values)
     t.clock.set_day(fd.DISCHARGE_DATE)
     followup.record_discharge(
         t.ctx,
         staff(t, "coordinator", site),
         t.study_id,
         number,
-        dt.date.fromisoformat(fd.DISCHARGE_DATE),
+        discharged_on=dt.date.fromisoformat(fd.DISCHARGE_DATE),
     )
     return number, arm
 
@@ -190,7 +210,15 @@ def record_visit(t: Trial, number: str, code: str, on: dt.date) -> None:
         forms = fd.annual_contact_forms(on.isoformat())
     else:
         forms = fd.follow_up_forms(on.isoformat())
-    followup.record_visit(t.ctx, t.actor("coordinator"), t.study_id, number, code, on, forms)
+    followup.record_visit(
+        t.ctx,
+        t.actor("coordinator"),
+        t.study_id,
+        number,
+        visit_code=code,
+        visit_date=on,
+        forms=forms,
+    )
 
 
 def blinded_visits_done(t: Trial) -> tuple[str, str]:
@@ -202,7 +230,7 @@ def blinded_visits_done(t: Trial) -> tuple[str, str]:
 
 def unblinded(t: Trial) -> tuple[str, str]:
     number, arm = blinded_visits_done(t)
-    followup.unblind_subject(t.ctx, t.actor("coordinator"), t.study_id, number, PASSWORD)
+    followup.unblind_subject(t.ctx, t.actor("coordinator"), t.study_id, number, password=PASSWORD)
     return number, arm
 
 

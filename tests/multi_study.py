@@ -104,9 +104,15 @@ def populate(a: Trial, b: Trial) -> None:
         roles=[(Role.COORDINATOR, "S990")],
     )
     s990 = authenticate(b.ctx, B_PREFIX + "coordinator-s990", PASSWORD)
-    screening.register_subject(b.ctx, s990, b.study_id, "S990")  # B: S990-0001
+    screening.register_subject(b.ctx, s990, b.study_id, site_code="S990")  # B: S990-0001
     data_queries.raise_query(
-        b.ctx, b.actor("monitor"), b.study_id, number_b, "nyha", "nyha_class", "Zephyr query"
+        b.ctx,
+        b.actor("monitor"),
+        b.study_id,
+        number_b,
+        form_code="nyha",
+        field="nyha_class",
+        text="Zephyr query",
     )
     a.clock.set_day(AFTER)
 

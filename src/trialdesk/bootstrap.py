@@ -13,7 +13,7 @@ from trialdesk.config import Settings
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import AllocationCipher
 from trialdesk.store.database import make_engine, migrate
-from trialdesk.store.uow import UnitOfWorkFactory
+from trialdesk.store.uow import SqlUnitOfWorkFactory
 
 
 def utc_now() -> dt.datetime:
@@ -51,7 +51,7 @@ def bootstrap(
         clock = (lambda: fixed) if fixed is not None else utc_now
     cipher = AllocationCipher.from_file(settings.allocation_key_file)
     ctx = ServiceContext(
-        uow=UnitOfWorkFactory(write, read), clock=clock, cipher=cipher, settings=settings
+        uow=SqlUnitOfWorkFactory(write, read), clock=clock, cipher=cipher, settings=settings
     )
     if settings.smtp_url is not None:
         from trialdesk.services.mail import MailDispatcher

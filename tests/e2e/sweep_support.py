@@ -285,11 +285,11 @@ def unblinded_at(trial: Trial, site: str) -> tuple[str, str]:
             coordinator,
             trial.study_id,
             number,
-            code,
-            on,
-            fd.follow_up_forms(on.isoformat()),
+            visit_code=code,
+            visit_date=on,
+            forms=fd.follow_up_forms(on.isoformat()),
         )
-    followup.unblind_subject(trial.ctx, coordinator, trial.study_id, number, PASSWORD)
+    followup.unblind_subject(trial.ctx, coordinator, trial.study_id, number, password=PASSWORD)
     return number, arm
 
 

@@ -30,7 +30,7 @@ JSON_REPORTS = (
 def _data(trial: Trial) -> tuple[Dataset, Api]:
     """The CONSORT dataset (14 assessed, 5 screen failures, 7 randomized, visits on time, early,
     late and missed, a query, an emergency unblinding); the clock is left after the last."""
-    return build_dataset(trial), Api(trial)
+    return trial.prepared(build_dataset), Api(trial)
 
 
 def _export(api: Api, user: str, kind: str, *, unblinded: bool = False) -> Any:

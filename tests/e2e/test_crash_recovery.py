@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from tests import journey as j
-from tests.conftest import PASSWORD, POSTGRES_URL, Trial
-from tests.server import Server, postgres_url_with_schema
+from tests.conftest import PASSWORD, Trial
+from tests.factory import ready_to_randomize
+from tests.server import Server
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import AllocationSlotRow, RandomizationRow, StratumCursorRow, SubjectRow
 
@@ -80,18 +81,15 @@ def _site_client(
 
 
 def _prepare(trial: Trial) -> dict[str, list[str]]:
-    queues = {site: [j.anatomy_suitable(trial, site) for _ in range(PER_SITE)] for site in SITES}
+    queues = {site: ready_to_randomize(trial, site, count=PER_SITE) for site in SITES}
     for site in SITES:
         j.staff(trial, "implanter", site)  # the site's implanting-team user
     return queues
 
 
 def _url(trial: Trial) -> str:
-    if trial.backend == "sqlite":
-        return trial.runtime.context.settings.database_url
-    with trial.ctx.uow(readonly=True) as uow:
-        schema = uow.session.execute(text("SELECT current_schema()")).scalar_one()
-    return postgres_url_with_schema(POSTGRES_URL, schema)
+    """The trial's database for a child process (on PostgreSQL a database of its own)."""
+    return trial.runtime.context.settings.database_url
 
 
 def _check_database(trial: Trial, seen: Seen) -> None:

@@ -133,7 +133,7 @@ def test_sup2_rand6_blinded_device_views_identical_before_and_after_an_implant(
 
     def use(number: str, serial: str, *, released: bool) -> None:
         (values,) = fd.implant_procedure_forms(udi=serial, released=released).values()
-        followup.record_procedure(t.ctx, implanter, t.study_id, number, values)
+        followup.record_procedure(t.ctx, implanter, t.study_id, number, values=values)
 
     before = everyone()
     # the blinded views are not empty: each shows what a blinded role works with

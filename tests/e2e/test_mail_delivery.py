@@ -161,7 +161,7 @@ def test_emergency_unblinding_and_crc_notices_are_mailed_without_an_arm(
     assert "https://trial.sponsor.example/crc" in crc_mail.body
     reason = "anaphylaxis; the treating team needs to know the allocation"
     view = followup.emergency_unblind(
-        ctx, mt.actor("coordinator"), trial.study_id, randomized, reason, PASSWORD
+        ctx, mt.actor("coordinator"), trial.study_id, randomized, reason=reason, password=PASSWORD
     )
     assert view.arm is not None and view.arm.code == arm
     notice = mail.next()

@@ -28,6 +28,7 @@ from tests.e2e.test_api_access_sweep import _body
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import csrf_of, signed_in
 from trialdesk.api.app import create_app
+from trialdesk.domain.permissions import Permission, roles_with
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import flagship_path
 from trialdesk.services import accounts, admin, crc, data_queries, devices, followup
@@ -64,10 +65,11 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/subjects/{{number}}/anatomy"): SITE_TEAM,
     ("POST", f"{STUDY}/subjects/{{number}}/randomize"): SITE_TEAM,
     ("POST", f"{STUDY}/subjects/{{number}}/procedure"): frozenset({"implanter"}),
-    # unblinding (RAND-7): the investigator (site staff), the manager requests trial level,
-    # the unblinded statistician confirms it and marks randomizations in error
-    ("POST", f"{STUDY}/subjects/{{number}}/unblind"): SITE_TEAM,
-    ("POST", f"{STUDY}/subjects/{{number}}/emergency-unblind"): SITE_TEAM,
+    # unblinding (RAND-7): the investigator (the site coordinator / investigator role), the
+    # manager requests trial level, the unblinded statistician confirms it and marks
+    # randomizations in error
+    ("POST", f"{STUDY}/subjects/{{number}}/unblind"): COORDINATOR,
+    ("POST", f"{STUDY}/subjects/{{number}}/emergency-unblind"): COORDINATOR,
     ("POST", f"{STUDY}/subjects/{{number}}/randomized-in-error"): frozenset({"statistician"}),
     ("POST", f"{STUDY}/trial-unblinding/request"): frozenset({"manager"}),
     ("POST", f"{STUDY}/trial-unblinding/confirm"): frozenset({"statistician"}),
@@ -100,15 +102,14 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
         {"manager", "statistician", "dsmb", "implanter"}
     ),
     ("POST", f"{STUDY}/devices/shipments"): frozenset({"manager"}),
-    ("POST", f"{STUDY}/devices/shipments/{{shipment}}/receive"): SITE_TEAM,
+    ("POST", f"{STUDY}/devices/shipments/{{shipment}}/receive"): COORDINATOR,
     ("POST", f"{STUDY}/devices/{{serial}}/return"): frozenset({"implanter", "manager"}),
     ("POST", f"{STUDY}/devices/{{serial}}/destroy"): frozenset({"implanter", "manager"}),
-    # amendments (PROT-2): the manager proposes; arms or allocation need the statistician
+    # amendments (PROT-2): the manager proposes (signing as proposer); arms or allocation
+    # need the statistician's co-signature
     ("POST", f"{STUDY}/protocol/amendments/preview"): frozenset({"manager", "statistician"}),
     ("POST", f"{STUDY}/protocol/amendments"): frozenset({"manager"}),
-    ("POST", f"{STUDY}/protocol/amendments/{{id}}/signatures"): frozenset(
-        {"manager", "statistician"}
-    ),
+    ("POST", f"{STUDY}/protocol/amendments/{{id}}/signatures"): frozenset({"statistician"}),
     # the pages' forms: the same rules as the API
     ("POST", "/subjects"): COORDINATOR,
     ("POST", "/subjects/{number}/consent"): COORDINATOR,
@@ -150,15 +151,109 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/supply/quarantine"): frozenset({"manager"}),
     ("POST", "/supply/recall"): frozenset({"manager", "statistician", "dsmb", "implanter"}),
     ("POST", "/supply/ship"): frozenset({"manager"}),
-    ("POST", "/devices/receive"): SITE_TEAM,
+    ("POST", "/devices/receive"): COORDINATOR,
     ("POST", "/devices/return"): frozenset({"implanter", "manager"}),
     ("POST", "/devices/destroy"): frozenset({"implanter", "manager"}),
     ("POST", "/protocol/preview"): frozenset({"manager", "statistician"}),
     ("POST", "/protocol/amend"): frozenset({"manager"}),
-    ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"manager", "statistician"}),
+    ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"statistician"}),
 }
-"""Who may call each mutating route: an upper bound; a role listed here may still be refused
-by state, site or input."""
+"""Who may call each mutating route; a role listed here may still be refused by state, site
+or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
+code's one role -> permission table."""
+
+P = Permission
+ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
+    ("POST", f"{STUDY}/subjects"): P.SUBJECT_REGISTER,
+    ("POST", f"{STUDY}/subjects/{{number}}/consent"): P.CONSENT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/decline"): P.CONSENT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/screen-failure"): P.SCREEN_FAIL,
+    ("POST", f"{STUDY}/subjects/{{number}}/forms/{{form}}"): P.SCREENING_FORM_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/confirmations/{{criterion}}"): P.CRITERION_CONFIRM,
+    ("POST", f"{STUDY}/subjects/{{number}}/complete-screening"): P.SCREENING_COMPLETE,
+    ("POST", f"{STUDY}/subjects/{{number}}/discharge"): P.DISCHARGE_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/visits/{{code}}"): P.VISIT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/visits/{{code}}/missed"): P.VISIT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/therapies"): P.THERAPY_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/adverse-events"): P.ADVERSE_EVENT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/withdraw"): P.SUBJECT_EXIT,
+    ("POST", f"{STUDY}/subjects/{{number}}/lost-to-follow-up"): P.SUBJECT_EXIT,
+    ("POST", f"{STUDY}/subjects/{{number}}/death"): P.SUBJECT_EXIT,
+    ("POST", f"{STUDY}/subjects/{{number}}/complete"): P.SUBJECT_COMPLETE,
+    ("POST", f"{STUDY}/subjects/{{number}}/corrections"): P.FORM_CORRECT,
+    ("POST", f"{STUDY}/subjects/{{number}}/anatomy"): P.ANATOMY_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/randomize"): P.SUBJECT_RANDOMIZE,
+    ("POST", f"{STUDY}/subjects/{{number}}/procedure"): P.PROCEDURE_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/unblind"): P.SUBJECT_UNBLIND,
+    ("POST", f"{STUDY}/subjects/{{number}}/emergency-unblind"): P.SUBJECT_EMERGENCY_UNBLIND,
+    ("POST", f"{STUDY}/subjects/{{number}}/randomized-in-error"): P.RANDOMIZATION_MARK_IN_ERROR,
+    ("POST", f"{STUDY}/trial-unblinding/request"): P.TRIAL_UNBLINDING_REQUEST,
+    ("POST", f"{STUDY}/trial-unblinding/confirm"): P.TRIAL_UNBLINDING_CONFIRM,
+    ("POST", f"{STUDY}/notifications/{{notification_id}}/read"): P.NOTIFICATION_READ,
+    ("POST", f"{STUDY}/subjects/{{number}}/crc-decision"): P.CRC_ELIGIBILITY_DECIDE,
+    ("POST", f"{STUDY}/crc/cases/{{case_id}}/decision"): P.CRC_THERAPY_DECIDE,
+    ("POST", f"{STUDY}/queries"): P.QUERY_RAISE,
+    ("POST", f"{STUDY}/queries/{{query_id}}/answer"): P.QUERY_ANSWER,
+    ("POST", f"{STUDY}/queries/{{query_id}}/close"): P.QUERY_CLOSE,
+    ("POST", f"{STUDY}/queries/{{query_id}}/reopen"): P.QUERY_REOPEN,
+    ("POST", f"{STUDY}/lists"): P.LIST_GENERATE,
+    ("POST", f"{STUDY}/lists/import"): P.LIST_IMPORT,
+    ("POST", f"{STUDY}/lists/extensions"): P.LIST_EXTEND,
+    ("POST", f"{STUDY}/exports/csv"): P.DATA_EXPORT,
+    ("POST", f"{STUDY}/exports/odm"): P.DATA_EXPORT,
+    ("POST", f"{STUDY}/exports/sdtm"): P.DATA_EXPORT,
+    ("POST", f"{STUDY}/devices/lots"): P.SUPPLY_LOT_REGISTER,
+    ("POST", f"{STUDY}/devices/lots/{{lot}}/quarantine"): P.SUPPLY_LOT_QUARANTINE,
+    ("POST", f"{STUDY}/devices/lots/{{lot}}/recall"): P.SUPPLY_LOT_RECALL,
+    ("POST", f"{STUDY}/devices/shipments"): P.SUPPLY_SHIP,
+    ("POST", f"{STUDY}/devices/shipments/{{shipment}}/receive"): P.SUPPLY_RECEIVE,
+    ("POST", f"{STUDY}/devices/{{serial}}/return"): P.DEVICE_RETURN,
+    ("POST", f"{STUDY}/devices/{{serial}}/destroy"): P.DEVICE_DESTROY,
+    ("POST", f"{STUDY}/protocol/amendments/preview"): P.AMENDMENT_PREVIEW,
+    ("POST", f"{STUDY}/protocol/amendments"): P.AMENDMENT_PROPOSE,
+    ("POST", f"{STUDY}/protocol/amendments/{{id}}/signatures"): P.AMENDMENT_SIGN,
+    ("POST", "/subjects"): P.SUBJECT_REGISTER,
+    ("POST", "/subjects/{number}/consent"): P.CONSENT_RECORD,
+    ("POST", "/subjects/{number}/confirm"): P.CRITERION_CONFIRM,
+    ("POST", "/subjects/{number}/complete-screening"): P.SCREENING_COMPLETE,
+    ("POST", "/subjects/{number}/forms/{code}"): P.SCREENING_FORM_RECORD,
+    ("POST", "/subjects/{number}/anatomy"): P.ANATOMY_RECORD,
+    ("POST", "/subjects/{number}/randomize"): P.SUBJECT_RANDOMIZE,
+    ("POST", "/subjects/{number}/visits/{code}"): P.VISIT_RECORD,
+    ("POST", "/subjects/{number}/procedure"): P.PROCEDURE_RECORD,
+    ("POST", "/subjects/{number}/discharge"): P.DISCHARGE_RECORD,
+    ("POST", "/subjects/{number}/visits/{code}/missed"): P.VISIT_RECORD,
+    ("POST", "/crc/{number}"): P.CRC_ELIGIBILITY_DECIDE,
+    ("POST", "/admin/users"): P.USER_MANAGE,
+    ("POST", "/admin/users/{username}/{change}"): P.USER_MANAGE,
+    ("POST", "/admin/sites/{code}/{change}"): P.SITE_MANAGE,
+    ("POST", "/statistician/design"): P.DESIGN_ASSESS,
+    ("POST", "/supply/lots"): P.SUPPLY_LOT_REGISTER,
+    ("POST", "/supply/quarantine"): P.SUPPLY_LOT_QUARANTINE,
+    ("POST", "/supply/recall"): P.SUPPLY_LOT_RECALL,
+    ("POST", "/supply/ship"): P.SUPPLY_SHIP,
+    ("POST", "/devices/receive"): P.SUPPLY_RECEIVE,
+    ("POST", "/devices/return"): P.DEVICE_RETURN,
+    ("POST", "/devices/destroy"): P.DEVICE_DESTROY,
+    ("POST", "/protocol/preview"): P.AMENDMENT_PREVIEW,
+    ("POST", "/protocol/amend"): P.AMENDMENT_PROPOSE,
+    ("POST", "/protocol/amendments/{amendment_id}/sign"): P.AMENDMENT_SIGN,
+}
+"""The permission each route's action needs, in the code's table (domain/permissions.py)."""
+
+
+def test_acc1_allowed_equals_the_permission_table() -> None:
+    """ACC-1: the roles this sweep allows on each route (written from SYSTEM.md §1) are
+    exactly the roles the code's one role -> permission table grants the route's permission;
+    a change to either without the other fails here."""
+    assert ROUTE_PERMISSIONS.keys() == ALLOWED.keys()
+    differ = {
+        f"{method} {path}": (sorted(ALLOWED[(method, path)]), sorted(granted))
+        for (method, path), permission in ROUTE_PERMISSIONS.items()
+        if ALLOWED[(method, path)] != (granted := {r.value for r in roles_with(permission)})
+    }
+    assert not differ, f"sweep ALLOWED vs domain/permissions.py (route: allowed, granted): {differ}"
+
 
 OPEN_TO_EVERY_USER = {
     ("POST", "/api/v1/auth/token"): "sign-in: before any role is known",
@@ -208,21 +303,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     t.clock.set_day(on)
     coordinator = t.actor("coordinator")
     followup.record_visit(
-        t.ctx, coordinator, t.study_id, number, "M1", on, fd.follow_up_forms(on.isoformat())
+        t.ctx,
+        coordinator,
+        t.study_id,
+        number,
+        visit_code="M1",
+        visit_date=on,
+        forms=fd.follow_up_forms(on.isoformat()),
     )
-    followup.record_therapy(t.ctx, coordinator, t.study_id, number, on, "crt")
+    followup.record_therapy(
+        t.ctx, coordinator, t.study_id, number, therapy_date=on, therapy_type="crt"
+    )
     data_queries.raise_query(
         t.ctx,
         t.actor("monitor"),
         t.study_id,
         number,
-        "follow_up",
-        "nyha_class",
-        "Confirm NYHA",
+        form_code="follow_up",
+        field="nyha_class",
+        text="Confirm NYHA",
         visit_code="M1",
     )
     other, _arm = j.procedure_done(t)
-    followup.emergency_unblind(t.ctx, coordinator, t.study_id, other, "deterioration", PASSWORD)
+    followup.emergency_unblind(
+        t.ctx, coordinator, t.study_id, other, reason="deterioration", password=PASSWORD
+    )
     j.staff(t, "monitor", "S109")  # the user the administrator's forms change: no one swept
     accounts.invite(  # invitation 1, for the cancel routes
         t.ctx, operator_actor(), t.study_id, email="sweep@example.org", full_name="Sweep",

@@ -46,28 +46,42 @@ def site_activity(t: Trial, site: str) -> list[str]:
     numbers = [j.register(t, site), j.awaiting_procedure(t, site)]
     failed = j.echo_qualified(t, site)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, failed, "reject", "Severe MAC", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        failed,
+        decision="reject",
+        reason="Severe MAC",
+        password=PASSWORD,
     )
     numbers.append(failed)
     numbers.append(j.randomized(t, site)[0])
     done, _arm = j.procedure_done(t, site)
     coordinator = j.staff(t, "coordinator", site)
     (ae,) = fd.adverse_event_forms(fd.DISCHARGE_DATE).values()
-    followup.record_adverse_event(t.ctx, coordinator, t.study_id, done, ae)
+    followup.record_adverse_event(t.ctx, coordinator, t.study_id, done, values=ae)
     on = j.visit_dates()["M1"]
     t.clock.set_day(on)
     followup.record_visit(
-        t.ctx, coordinator, t.study_id, done, "M1", on, fd.follow_up_forms(on.isoformat())
+        t.ctx,
+        coordinator,
+        t.study_id,
+        done,
+        visit_code="M1",
+        visit_date=on,
+        forms=fd.follow_up_forms(on.isoformat()),
     )
-    followup.record_therapy(t.ctx, coordinator, t.study_id, done, on, "crt")
+    followup.record_therapy(
+        t.ctx, coordinator, t.study_id, done, therapy_date=on, therapy_type="crt"
+    )
     data_queries.raise_query(
         t.ctx,
         t.actor("monitor"),
         t.study_id,
         done,
-        "follow_up",
-        "nyha_class",
-        "Please confirm NYHA class",
+        form_code="follow_up",
+        field="nyha_class",
+        text="Please confirm NYHA class",
         visit_code="M1",
     )
     numbers.append(done)

@@ -63,7 +63,9 @@ def test_rand6_procedure_page_refuses_blinded_roles_without_naming_the_arm(trial
 def test_proc2_coordinator_records_discharge(trial: Trial) -> None:
     number, arm = journey.randomized(trial)
     (values,) = _forms_for(arm).values()
-    followup.record_procedure(trial.ctx, trial.actor("implanter"), trial.study_id, number, values)
+    followup.record_procedure(
+        trial.ctx, trial.actor("implanter"), trial.study_id, number, values=values
+    )
     trial.clock.set_day(fd.DISCHARGE_DATE)
     c = signed_in(trial, "coordinator")
     assert 'name="discharged_on"' in c.get(f"/subjects/{number}").text
@@ -83,6 +85,7 @@ def test_proc2_coordinator_records_discharge(trial: Trial) -> None:
 
 def test_sched2_missed_visit_needs_a_reason_and_never_blocks_the_next(trial: Trial) -> None:
     number, _arm = journey.procedure_done(trial)
+    trial.clock.set_day(journey.visit_dates()["M1"])  # a visit is missed once its window opens
     c = signed_in(trial, "coordinator")
     token = csrf_of(c)
     response = c.post(f"/subjects/{number}/visits/M1/missed", data={"csrf_token": token})

@@ -213,7 +213,13 @@ def test_rep3_life3_manager_dashboard_shows_screening_log_with_reasons(trial: Tr
     randomized, _arm = journey.randomized(trial)
     rejected = journey.echo_qualified(trial)
     screening.crc_eligibility_decision(
-        trial.ctx, trial.actor("crc"), trial.study_id, rejected, "reject", "Severe MAC", PASSWORD
+        trial.ctx,
+        trial.actor("crc"),
+        trial.study_id,
+        rejected,
+        decision="reject",
+        reason="Severe MAC",
+        password=PASSWORD,
     )
     anatomy = journey.awaiting_procedure(trial)
     trial.clock.set_day(journey.PROCEDURE)
@@ -222,7 +228,7 @@ def test_rep3_life3_manager_dashboard_shows_screening_log_with_reasons(trial: Tr
         trial.actor("implanter"),
         trial.study_id,
         anatomy,
-        fd.failing_anatomy_forms("ANAT-2"),
+        forms=fd.failing_anatomy_forms("ANAT-2"),
     )
     registered = journey.register(trial, "S102")
     page = signed_in(trial, "manager").get("/dashboard")

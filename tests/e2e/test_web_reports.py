@@ -20,7 +20,7 @@ IMG = re.compile(r'<img src="(/reports/consort\.svg)" alt="([^"]*)"')
 
 
 def test_rep2_dashboard_shows_the_consort_diagram_as_an_image(trial: Trial) -> None:
-    build_dataset(trial)
+    trial.prepared(build_dataset)
     web = signed_in(trial, "manager")
     page = web.get("/dashboard")
     assert page.status_code == 200
@@ -39,7 +39,7 @@ def test_rep2_dashboard_shows_the_consort_diagram_as_an_image(trial: Trial) -> N
 
 
 def test_rep3_dashboard_links_to_csv_and_json_downloads(trial: Trial) -> None:
-    data = build_dataset(trial)
+    data = trial.prepared(build_dataset)
     web = signed_in(trial, "manager")
     page = web.get("/dashboard").text
     for name in REPORT_DOWNLOADS:
@@ -60,7 +60,7 @@ def test_rep3_dashboard_links_to_csv_and_json_downloads(trial: Trial) -> None:
 
 
 def test_rep3_downloads_refuse_as_the_services_do(trial: Trial) -> None:
-    build_dataset(trial)
+    trial.prepared(build_dataset)
     coordinator = signed_in(trial, "coordinator")
     refused = coordinator.get("/reports/screening-log.csv")
     assert refused.status_code == 403 and "screening log" in refused.text
@@ -74,14 +74,14 @@ def test_rep3_csv_cells_cannot_start_a_spreadsheet_formula(trial: Trial) -> None
     """A free-text value such as a screen-failure detail is written as text, not a formula."""
     number = j.consented(trial)
     coordinator = trial.actor("coordinator")
-    screening.screen_fail_other(trial.ctx, coordinator, trial.study_id, number, "=1+1")
+    screening.screen_fail_other(trial.ctx, coordinator, trial.study_id, number, reason="=1+1")
     text = signed_in(trial, "manager").get("/reports/screening-log.csv").text
     (row,) = list(csv.DictReader(io.StringIO(text)))
     assert row["screen_failure_detail"] == "'=1+1"
 
 
 def test_rand6_no_download_or_figure_shows_an_arm_to_a_blinded_user(trial: Trial) -> None:
-    build_dataset(trial)
+    trial.prepared(build_dataset)
     served = 0
     for user in BLINDED:
         web = signed_in(trial, user)

@@ -22,7 +22,9 @@ AT_HONOLULU = "2027-03-01 13:30 HST (Pacific/Honolulu)"
 def _registered_late_utc(trial: Trial) -> str:
     trial.clock.now = dt.datetime(2027, 3, 1, 23, 30, tzinfo=dt.UTC)
     coordinator = j.staff(trial, "coordinator", SYDNEY)
-    return screening.register_subject(trial.ctx, coordinator, trial.study_id, SYDNEY).number
+    return screening.register_subject(
+        trial.ctx, coordinator, trial.study_id, site_code=SYDNEY
+    ).number
 
 
 def _zone_of(trial: Trial, username: str) -> str | None:

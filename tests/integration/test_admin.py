@@ -160,13 +160,13 @@ def test_acc1_grant_site_role_scopes_the_user_and_revoke_removes_it(trial: Trial
     )  # fmt: skip
     assert admin.RoleHeld("coordinator", "S102") in _user(trial, "monitor").roles
     monitor = authenticate(trial.ctx, "monitor", PASSWORD)
-    assert screening.register_subject(trial.ctx, monitor, trial.study_id, "S102").number
+    assert screening.register_subject(trial.ctx, monitor, trial.study_id, site_code="S102").number
     with pytest.raises(PermissionDenied):
-        screening.register_subject(trial.ctx, monitor, trial.study_id, "S101")
+        screening.register_subject(trial.ctx, monitor, trial.study_id, site_code="S101")
     admin.revoke_role(trial.ctx, a, trial.study_id, "monitor", "coordinator", "S102")
     monitor = authenticate(trial.ctx, "monitor", PASSWORD)
     with pytest.raises(PermissionDenied):
-        screening.register_subject(trial.ctx, monitor, trial.study_id, "S102")
+        screening.register_subject(trial.ctx, monitor, trial.study_id, site_code="S102")
     entries = {e.action: e for e in _entries(trial, "monitor")}
     granted = json.loads(entries["grant_role"].new)
     assert (granted["role"], granted["site"]) == ("coordinator", "S102")

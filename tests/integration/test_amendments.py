@@ -55,8 +55,12 @@ def _subject_version(t: Trial, number: str) -> str:
 def _register_on(t: Trial, day: dt.date) -> str:
     t.clock.set_day(day)
     coord = t.actor("coordinator")
-    number = screening.register_subject(t.ctx, coord, t.study_id, j.SITE, day).number
-    screening.record_consent(t.ctx, coord, t.study_id, number, day, "v1.0")
+    number = screening.register_subject(
+        t.ctx, coord, t.study_id, site_code=j.SITE, registered_on=day
+    ).number
+    screening.record_consent(
+        t.ctx, coord, t.study_id, number, consent_date=day, consent_version="v1.0"
+    )
     return number
 
 
@@ -64,9 +68,19 @@ def _screen_on(t: Trial, number: str, day: dt.date) -> None:
     t.clock.set_day(day)
     coord = t.actor("coordinator")
     for code, values in fd.screening_forms(day.isoformat()).items():
-        screening.record_screening_form(t.ctx, coord, t.study_id, number, code, values)
+        screening.record_screening_form(
+            t.ctx, coord, t.study_id, number, form_code=code, values=values
+        )
     for criterion in fd.INVESTIGATOR_CRITERIA:
-        screening.confirm_criterion(t.ctx, coord, t.study_id, number, criterion, True, PASSWORD)
+        screening.confirm_criterion(
+            t.ctx,
+            coord,
+            t.study_id,
+            number,
+            criterion_id=criterion,
+            confirmed=True,
+            password=PASSWORD,
+        )
 
 
 def test_prot2_amendment_widens_m6_and_adds_a_criterion_from_its_effective_date(
@@ -110,7 +124,13 @@ def test_prot2_amendment_widens_m6_and_adds_a_criterion_from_its_effective_date(
     _screen_on(t, registered_before, dt.date(2027, 3, 6))
     with pytest.raises(NotFound, match="INC-19"):
         screening.confirm_criterion(
-            t.ctx, t.actor("coordinator"), t.study_id, registered_before, "INC-19", True, PASSWORD
+            t.ctx,
+            t.actor("coordinator"),
+            t.study_id,
+            registered_before,
+            criterion_id="INC-19",
+            confirmed=True,
+            password=PASSWORD,
         )
     result = screening.complete_screening(
         t.ctx, t.actor("coordinator"), t.study_id, registered_before
@@ -124,7 +144,9 @@ def test_prot2_amendment_widens_m6_and_adds_a_criterion_from_its_effective_date(
     coord = t.actor("coordinator")
     with pytest.raises(PreconditionFailed, match="INC-19"):
         screening.complete_screening(t.ctx, coord, t.study_id, late)
-    screening.confirm_criterion(t.ctx, coord, t.study_id, late, "INC-19", False, PASSWORD)
+    screening.confirm_criterion(
+        t.ctx, coord, t.study_id, late, criterion_id="INC-19", confirmed=False, password=PASSWORD
+    )
     failed = screening.complete_screening(t.ctx, coord, t.study_id, late)
     assert failed.state == "screen_failed" and failed.screen_failure_detail == "INC-19"
 

@@ -396,9 +396,9 @@ def test_data2_correction_records_old_new_who_when_and_why(trail: Trail) -> None
         t.actor("coordinator"),
         t.study_id,
         trail.awaiting,
-        "nyha",
-        {"nyha_class": "II"},
-        "transcription error: source document says class II",
+        form_code="nyha",
+        changes={"nyha_class": "II"},
+        reason="transcription error: source document says class II",
     )
     with t.ctx.uow(readonly=True) as uow:
         subject_id = uow.session.scalars(
@@ -426,7 +426,7 @@ def _bad_field_value(tr: Trail) -> object:
     values["nyha_class"] = "V"
     coordinator = tr.trial.actor("coordinator")
     return screening.record_screening_form(
-        tr.trial.ctx, coordinator, tr.trial.study_id, tr.consented, "nyha", values
+        tr.trial.ctx, coordinator, tr.trial.study_id, tr.consented, form_code="nyha", values=values
     )
 
 
@@ -434,21 +434,32 @@ def _dated_before_consent(tr: Trail) -> object:
     values = fd.screening_forms(on="2027-01-20")["nyha"]
     coordinator = tr.trial.actor("coordinator")
     return screening.record_screening_form(
-        tr.trial.ctx, coordinator, tr.trial.study_id, tr.consented, "nyha", values
+        tr.trial.ctx, coordinator, tr.trial.study_id, tr.consented, form_code="nyha", values=values
     )
 
 
 def _wrong_role(tr: Trail) -> object:
     monitor = tr.trial.actor("monitor")
     return screening.record_consent(
-        tr.trial.ctx, monitor, tr.trial.study_id, tr.awaiting, dt.date(2027, 1, 25), "v1.0"
+        tr.trial.ctx,
+        monitor,
+        tr.trial.study_id,
+        tr.awaiting,
+        consent_date=dt.date(2027, 1, 25),
+        consent_version="v1.0",
     )
 
 
 def _correction_without_reason(tr: Trail) -> object:
     coordinator = tr.trial.actor("coordinator")
     return followup.correct_form_data(
-        tr.trial.ctx, coordinator, tr.trial.study_id, tr.awaiting, "nyha", {"nyha_class": "II"}, " "
+        tr.trial.ctx,
+        coordinator,
+        tr.trial.study_id,
+        tr.awaiting,
+        form_code="nyha",
+        changes={"nyha_class": "II"},
+        reason=" ",
     )
 
 

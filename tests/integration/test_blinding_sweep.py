@@ -111,6 +111,7 @@ READ_CALLS: dict[str, ReadCall] = {
     # a signed design amendment is swept in tests/integration/test_amendments.py
     "amendments.amendment_diff": lambda t, a, n: amendments.amendment_diff(t.ctx, a, t.study_id, 1),
     "queries.get_subject": lambda t, a, n: queries.get_subject(t.ctx, a, t.study_id, n),
+    "queries.subject_actions": lambda t, a, n: queries.subject_actions(t.ctx, a, t.study_id, n),
     "devices.site_inventory": lambda t, a, n: devices.site_inventory(t.ctx, a, t.study_id),
     "devices.stock_warnings": lambda t, a, n: devices.stock_warnings(t.ctx, a, t.study_id),
     "devices.list_lots": lambda t, a, n: devices.list_lots(t.ctx, a, t.study_id),
@@ -122,7 +123,7 @@ READ_CALLS: dict[str, ReadCall] = {
     "preferences.viewer_zone": lambda t, a, n: preferences.viewer_zone(t.ctx, a, t.study_id),
     "queries.list_subjects": lambda t, a, n: queries.list_subjects(t.ctx, a, t.study_id, limit=500),
     "screening.check_eligibility": lambda t, a, n: [
-        screening.check_eligibility(t.ctx, a, t.study_id, n, gate) for gate in Gate
+        screening.check_eligibility(t.ctx, a, t.study_id, n, gate=gate) for gate in Gate
     ],
     "setup.list_studies": lambda t, a, n: setup.list_studies(t.ctx, a),
     "setup.resolve_study": lambda t, a, n: setup.resolve_study(t.ctx, a, None),
@@ -179,7 +180,12 @@ READ_CALLS: dict[str, ReadCall] = {
         t.ctx, a, t.study_id
     ),
 }
-PER_SUBJECT = {"queries.get_subject", "screening.check_eligibility", "history.subject_history"}
+PER_SUBJECT = {
+    "queries.get_subject",
+    "queries.subject_actions",
+    "screening.check_eligibility",
+    "history.subject_history",
+}
 
 WRITE_ACTIONS = {
     "amendments.propose_amendment",
@@ -338,14 +344,24 @@ def populate(t: Trial) -> Population:
 
     rejected = j.echo_qualified(t)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, rejected, "reject", "Severe MAC on review", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        rejected,
+        decision="reject",
+        reason="Severe MAC on review",
+        password=PASSWORD,
     )
     pop.subjects["crc_rejected"] = rejected
 
     anatomy_failed = j.awaiting_procedure(t)
     t.clock.set_day(j.PROCEDURE)
     screening.record_anatomy(
-        t.ctx, t.actor("implanter"), t.study_id, anatomy_failed, fd.failing_anatomy_forms("ANAT-2")
+        t.ctx,
+        t.actor("implanter"),
+        t.study_id,
+        anatomy_failed,
+        forms=fd.failing_anatomy_forms("ANAT-2"),
     )
     pop.subjects["anatomy_failed"] = anatomy_failed
 
@@ -369,19 +385,29 @@ def populate(t: Trial) -> Population:
     pop.results.append(
         (
             "therapy",
-            followup.record_therapy(t.ctx, coord, t.study_id, number, today, "crt"),
+            followup.record_therapy(
+                t.ctx, coord, t.study_id, number, therapy_date=today, therapy_type="crt"
+            ),
         )
     )
     (ae,) = fd.adverse_event_forms(fd.DISCHARGE_DATE).values()
     pop.results.append(
-        ("adverse event", followup.record_adverse_event(t.ctx, coord, t.study_id, number, ae))
+        (
+            "adverse event",
+            followup.record_adverse_event(t.ctx, coord, t.study_id, number, values=ae),
+        )
     )
     pop.subjects["procedure_done"] = number
 
     number, arm = j.procedure_done(t)
     pop.arms[number] = arm
     followup.emergency_unblind(
-        t.ctx, t.actor("coordinator-2"), t.study_id, number, "acute deterioration", PASSWORD
+        t.ctx,
+        t.actor("coordinator-2"),
+        t.study_id,
+        number,
+        reason="acute deterioration",
+        password=PASSWORD,
     )
     pop.subjects["emergency_unblinded_by_other"] = number
 
@@ -391,7 +417,13 @@ def populate(t: Trial) -> Population:
         (
             "withdraw",
             followup.withdraw(
-                t.ctx, coord, t.study_id, number, today, "moved", follow_up_contact_allowed=True
+                t.ctx,
+                coord,
+                t.study_id,
+                number,
+                withdrawn_on=today,
+                reason="moved",
+                follow_up_contact_allowed=True,
             ),
         )
     )
@@ -418,9 +450,9 @@ def populate(t: Trial) -> Population:
                 coord,
                 t.study_id,
                 number,
-                "follow_up",
-                {"kccq_overall_score": 61.5},
-                "transcription error",
+                form_code="follow_up",
+                changes={"kccq_overall_score": 61.5},
+                reason="transcription error",
                 visit_code="M24",
             ),
         )
@@ -433,9 +465,9 @@ def populate(t: Trial) -> Population:
                 t.actor("monitor"),
                 t.study_id,
                 number,
-                "follow_up",
-                "nyha_class",
-                "Please confirm NYHA class against the source",
+                form_code="follow_up",
+                field="nyha_class",
+                text="Please confirm NYHA class against the source",
                 visit_code="M24",
             ),
         )
@@ -455,7 +487,7 @@ def populate(t: Trial) -> Population:
 
 @pytest.fixture
 def population(trial: Trial) -> Population:
-    return populate(trial)
+    return trial.prepared(populate)
 
 
 # --- the sweeps ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from tests import journey as j
 from tests.conftest import Trial
+from tests.factory import ready_to_randomize
 from trialdesk.domain.errors import ActionNotAllowed, Conflict, TrialError
 from trialdesk.services import randomization, screening
 from trialdesk.services.randomization import RandomizationResult
@@ -97,7 +98,12 @@ def test_life1_concurrent_consents_on_one_subject_have_one_winner(trial: Trial) 
 
     def consent(_i: int) -> SubjectView:
         return screening.record_consent(
-            trial.ctx, coordinator, trial.study_id, number, j.CONSENT, "v1.0"
+            trial.ctx,
+            coordinator,
+            trial.study_id,
+            number,
+            consent_date=j.CONSENT,
+            consent_version="v1.0",
         )
 
     wins, losses = _split(race(THREADS, consent))
@@ -143,7 +149,7 @@ def test_rand5_concurrent_randomizations_of_one_subject_have_one_winner(trial: T
 def test_rand5_concurrent_randomizations_at_one_site_use_slots_in_order(trial: Trial) -> None:
     """RAND-5: different subjects randomized at once at one site each get their own slot, the
     stratum's slots are used in order with no gap, and randomization numbers are distinct."""
-    numbers = [j.anatomy_suitable(trial) for _ in range(4)]
+    numbers = ready_to_randomize(trial, count=4)
     implanter = trial.actor("implanter")
 
     def randomize(i: int) -> RandomizationResult:
@@ -188,7 +194,11 @@ def test_life1_concurrent_registrations_at_one_site_number_without_gaps(trial: T
             assert attempts < 1000, "registration never got through"
             try:
                 view = screening.register_subject(
-                    trial.ctx, coordinator, trial.study_id, j.SITE, j.CONSENT
+                    trial.ctx,
+                    coordinator,
+                    trial.study_id,
+                    site_code=j.SITE,
+                    registered_on=j.CONSENT,
                 )
             except TrialError as exc:
                 if exc.code != "conflict":

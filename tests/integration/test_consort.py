@@ -41,7 +41,9 @@ def _visit(t: Trial, number: str, code: str, on: dt.date, site: str = j.SITE) ->
     t.clock.set_day(on)
     coordinator = j.staff(t, "coordinator", site)
     forms = fd.follow_up_forms(on.isoformat())
-    followup.record_visit(t.ctx, coordinator, t.study_id, number, code, on, forms)
+    followup.record_visit(
+        t.ctx, coordinator, t.study_id, number, visit_code=code, visit_date=on, forms=forms
+    )
 
 
 def build_dataset(t: Trial) -> Dataset:
@@ -50,27 +52,39 @@ def build_dataset(t: Trial) -> Dataset:
     coord = t.actor("coordinator")
     # one screen failure of every reason (LIFE-3)
     declined = j.register(t)
-    screening.decline_consent(t.ctx, coord, t.study_id, declined, "not interested")
+    screening.decline_consent(t.ctx, coord, t.study_id, declined, reason="not interested")
     not_met = j.consented(t)
     j.enter_screening(t, not_met, fd.failing_screening_forms("INC-1"))
     screening.complete_screening(t.ctx, coord, t.study_id, not_met)
     rejected = j.echo_qualified(t)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, rejected, "reject", "Severe MAC on review", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        rejected,
+        decision="reject",
+        reason="Severe MAC on review",
+        password=PASSWORD,
     )
     anatomy = j.awaiting_procedure(t)
     t.clock.set_day(j.PROCEDURE)
     screening.record_anatomy(
-        t.ctx, t.actor("implanter"), t.study_id, anatomy, fd.failing_anatomy_forms("ANAT-2")
+        t.ctx, t.actor("implanter"), t.study_id, anatomy, forms=fd.failing_anatomy_forms("ANAT-2")
     )
     other = j.consented(t)
-    screening.screen_fail_other(t.ctx, coord, t.study_id, other, "moved abroad")
+    screening.screen_fail_other(t.ctx, coord, t.study_id, other, reason="moved abroad")
     # still in screening: one consented, one whose CRC review took two days
     data.roles["in_screening"] = j.consented(t)
     slow = j.echo_qualified(t)
     t.clock.set_day(j.SCREENING + dt.timedelta(days=2))
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, slow, "approve", "Suitable anatomy", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        slow,
+        decision="approve",
+        reason="Suitable anatomy",
+        password=PASSWORD,
     )
     data.roles["slow_crc"] = slow
     data.quick_crc = 2  # rejected and anatomy (approved) were decided at once
@@ -103,14 +117,16 @@ def build_dataset(t: Trial) -> Dataset:
         else:
             forms = fd.sham_procedure_forms()
         (values,) = forms.values()
-        followup.record_procedure(t.ctx, j.staff(t, "implanter", site), t.study_id, number, values)
+        followup.record_procedure(
+            t.ctx, j.staff(t, "implanter", site), t.study_id, number, values=values
+        )
         t.clock.set_day(fd.DISCHARGE_DATE)
         followup.record_discharge(
             t.ctx,
             j.staff(t, "coordinator", site),
             t.study_id,
             number,
-            dt.date.fromisoformat(fd.DISCHARGE_DATE),
+            discharged_on=dt.date.fromisoformat(fd.DISCHARGE_DATE),
         )
     others = [n for n in numbers[:5] if n != not_released]
     withdrawn, lost, died, visits = others[:4]
@@ -123,15 +139,25 @@ def build_dataset(t: Trial) -> Dataset:
     _visit(t, numbers[6], "M1", day(20), site="S102")
     t.clock.set_day(day(40))
     followup.withdraw(
-        t.ctx, coord, t.study_id, withdrawn, day(40), "moved", follow_up_contact_allowed=False
+        t.ctx,
+        coord,
+        t.study_id,
+        withdrawn,
+        withdrawn_on=day(40),
+        reason="moved",
+        follow_up_contact_allowed=False,
     )
     t.clock.set_day(day(100))
-    followup.record_death(t.ctx, coord, t.study_id, died, day(100), "heart failure")
+    followup.record_death(
+        t.ctx, coord, t.study_id, died, death_date=day(100), cause="heart failure"
+    )
     _visit(t, visits, "M6", day(220))
     t.clock.set_day(day(230))
-    followup.miss_visit(t.ctx, coord, t.study_id, lost, "M1", "no answer")
-    followup.miss_visit(t.ctx, coord, t.study_id, lost, "M6", "no answer")
-    followup.mark_lost_to_follow_up(t.ctx, coord, t.study_id, lost, day(230), "unreachable")
+    followup.miss_visit(t.ctx, coord, t.study_id, lost, visit_code="M1", reason="no answer")
+    followup.miss_visit(t.ctx, coord, t.study_id, lost, visit_code="M6", reason="no answer")
+    followup.mark_lost_to_follow_up(
+        t.ctx, coord, t.study_id, lost, on=day(230), reason="unreachable"
+    )
 
     # a data query, an emergency unblinding and a trial-level unblinding request
     data_queries.raise_query(
@@ -139,12 +165,14 @@ def build_dataset(t: Trial) -> Dataset:
         t.actor("monitor"),
         t.study_id,
         visits,
-        "follow_up",
-        "nyha_class",
-        "Please confirm NYHA class against the source",
+        form_code="follow_up",
+        field="nyha_class",
+        text="Please confirm NYHA class against the source",
         visit_code="M1",
     )
-    followup.emergency_unblind(t.ctx, coord, t.study_id, visits, "acute deterioration", PASSWORD)
+    followup.emergency_unblind(
+        t.ctx, coord, t.study_id, visits, reason="acute deterioration", password=PASSWORD
+    )
     unblinding.request_trial_unblinding(
         t.ctx, t.actor("manager"), t.study_id, "final analysis", PASSWORD
     )
@@ -153,7 +181,7 @@ def build_dataset(t: Trial) -> Dataset:
 
 @pytest.fixture
 def dataset(trial: Trial) -> Dataset:
-    return build_dataset(trial)
+    return trial.prepared(build_dataset)
 
 
 def _expected_arm(data: Dataset, arm: str) -> dict[str, int]:

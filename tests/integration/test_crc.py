@@ -57,11 +57,19 @@ def _cases(t: Trial) -> Cases:
     coord = t.actor("coordinator")
     for day, kind in ((EARLY_DAY, "crt"), (LATE_DAY, "mitral_surgery")):
         t.clock.set_day(day)
-        followup.record_therapy(t.ctx, coord, t.study_id, number, day, kind)
+        followup.record_therapy(
+            t.ctx, coord, t.study_id, number, therapy_date=day, therapy_type=kind
+        )
     waiting = j.echo_qualified(t)
     more_info = j.echo_qualified(t)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, more_info, "request_info", "Need the TTE loops", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        more_info,
+        decision="request_info",
+        reason="Need the TTE loops",
+        password=PASSWORD,
     )
     with t.ctx.uow(readonly=True) as uow:
         early, late = uow.session.scalars(
@@ -177,9 +185,9 @@ def test_ther2_late_therapy_is_reviewed_as_endpoint_and_the_subject_stays(t: Tri
         t.actor("crc"),
         t.study_id,
         cases.late,
-        "endpoint_event",
-        "Surgical mitral intervention: hierarchy level 3",
-        PASSWORD,
+        classification="endpoint_event",
+        reason="Surgical mitral intervention: hierarchy level 3",
+        password=PASSWORD,
     )
     assert (view.status, view.decision) == ("decided", "endpoint_event")
     assert view.therapy is not None and view.therapy.review == "endpoint_evaluation"
@@ -196,7 +204,13 @@ def test_ther2_late_therapy_is_reviewed_as_endpoint_and_the_subject_stays(t: Tri
     assert cases.late not in [c.id for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id)]
     with pytest.raises(PreconditionFailed, match="already decided"):
         crc.decide_therapy_case(
-            t.ctx, t.actor("crc"), t.study_id, cases.late, "not_endpoint_event", "x", PASSWORD
+            t.ctx,
+            t.actor("crc"),
+            t.study_id,
+            cases.late,
+            classification="not_endpoint_event",
+            reason="x",
+            password=PASSWORD,
         )
     _chain_ok(t)
 
@@ -209,7 +223,13 @@ def test_ther3_early_therapy_is_flagged_and_needs_an_explicit_decision(t: Trial)
     before = _subject(t, cases.randomized)
     crc_user = t.actor("crc")
     asked = crc.decide_therapy_case(
-        t.ctx, crc_user, t.study_id, cases.early, "request_info", "Operative note?", PASSWORD
+        t.ctx,
+        crc_user,
+        t.study_id,
+        cases.early,
+        classification="request_info",
+        reason="Operative note?",
+        password=PASSWORD,
     )
     assert asked.status == "info_requested"
     pending = {c.id: c.therapy for c in crc.crc_queue(t.ctx, crc_user, t.study_id)}
@@ -222,9 +242,9 @@ def test_ther3_early_therapy_is_flagged_and_needs_an_explicit_decision(t: Trial)
         crc_user,
         t.study_id,
         cases.early,
-        "continue_follow_up",
-        "Early CRT for dyssynchrony; follow-up continues",
-        PASSWORD,
+        classification="continue_follow_up",
+        reason="Early CRT for dyssynchrony; follow-up continues",
+        password=PASSWORD,
     )
     assert (decided.status, decided.decision) == ("decided", "continue_follow_up")
     assert decided.signed_name == "Riley Reviewer"
@@ -246,10 +266,22 @@ def test_sig1_wrong_password_is_refused_and_leaves_one_failed_attempt_entry(t: T
     cases = _cases(t)
     calls: list[Callable[[], Any]] = [
         lambda: crc.decide_therapy_case(
-            t.ctx, t.actor("crc"), t.study_id, cases.late, "endpoint_event", "x", "wrong pw!"
+            t.ctx,
+            t.actor("crc"),
+            t.study_id,
+            cases.late,
+            classification="endpoint_event",
+            reason="x",
+            password="wrong pw!",
         ),
         lambda: crc.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, cases.waiting, "approve", "x", "wrong pw!"
+            t.ctx,
+            t.actor("crc"),
+            t.study_id,
+            cases.waiting,
+            decision="approve",
+            reason="x",
+            password="wrong pw!",
         ),
     ]
     for call in calls:
@@ -279,12 +311,24 @@ def test_sig1_decision_by_a_non_crc_user_is_refused_and_audited_once(t: Trial) -
 
     def therapy(user: str) -> Any:
         return crc.decide_therapy_case(
-            t.ctx, t.actor(user), t.study_id, cases.late, "endpoint_event", "x", PASSWORD
+            t.ctx,
+            t.actor(user),
+            t.study_id,
+            cases.late,
+            classification="endpoint_event",
+            reason="x",
+            password=PASSWORD,
         )
 
     def eligibility(user: str) -> Any:
         return crc.crc_eligibility_decision(
-            t.ctx, t.actor(user), t.study_id, cases.waiting, "approve", "x", PASSWORD
+            t.ctx,
+            t.actor(user),
+            t.study_id,
+            cases.waiting,
+            decision="approve",
+            reason="x",
+            password=PASSWORD,
         )
 
     attempts = [
@@ -314,7 +358,15 @@ def test_sig1_non_crc_attempt_on_an_unknown_case_is_audited_in_the_user_stream(t
     monitor = t.actor("monitor")
     last = _last_entry_id(t)
     with pytest.raises(PermissionDenied):
-        crc.decide_therapy_case(t.ctx, monitor, t.study_id, 4242, "endpoint_event", "x", PASSWORD)
+        crc.decide_therapy_case(
+            t.ctx,
+            monitor,
+            t.study_id,
+            4242,
+            classification="endpoint_event",
+            reason="x",
+            password=PASSWORD,
+        )
     (entry,) = _entries_after(t, last)
     assert (entry["stream"], entry["action"]) == (f"user:{monitor.user_id}", "crc_decision_refused")
 
@@ -324,7 +376,13 @@ def test_elig3_eligibility_decision_is_e_signed_on_the_case(t: Trial) -> None:
     moves the subject to awaiting_procedure."""
     number = j.echo_qualified(t)
     view = crc.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, number, "approve", "Suitable on echo", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        number,
+        decision="approve",
+        reason="Suitable on echo",
+        password=PASSWORD,
     )
     assert view.state == "awaiting_procedure" and view.crc_approved
     with t.ctx.uow(readonly=True) as uow:
@@ -349,16 +407,24 @@ def test_ther2_therapy_decision_input_errors_are_clear_and_write_nothing(t: Tria
             select(CrcCaseRow.id).where(CrcCaseRow.kind == "eligibility")
         ).first()
     assert elig_id is not None
+
+    def decide(case_id: int, classification: str, reason: str) -> object:
+        return crc.decide_therapy_case(
+            t.ctx,
+            crc_user,
+            sid,
+            case_id,
+            classification=classification,
+            reason=reason,
+            password=PASSWORD,
+        )
+
     refusals: list[tuple[Callable[[], Any], type[Exception], str]] = [
-        (lambda: crc.decide_therapy_case(t.ctx, crc_user, sid, cases.late, "withdraw", "x",
-                                         PASSWORD), ValidationFailed, "unknown classification"),
-        (lambda: crc.decide_therapy_case(t.ctx, crc_user, sid, cases.late, "endpoint_event", " ",
-                                         PASSWORD), ValidationFailed, "reason"),
-        (lambda: crc.decide_therapy_case(t.ctx, crc_user, sid, 4242, "endpoint_event", "x",
-                                         PASSWORD), NotFound, "therapy case 4242 not found"),
-        (lambda: crc.decide_therapy_case(t.ctx, crc_user, sid, elig_id, "endpoint_event", "x",
-                                         PASSWORD), NotFound, "not found"),
-    ]  # fmt: skip
+        (lambda: decide(cases.late, "withdraw", "x"), ValidationFailed, "unknown classification"),
+        (lambda: decide(cases.late, "endpoint_event", " "), ValidationFailed, "reason"),
+        (lambda: decide(4242, "endpoint_event", "x"), NotFound, "therapy case 4242 not found"),
+        (lambda: decide(elig_id, "endpoint_event", "x"), NotFound, "not found"),
+    ]
     counts, last = _counts(t), _last_entry_id(t)
     for call, error, fragment in refusals:
         with pytest.raises(error, match=fragment):

@@ -91,7 +91,9 @@ def _audit(t: Trial, number: str) -> list[dict[str, Any]]:
 
 
 def _raise(t: Trial, number: str, field: str = "nyha_class", form: str = "nyha") -> dq.QueryView:
-    return dq.raise_query(t.ctx, t.actor("monitor"), t.study_id, number, form, field, QUESTION)
+    return dq.raise_query(
+        t.ctx, t.actor("monitor"), t.study_id, number, form_code=form, field=field, text=QUESTION
+    )
 
 
 def test_data2_query_answered_with_a_new_value_corrects_the_form_and_audits_old_and_new(
@@ -115,7 +117,7 @@ def test_data2_query_answered_with_a_new_value_corrects_the_form_and_audits_old_
         t.actor("coordinator"),
         t.study_id,
         raised.id,
-        "Source says class II; entry corrected",
+        text="Source says class II; entry corrected",
         new_value="II",
         reason="transcription error against the clinic note",
     )
@@ -136,7 +138,7 @@ def test_data2_query_answered_with_a_new_value_corrects_the_form_and_audits_old_
     answer_new = entries[-1]["new"]
     assert (answer_new["correction"]["old"], answer_new["correction"]["new"]) == ("III", "II")
 
-    closed = dq.close_query(t.ctx, t.actor("monitor"), t.study_id, raised.id, "verified")
+    closed = dq.close_query(t.ctx, t.actor("monitor"), t.study_id, raised.id, note="verified")
     assert (closed.status, closed.closed_by) == ("closed", "monitor")
     assert _audit(t, number)[-1]["action"] == "close_query"
     assert dq.open_queries(t.ctx, t.actor("monitor"), t.study_id) == []
@@ -154,18 +156,18 @@ def test_data2_query_answered_without_a_value_leaves_the_form_and_can_be_reopene
     raised = _raise(t, number)
     coord, monitor = t.actor("coordinator"), t.actor("monitor")
 
-    answered = dq.answer_query(t.ctx, coord, t.study_id, raised.id, "Class III is correct")
+    answered = dq.answer_query(t.ctx, coord, t.study_id, raised.id, text="Class III is correct")
     assert (answered.status, answered.value_changed) == ("answered", False)
     assert _form(t, number, "nyha") == before
     assert "correct_data" not in [e["action"] for e in _audit(t, number)]
 
     dq.close_query(t.ctx, monitor, t.study_id, raised.id)
-    reopened = dq.reopen_query(t.ctx, monitor, t.study_id, raised.id, "Please attach the note")
+    reopened = dq.reopen_query(t.ctx, monitor, t.study_id, raised.id, text="Please attach the note")
     assert (reopened.status, reopened.reopened, reopened.answer) == ("open", 1, None)
     assert "Please attach the note" in reopened.text
 
-    dq.answer_query(t.ctx, coord, t.study_id, raised.id, "Note filed in the binder")
-    again = dq.reopen_query(t.ctx, monitor, t.study_id, raised.id, "Which page?")
+    dq.answer_query(t.ctx, coord, t.study_id, raised.id, text="Note filed in the binder")
+    again = dq.reopen_query(t.ctx, monitor, t.study_id, raised.id, text="Which page?")
     assert (again.status, again.reopened) == ("open", 2)
     actions = [e["action"] for e in _audit(t, number) if e["entity"] == "data_query"]
     assert actions == [
@@ -188,9 +190,9 @@ def test_data2_query_on_a_visit_form_corrects_that_visit(t: Trial) -> None:
         t.actor("monitor"),
         t.study_id,
         number,
-        "follow_up",
-        "six_minute_walk_m",
-        "Walk distance looks like a typo",
+        form_code="follow_up",
+        field="six_minute_walk_m",
+        text="Walk distance looks like a typo",
         visit_code="M1",
     )
     assert raised.visit == "M1"
@@ -199,7 +201,7 @@ def test_data2_query_on_a_visit_form_corrects_that_visit(t: Trial) -> None:
         t.actor("coordinator"),
         t.study_id,
         raised.id,
-        "Corrected to the source value",
+        text="Corrected to the source value",
         new_value="356",
         reason="digits swapped",
     )
@@ -215,64 +217,138 @@ def test_data2_every_query_refusal_is_clear_and_writes_nothing(t: Trial) -> None
     other_coord = j.staff(t, "coordinator", "S102")
     open_q = _raise(t, number, "nyha_class")
     answered_q = _raise(t, number, "distance_m", "six_minute_walk")
-    dq.answer_query(t.ctx, coord, t.study_id, answered_q.id, "as measured")
+    dq.answer_query(t.ctx, coord, t.study_id, answered_q.id, text="as measured")
     closed_q = _raise(t, number, "overall_score", "kccq")
-    dq.answer_query(t.ctx, coord, t.study_id, closed_q.id, "as measured")
+    dq.answer_query(t.ctx, coord, t.study_id, closed_q.id, text="as measured")
     dq.close_query(t.ctx, monitor, t.study_id, closed_q.id)
     sid = t.study_id
 
+    def ask(who: Any, form: str, field: str, text: str) -> object:
+        return dq.raise_query(t.ctx, who, sid, number, form_code=form, field=field, text=text)
+
+    def answer(who: Any, query_id: int, text: str, **correction: Any) -> object:
+        return dq.answer_query(t.ctx, who, sid, query_id, text=text, **correction)
+
     cases: list[tuple[str, Callable[[], Any], type[TrialError], str]] = [
-        ("coordinator raises", lambda: dq.raise_query(
-            t.ctx, coord, sid, number, "tte", "lvef_pct", "x"), PermissionDenied, "monitor"),
-        ("crc raises", lambda: dq.raise_query(
-            t.ctx, t.actor("crc"), sid, number, "tte", "lvef_pct", "x"), PermissionDenied,
-            "monitor"),
-        ("unknown field", lambda: dq.raise_query(
-            t.ctx, monitor, sid, number, "tte", "lvef", "x"), ValidationFailed, "no field 'lvef'"),
-        ("unsaved form", lambda: dq.raise_query(
-            t.ctx, monitor, sid, number, "angiogram", "notes", "x"), NotFound, "not been saved"),
-        ("arm-specific form", lambda: dq.raise_query(
-            t.ctx, monitor, sid, number, "implant_procedure", "end_time", "x"),
-            ValidationFailed, "procedure form"),
-        ("arm-specific form, other arm", lambda: dq.raise_query(
-            t.ctx, monitor, sid, number, "sham_procedure", "end_time", "x"),
-            ValidationFailed, "procedure form"),
-        ("empty question", lambda: dq.raise_query(
-            t.ctx, monitor, sid, number, "tte", "lvef_pct", "  "), ValidationFailed, "required"),
+        (
+            "coordinator raises",
+            lambda: ask(coord, "tte", "lvef_pct", "x"),
+            PermissionDenied,
+            "monitor",
+        ),
+        (
+            "crc raises",
+            lambda: ask(t.actor("crc"), "tte", "lvef_pct", "x"),
+            PermissionDenied,
+            "monitor",
+        ),
+        (
+            "unknown field",
+            lambda: ask(monitor, "tte", "lvef", "x"),
+            ValidationFailed,
+            "no field 'lvef'",
+        ),
+        (
+            "unsaved form",
+            lambda: ask(monitor, "angiogram", "notes", "x"),
+            NotFound,
+            "not been saved",
+        ),
+        (
+            "arm-specific form",
+            lambda: ask(monitor, "implant_procedure", "end_time", "x"),
+            ValidationFailed,
+            "procedure form",
+        ),
+        (
+            "arm-specific form, other arm",
+            lambda: ask(monitor, "sham_procedure", "end_time", "x"),
+            ValidationFailed,
+            "procedure form",
+        ),
+        (
+            "empty question",
+            lambda: ask(monitor, "tte", "lvef_pct", "  "),
+            ValidationFailed,
+            "required",
+        ),
         ("field already queried", lambda: _raise(t, number), PreconditionFailed, "in progress"),
-        ("close unanswered", lambda: dq.close_query(t.ctx, monitor, sid, open_q.id),
-         PreconditionFailed, "no answer yet"),
-        ("close closed", lambda: dq.close_query(t.ctx, monitor, sid, closed_q.id),
-         PreconditionFailed, "already closed"),
-        ("coordinator closes", lambda: dq.close_query(t.ctx, coord, sid, answered_q.id),
-         PermissionDenied, "monitor"),
-        ("monitor answers", lambda: dq.answer_query(t.ctx, monitor, sid, open_q.id, "x"),
-         PermissionDenied, "coordinator"),
-        ("answer closed", lambda: dq.answer_query(t.ctx, coord, sid, closed_q.id, "x"),
-         PreconditionFailed, "is closed"),
-        ("answer answered", lambda: dq.answer_query(t.ctx, coord, sid, answered_q.id, "x"),
-         PreconditionFailed, "is answered"),
-        ("value without reason", lambda: dq.answer_query(
-            t.ctx, coord, sid, open_q.id, "fixed", new_value="II"), ValidationFailed, "reason"),
-        ("invalid value", lambda: dq.answer_query(
-            t.ctx, coord, sid, open_q.id, "fixed", new_value="V", reason="typo"),
-            ValidationFailed, "not one of the choices"),
-        ("same value", lambda: dq.answer_query(
-            t.ctx, coord, sid, open_q.id, "fixed", new_value="III", reason="typo"),
-            ValidationFailed, "nothing changed"),
-        ("empty answer", lambda: dq.answer_query(t.ctx, coord, sid, open_q.id, ""),
-         ValidationFailed, "required"),
-        ("other site's coordinator", lambda: dq.answer_query(
-            t.ctx, other_coord, sid, open_q.id, "x"), NotFound, f"query {open_q.id} not found"),
-        ("unknown query", lambda: dq.answer_query(t.ctx, coord, sid, 9999, "x"),
-         NotFound, "query 9999 not found"),
-        ("reopen open", lambda: dq.reopen_query(t.ctx, monitor, sid, open_q.id, "x"),
-         PreconditionFailed, "already open"),
-        ("coordinator reopens", lambda: dq.reopen_query(t.ctx, coord, sid, closed_q.id, "x"),
-         PermissionDenied, "monitor"),
-        ("unknown status", lambda: dq.open_queries(t.ctx, monitor, sid, status="pending"),
-         ValidationFailed, "unknown query status"),
-    ]  # fmt: skip
+        (
+            "close unanswered",
+            lambda: dq.close_query(t.ctx, monitor, sid, open_q.id),
+            PreconditionFailed,
+            "no answer yet",
+        ),
+        (
+            "close closed",
+            lambda: dq.close_query(t.ctx, monitor, sid, closed_q.id),
+            PreconditionFailed,
+            "already closed",
+        ),
+        (
+            "coordinator closes",
+            lambda: dq.close_query(t.ctx, coord, sid, answered_q.id),
+            PermissionDenied,
+            "monitor",
+        ),
+        (
+            "monitor answers",
+            lambda: answer(monitor, open_q.id, "x"),
+            PermissionDenied,
+            "coordinator",
+        ),
+        ("answer closed", lambda: answer(coord, closed_q.id, "x"), PreconditionFailed, "is closed"),
+        (
+            "answer answered",
+            lambda: answer(coord, answered_q.id, "x"),
+            PreconditionFailed,
+            "is answered",
+        ),
+        (
+            "value without reason",
+            lambda: answer(coord, open_q.id, "fixed", new_value="II"),
+            ValidationFailed,
+            "reason",
+        ),
+        (
+            "invalid value",
+            lambda: answer(coord, open_q.id, "fixed", new_value="V", reason="typo"),
+            ValidationFailed,
+            "not one of the choices",
+        ),
+        (
+            "same value",
+            lambda: answer(coord, open_q.id, "fixed", new_value="III", reason="typo"),
+            ValidationFailed,
+            "nothing changed",
+        ),
+        ("empty answer", lambda: answer(coord, open_q.id, ""), ValidationFailed, "required"),
+        (
+            "other site's coordinator",
+            lambda: answer(other_coord, open_q.id, "x"),
+            NotFound,
+            f"query {open_q.id} not found",
+        ),
+        ("unknown query", lambda: answer(coord, 9999, "x"), NotFound, "query 9999 not found"),
+        (
+            "reopen open",
+            lambda: dq.reopen_query(t.ctx, monitor, sid, open_q.id, text="x"),
+            PreconditionFailed,
+            "already open",
+        ),
+        (
+            "coordinator reopens",
+            lambda: dq.reopen_query(t.ctx, coord, sid, closed_q.id, text="x"),
+            PermissionDenied,
+            "monitor",
+        ),
+        (
+            "unknown status",
+            lambda: dq.open_queries(t.ctx, monitor, sid, status="pending"),
+            ValidationFailed,
+            "unknown query status",
+        ),
+    ]
     before_counts, before_root = _counts(t), _root(t)
     form_before = _form(t, number, "nyha")
     for label, call, error, fragment in cases:
@@ -300,13 +376,13 @@ def test_data2_open_query_list_is_site_scoped(t: Trial) -> None:
         q_here.id,
         q_there.id,
     ]
-    only_there = dq.open_queries(t.ctx, monitor, t.study_id, "S102")
+    only_there = dq.open_queries(t.ctx, monitor, t.study_id, site="S102")
     assert [(q.id, q.site) for q in only_there] == [(q_there.id, "S102")]
     mine = dq.open_queries(t.ctx, t.actor("coordinator"), t.study_id)
     assert [(q.id, q.subject) for q in mine] == [(q_here.id, here)]
     theirs = dq.open_queries(t.ctx, j.staff(t, "coordinator", "S102"), t.study_id)
     assert [(q.id, q.subject) for q in theirs] == [(q_there.id, there)]
     with pytest.raises(NotFound, match="site S102 not found"):
-        dq.open_queries(t.ctx, t.actor("coordinator"), t.study_id, "S102")
+        dq.open_queries(t.ctx, t.actor("coordinator"), t.study_id, site="S102")
     with pytest.raises(PermissionDenied):
         dq.open_queries(t.ctx, t.actor("crc"), t.study_id)

@@ -87,7 +87,9 @@ def implant(t: Trial, number: str, device: str, *, released: bool = True) -> Non
     site = number.split("-")[0]
     (values,) = fd.implant_procedure_forms(udi=device, released=released).values()
     t.clock.set_day(j.PROCEDURE)
-    followup.record_procedure(t.ctx, j.staff(t, "implanter", site), t.study_id, number, values)
+    followup.record_procedure(
+        t.ctx, j.staff(t, "implanter", site), t.study_id, number, values=values
+    )
 
 
 def udi(serial: str, lot_number: str, expiry: dt.date = EXPIRY) -> str:
@@ -244,7 +246,7 @@ def test_sup1_sham_names_no_device_and_not_released_quarantines_it(trial: Trial)
     sham = randomized_in(t, "S101", "CTRL")
     (values,) = fd.sham_procedure_forms().values()
     t.clock.set_day(j.PROCEDURE)
-    followup.record_procedure(t.ctx, t.actor("implanter"), t.study_id, sham, values)
+    followup.record_procedure(t.ctx, t.actor("implanter"), t.study_id, sham, values=values)
     after = devices.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
     assert after.sites[0].on_hand == before.sites[0].on_hand
     number = randomized_in(t, "S101", "INT")

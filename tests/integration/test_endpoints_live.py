@@ -51,24 +51,34 @@ def _visit(t: Trial, number: str, code: str, n: int, *, kccq: float = 61.0, hf: 
     t.clock.set_day(on)
     forms = fd.follow_up_forms(on.isoformat())
     forms["follow_up"].update(kccq_overall_score=kccq, hf_hospitalizations=hf)
-    followup.record_visit(t.ctx, t.actor("coordinator"), t.study_id, number, code, on, forms)
+    followup.record_visit(
+        t.ctx,
+        t.actor("coordinator"),
+        t.study_id,
+        number,
+        visit_code=code,
+        visit_date=on,
+        forms=forms,
+    )
 
 
 def _ae(t: Trial, number: str, n: int, category: str) -> None:
     t.clock.set_day(day(n))
     (values,) = fd.adverse_event_forms(day(n).isoformat(), mae_category=category).values()
-    followup.record_adverse_event(t.ctx, t.actor("coordinator"), t.study_id, number, values)
+    followup.record_adverse_event(t.ctx, t.actor("coordinator"), t.study_id, number, values=values)
 
 
 def _therapy(t: Trial, number: str, n: int, kind: str) -> None:
     t.clock.set_day(day(n))
-    followup.record_therapy(t.ctx, t.actor("coordinator"), t.study_id, number, day(n), kind)
+    followup.record_therapy(
+        t.ctx, t.actor("coordinator"), t.study_id, number, therapy_date=day(n), therapy_type=kind
+    )
 
 
 def _death(t: Trial, number: str, n: int) -> None:
     t.clock.set_day(day(n))
     followup.record_death(
-        t.ctx, t.actor("coordinator"), t.study_id, number, day(n), "heart failure"
+        t.ctx, t.actor("coordinator"), t.study_id, number, death_date=day(n), cause="heart failure"
     )
 
 
@@ -79,8 +89,8 @@ def _withdraw(t: Trial, number: str, n: int) -> None:
         t.actor("coordinator"),
         t.study_id,
         number,
-        day(n),
-        "subject decision",
+        withdrawn_on=day(n),
+        reason="subject decision",
         follow_up_contact_allowed=False,
     )
 

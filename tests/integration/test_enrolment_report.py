@@ -25,8 +25,10 @@ LATE = dt.date(2027, 3, 8)
 def _screen_fail(t: Trial, site: str, on: dt.date) -> str:
     t.clock.set_day(on)
     coord = j.staff(t, "coordinator", site)
-    number = screening.register_subject(t.ctx, coord, t.study_id, site, on).number
-    screening.decline_consent(t.ctx, coord, t.study_id, number, "Declined to take part")
+    number = screening.register_subject(
+        t.ctx, coord, t.study_id, site_code=site, registered_on=on
+    ).number
+    screening.decline_consent(t.ctx, coord, t.study_id, number, reason="Declined to take part")
     return number
 
 

@@ -76,7 +76,7 @@ CONTROLLED = {
 
 @pytest.fixture
 def population(trial: Trial) -> Population:
-    return populate(trial)
+    return trial.prepared(populate)
 
 
 def run(

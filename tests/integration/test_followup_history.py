@@ -56,7 +56,15 @@ def _visit(t: Trial, number: str, code: str, on: dt.date, **values: Any) -> None
     t.clock.set_day(on)
     forms = fd.follow_up_forms(on.isoformat())
     forms["follow_up"].update(values)
-    followup.record_visit(t.ctx, t.actor("coordinator"), t.study_id, number, code, on, forms)
+    followup.record_visit(
+        t.ctx,
+        t.actor("coordinator"),
+        t.study_id,
+        number,
+        visit_code=code,
+        visit_date=on,
+        forms=forms,
+    )
 
 
 def _counts(t: Trial) -> dict[str, int]:
@@ -84,13 +92,17 @@ def test_aud1_full_flagship_subject_history_reads_back_whole(trial: Trial) -> No
     _visit(t, number, "M6", m6_late, kccq_overall_score=58.5, hf_hospitalizations=1)
     nine_months = add_months(DAY0, 9)
     t.clock.set_day(nine_months)
-    followup.record_therapy(t.ctx, coord, t.study_id, number, nine_months, "crt")
+    followup.record_therapy(
+        t.ctx, coord, t.study_id, number, therapy_date=nine_months, therapy_type="crt"
+    )
     ae_on = nine_months + dt.timedelta(days=10)
     t.clock.set_day(ae_on)
     (ae,) = fd.adverse_event_forms(ae_on.isoformat()).values()
-    followup.record_adverse_event(t.ctx, coord, t.study_id, number, ae)
+    followup.record_adverse_event(t.ctx, coord, t.study_id, number, values=ae)
     t.clock.set_day(DAY0 + dt.timedelta(days=365 + 30 + 1))
-    followup.miss_visit(t.ctx, coord, t.study_id, number, "M12", "patient abroad for months")
+    followup.miss_visit(
+        t.ctx, coord, t.study_id, number, visit_code="M12", reason="patient abroad for months"
+    )
     _visit(t, number, "M18", dates["M18"])
     _visit(t, number, "M24", dates["M24"], kccq_overall_score=66.0)
 
@@ -107,9 +119,9 @@ def test_aud1_full_flagship_subject_history_reads_back_whole(trial: Trial) -> No
         crc_user,
         t.study_id,
         case.id,
-        "not_endpoint_event",
-        "CRT: not in hierarchy",
-        PASSWORD,
+        classification="not_endpoint_event",
+        reason="CRT: not in hierarchy",
+        password=PASSWORD,
     )
     assert (decided.status, decided.decision) == ("decided", "not_endpoint_event")
     assert case.id not in [c.id for c in crc.crc_queue(t.ctx, crc_user, t.study_id)]
@@ -211,7 +223,12 @@ def test_ther2_ther3_six_month_boundary_through_the_service(
     on = add_months(DAY0, 6) + dt.timedelta(days=offset)
     t.clock.set_day(on)
     view = followup.record_therapy(
-        t.ctx, t.actor("coordinator"), t.study_id, number, on, "transcatheter_mitral_repair"
+        t.ctx,
+        t.actor("coordinator"),
+        t.study_id,
+        number,
+        therapy_date=on,
+        therapy_type="transcatheter_mitral_repair",
     )
     assert view.state == "randomized"
     (case,) = [c for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id) if c.subject == number]
@@ -233,14 +250,23 @@ def test_ther1_therapy_before_randomization_or_of_unknown_type_changes_nothing(
     before = _counts(t)
     with pytest.raises(ValidationFailed) as refused:
         followup.record_therapy(
-            t.ctx, coord, t.study_id, number, DAY0 - dt.timedelta(days=1), "crt"
+            t.ctx,
+            coord,
+            t.study_id,
+            number,
+            therapy_date=DAY0 - dt.timedelta(days=1),
+            therapy_type="crt",
         )
     assert refused.value.problems == {"therapy_date": "before randomization"}
     with pytest.raises(ValidationFailed) as refused:
-        followup.record_therapy(t.ctx, coord, t.study_id, number, DAY0, "acupuncture")
+        followup.record_therapy(
+            t.ctx, coord, t.study_id, number, therapy_date=DAY0, therapy_type="acupuncture"
+        )
     assert refused.value.problems == {"therapy_type": "unknown"}
     assert _counts(t) == before
-    followup.record_therapy(t.ctx, coord, t.study_id, number, DAY0, "crt")  # day 0 is allowed
+    followup.record_therapy(
+        t.ctx, coord, t.study_id, number, therapy_date=DAY0, therapy_type="crt"
+    )  # day 0 is allowed
     assert _counts(t)["therapies"] == before["therapies"] + 1
 
 
@@ -285,7 +311,13 @@ def test_sched1_every_visit_window_edge_through_the_service(trial: Trial) -> Non
             t.clock.set_day(on)
             forms = fd.annual_contact_forms(on.isoformat())
             followup.record_visit(
-                t.ctx, t.actor("coordinator"), t.study_id, number, code, on, forms
+                t.ctx,
+                t.actor("coordinator"),
+                t.study_id,
+                number,
+                visit_code=code,
+                visit_date=on,
+                forms=forms,
             )
         else:
             _visit(t, number, code, on)

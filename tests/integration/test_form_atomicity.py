@@ -108,22 +108,33 @@ def _cases(t: Trial) -> list[Case]:
             Case(code, "bogus_field", "unknown field", partial(make, {**good, "bogus_field": 1}))
         )
 
+    def screening_form(code: str, values: dict[str, Any]) -> Any:
+        return screening.record_screening_form(
+            t.ctx, coord, t.study_id, in_screening, form_code=code, values=values
+        )
+
     def anatomy_step(code: str, values: dict[str, Any]) -> Any:
         return screening.record_anatomy(
-            t.ctx, implanter, t.study_id, awaiting, {**fd.anatomy_forms(), code: values}
+            t.ctx, implanter, t.study_id, awaiting, forms={**fd.anatomy_forms(), code: values}
         )
 
     def visit(values: dict[str, Any]) -> Any:
         on = j.visit_dates()["M1"]
         return followup.record_visit(
-            t.ctx, coord, t.study_id, followed, "M1", on, {"follow_up": values}
+            t.ctx,
+            coord,
+            t.study_id,
+            followed,
+            visit_code="M1",
+            visit_date=on,
+            forms={"follow_up": values},
         )
 
     for code, good in fd.screening_forms().items():
         each(
             code,
             good,
-            partial(screening.record_screening_form, t.ctx, coord, t.study_id, in_screening, code),
+            partial(screening_form, code),
         )
     for code, good in fd.anatomy_forms().items():
         each(code, good, partial(anatomy_step, code))
@@ -133,7 +144,9 @@ def _cases(t: Trial) -> list[Case]:
     each(
         "adverse_event",
         ae_values,
-        partial(followup.record_adverse_event, t.ctx, coord, t.study_id, followed),
+        lambda values: followup.record_adverse_event(
+            t.ctx, coord, t.study_id, followed, values=values
+        ),
     )
     return cases
 
@@ -176,7 +189,9 @@ def test_data1_good_values_are_accepted_by_the_same_calls(trial: Trial) -> None:
     before = _counts(trial)
     j.record_visit(trial, number, "M1", j.visit_dates()["M1"])
     (ae,) = fd.adverse_event_forms().values()
-    followup.record_adverse_event(trial.ctx, trial.actor("coordinator"), trial.study_id, number, ae)
+    followup.record_adverse_event(
+        trial.ctx, trial.actor("coordinator"), trial.study_id, number, values=ae
+    )
     after = _counts(trial)
     assert after["visits"] == before["visits"] + 1
     assert after["form_records"] == before["form_records"] + 2
@@ -218,9 +233,9 @@ def test_data1_visit_with_a_bad_second_form_saves_neither_form_nor_visit(
             t.actor("coordinator"),
             t.study_id,
             number,
-            "M1",
-            on,
-            {**forms, "six_minute_walk": {**walk, **bad}},
+            visit_code="M1",
+            visit_date=on,
+            forms={**forms, "six_minute_walk": {**walk, **bad}},
         )
     assert list(refused.value.problems) == [problem_key]
     assert _counts(t) == before_counts
@@ -231,9 +246,9 @@ def test_data1_visit_with_a_bad_second_form_saves_neither_form_nor_visit(
         t.actor("coordinator"),
         t.study_id,
         number,
-        "M1",
-        on,
-        {**forms, "six_minute_walk": walk},
+        visit_code="M1",
+        visit_date=on,
+        forms={**forms, "six_minute_walk": walk},
     )
     with t.ctx.uow(readonly=True) as uow:
         visits = uow.session.scalar(select(func.count()).select_from(VisitRow))
@@ -262,9 +277,9 @@ def test_data1_visit_date_argument_outside_consent_and_today_writes_nothing(tria
                 trial.actor("coordinator"),
                 trial.study_id,
                 number,
-                "M1",
-                day,
-                fd.follow_up_forms(on.isoformat()),
+                visit_code="M1",
+                visit_date=day,
+                forms=fd.follow_up_forms(on.isoformat()),
             )
         assert refused.value.problems == {"visit_date": reason}
     assert _counts(trial) == before_counts

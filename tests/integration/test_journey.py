@@ -41,8 +41,8 @@ def test_life2_procedure_dated_before_consent_is_refused(trial: Trial) -> None:
             trial.actor("coordinator"),
             trial.study_id,
             number,
-            "demographics",
-            forms["demographics"],
+            form_code="demographics",
+            values=forms["demographics"],
         )
 
 
@@ -66,9 +66,9 @@ def test_life3_crc_rejection_is_a_screen_failure(trial: Trial) -> None:
         trial.actor("crc"),
         trial.study_id,
         number,
-        "reject",
-        "Severe MAC on review",
-        PASSWORD,
+        decision="reject",
+        reason="Severe MAC on review",
+        password=PASSWORD,
     )
     assert (view.state, view.screen_failure_reason) == ("screen_failed", "crc_rejected")
 
@@ -81,7 +81,7 @@ def test_life3_elig4_unsuitable_anatomy_is_never_randomized(trial: Trial) -> Non
         trial.actor("implanter"),
         trial.study_id,
         number,
-        fd.failing_anatomy_forms("ANAT-2"),
+        forms=fd.failing_anatomy_forms("ANAT-2"),
     )
     assert (view.state, view.screen_failure_reason) == ("screen_failed", "anatomy_unsuitable")
     assert view.screen_failure_detail == "ANAT-2"
@@ -93,12 +93,12 @@ def test_life3_declined_and_other_screen_failures(trial: Trial) -> None:
     coord = trial.actor("coordinator")
     declined = j.register(trial)
     view = screening.decline_consent(
-        trial.ctx, coord, trial.study_id, declined, "does not want a procedure"
+        trial.ctx, coord, trial.study_id, declined, reason="does not want a procedure"
     )
     assert (view.state, view.screen_failure_reason) == ("screen_failed", "declined")
     other = j.consented(trial)
     view = screening.screen_fail_other(
-        trial.ctx, coord, trial.study_id, other, "moved abroad before screening"
+        trial.ctx, coord, trial.study_id, other, reason="moved abroad before screening"
     )
     assert (view.state, view.screen_failure_reason) == ("screen_failed", "other")
 
@@ -111,8 +111,8 @@ def test_life4_withdrawn_subject_keeps_arm_and_data(trial: Trial) -> None:
         trial.actor("coordinator"),
         trial.study_id,
         number,
-        j.visit_dates()["M1"],
-        "subject decision",
+        withdrawn_on=j.visit_dates()["M1"],
+        reason="subject decision",
         follow_up_contact_allowed=False,
     )
     assert view.state == "withdrawn"
@@ -127,14 +127,23 @@ def test_life4_lost_to_follow_up_after_missed_contacts(trial: Trial) -> None:
     coord = trial.actor("coordinator")
     dates = j.visit_dates()
     trial.clock.set_day(dates["M6"] + dt.timedelta(days=40))
-    followup.miss_visit(trial.ctx, coord, trial.study_id, number, "M1", "no answer")
+    followup.miss_visit(
+        trial.ctx, coord, trial.study_id, number, visit_code="M1", reason="no answer"
+    )
     with pytest.raises(PreconditionFailed, match="missed contacts"):
         followup.mark_lost_to_follow_up(
-            trial.ctx, coord, trial.study_id, number, trial.clock.now.date(), "no contact"
+            trial.ctx, coord, trial.study_id, number, on=trial.clock.now.date(), reason="no contact"
         )
-    followup.miss_visit(trial.ctx, coord, trial.study_id, number, "M6", "no answer")
+    followup.miss_visit(
+        trial.ctx, coord, trial.study_id, number, visit_code="M6", reason="no answer"
+    )
     view = followup.mark_lost_to_follow_up(
-        trial.ctx, coord, trial.study_id, number, trial.clock.now.date(), "three letters unanswered"
+        trial.ctx,
+        coord,
+        trial.study_id,
+        number,
+        on=trial.clock.now.date(),
+        reason="three letters unanswered",
     )
     assert view.state == "lost_to_follow_up"
     assert view.randomization_number is not None
@@ -145,7 +154,12 @@ def test_life4_death_ends_follow_up(trial: Trial) -> None:
     on = j.visit_dates()["M6"]
     trial.clock.set_day(on)
     view = followup.record_death(
-        trial.ctx, trial.actor("coordinator"), trial.study_id, number, on, "heart failure"
+        trial.ctx,
+        trial.actor("coordinator"),
+        trial.study_id,
+        number,
+        death_date=on,
+        cause="heart failure",
     )
     assert view.state == "died" and view.exit_date == on.isoformat()
     assert view.allowed_actions == ["correct_data"]
@@ -160,8 +174,8 @@ def test_sched2_missed_visit_never_blocks_the_next(trial: Trial) -> None:
         trial.actor("coordinator"),
         trial.study_id,
         number,
-        "M1",
-        "hospitalised elsewhere",
+        visit_code="M1",
+        reason="hospitalised elsewhere",
     )
     j.record_visit(trial, number, "M6", dates["M6"])
     late = dates["M12"] + dt.timedelta(days=31)

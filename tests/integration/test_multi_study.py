@@ -174,31 +174,31 @@ def _read_services_refuse_b(two: ms.TwoStudies, role: str) -> None:
 
 WriteCall = Callable[[ms.TwoStudies, Actor], object]
 WRITES: dict[str, WriteCall] = {
-    "register": lambda s, a: screening.register_subject(s.a.ctx, a, s.b.study_id, "S101"),
+    "register": lambda s, a: screening.register_subject(s.a.ctx, a, s.b.study_id, site_code="S101"),
     "consent": lambda s, a: screening.record_consent(
-        s.a.ctx, a, s.b.study_id, "S101-0003", j.CONSENT, "v1.0"
+        s.a.ctx, a, s.b.study_id, "S101-0003", consent_date=j.CONSENT, consent_version="v1.0"
     ),
     "complete screening": lambda s, a: screening.complete_screening(
         s.a.ctx, a, s.b.study_id, "S101-0002"
     ),
     "crc decision": lambda s, a: screening.crc_eligibility_decision(
-        s.a.ctx, a, s.b.study_id, "S101-0002", "approve", "fine", PASSWORD
+        s.a.ctx, a, s.b.study_id, "S101-0002", decision="approve", reason="fine", password=PASSWORD
     ),
     "randomize": lambda s, a: randomization.randomize(s.a.ctx, a, s.b.study_id, "S101-0002"),
     "discharge": lambda s, a: followup.record_discharge(
-        s.a.ctx, a, s.b.study_id, "S101-0001", dt.date(2027, 3, 1)
+        s.a.ctx, a, s.b.study_id, "S101-0001", discharged_on=dt.date(2027, 3, 1)
     ),
     "withdraw": lambda s, a: followup.withdraw(
         s.a.ctx,
         a,
         s.b.study_id,
         "S101-0001",
-        dt.date(2027, 3, 1),
-        "consent withdrawn",
+        withdrawn_on=dt.date(2027, 3, 1),
+        reason="consent withdrawn",
         follow_up_contact_allowed=False,
     ),
     "raise query": lambda s, a: data_queries.raise_query(
-        s.a.ctx, a, s.b.study_id, "S101-0001", "nyha", "nyha_class", "why?"
+        s.a.ctx, a, s.b.study_id, "S101-0001", form_code="nyha", field="nyha_class", text="why?"
     ),
     "close query": lambda s, a: data_queries.close_query(s.a.ctx, a, s.b.study_id, 1),
     "generate list": lambda s, a: lists.generate_list(s.a.ctx, a, s.b.study_id, mode="test"),

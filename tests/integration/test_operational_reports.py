@@ -25,7 +25,7 @@ from trialdesk.services.report_views import (
 
 @pytest.fixture
 def dataset(trial: Trial) -> Dataset:
-    return build_dataset(trial)
+    return trial.prepared(build_dataset)
 
 
 def test_rep3_visit_compliance_per_visit_and_site(trial: Trial, dataset: Dataset) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
+from tests.factory import ready_at_sites, ready_to_randomize
 from trialdesk.domain.errors import ActionNotAllowed, PreconditionFailed
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
 from trialdesk.services import randomization, screening
@@ -103,7 +104,7 @@ def test_rand4_refused_without_consent_or_crc_approval(
 
 def test_rand4_flagship_cap_352nd_randomized_353rd_refused(trial: Trial) -> None:
     """RAND-4: the total cap of the flagship holds at the boundary."""
-    numbers = [j.anatomy_suitable(trial, SITES[i % len(SITES)]) for i in range(353)]
+    numbers = ready_at_sites(trial, SITES, 353)
     for number in numbers[:352]:
         _randomize(trial, number)
     with pytest.raises(PreconditionFailed, match="enrolment target reached") as info:
@@ -129,14 +130,14 @@ def test_rand4_site_and_country_caps(make_trial: Callable[..., Trial]) -> None:
             ]
         )
     )
-    a = [j.anatomy_suitable(t, "S101") for _ in range(3)]
+    a = ready_to_randomize(t, "S101", count=3)
     _randomize(t, a[0])
     _randomize(t, a[1])
     with pytest.raises(PreconditionFailed) as info:
         _randomize(t, a[2])
     assert info.value.code == "site-cap-reached"
     ca_sites = [s.code for s in t.ctx.protocol(*_sha_text(t)).protocol.sites if s.country == "CA"]
-    first, second = (j.anatomy_suitable(t, site) for site in ca_sites[:2])
+    first, second = (ready_to_randomize(t, site)[0] for site in ca_sites[:2])
     _randomize(t, first)
     with pytest.raises(PreconditionFailed) as info:
         _randomize(t, second)
@@ -172,7 +173,7 @@ def _run_threads(n: int, work: Callable[[int], None]) -> list[BaseException]:
 
 def test_rand5_no_double_allocation_under_concurrency(trial: Trial) -> None:
     """RAND-5: 20 threads randomize 300 subjects at 10 sites at once: integrity holds."""
-    numbers = [j.anatomy_suitable(trial, SITES[i % 10]) for i in range(300)]
+    numbers = ready_at_sites(trial, SITES, 300)
     for site in SITES:  # sign every site's implanter in before the race
         j.staff(trial, "implanter", site)
     queue = list(numbers)
@@ -262,7 +263,7 @@ def test_rand2_minimization_with_probability_one_balances_each_site(
     arms: dict[str, list[str]] = defaultdict(list)
     for i in range(24):
         site = SITES[i % 3]
-        number = j.anatomy_suitable(t, site)
+        (number,) = ready_to_randomize(t, site)
         result = _randomize(t, number)
         assert result.arm is not None
         arms[site].append(result.arm)
@@ -293,7 +294,7 @@ def test_rand5_minimization_under_concurrency(make_trial: Callable[..., Trial]) 
         ),
         with_list=False,
     )
-    numbers = [j.anatomy_suitable(t, SITES[i % 4]) for i in range(40)]
+    numbers = ready_at_sites(t, SITES[:4], 40)
     for site in SITES[:4]:
         j.staff(t, "implanter", site)
     arms: dict[str, list[str]] = defaultdict(list)
@@ -315,7 +316,7 @@ def test_rand5_minimization_under_concurrency(make_trial: Callable[..., Trial]) 
 
 def test_rand2_complete_randomization_is_wired(make_trial: Callable[..., Trial]) -> None:
     t = make_trial(variant([("  method: permuted_blocks", "  method: complete")]), with_list=False)
-    seen = {(_randomize(t, j.anatomy_suitable(t)).arm) for _ in range(12)}
+    seen = {_randomize(t, number).arm for number in ready_to_randomize(t, count=12)}
     assert seen <= {"INT", "CTRL"} and seen
     _integrity_minimization(t, 12)
 
@@ -340,10 +341,18 @@ def test_rand2_blocks_stratified_by_site_and_a_form_field(
     j.enter_screening(t, number, class_ii_forms)
     screening.complete_screening(t.ctx, t.actor("coordinator"), t.study_id, number)
     screening.crc_eligibility_decision(
-        t.ctx, t.actor("crc"), t.study_id, number, "approve", "ok", PASSWORD
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        number,
+        decision="approve",
+        reason="ok",
+        password=PASSWORD,
     )
     t.clock.set_day(j.PROCEDURE)
-    screening.record_anatomy(t.ctx, t.actor("implanter"), t.study_id, number, fd.anatomy_forms())
+    screening.record_anatomy(
+        t.ctx, t.actor("implanter"), t.study_id, number, forms=fd.anatomy_forms()
+    )
     first, second = _randomize(t, ii), _randomize(t, number)
     assert fd.screening_forms()["nyha"]["nyha_class"] == "III"
     assert (first.stratum, second.stratum) == (
@@ -365,7 +374,7 @@ def test_rand4_rand5_cap_holds_exactly_under_concurrency(make_trial: Callable[..
             ]
         )
     )
-    numbers = [j.anatomy_suitable(t, SITES[i % 10]) for i in range(118)]
+    numbers = ready_at_sites(t, SITES, 118)
     for site in SITES:
         j.staff(t, "implanter", site)
     queue = list(numbers)

@@ -32,78 +32,104 @@ def _calls() -> dict[Action, Call]:
 
     return {
         A.RECORD_CONSENT: lambda t, n: screening.record_consent(
-            t.ctx, coord(t), t.study_id, n, DAY, "v1"
+            t.ctx, coord(t), t.study_id, n, consent_date=DAY, consent_version="v1"
         ),
         A.DECLINE_CONSENT: lambda t, n: screening.decline_consent(
-            t.ctx, coord(t), t.study_id, n, "no"
+            t.ctx, coord(t), t.study_id, n, reason="no"
         ),
         A.RECORD_SCREENING_FORM: lambda t, n: screening.record_screening_form(
-            t.ctx, coord(t), t.study_id, n, "nyha", fd.screening_forms()["nyha"]
+            t.ctx, coord(t), t.study_id, n, form_code="nyha", values=fd.screening_forms()["nyha"]
         ),
         A.CONFIRM_CRITERION: lambda t, n: screening.confirm_criterion(
-            t.ctx, coord(t), t.study_id, n, fd.INVESTIGATOR_CRITERIA[0], True, PASSWORD
+            t.ctx,
+            coord(t),
+            t.study_id,
+            n,
+            criterion_id=fd.INVESTIGATOR_CRITERIA[0],
+            confirmed=True,
+            password=PASSWORD,
         ),
         A.PASS_SCREENING: lambda t, n: screening.complete_screening(t.ctx, coord(t), t.study_id, n),
         A.FAIL_SCREENING: lambda t, n: screening.complete_screening(t.ctx, coord(t), t.study_id, n),
         A.CRC_APPROVE: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "approve", "ok", PASSWORD
+            t.ctx, t.actor("crc"), t.study_id, n, decision="approve", reason="ok", password=PASSWORD
         ),
         A.CRC_REJECT: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "reject", "no", PASSWORD
+            t.ctx, t.actor("crc"), t.study_id, n, decision="reject", reason="no", password=PASSWORD
         ),
         A.CRC_REQUEST_INFO: lambda t, n: screening.crc_eligibility_decision(
-            t.ctx, t.actor("crc"), t.study_id, n, "request_info", "more", PASSWORD
+            t.ctx,
+            t.actor("crc"),
+            t.study_id,
+            n,
+            decision="request_info",
+            reason="more",
+            password=PASSWORD,
         ),
         A.ANATOMY_SUITABLE: lambda t, n: screening.record_anatomy(
-            t.ctx, impl(t), t.study_id, n, fd.anatomy_forms()
+            t.ctx, impl(t), t.study_id, n, forms=fd.anatomy_forms()
         ),
         A.ANATOMY_UNSUITABLE: lambda t, n: screening.record_anatomy(
-            t.ctx, impl(t), t.study_id, n, fd.failing_anatomy_forms("ANAT-1")
+            t.ctx, impl(t), t.study_id, n, forms=fd.failing_anatomy_forms("ANAT-1")
         ),
         A.SCREEN_FAIL_OTHER: lambda t, n: screening.screen_fail_other(
-            t.ctx, coord(t), t.study_id, n, "other"
+            t.ctx, coord(t), t.study_id, n, reason="other"
         ),
         A.RANDOMIZE: lambda t, n: randomization.randomize(t.ctx, impl(t), t.study_id, n),
         A.RECORD_PROCEDURE: lambda t, n: followup.record_procedure(
-            t.ctx, impl(t), t.study_id, n, fd.sham_procedure_forms()["sham_procedure"]
+            t.ctx, impl(t), t.study_id, n, values=fd.sham_procedure_forms()["sham_procedure"]
         ),
         A.RECORD_DISCHARGE: lambda t, n: followup.record_discharge(
-            t.ctx, coord(t), t.study_id, n, DAY
+            t.ctx, coord(t), t.study_id, n, discharged_on=DAY
         ),
         A.RECORD_VISIT: lambda t, n: followup.record_visit(
-            t.ctx, coord(t), t.study_id, n, "M1", DAY, fd.follow_up_forms()
+            t.ctx,
+            coord(t),
+            t.study_id,
+            n,
+            visit_code="M1",
+            visit_date=DAY,
+            forms=fd.follow_up_forms(),
         ),
         A.MISS_VISIT: lambda t, n: followup.miss_visit(
-            t.ctx, coord(t), t.study_id, n, "M1", "away"
+            t.ctx, coord(t), t.study_id, n, visit_code="M1", reason="away"
         ),
         A.RECORD_THERAPY: lambda t, n: followup.record_therapy(
-            t.ctx, coord(t), t.study_id, n, DAY, "crt"
+            t.ctx, coord(t), t.study_id, n, therapy_date=DAY, therapy_type="crt"
         ),
         A.RECORD_ADVERSE_EVENT: lambda t, n: followup.record_adverse_event(
-            t.ctx, coord(t), t.study_id, n, fd.adverse_event_forms()["adverse_event"]
+            t.ctx, coord(t), t.study_id, n, values=fd.adverse_event_forms()["adverse_event"]
         ),
         A.EMERGENCY_UNBLIND: lambda t, n: followup.emergency_unblind(
-            t.ctx, coord(t), t.study_id, n, "bleeding", PASSWORD
+            t.ctx, coord(t), t.study_id, n, reason="bleeding", password=PASSWORD
         ),
-        A.UNBLIND: lambda t, n: followup.unblind_subject(t.ctx, coord(t), t.study_id, n, PASSWORD),
+        A.UNBLIND: lambda t, n: followup.unblind_subject(
+            t.ctx, coord(t), t.study_id, n, password=PASSWORD
+        ),
         A.COMPLETE: lambda t, n: followup.complete_subject(t.ctx, coord(t), t.study_id, n),
         A.WITHDRAW: lambda t, n: followup.withdraw(
             t.ctx,
             coord(t),
             t.study_id,
             n,
-            DAY,
-            "consent withdrawn",
+            withdrawn_on=DAY,
+            reason="consent withdrawn",
             follow_up_contact_allowed=False,
         ),
         A.MARK_LOST_TO_FOLLOW_UP: lambda t, n: followup.mark_lost_to_follow_up(
-            t.ctx, coord(t), t.study_id, n, DAY, "no contact"
+            t.ctx, coord(t), t.study_id, n, on=DAY, reason="no contact"
         ),
         A.RECORD_DEATH: lambda t, n: followup.record_death(
-            t.ctx, coord(t), t.study_id, n, DAY, "stroke"
+            t.ctx, coord(t), t.study_id, n, death_date=DAY, cause="stroke"
         ),
         A.CORRECT_DATA: lambda t, n: followup.correct_form_data(
-            t.ctx, coord(t), t.study_id, n, "nyha", {"nyha_class": "III"}, "typo"
+            t.ctx,
+            coord(t),
+            t.study_id,
+            n,
+            form_code="nyha",
+            changes={"nyha_class": "III"},
+            reason="typo",
         ),
     }
 
@@ -123,18 +149,26 @@ def _subjects_in_every_state(t: Trial) -> dict[SubjectState, str]:
         S.COMPLETED: j.completed(t)[0],
     }
     failed = j.register(t)
-    screening.decline_consent(t.ctx, coord, t.study_id, failed, "no")
+    screening.decline_consent(t.ctx, coord, t.study_id, failed, reason="no")
     subjects[S.SCREEN_FAILED] = failed
     withdrawn = j.consented(t)
     followup.withdraw(
-        t.ctx, coord, t.study_id, withdrawn, j.CONSENT, "x", follow_up_contact_allowed=True
+        t.ctx,
+        coord,
+        t.study_id,
+        withdrawn,
+        withdrawn_on=j.CONSENT,
+        reason="x",
+        follow_up_contact_allowed=True,
     )
     subjects[S.WITHDRAWN] = withdrawn
     died = j.consented(t)
-    followup.record_death(t.ctx, coord, t.study_id, died, j.CONSENT, "x")
+    followup.record_death(t.ctx, coord, t.study_id, died, death_date=j.CONSENT, cause="x")
     subjects[S.DIED] = died
     lost = j.consented(t)
-    followup.mark_lost_to_follow_up(t.ctx, coord, t.study_id, lost, j.CONSENT, "moved away")
+    followup.mark_lost_to_follow_up(
+        t.ctx, coord, t.study_id, lost, on=j.CONSENT, reason="moved away"
+    )
     subjects[S.LOST_TO_FOLLOW_UP] = lost
     return subjects
 

@@ -55,7 +55,7 @@ def test_sched3_rand7_unblinding_offered_after_m24_and_completion_needs_y5(trial
     assert not queries.get_subject(trial.ctx, coord, trial.study_id, number).unblinding_due
     j.record_visit(trial, number, "M24", dates["M24"])
     assert queries.get_subject(trial.ctx, coord, trial.study_id, number).unblinding_due
-    followup.unblind_subject(trial.ctx, coord, trial.study_id, number, PASSWORD)
+    followup.unblind_subject(trial.ctx, coord, trial.study_id, number, password=PASSWORD)
     view = queries.get_subject(trial.ctx, coord, trial.study_id, number)
     assert view.state == "unblinded" and not view.unblinding_due
     j.record_visit(trial, number, "Y3", dates["Y3"])

@@ -29,17 +29,21 @@ def test_time1_registration_date_is_the_sites_local_date(trial: Trial) -> None:
     honolulu = j.staff(trial, "coordinator", HONOLULU)
     _at(trial, "2027-03-01T23:30:00+00:00")
     march2 = dt.date(2027, 3, 2)
-    view = screening.register_subject(trial.ctx, sydney, trial.study_id, SYDNEY, march2)
+    view = screening.register_subject(
+        trial.ctx, sydney, trial.study_id, site_code=SYDNEY, registered_on=march2
+    )
     assert view.registered_on == "2027-03-02"
     with pytest.raises(ValidationFailed, match="in the future"):
-        screening.register_subject(trial.ctx, honolulu, trial.study_id, HONOLULU, march2)
+        screening.register_subject(
+            trial.ctx, honolulu, trial.study_id, site_code=HONOLULU, registered_on=march2
+        )
     # without a date, each site's today is used
     assert screening.register_subject(
-        trial.ctx, honolulu, trial.study_id, HONOLULU
+        trial.ctx, honolulu, trial.study_id, site_code=HONOLULU
     ).registered_on == ("2027-03-01")
-    assert screening.register_subject(trial.ctx, sydney, trial.study_id, SYDNEY).registered_on == (
-        "2027-03-02"
-    )
+    assert screening.register_subject(
+        trial.ctx, sydney, trial.study_id, site_code=SYDNEY
+    ).registered_on == ("2027-03-02")
 
 
 def test_time1_randomization_date_is_local_to_the_site(trial: Trial) -> None:

@@ -86,7 +86,12 @@ def test_rand7_emergency_unblinding_shows_arm_and_notifies_manager_without_it(
     number, arm = j.procedure_done(trial)
     coord = trial.actor("coordinator")
     view = followup.emergency_unblind(
-        trial.ctx, coord, trial.study_id, number, "anaphylaxis, treating team must know", PASSWORD
+        trial.ctx,
+        coord,
+        trial.study_id,
+        number,
+        reason="anaphylaxis, treating team must know",
+        password=PASSWORD,
     )
     assert view.arm is not None and view.arm.code == arm
     assert view.emergency_unblinded is True
@@ -113,7 +118,12 @@ def test_rand7_emergency_unblinding_wrong_password_is_refused_and_audited(trial:
     number, _arm = j.procedure_done(trial)
     with pytest.raises(AuthenticationFailed):
         followup.emergency_unblind(
-            trial.ctx, trial.actor("coordinator"), trial.study_id, number, "AE", WRONG
+            trial.ctx,
+            trial.actor("coordinator"),
+            trial.study_id,
+            number,
+            reason="AE",
+            password=WRONG,
         )
     assert _subject_row(trial, number).emergency_unblinded is False
     assert unblinding.notifications(trial.ctx, trial.actor("manager"), trial.study_id) == []
@@ -126,7 +136,12 @@ def test_rand7_emergency_unblinding_needs_a_reason(trial: Trial) -> None:
     number, _arm = j.procedure_done(trial)
     with pytest.raises(ValidationFailed, match="reason"):
         followup.emergency_unblind(
-            trial.ctx, trial.actor("coordinator"), trial.study_id, number, "  ", PASSWORD
+            trial.ctx,
+            trial.actor("coordinator"),
+            trial.study_id,
+            number,
+            reason="  ",
+            password=PASSWORD,
         )
     assert _subject_row(trial, number).emergency_unblinded is False
 
@@ -144,12 +159,12 @@ def test_rand7_scheduled_unblinding_only_after_m24_then_coordinator_sees_arm(
     for code in ("M1", "M6", "M12", "M18"):
         j.record_visit(trial, number, code, j.visit_dates()[code])
     with pytest.raises(PreconditionFailed, match="M24") as refused:
-        followup.unblind_subject(trial.ctx, coord, trial.study_id, number, PASSWORD)
+        followup.unblind_subject(trial.ctx, coord, trial.study_id, number, password=PASSWORD)
     assert refused.value.code == "unblinding-not-due"
     assert queries.get_subject(trial.ctx, coord, trial.study_id, number).arm is None
 
     j.record_visit(trial, number, "M24", j.visit_dates()["M24"])
-    view = followup.unblind_subject(trial.ctx, coord, trial.study_id, number, PASSWORD)
+    view = followup.unblind_subject(trial.ctx, coord, trial.study_id, number, password=PASSWORD)
     assert view.state == "unblinded" and view.unblinded_on is not None
     seen = queries.get_subject(trial.ctx, coord, trial.study_id, number)
     assert seen.arm is not None and seen.arm.code == arm
@@ -164,7 +179,7 @@ def test_rand7_scheduled_unblinding_wrong_password_is_audited(trial: Trial) -> N
     number, _arm = j.blinded_visits_done(trial)
     with pytest.raises(AuthenticationFailed):
         followup.unblind_subject(
-            trial.ctx, trial.actor("coordinator"), trial.study_id, number, WRONG
+            trial.ctx, trial.actor("coordinator"), trial.study_id, number, password=WRONG
         )
     assert _subject_row(trial, number).unblinded_on is None
     assert len(_failed_signatures(trial, "coordinator")) == 1
@@ -350,7 +365,12 @@ def test_rand7_notifications_are_read_only_by_their_recipient_role(trial: Trial)
     nor mark it (it is 'not found' to them); marking read is idempotent."""
     number, _arm = j.procedure_done(trial)
     followup.emergency_unblind(
-        trial.ctx, trial.actor("coordinator"), trial.study_id, number, "bleeding", PASSWORD
+        trial.ctx,
+        trial.actor("coordinator"),
+        trial.study_id,
+        number,
+        reason="bleeding",
+        password=PASSWORD,
     )
     manager = trial.actor("manager")
     (note,) = unblinding.notifications(trial.ctx, manager, trial.study_id, unread_only=True)

@@ -58,12 +58,26 @@ def test_time1_six_month_therapy_rule_uses_the_sites_date(trial: Trial) -> None:
     _at(trial, "2027-08-15T20:00:00+00:00")
     aug16, aug15 = dt.date(2027, 8, 16), dt.date(2027, 8, 15)
     followup.record_therapy(
-        trial.ctx, j.staff(trial, "coordinator", SYDNEY), trial.study_id, sydney, aug16, "other"
+        trial.ctx,
+        j.staff(trial, "coordinator", SYDNEY),
+        trial.study_id,
+        sydney,
+        therapy_date=aug16,
+        therapy_type="other",
     )
     coordinator = j.staff(trial, "coordinator", HONOLULU)
     with pytest.raises(ValidationFailed, match="future"):
-        followup.record_therapy(trial.ctx, coordinator, trial.study_id, honolulu, aug16, "other")
-    followup.record_therapy(trial.ctx, coordinator, trial.study_id, honolulu, aug15, "other")
+        followup.record_therapy(
+            trial.ctx,
+            coordinator,
+            trial.study_id,
+            honolulu,
+            therapy_date=aug16,
+            therapy_type="other",
+        )
+    followup.record_therapy(
+        trial.ctx, coordinator, trial.study_id, honolulu, therapy_date=aug15, therapy_type="other"
+    )
     with trial.ctx.uow(readonly=True) as uow:
         rows = {r.therapy_date: r.early for r in uow.session.scalars(select(TherapyRow))}
     assert rows == {aug16: False, aug15: True}
@@ -102,7 +116,9 @@ def test_time1_history_is_stored_in_utc_and_read_in_each_viewers_zone(trial: Tri
     1 March 13:30 in Honolulu; the stored instant is the same for both readers."""
     sydney_staff = j.staff(trial, "coordinator", SYDNEY)
     _at(trial, "2027-03-01T23:30:00+00:00")
-    number = screening.register_subject(trial.ctx, sydney_staff, trial.study_id, SYDNEY).number
+    number = screening.register_subject(
+        trial.ctx, sydney_staff, trial.study_id, site_code=SYDNEY
+    ).number
     manager = trial.actor("manager")
     set_time_zone(trial.ctx, manager, "Pacific/Honolulu")
     mine = subject_history(trial.ctx, sydney_staff, trial.study_id, number)

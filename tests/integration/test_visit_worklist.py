@@ -38,7 +38,12 @@ def test_sched2_worklist_due_overdue_missed_as_of_any_date(trial: Trial) -> None
     # marking it missed moves it to the missed list; M6 is judged on its own (never blocked)
     trial.clock.set_day(closed)
     followup.miss_visit(
-        trial.ctx, trial.actor("coordinator"), trial.study_id, number, "M1", "in hospital abroad"
+        trial.ctx,
+        trial.actor("coordinator"),
+        trial.study_id,
+        number,
+        visit_code="M1",
+        reason="in hospital abroad",
     )
     m6 = dates["M6"]
     items = visit_worklist(trial.ctx, manager, trial.study_id, as_of=m6, site="S101")

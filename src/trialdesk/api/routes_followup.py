@@ -33,14 +33,15 @@ def procedure(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: FormIn
 ) -> SubjectPublic:
     """The implanting team's index procedure form for the subject's arm (PROC-1/2, RAND-8)."""
-    return subject_out(followup.record_procedure(ctx, actor, study.id, number, body.values))
+    return subject_out(followup.record_procedure(ctx, actor, study.id, number, values=body.values))
 
 
 @router.post("/discharge", response_model=SubjectPublic)
 def discharge(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: DischargeIn
 ) -> SubjectPublic:
-    return subject_out(followup.record_discharge(ctx, actor, study.id, number, body.discharged_on))
+    view = followup.record_discharge(ctx, actor, study.id, number, discharged_on=body.discharged_on)
+    return subject_out(view)
 
 
 @router.post("/visits/{code}", response_model=SubjectPublic)
@@ -48,7 +49,15 @@ def visit(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, code: Code, body: VisitIn
 ) -> SubjectPublic:
     """A visit in, before or after its window; outside it is a deviation (SCHED-2)."""
-    view = followup.record_visit(ctx, actor, study.id, number, code, body.visit_date, body.forms)
+    view = followup.record_visit(
+        ctx,
+        actor,
+        study.id,
+        number,
+        visit_code=code,
+        visit_date=body.visit_date,
+        forms=body.forms,
+    )
     return subject_out(view)
 
 
@@ -56,7 +65,8 @@ def visit(
 def missed(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, code: Code, body: ReasonIn
 ) -> SubjectPublic:
-    return subject_out(followup.miss_visit(ctx, actor, study.id, number, code, body.reason))
+    view = followup.miss_visit(ctx, actor, study.id, number, visit_code=code, reason=body.reason)
+    return subject_out(view)
 
 
 @router.post("/therapies", response_model=SubjectPublic)
@@ -65,7 +75,12 @@ def therapy(
 ) -> SubjectPublic:
     """An additional therapy; it goes to the CRC (THER-1..3)."""
     view = followup.record_therapy(
-        ctx, actor, study.id, number, body.therapy_date, body.therapy_type
+        ctx,
+        actor,
+        study.id,
+        number,
+        therapy_date=body.therapy_date,
+        therapy_type=body.therapy_type,
     )
     return subject_out(view)
 
@@ -74,7 +89,8 @@ def therapy(
 def adverse_event(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: FormIn
 ) -> SubjectPublic:
-    return subject_out(followup.record_adverse_event(ctx, actor, study.id, number, body.values))
+    view = followup.record_adverse_event(ctx, actor, study.id, number, values=body.values)
+    return subject_out(view)
 
 
 @router.post("/unblind", response_model=SubjectPublic)
@@ -82,7 +98,8 @@ def unblind(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: PasswordIn
 ) -> SubjectPublic:
     """Scheduled, e-signed unblinding after the 24-month evaluation (RAND-7)."""
-    return subject_out(followup.unblind_subject(ctx, actor, study.id, number, body.password))
+    view = followup.unblind_subject(ctx, actor, study.id, number, password=body.password)
+    return subject_out(view)
 
 
 @router.post("/emergency-unblind", response_model=SubjectPublic)
@@ -90,7 +107,9 @@ def emergency_unblind(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: SignedReasonIn
 ) -> SubjectPublic:
     """The investigator breaks the code, with reason and signature (RAND-7)."""
-    view = followup.emergency_unblind(ctx, actor, study.id, number, body.reason, body.password)
+    view = followup.emergency_unblind(
+        ctx, actor, study.id, number, reason=body.reason, password=body.password
+    )
     return subject_out(view)
 
 
@@ -103,8 +122,8 @@ def withdraw(
         actor,
         study.id,
         number,
-        body.withdrawn_on,
-        body.reason,
+        withdrawn_on=body.withdrawn_on,
+        reason=body.reason,
         follow_up_contact_allowed=body.follow_up_contact_allowed,
     )
     return subject_out(view)
@@ -114,7 +133,9 @@ def withdraw(
 def lost(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: LostIn
 ) -> SubjectPublic:
-    view = followup.mark_lost_to_follow_up(ctx, actor, study.id, number, body.on, body.reason)
+    view = followup.mark_lost_to_follow_up(
+        ctx, actor, study.id, number, on=body.on, reason=body.reason
+    )
     return subject_out(view)
 
 
@@ -122,7 +143,9 @@ def lost(
 def death(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: DeathIn
 ) -> SubjectPublic:
-    view = followup.record_death(ctx, actor, study.id, number, body.death_date, body.cause)
+    view = followup.record_death(
+        ctx, actor, study.id, number, death_date=body.death_date, cause=body.cause
+    )
     return subject_out(view)
 
 
@@ -142,9 +165,9 @@ def correction(
         actor,
         study.id,
         number,
-        body.form,
-        body.changes,
-        body.reason,
+        form_code=body.form,
+        changes=body.changes,
+        reason=body.reason,
         visit_code=body.visit,
         seq=body.seq,
     )

@@ -306,7 +306,7 @@ def queries(
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> dict[str, Any]:
     """Data queries not yet closed (or of one status), oldest first; own site for site roles."""
-    found = data_queries.open_queries(ctx, actor, study.id, site, status=status)
+    found = data_queries.open_queries(ctx, actor, study.id, site=site, status=status)
     return paginate([plain(q) for q in found], window.offset, window.limit)
 
 

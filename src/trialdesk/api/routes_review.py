@@ -62,14 +62,21 @@ def list_queries(
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> dict[str, Any]:
     """Queries not yet closed (or of one status), oldest first; own site for site roles."""
-    items = data_queries.open_queries(ctx, actor, study.id, site, status=status)
+    items = data_queries.open_queries(ctx, actor, study.id, site=site, status=status)
     return paginate([_query(q) for q in items], window.offset, window.limit)
 
 
 @router.post("/queries", response_model=QueryPublic, status_code=201, tags=["data queries"])
 def raise_query(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: RaiseQueryIn) -> QueryPublic:
     view = data_queries.raise_query(
-        ctx, actor, study.id, body.subject, body.form, body.field, body.text, visit_code=body.visit
+        ctx,
+        actor,
+        study.id,
+        body.subject,
+        form_code=body.form,
+        field=body.field,
+        text=body.text,
+        visit_code=body.visit,
     )
     return _query(view)
 
@@ -80,7 +87,13 @@ def answer_query(
 ) -> QueryPublic:
     """The site's answer; with ``new_value`` the field is corrected (DATA-2)."""
     view = data_queries.answer_query(
-        ctx, actor, study.id, query_id, body.text, body.new_value, body.reason
+        ctx,
+        actor,
+        study.id,
+        query_id,
+        text=body.text,
+        new_value=body.new_value,
+        reason=body.reason,
     )
     return _query(view)
 
@@ -89,14 +102,14 @@ def answer_query(
 def close_query(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, query_id: Id, body: CloseQueryIn
 ) -> QueryPublic:
-    return _query(data_queries.close_query(ctx, actor, study.id, query_id, body.note))
+    return _query(data_queries.close_query(ctx, actor, study.id, query_id, note=body.note))
 
 
 @router.post("/queries/{query_id}/reopen", response_model=QueryPublic, tags=["data queries"])
 def reopen_query(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, query_id: Id, body: ReopenQueryIn
 ) -> QueryPublic:
-    return _query(data_queries.reopen_query(ctx, actor, study.id, query_id, body.text))
+    return _query(data_queries.reopen_query(ctx, actor, study.id, query_id, text=body.text))
 
 
 @router.get("/crc/cases", response_model=Page[CasePublic], tags=["CRC"])
@@ -113,6 +126,12 @@ def therapy_decision(
     """The CRC's e-signed review of an additional therapy (THER-2, THER-3, SIG-1).
     Eligibility decisions are made on the subject: POST .../subjects/{number}/crc-decision."""
     view = crc.decide_therapy_case(
-        ctx, actor, study.id, case_id, body.classification, body.reason, body.password
+        ctx,
+        actor,
+        study.id,
+        case_id,
+        classification=body.classification,
+        reason=body.reason,
+        password=body.password,
     )
     return CasePublic.model_validate(plain(view))

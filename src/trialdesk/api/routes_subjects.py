@@ -63,7 +63,7 @@ def list_subjects(
 @router.post("", response_model=SubjectPublic, status_code=201)
 def register(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: RegisterIn) -> SubjectPublic:
     view = screening.register_subject(
-        ctx, actor, study.id, body.site, body.registered_on, test=body.test
+        ctx, actor, study.id, site_code=body.site, registered_on=body.registered_on, test=body.test
     )
     return subject_out(view)
 
@@ -109,7 +109,7 @@ def eligibility(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, gate: Gate = Gate.ECHO
 ) -> EligibilityPublic:
     """Which criteria of ``gate`` pass, fail or wait for data or a confirmation (ELIG-1)."""
-    result = screening.check_eligibility(ctx, actor, study.id, number, gate)
+    result = screening.check_eligibility(ctx, actor, study.id, number, gate=gate)
     return EligibilityPublic.model_validate(
         {
             "subject": number,
@@ -127,7 +127,12 @@ def consent(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ConsentIn
 ) -> SubjectPublic:
     view = screening.record_consent(
-        ctx, actor, study.id, number, body.consent_date, body.consent_version
+        ctx,
+        actor,
+        study.id,
+        number,
+        consent_date=body.consent_date,
+        consent_version=body.consent_version,
     )
     return subject_out(view)
 
@@ -136,7 +141,7 @@ def consent(
 def decline(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ReasonIn
 ) -> SubjectPublic:
-    return subject_out(screening.decline_consent(ctx, actor, study.id, number, body.reason))
+    return subject_out(screening.decline_consent(ctx, actor, study.id, number, reason=body.reason))
 
 
 @router.post("/{number}/screen-failure", response_model=SubjectPublic)
@@ -144,7 +149,9 @@ def screen_fail(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ReasonIn
 ) -> SubjectPublic:
     """End screening for a reason no rule covers (LIFE-3 'other')."""
-    return subject_out(screening.screen_fail_other(ctx, actor, study.id, number, body.reason))
+    return subject_out(
+        screening.screen_fail_other(ctx, actor, study.id, number, reason=body.reason)
+    )
 
 
 @router.post("/{number}/forms/{form}", response_model=SubjectPublic)
@@ -152,7 +159,9 @@ def screening_form(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, form: Code, body: FormIn
 ) -> SubjectPublic:
     """Save one screening form: every field valid, or nothing saved (DATA-1)."""
-    view = screening.record_screening_form(ctx, actor, study.id, number, form, body.values)
+    view = screening.record_screening_form(
+        ctx, actor, study.id, number, form_code=form, values=body.values
+    )
     return subject_out(view)
 
 
@@ -167,7 +176,13 @@ def confirm(
 ) -> SubjectPublic:
     """The investigator's e-signed answer for a criterion with no rule (ELIG-1, SIG-1)."""
     view = screening.confirm_criterion(
-        ctx, actor, study.id, number, criterion, body.confirmed, body.password
+        ctx,
+        actor,
+        study.id,
+        number,
+        criterion_id=criterion,
+        confirmed=body.confirmed,
+        password=body.password,
     )
     return subject_out(view)
 
@@ -185,7 +200,13 @@ def crc_decision(
 ) -> SubjectPublic:
     """The CRC's e-signed eligibility decision (ELIG-3, SIG-1)."""
     view = crc.crc_eligibility_decision(
-        ctx, actor, study.id, number, body.decision, body.reason, body.password
+        ctx,
+        actor,
+        study.id,
+        number,
+        decision=body.decision,
+        reason=body.reason,
+        password=body.password,
     )
     return subject_out(view)
 
@@ -195,7 +216,7 @@ def anatomy(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: FormsIn
 ) -> SubjectPublic:
     """Procedure-day angiogram and venogram (ELIG-4)."""
-    return subject_out(screening.record_anatomy(ctx, actor, study.id, number, body.forms))
+    return subject_out(screening.record_anatomy(ctx, actor, study.id, number, forms=body.forms))
 
 
 @router.post("/{number}/randomize", response_model=RandomizationPublic)

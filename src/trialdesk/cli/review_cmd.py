@@ -64,7 +64,14 @@ def raise_(
         user,
         study,
         lambda s: data_queries.raise_query(
-            s.runtime.context, s.actor, s.study.id, number, form_code, field, text, visit_code=visit
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            form_code=form_code,
+            field=field,
+            text=text,
+            visit_code=visit,
         ),
     )
     _show_query(view, json_out)
@@ -85,7 +92,13 @@ def answer(
         user,
         study,
         lambda s: data_queries.answer_query(
-            s.runtime.context, s.actor, s.study.id, query_id, text, value, reason
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            query_id,
+            text=text,
+            new_value=value,
+            reason=reason,
         ),
     )
     _show_query(view, json_out)
@@ -103,7 +116,9 @@ def close(
     view = _call(
         user,
         study,
-        lambda s: data_queries.close_query(s.runtime.context, s.actor, s.study.id, query_id, note),
+        lambda s: data_queries.close_query(
+            s.runtime.context, s.actor, s.study.id, query_id, note=note
+        ),
     )
     _show_query(view, json_out)
 
@@ -120,7 +135,9 @@ def reopen(
     view = _call(
         user,
         study,
-        lambda s: data_queries.reopen_query(s.runtime.context, s.actor, s.study.id, query_id, text),
+        lambda s: data_queries.reopen_query(
+            s.runtime.context, s.actor, s.study.id, query_id, text=text
+        ),
     )
     _show_query(view, json_out)
 
@@ -140,7 +157,7 @@ def list_(
         user,
         study,
         lambda s: data_queries.open_queries(
-            s.runtime.context, s.actor, s.study.id, site, status=status
+            s.runtime.context, s.actor, s.study.id, site=site, status=status
         ),
     )
     items = [v.to_dict() for v in views]
@@ -199,7 +216,13 @@ def decide_therapy(
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
         return crc.decide_therapy_case(
-            s.runtime.context, s.actor, s.study.id, case_id, classification, reason, pw
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            case_id,
+            classification=classification,
+            reason=reason,
+            password=pw,
         )
 
     data = _call(user, study, call).to_dict()
@@ -223,7 +246,13 @@ def decide_eligibility(
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
         return crc.crc_eligibility_decision(
-            s.runtime.context, s.actor, s.study.id, number, decision, reason, pw
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            decision=decision,
+            reason=reason,
+            password=pw,
         )
 
     data = _call(user, study, call).to_dict()

@@ -89,7 +89,7 @@ def register(
         study,
         json_out,
         lambda s: screening.register_subject(
-            s.runtime.context, s.actor, s.study.id, site, on, test=test
+            s.runtime.context, s.actor, s.study.id, site_code=site, registered_on=on, test=test
         ),
     )
 
@@ -110,7 +110,7 @@ def consent(
         study,
         json_out,
         lambda s: screening.record_consent(
-            s.runtime.context, s.actor, s.study.id, number, on, version
+            s.runtime.context, s.actor, s.study.id, number, consent_date=on, consent_version=version
         ),
     )
 
@@ -128,7 +128,9 @@ def decline(
         user,
         study,
         json_out,
-        lambda s: screening.decline_consent(s.runtime.context, s.actor, s.study.id, number, reason),
+        lambda s: screening.decline_consent(
+            s.runtime.context, s.actor, s.study.id, number, reason=reason
+        ),
     )
 
 
@@ -148,7 +150,7 @@ def form(
         study,
         json_out,
         lambda s: screening.record_screening_form(
-            s.runtime.context, s.actor, s.study.id, number, form_code, data
+            s.runtime.context, s.actor, s.study.id, number, form_code=form_code, values=data
         ),
     )
 
@@ -167,7 +169,13 @@ def confirm(
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
         return screening.confirm_criterion(
-            s.runtime.context, s.actor, s.study.id, number, criterion, met, pw
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            criterion_id=criterion,
+            confirmed=met,
+            password=pw,
         )
 
     _run(user, study, json_out, call)
@@ -184,7 +192,9 @@ def eligibility(
     """Which criteria are met, not met, or waiting for data or confirmation."""
 
     def call(s: Session) -> Any:
-        result = screening.check_eligibility(s.runtime.context, s.actor, s.study.id, number, gate)
+        result = screening.check_eligibility(
+            s.runtime.context, s.actor, s.study.id, number, gate=gate
+        )
         return {
             "eligible": result.eligible,
             "failed": list(result.failed_ids),
@@ -225,7 +235,13 @@ def crc(
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
         return screening.crc_eligibility_decision(
-            s.runtime.context, s.actor, s.study.id, number, decision, reason, pw
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            decision=decision,
+            reason=reason,
+            password=pw,
         )
 
     _run(user, study, json_out, call)
@@ -245,7 +261,9 @@ def anatomy(
         user,
         study,
         json_out,
-        lambda s: screening.record_anatomy(s.runtime.context, s.actor, s.study.id, number, data),
+        lambda s: screening.record_anatomy(
+            s.runtime.context, s.actor, s.study.id, number, forms=data
+        ),
     )
 
 
@@ -263,7 +281,7 @@ def screen_fail(
         study,
         json_out,
         lambda s: screening.screen_fail_other(
-            s.runtime.context, s.actor, s.study.id, number, reason
+            s.runtime.context, s.actor, s.study.id, number, reason=reason
         ),
     )
 
@@ -301,7 +319,9 @@ def procedure(
         user,
         study,
         json_out,
-        lambda s: followup.record_procedure(s.runtime.context, s.actor, s.study.id, number, data),
+        lambda s: followup.record_procedure(
+            s.runtime.context, s.actor, s.study.id, number, values=data
+        ),
     )
 
 
@@ -318,7 +338,9 @@ def discharge(
         user,
         study,
         json_out,
-        lambda s: followup.record_discharge(s.runtime.context, s.actor, s.study.id, number, on),
+        lambda s: followup.record_discharge(
+            s.runtime.context, s.actor, s.study.id, number, discharged_on=on
+        ),
     )
 
 
@@ -340,7 +362,13 @@ def visit(
         study,
         json_out,
         lambda s: followup.record_visit(
-            s.runtime.context, s.actor, s.study.id, number, visit_code, on, data
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            visit_code=visit_code,
+            visit_date=on,
+            forms=data,
         ),
     )
 
@@ -359,7 +387,7 @@ def miss_visit(
         study,
         json_out,
         lambda s: followup.miss_visit(
-            s.runtime.context, s.actor, s.study.id, number, visit_code, reason
+            s.runtime.context, s.actor, s.study.id, number, visit_code=visit_code, reason=reason
         ),
     )
 
@@ -380,7 +408,12 @@ def therapy(
         study,
         json_out,
         lambda s: followup.record_therapy(
-            s.runtime.context, s.actor, s.study.id, number, on, therapy_type
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            therapy_date=on,
+            therapy_type=therapy_type,
         ),
     )
 
@@ -399,7 +432,7 @@ def adverse_event(
         study,
         json_out,
         lambda s: followup.record_adverse_event(
-            s.runtime.context, s.actor, s.study.id, number, data
+            s.runtime.context, s.actor, s.study.id, number, values=data
         ),
     )
 
@@ -412,7 +445,7 @@ def unblind(
 
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
-        return followup.unblind_subject(s.runtime.context, s.actor, s.study.id, number, pw)
+        return followup.unblind_subject(s.runtime.context, s.actor, s.study.id, number, password=pw)
 
     _run(user, study, json_out, call)
 
@@ -430,7 +463,7 @@ def emergency_unblind(
     def call(s: Session) -> Any:
         pw = signature_password(s.runtime.context.settings)
         return followup.emergency_unblind(
-            s.runtime.context, s.actor, s.study.id, number, reason, pw
+            s.runtime.context, s.actor, s.study.id, number, reason=reason, password=pw
         )
 
     _run(user, study, json_out, call)
@@ -456,8 +489,8 @@ def withdraw(
             s.actor,
             s.study.id,
             number,
-            on,
-            reason,
+            withdrawn_on=on,
+            reason=reason,
             follow_up_contact_allowed=contact,
         ),
     )
@@ -479,7 +512,7 @@ def lost(
         study,
         json_out,
         lambda s: followup.mark_lost_to_follow_up(
-            s.runtime.context, s.actor, s.study.id, number, on, reason
+            s.runtime.context, s.actor, s.study.id, number, on=on, reason=reason
         ),
     )
 
@@ -498,7 +531,9 @@ def death(
         user,
         study,
         json_out,
-        lambda s: followup.record_death(s.runtime.context, s.actor, s.study.id, number, on, cause),
+        lambda s: followup.record_death(
+            s.runtime.context, s.actor, s.study.id, number, death_date=on, cause=cause
+        ),
     )
 
 

@@ -6,6 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trialdesk.domain.errors import NotFound, PermissionDenied
+from trialdesk.domain.lifecycle import Action, SubjectState
+from trialdesk.domain.permissions import (
+    PERMISSION_TITLES,
+    Permission,
+    permitted_actions,
+    roles_with,
+)
 from trialdesk.domain.roles import ROLE_TITLES, Role
 
 BLINDED_ROLES: frozenset[Role] = frozenset(
@@ -58,6 +65,18 @@ class Actor:
             sites.add(grant.site_id)
         return sites
 
+    def may(self, study_id: int, permission: Permission, site_id: int | None = None) -> bool:
+        """True when a role held (for ``site_id``, when given) carries ``permission``."""
+        return self.has(study_id, roles_with(permission), site_id)
+
+    def roles_at(self, study_id: int, site_id: int) -> set[Role]:
+        """Roles that apply at one site: study-wide grants and grants for that site."""
+        return {
+            g.role
+            for g in self.grants
+            if g.study_id == study_id and (g.site_id is None or g.site_id == site_id)
+        }
+
     def sees_site(self, study_id: int, site_id: int) -> bool:
         allowed = self.site_ids(study_id)
         return allowed is None or site_id in allowed
@@ -68,10 +87,23 @@ def operator_actor(name: str = "local-operator") -> Actor:
 
 
 def require(
-    actor: Actor, study_id: int, roles: Iterable[Role], *, site_id: int | None = None, action: str
+    actor: Actor,
+    study_id: int,
+    what: Permission | Iterable[Role],
+    *,
+    site_id: int | None = None,
+    action: str | None = None,
 ) -> None:
-    """Refuse unless the actor holds one of ``roles`` (for ``site_id`` when site-scoped)."""
-    roles = list(roles)
+    """Refuse unless the actor holds the permission ``what`` (for ``site_id`` when the grant
+    is site-scoped). ``what`` may still be a list of roles in the services wave 2 of issue 13
+    has not converted yet (they name the ``action`` themselves)."""
+    if isinstance(what, Permission):
+        holders = roles_with(what)
+        roles = [role for role in Role if role in holders]
+        action = action or PERMISSION_TITLES[what]
+    else:
+        roles = list(what)
+        action = action or "this action"
     if actor.has(study_id, roles, site_id):
         return
     titles = " or ".join(ROLE_TITLES[r] for r in roles)
@@ -88,3 +120,12 @@ def require_site_visible(actor: Actor, study_id: int, site_id: int, what: str) -
     so existence does not leak (ACC-1)."""
     if not actor.sees_site(study_id, site_id):
         raise NotFound(f"{what} not found")
+
+
+def offered_actions(actor: Actor, study_id: int, site_id: int, state: SubjectState) -> list[Action]:
+    """Actions on a subject at ``site_id`` in ``state`` that this actor's roles there may
+    take (the lifecycle and the permission table together); facts such as 'procedure
+    already recorded' are the calling service's to add."""
+    if actor.operator:
+        return []
+    return permitted_actions(actor.roles_at(study_id, site_id), state)

@@ -10,7 +10,7 @@ from typing import Protocol
 from trialdesk.config import Settings
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
 from trialdesk.services.crypto import AllocationCipher
-from trialdesk.store.uow import UnitOfWorkFactory
+from trialdesk.store.ports import UnitOfWorkFactory
 
 
 class Waker(Protocol):
@@ -35,6 +35,15 @@ class ServiceContext:
         if moment.tzinfo is None:
             raise ValueError("the clock must return timezone-aware datetimes")
         return moment
+
+    def remember_protocol(self, loaded: LoadedProtocol) -> None:
+        """Keep a protocol parsed elsewhere (a file just loaded, a test's flagship) so that it
+        is not parsed again."""
+        self._protocols.setdefault(loaded.sha256, loaded)
+
+    def cached_protocol(self, sha256: str) -> LoadedProtocol | None:
+        """A protocol this process has parsed already, so its text need not be read again."""
+        return self._protocols.get(sha256)
 
     def protocol(self, sha256: str, text: str) -> LoadedProtocol:
         """Parse a stored protocol once per process (keyed by its SHA-256)."""

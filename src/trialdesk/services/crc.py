@@ -9,29 +9,25 @@ withdraws anyone on its own (THER-3). Nothing here reads or returns an arm.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from trialdesk.domain.errors import NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
-from trialdesk.domain.lifecycle import Action, ScreenFailureReason
-from trialdesk.domain.roles import Role
-from trialdesk.services.access import Actor, require
-from trialdesk.services.auth import reauthenticate
-from trialdesk.services.common import (
-    audit,
-    check_action,
-    load_subject,
-    require_text,
-    transition,
+from trialdesk.domain.errors import (
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Refusal,
+    ValidationFailed,
 )
+from trialdesk.domain.lifecycle import Action, ScreenFailureReason
+from trialdesk.domain.permissions import Permission
+from trialdesk.services.access import Actor, require, require_site_visible
+from trialdesk.services.auth import reauthenticate
+from trialdesk.services.common import acting_on, require_text
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.views import SubjectView, subject_view
-from trialdesk.store.audit import PendingEntry
-from trialdesk.store.tables import CrcCaseRow, SiteRow, SubjectRow, TherapyRow
+from trialdesk.services.views import SubjectView, committed_view
+from trialdesk.store.records import CaseDetail, CrcCase, Subject
 from trialdesk.store.uow import UnitOfWork
 
 # Meanings are the signed statement (SIG-1), stored with the decision; a failed
@@ -55,7 +51,6 @@ records that the committee sees no endpoint classification to make and follow-up
 continues; ``request_info`` keeps the case in the queue. In every case the subject stays on
 the trial, in its state."""
 
-QUEUE_READERS = (Role.CRC, Role.MANAGER)
 PENDING = ("open", "info_requested")
 
 
@@ -92,22 +87,10 @@ class CaseView:
         return asdict(self)
 
 
-def _iso(moment: dt.datetime | None) -> str | None:
-    """UTC ISO 8601; SQLite hands stored times back without their zone (they are UTC)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
-
-
-def _case_view(uow: UnitOfWork, case: CrcCaseRow) -> CaseView:
-    subject = uow.session.get(SubjectRow, case.subject_id)
-    assert subject is not None  # foreign key
-    site = uow.session.get(SiteRow, subject.site_id)
-    assert site is not None  # foreign key
+def _case_view(detail: CaseDetail) -> CaseView:
+    case, subject, site, row = detail.case, detail.subject, detail.site, detail.therapy
     therapy = None
-    if case.therapy_id is not None:
-        row = uow.session.get(TherapyRow, case.therapy_id)
-        assert row is not None  # foreign key
+    if row is not None:
         therapy = TherapyInfo(
             type=row.therapy_type,
             date=row.therapy_date.isoformat(),
@@ -123,43 +106,39 @@ def _case_view(uow: UnitOfWork, case: CrcCaseRow) -> CaseView:
         site=site.code,
         subject_state=subject.state,
         test_subject=subject.test_subject,
-        opened_at=_iso(case.opened_at) or "",
+        opened_at=case.opened_at.isoformat(),
         therapy=therapy,
         decision=case.decision,
         reason=case.reason,
         signed_by=case.signed_by,
         signed_name=case.signed_name,
-        signed_at=_iso(case.signed_at),
+        signed_at=case.signed_at.isoformat() if case.signed_at else None,
         meaning=case.meaning,
     )
 
 
 def crc_queue(ctx: ServiceContext, actor: Actor, study_id: int) -> list[CaseView]:
     """Open and info-requested cases, eligibility and therapy, oldest first."""
+    require(actor, study_id, Permission.CRC_QUEUE_READ)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, QUEUE_READERS, action="CRC queue")
-        cases = uow.session.scalars(
-            select(CrcCaseRow)
-            .where(CrcCaseRow.study_id == study_id, CrcCaseRow.status.in_(PENDING))
-            .order_by(CrcCaseRow.opened_at, CrcCaseRow.id)
-        ).all()
-        return [_case_view(uow, case) for case in cases]
+        return [_case_view(detail) for detail in uow.crc.pending(study_id, PENDING)]
 
 
 def _require_crc(
     ctx: ServiceContext,
     actor: Actor,
     study_id: int,
-    what: str,
-    target: Callable[[UnitOfWork], tuple[SubjectRow | None, str, str]],
+    permission: Permission,
+    target: Callable[[UnitOfWork], tuple[Subject | None, str, str]],
     attempted: dict[str, Any],
 ) -> None:
-    """Refuse a decision by anyone without the CRC role, after auditing the attempt in its own
-    unit of work: in the subject's stream when the target exists, else in the user's."""
+    """Refuse a decision by anyone without the permission, after auditing the attempt in its
+    own unit of work: in the subject's stream when the target exists, else in the user's."""
     try:
-        require(actor, study_id, [Role.CRC], action=what)
+        require(actor, study_id, permission)
     except PermissionDenied as denied:
         new = {"refused": "not a CRC member", "roles": sorted(actor.roles(study_id)), **attempted}
+        now = ctx.now()
         with ctx.uow() as uow:
             subject, entity, entity_id = target(uow)
             if not actor.roles(study_id):
@@ -168,38 +147,28 @@ def _require_crc(
                 subject = None
             entity_id = entity_id[:80]  # caller-supplied; the column holds 80 characters
             if subject is not None:
-                audit(
-                    uow,
-                    ctx,
-                    actor,
+                uow.audit.subject(
+                    actor.label,
                     subject,
                     "crc_decision_refused",
+                    at=now,
                     entity=entity,
                     entity_id=entity_id,
                     new=new,
                 )
             else:
-                uow.record(
-                    PendingEntry(
-                        stream=f"user:{actor.user_id}" if actor.user_id is not None else "auth",
-                        at=ctx.now(),
-                        actor=actor.label,
-                        action="crc_decision_refused",
-                        entity=entity,
-                        entity_id=entity_id,
-                        study_id=study_id,
-                        new=new,
-                    )
+                uow.audit.stream(
+                    f"user:{actor.user_id}" if actor.user_id is not None else "auth",
+                    actor.label,
+                    "crc_decision_refused",
+                    at=now,
+                    entity=entity,
+                    entity_id=entity_id,
+                    study_id=study_id,
+                    new=new,
                 )
             uow.commit()
         raise denied from None
-
-
-def _subject_unscoped(uow: UnitOfWork, study_id: int, number: str) -> SubjectRow | None:
-    """For the refusal audit only; the refused caller never learns whether it exists."""
-    return uow.session.scalars(
-        select(SubjectRow).where(SubjectRow.study_id == study_id, SubjectRow.number == number)
-    ).one_or_none()
 
 
 def _signature(actor: Actor, meaning: str, at: str) -> dict[str, str]:
@@ -211,6 +180,7 @@ def crc_eligibility_decision(
     actor: Actor,
     study_id: int,
     number: str,
+    *,
     decision: str,
     reason: str,
     password: str,
@@ -220,8 +190,8 @@ def crc_eligibility_decision(
         ctx,
         actor,
         study_id,
-        "CRC decision",
-        lambda uow: (_subject_unscoped(uow, study_id, number), "subject", number),
+        Permission.CRC_ELIGIBILITY_DECIDE,
+        lambda uow: (uow.subjects.find_any_site(study_id, number), "subject", number),
         {"kind": "eligibility", "decision": decision},
     )
     if decision not in CRC_DECISIONS:
@@ -231,33 +201,26 @@ def crc_eligibility_decision(
         )
     action, meaning = CRC_DECISIONS[decision]
     reason = require_text(reason, "reason", "a reason for the decision")
-    with ctx.uow(readonly=True) as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        check_action(subject, action)
+    with acting_on(ctx, actor, study_id, number, action, readonly=True):
+        pass  # scope, permission and state are checked before the password is asked for
     reauthenticate(ctx, actor, password, meaning=meaning)
-    now = ctx.now()
-    with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        case = uow.session.scalars(
-            select(CrcCaseRow)
-            .where(
-                CrcCaseRow.subject_id == subject.id,
-                CrcCaseRow.kind == "eligibility",
-                CrcCaseRow.status != "decided",
-            )
-            .order_by(CrcCaseRow.id.desc())
-        ).first()
+    with acting_on(ctx, actor, study_id, number, action) as act:
+        case = act.uow.crc.undecided_eligibility(act.subject.id)
         if case is None:
             raise PreconditionFailed(
-                f"subject {number} has no open eligibility case", reason="no-open-case"
+                f"subject {number} has no open eligibility case", Refusal.NO_OPEN_CASE
             )
-        case.status = "info_requested" if decision == "request_info" else "decided"
-        case.decision, case.reason = decision, reason
-        case.signed_by, case.signed_name, case.signed_at, case.meaning = (
-            actor.username,
-            actor.full_name,
-            now,
-            meaning,
+        act.uow.crc.decide(
+            case,
+            {
+                "status": "info_requested" if decision == "request_info" else "decided",
+                "decision": decision,
+                "reason": reason,
+                "signed_by": actor.username,
+                "signed_name": actor.full_name,
+                "signed_at": act.now,
+                "meaning": meaning,
+            },
         )
         changes: dict[str, Any] = {}
         if decision == "approve":
@@ -267,42 +230,27 @@ def crc_eligibility_decision(
                 screen_failure_reason=ScreenFailureReason.CRC_REJECTED.value,
                 screen_failure_detail=reason,
             )
-        transition(
-            uow,
-            ctx,
-            actor,
-            subject,
+        act.transition(
             action,
             changes=changes,
             audit_new={
                 "crc_case": case.id,
                 "decision": decision,
-                "signature": _signature(actor, meaning, now.isoformat()),
+                "signature": _signature(actor, meaning, act.now.isoformat()),
             },
             reason=reason,
         )
-        uow.commit()
-        return subject_view(ctx, uow, actor, subject)
+        return committed_view(act)
 
 
-def _therapy_case(uow: UnitOfWork, study_id: int, case_id: int) -> CrcCaseRow | None:
-    return uow.session.scalars(
-        select(CrcCaseRow).where(
-            CrcCaseRow.id == case_id,
-            CrcCaseRow.study_id == study_id,
-            CrcCaseRow.kind == "therapy",
-        )
-    ).one_or_none()
-
-
-def _check_pending(case: CrcCaseRow | None, case_id: int) -> CrcCaseRow:
+def _check_pending(case: CrcCase | None, case_id: int) -> CrcCase:
     if case is None:
         raise NotFound(f"therapy case {case_id} not found")
     if case.status == "decided":
         raise PreconditionFailed(
             f"therapy case {case_id} is already decided ({case.decision}, signed by "
             f"{case.signed_name})",
-            reason="case-decided",
+            Refusal.CASE_DECIDED,
         )
     return case
 
@@ -312,6 +260,7 @@ def decide_therapy_case(
     actor: Actor,
     study_id: int,
     case_id: int,
+    *,
     classification: str,
     reason: str,
     password: str,
@@ -320,16 +269,16 @@ def decide_therapy_case(
     than 6 months after randomization (THER-2), an explicit decision for an early one (THER-3).
     The subject's state and record are left as they are."""
 
-    def target(uow: UnitOfWork) -> tuple[SubjectRow | None, str, str]:
-        found = _therapy_case(uow, study_id, case_id)
-        subject = uow.session.get(SubjectRow, found.subject_id) if found else None
+    def target(uow: UnitOfWork) -> tuple[Subject | None, str, str]:
+        found = uow.crc.therapy_case(study_id, case_id)
+        subject = uow.subjects.by_id(found.subject_id) if found else None
         return subject, "crc_case", str(case_id)
 
     _require_crc(
         ctx,
         actor,
         study_id,
-        "CRC therapy decision",
+        Permission.CRC_THERAPY_DECIDE,
         target,
         {"kind": "therapy", "decision": classification},
     )
@@ -341,37 +290,33 @@ def decide_therapy_case(
     meaning = THERAPY_DECISIONS[classification]
     reason = require_text(reason, "reason", "a reason for the decision")
     with ctx.uow(readonly=True) as uow:
-        case = _check_pending(_therapy_case(uow, study_id, case_id), case_id)
-        subject = uow.session.get(SubjectRow, case.subject_id)
-        assert subject is not None  # foreign key
-        load_subject(uow, actor, study_id, subject.number)  # scope check (ACC-1)
+        case = _check_pending(uow.crc.therapy_case(study_id, case_id), case_id)
+        subject = uow.subjects.by_id(case.subject_id)
+        require_site_visible(actor, study_id, subject.site_id, f"subject {subject.number}")
     reauthenticate(ctx, actor, password, meaning=meaning)
     now = ctx.now()
     with ctx.uow() as uow:
-        case = _check_pending(
-            uow.session.scalars(
-                select(CrcCaseRow).where(CrcCaseRow.id == case_id).with_for_update()
-            ).one_or_none(),
-            case_id,
-        )
-        subject = uow.session.get(SubjectRow, case.subject_id)
-        assert subject is not None  # foreign key
+        case = _check_pending(uow.crc.therapy_case(study_id, case_id, lock=True), case_id)
         old_status = case.status
-        case.status = "info_requested" if classification == "request_info" else "decided"
-        case.decision, case.reason = classification, reason
-        case.signed_by, case.signed_name, case.signed_at, case.meaning = (
-            actor.username,
-            actor.full_name,
-            now,
-            meaning,
+        case = uow.crc.decide(
+            case,
+            {
+                "status": "info_requested" if classification == "request_info" else "decided",
+                "decision": classification,
+                "reason": reason,
+                "signed_by": actor.username,
+                "signed_name": actor.full_name,
+                "signed_at": now,
+                "meaning": meaning,
+            },
         )
-        view = _case_view(uow, case)
-        audit(
-            uow,
-            ctx,
-            actor,
-            subject,
+        detail = uow.crc.detail(case)
+        view = _case_view(detail)
+        uow.audit.subject(
+            actor.label,
+            detail.subject,
             "crc_therapy_decision",
+            at=now,
             entity="crc_case",
             entity_id=str(case.id),
             old={"status": old_status},
@@ -379,7 +324,7 @@ def decide_therapy_case(
                 "status": case.status,
                 "decision": classification,
                 "therapy": asdict(view.therapy) if view.therapy else None,
-                "subject_state": subject.state,
+                "subject_state": detail.subject.state,
                 "signature": _signature(actor, meaning, now.isoformat()),
             },
             reason=reason,

@@ -11,38 +11,25 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import NotFound, PreconditionFailed, Refusal, ValidationFailed
 from trialdesk.domain.lifecycle import Action
-from trialdesk.domain.roles import Role
-from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.domain.permissions import Permission
 from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import (
-    audit,
+    acting_with,
     check_action,
-    load_subject,
+    loaded_protocol,
     require_text,
-    site_by_code,
+    subject_in_scope,
 )
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.forms import correct_form
-from trialdesk.store.tables import (
-    DataQueryRow,
-    FormRecordRow,
-    ProtocolVersionRow,
-    SiteRow,
-    SubjectRow,
-)
+from trialdesk.services.forms import correct_form, form_record_protocol, refuse_concealed
+from trialdesk.store.records import DataQuery, Site, Subject
 from trialdesk.store.uow import UnitOfWork
-
-MONITORS = (Role.MONITOR, Role.MANAGER)
-"""Who raises, closes and reopens queries: the monitor, and the study manager as data manager."""
-ANSWERERS = (Role.COORDINATOR,)
-READERS = (Role.MONITOR, Role.MANAGER, Role.COORDINATOR)
 
 OPEN, ANSWERED, CLOSED = "open", "answered", "closed"
 STATUSES = (OPEN, ANSWERED, CLOSED)
+_NOT_OPEN = {ANSWERED: Refusal.QUERY_ANSWERED, CLOSED: Refusal.QUERY_CLOSED}
 
 
 @dataclass(frozen=True)
@@ -70,13 +57,10 @@ class QueryView:
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    """UTC ISO 8601; SQLite hands stored times back without their zone (they are UTC)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
+    return None if moment is None else moment.isoformat()
 
 
-def _view(row: DataQueryRow, subject: SubjectRow, site: SiteRow) -> QueryView:
+def _view(row: DataQuery, subject: Subject, site: Site) -> QueryView:
     return QueryView(
         id=row.id,
         subject=subject.number,
@@ -87,7 +71,7 @@ def _view(row: DataQueryRow, subject: SubjectRow, site: SiteRow) -> QueryView:
         status=row.status,
         text=row.text,
         raised_by=row.raised_by,
-        raised_at=_iso(row.raised_at) or "",
+        raised_at=row.raised_at.isoformat(),
         answer=row.answer,
         answered_by=row.answered_by,
         answered_at=_iso(row.answered_at),
@@ -98,37 +82,18 @@ def _view(row: DataQueryRow, subject: SubjectRow, site: SiteRow) -> QueryView:
     )
 
 
-def _site(uow: UnitOfWork, subject: SubjectRow) -> SiteRow:
-    site = uow.session.get(SiteRow, subject.site_id)
-    assert site is not None  # foreign key
-    return site
-
-
-def _record_protocol(ctx: ServiceContext, uow: UnitOfWork, record: FormRecordRow) -> LoadedProtocol:
-    version = uow.session.get(ProtocolVersionRow, record.protocol_version_id)
-    assert version is not None  # foreign key
-    return ctx.protocol(version.sha256, version.text)
-
-
-def _arm_forms(loaded: LoadedProtocol) -> set[str]:
-    return {arm.procedure_form for arm in loaded.protocol.arms if arm.procedure_form}
-
-
 def _load(
-    uow: UnitOfWork, actor: Actor, study_id: int, query_id: int
-) -> tuple[DataQueryRow, SubjectRow]:
-    """The query (row-locked), or 'not found' also when its site is out of the actor's scope."""
-    row = uow.session.scalars(
-        select(DataQueryRow)
-        .where(DataQueryRow.id == query_id, DataQueryRow.study_id == study_id)
-        .with_for_update()
-    ).one_or_none()
+    uow: UnitOfWork, actor: Actor, study_id: int, query_id: int, permission: Permission
+) -> DataQuery:
+    """The query (row-locked), or 'not found' also when its site is out of the actor's scope;
+    then the permission at that site."""
+    row = uow.queries.get(study_id, query_id, lock=True)
     if row is None:
         raise NotFound(f"query {query_id} not found")
-    subject = uow.session.get(SubjectRow, row.subject_id)
-    assert subject is not None  # foreign key
+    subject = uow.subjects.by_id(row.subject_id)
     require_site_visible(actor, study_id, subject.site_id, f"query {query_id}")
-    return row, subject
+    require(actor, study_id, permission, site_id=subject.site_id)
+    return row
 
 
 def raise_query(
@@ -136,81 +101,55 @@ def raise_query(
     actor: Actor,
     study_id: int,
     number: str,
+    *,
     form_code: str,
     field: str,
     text: str,
-    *,
     visit_code: str = "",
 ) -> QueryView:
-    """Question one field of the latest saved copy of a form. Arm-specific procedure forms
-    cannot be queried by blinded roles: success or 'not saved' would tell the arm (RAND-6)."""
+    """Question one field of the latest saved copy of a form. The index procedure's forms
+    cannot be queried by blinded roles, under any of their names: success, 'not saved' or an
+    error would tell the arm (RAND-6), so every such form gets the same refusal."""
+    now = ctx.now()
     with ctx.uow() as uow:
-        subject = load_subject(uow, actor, study_id, number)
-        require(actor, study_id, MONITORS, site_id=subject.site_id, action="raise data query")
+        read = subject_in_scope(uow, actor, study_id, number)
+        subject = read.subject
+        require(actor, study_id, Permission.QUERY_RAISE, site_id=subject.site_id)
         question = require_text(text, "text", "the query text")
-        record = uow.session.scalars(
-            select(FormRecordRow)
-            .where(
-                FormRecordRow.subject_id == subject.id,
-                FormRecordRow.form_code == form_code,
-                FormRecordRow.visit_code == visit_code,
-            )
-            .order_by(FormRecordRow.seq.desc())
-        ).first()
-        loaded = (
-            _record_protocol(ctx, uow, record)
-            if record is not None
-            else ctx.protocol(*_current_protocol(uow, subject))
-        )
-        if form_code in _arm_forms(loaded):
-            raise ValidationFailed(
-                f"form {form_code} is an arm's procedure form; blinded roles cannot query it",
-                {"form": "arm-specific"},
-            )
+        refuse_concealed(loaded_protocol(ctx, uow, read.version), form_code, "a data query")
+        record = uow.forms.latest(subject.id, form_code, visit_code)
         if record is None:
             where = f" at {visit_code}" if visit_code else ""
             raise NotFound(f"form {form_code}{where} of {number} has not been saved")
+        loaded = form_record_protocol(ctx, uow, record)
         fields = [f.code for f in loaded.protocol.form(form_code).fields]
         if field not in fields:
             raise ValidationFailed(
                 f"form {form_code} has no field {field!r} (fields: {', '.join(fields)})",
                 {"field": "unknown"},
             )
-        pending = uow.session.scalars(
-            select(DataQueryRow.id).where(
-                DataQueryRow.form_record_id == record.id,
-                DataQueryRow.field == field,
-                DataQueryRow.status != CLOSED,
-            )
-        ).first()
+        pending = uow.queries.in_progress(record.id, field)
         if pending is not None:
             raise PreconditionFailed(
                 f"field {form_code}.{field} of {number} already has query {pending} in progress",
-                reason="query-in-progress",
+                Refusal.QUERY_IN_PROGRESS,
             )
-        now = ctx.now()
-        row = DataQueryRow(
+        row = uow.queries.add(
             study_id=study_id,
             subject_id=subject.id,
             form_record_id=record.id,
             form_code=form_code,
             visit_code=visit_code,
             field=field,
-            status=OPEN,
             text=question,
             raised_by=actor.label,
             raised_at=now,
-            value_changed=False,
-            reopened=0,
         )
-        uow.session.add(row)
-        uow.session.flush()
-        audit(
-            uow,
-            ctx,
-            actor,
+        uow.audit.subject(
+            actor.label,
             subject,
             "raise_query",
+            at=now,
             entity="data_query",
             entity_id=str(row.id),
             new={
@@ -221,15 +160,10 @@ def raise_query(
                 "form_record": record.id,
                 "text": question,
             },
+            protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, subject, _site(uow, subject))
-
-
-def _current_protocol(uow: UnitOfWork, subject: SubjectRow) -> tuple[str, str]:
-    version = uow.session.get(ProtocolVersionRow, subject.protocol_version_id)
-    assert version is not None  # foreign key
-    return version.sha256, version.text
+        return _view(row, subject, read.site)
 
 
 def answer_query(
@@ -237,15 +171,16 @@ def answer_query(
     actor: Actor,
     study_id: int,
     query_id: int,
+    *,
     text: str,
     new_value: object = None,
     reason: str | None = None,
 ) -> QueryView:
     """The site's answer. With ``new_value`` the field is corrected in the same transaction,
     through the DATA-2 correction path (reason required, audit keeps old and new)."""
+    now = ctx.now()
     with ctx.uow() as uow:
-        row, subject = _load(uow, actor, study_id, query_id)
-        require(actor, study_id, ANSWERERS, site_id=subject.site_id, action="answer data query")
+        row = _load(uow, actor, study_id, query_id, Permission.QUERY_ANSWER)
         if row.status != OPEN:
             hint = (
                 "it waits for the monitor to close or reopen it"
@@ -254,30 +189,33 @@ def answer_query(
             )
             raise PreconditionFailed(
                 f"query {query_id} is {row.status}; only an open query can be answered ({hint})",
-                reason=f"query-{row.status}",
+                _NOT_OPEN[row.status],
             )
         answer = require_text(text, "text", "the answer")
+        act = acting_with(
+            ctx, uow, actor, uow.subjects.read_of(uow.subjects.by_id(row.subject_id)), now
+        )
         correction: dict[str, Any] | None = None
         if new_value is not None:
             why = require_text(reason, "reason", "a reason for changing the value")
-            check_action(subject, Action.CORRECT_DATA)
-            record = uow.session.get(FormRecordRow, row.form_record_id)
-            assert record is not None  # foreign key
-            loaded = _record_protocol(ctx, uow, record)
-            diff = correct_form(
-                ctx, uow, actor, subject, loaded, record, {row.field: new_value}, why
-            )
+            require(actor, study_id, Permission.FORM_CORRECT, site_id=act.subject.site_id)
+            check_action(act.subject, Action.CORRECT_DATA)
+            record = uow.forms.get(row.form_record_id)
+            loaded = form_record_protocol(ctx, uow, record)
+            diff = correct_form(act, loaded, record, {row.field: new_value}, why)
             old, new = diff.get(row.field, (None, None))
             correction = {"old": old, "new": new, "reason": why}
-        now = ctx.now()
-        row.status = ANSWERED
-        row.answer, row.answered_by, row.answered_at = answer, actor.label, now
-        row.value_changed = correction is not None
-        audit(
-            uow,
-            ctx,
-            actor,
-            subject,
+        row = uow.queries.update(
+            row,
+            {
+                "status": ANSWERED,
+                "answer": answer,
+                "answered_by": actor.label,
+                "answered_at": now,
+                "value_changed": correction is not None,
+            },
+        )
+        act.audit(
             "answer_query",
             entity="data_query",
             entity_id=str(row.id),
@@ -285,80 +223,91 @@ def answer_query(
             new={"status": ANSWERED, "answer": answer, "correction": correction},
         )
         uow.commit()
-        return _view(row, subject, _site(uow, subject))
+        return _view(row, act.subject, act.site)
 
 
 def close_query(
-    ctx: ServiceContext, actor: Actor, study_id: int, query_id: int, note: str | None = None
+    ctx: ServiceContext, actor: Actor, study_id: int, query_id: int, *, note: str | None = None
 ) -> QueryView:
     """The monitor accepts the answer; an unanswered query cannot be closed."""
+    now = ctx.now()
     with ctx.uow() as uow:
-        row, subject = _load(uow, actor, study_id, query_id)
-        require(actor, study_id, MONITORS, site_id=subject.site_id, action="close data query")
+        row = _load(uow, actor, study_id, query_id, Permission.QUERY_CLOSE)
         if row.status != ANSWERED:
             why = "it has no answer yet" if row.status == OPEN else "it is already closed"
             raise PreconditionFailed(
                 f"query {query_id} cannot be closed: {why}; only an answered query can be closed",
-                reason=f"query-{row.status}",
+                Refusal.QUERY_OPEN if row.status == OPEN else Refusal.QUERY_CLOSED,
             )
-        row.status = CLOSED
-        row.closed_by, row.closed_at = actor.label, ctx.now()
-        audit(
-            uow,
-            ctx,
-            actor,
-            subject,
+        row = uow.queries.update(
+            row, {"status": CLOSED, "closed_by": actor.label, "closed_at": now}
+        )
+        read = uow.subjects.read_of(uow.subjects.by_id(row.subject_id))
+        uow.audit.subject(
+            actor.label,
+            read.subject,
             "close_query",
+            at=now,
             entity="data_query",
             entity_id=str(row.id),
             old={"status": ANSWERED},
             new={"status": CLOSED},
             reason=(note or "").strip() or None,
+            protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, subject, _site(uow, subject))
+        return _view(row, read.subject, read.site)
 
 
 def reopen_query(
-    ctx: ServiceContext, actor: Actor, study_id: int, query_id: int, text: str
+    ctx: ServiceContext, actor: Actor, study_id: int, query_id: int, *, text: str
 ) -> QueryView:
     """The monitor is not satisfied: an answered or closed query is open again, with why.
     The previous answer stays in the audit trail; the row shows the current round."""
+    now = ctx.now()
     with ctx.uow() as uow:
-        row, subject = _load(uow, actor, study_id, query_id)
-        require(actor, study_id, MONITORS, site_id=subject.site_id, action="reopen data query")
+        row = _load(uow, actor, study_id, query_id, Permission.QUERY_REOPEN)
         if row.status == OPEN:
-            raise PreconditionFailed(f"query {query_id} is already open", reason="query-open")
+            raise PreconditionFailed(f"query {query_id} is already open", Refusal.QUERY_OPEN)
         why = require_text(text, "text", "why the query is reopened")
         old = {"status": row.status, "answer": row.answer}
-        row.status = OPEN
-        row.text = f"{row.text}\n[reopened by {actor.label}] {why}"
-        row.reopened += 1
-        row.answer = row.answered_by = row.closed_by = None
-        row.answered_at = row.closed_at = None
-        row.value_changed = False
-        audit(
-            uow,
-            ctx,
-            actor,
-            subject,
+        row = uow.queries.update(
+            row,
+            {
+                "status": OPEN,
+                "text": f"{row.text}\n[reopened by {actor.label}] {why}",
+                "reopened": row.reopened + 1,
+                "answer": None,
+                "answered_by": None,
+                "closed_by": None,
+                "answered_at": None,
+                "closed_at": None,
+                "value_changed": False,
+            },
+        )
+        read = uow.subjects.read_of(uow.subjects.by_id(row.subject_id))
+        uow.audit.subject(
+            actor.label,
+            read.subject,
             "reopen_query",
+            at=now,
             entity="data_query",
             entity_id=str(row.id),
             old=old,
             new={"status": OPEN, "reopened": row.reopened},
             reason=why,
+            protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, subject, _site(uow, subject))
+        return _view(row, read.subject, read.site)
 
 
 def open_queries(
     ctx: ServiceContext,
     actor: Actor,
     study_id: int,
-    site: str | None = None,
     *,
+    site: str | None = None,
     status: str | None = None,
 ) -> list[QueryView]:
     """Queries not yet closed (or of one ``status``), oldest first; a site-scoped user sees
@@ -368,24 +317,19 @@ def open_queries(
             f"unknown query status {status!r}; one of {', '.join(STATUSES)}",
             {"status": "unknown"},
         )
+    require(actor, study_id, Permission.QUERY_READ)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, READERS, action="list data queries")
-        stmt = (
-            select(DataQueryRow, SubjectRow, SiteRow)
-            .join(SubjectRow, SubjectRow.id == DataQueryRow.subject_id)
-            .join(SiteRow, SiteRow.id == SubjectRow.site_id)
-            .where(DataQueryRow.study_id == study_id)
-        )
-        if status is None:
-            stmt = stmt.where(DataQueryRow.status != CLOSED)
-        else:
-            stmt = stmt.where(DataQueryRow.status == status)
+        site_id = None
         if site is not None:
-            wanted = site_by_code(uow, study_id, site)
+            wanted = uow.sites.by_code(study_id, site)
+            if wanted is None:
+                raise NotFound(f"site {site} not found")
             require_site_visible(actor, study_id, wanted.id, f"site {site}")
-            stmt = stmt.where(SiteRow.id == wanted.id)
-        allowed = actor.site_ids(study_id)
-        if allowed is not None:
-            stmt = stmt.where(SiteRow.id.in_(allowed))
-        rows = uow.session.execute(stmt.order_by(DataQueryRow.raised_at, DataQueryRow.id))
-        return [_view(q, s, st) for q, s, st in rows.tuples()]
+            site_id = wanted.id
+        rows = uow.queries.listing(
+            study_id,
+            statuses=(OPEN, ANSWERED) if status is None else (status,),
+            site_id=site_id,
+            site_ids=actor.site_ids(study_id),
+        )
+        return [_view(q, s, st) for q, s, st in rows]

@@ -52,6 +52,7 @@ from trialdesk.services.common import (
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.audit import PendingEntry
+from trialdesk.store.records import Subject
 from trialdesk.store.tables import (
     DeviceEventRow,
     DeviceLotRow,
@@ -1171,7 +1172,7 @@ def use_for_procedure(
     uow: UnitOfWork,
     ctx: ServiceContext,
     actor: Actor,
-    subject: SubjectRow,
+    subject: SubjectRow | Subject,
     loaded: LoadedProtocol,
     arm: str,
     values: dict[str, Any],

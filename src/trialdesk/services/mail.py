@@ -32,6 +32,7 @@ from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFail
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
+from trialdesk.store.records import Subject
 from trialdesk.store.tables import MailOutboxRow, RoleGrantRow, SiteRow, SubjectRow, UserRow
 from trialdesk.store.uow import UnitOfWork
 
@@ -153,7 +154,7 @@ def notify_role(
 
 
 def notify_emergency_unblinding(
-    uow: UnitOfWork, ctx: ServiceContext, subject_row: SubjectRow, by: Actor
+    uow: UnitOfWork, ctx: ServiceContext, subject_row: Subject | SubjectRow, by: Actor
 ) -> int:
     """Tell the study managers that a subject was unblinded in an emergency. The mail never
     names the arm, and not the reason either (free text that could); the manager reads the

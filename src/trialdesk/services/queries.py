@@ -1,21 +1,17 @@
-"""Read-only services: subjects in scope, as blinded views."""
+"""Read-only services: subjects in scope, as blinded views, and what may be done with them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-
 from trialdesk.domain.errors import ValidationFailed
-from trialdesk.domain.lifecycle import SubjectState
-from trialdesk.domain.roles import Role
-from trialdesk.services.access import Actor, require
-from trialdesk.services.common import load_subject
+from trialdesk.domain.lifecycle import Action, SubjectState
+from trialdesk.domain.permissions import Permission
+from trialdesk.services.access import Actor, offered_actions, require
+from trialdesk.services.common import subject_in_scope
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.views import SubjectView, subject_view
-from trialdesk.store.tables import SiteRow, SubjectRow
-
-READERS = list(Role)
+from trialdesk.store.records import SubjectRead
 
 
 @dataclass(frozen=True)
@@ -27,10 +23,39 @@ class Page:
 
 
 def get_subject(ctx: ServiceContext, actor: Actor, study_id: int, number: str) -> SubjectView:
+    require(actor, study_id, Permission.SUBJECT_READ)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, READERS, action="view subject")
-        subject = load_subject(uow, actor, study_id, number)
-        return subject_view(ctx, uow, actor, subject)
+        return subject_view(ctx, uow, actor, subject_in_scope(uow, actor, study_id, number))
+
+
+def subject_actions(ctx: ServiceContext, actor: Actor, study_id: int, number: str) -> list[str]:
+    """The actions this actor may take on the subject now: the lifecycle allows them in the
+    subject's state, the actor's roles at its site hold the permission, and the facts the
+    services check are in place (for pages and clients to offer exactly these)."""
+    require(actor, study_id, Permission.SUBJECT_READ)
+    with ctx.uow(readonly=True) as uow:
+        read = subject_in_scope(uow, actor, study_id, number)
+        view = subject_view(ctx, uow, actor, read)
+    subject = read.subject
+    offered = offered_actions(actor, study_id, subject.site_id, SubjectState(subject.state))
+    return [a.value for a in offered if _facts_allow(a, read, view)]
+
+
+def _facts_allow(action: Action, read: SubjectRead, view: SubjectView) -> bool:
+    subject = read.subject
+    if action in (Action.ANATOMY_SUITABLE, Action.ANATOMY_UNSUITABLE):
+        return subject.anatomy_suitable is None
+    if action is Action.RANDOMIZE:
+        return bool(subject.anatomy_suitable) and subject.crc_approved
+    if action is Action.RECORD_PROCEDURE:
+        return not subject.procedure_done
+    if action is Action.RECORD_DISCHARGE:
+        return subject.procedure_done and subject.discharged_on is None
+    if action is Action.UNBLIND:
+        return view.unblinding_due
+    if action in (Action.RECORD_VISIT, Action.MISS_VISIT):
+        return any(v.status == "planned" for v in view.visits)
+    return True
 
 
 def list_subjects(
@@ -48,17 +73,20 @@ def list_subjects(
         raise ValidationFailed("limit must be 1-500 and offset ≥ 0", {"limit": "out of range"})
     if state is not None and state not in {s.value for s in SubjectState}:
         raise ValidationFailed(f"unknown state {state!r}", {"state": "unknown"})
+    require(actor, study_id, Permission.SUBJECT_READ)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, READERS, action="list subjects")
-        stmt = select(SubjectRow).where(SubjectRow.study_id == study_id)
-        allowed = actor.site_ids(study_id)
-        if allowed is not None:
-            stmt = stmt.where(SubjectRow.site_id.in_(allowed))
-        if site is not None:
-            stmt = stmt.join(SiteRow, SiteRow.id == SubjectRow.site_id).where(SiteRow.code == site)
-        if state is not None:
-            stmt = stmt.where(SubjectRow.state == state)
-        total = uow.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        rows = uow.session.scalars(stmt.order_by(SubjectRow.number).offset(offset).limit(limit))
-        items = [subject_view(ctx, uow, actor, row) for row in rows]
+        reads, total = uow.subjects.page(
+            study_id,
+            site_ids=actor.site_ids(study_id),
+            site_code=site,
+            state=state,
+            offset=offset,
+            limit=limit,
+        )
+        visits = uow.visits.for_subjects(
+            [r.subject.id for r in reads if r.subject.randomized_on is not None]
+        )
+        items = [
+            subject_view(ctx, uow, actor, r, visits=visits.get(r.subject.id, [])) for r in reads
+        ]
         return Page(items=items, total=total, offset=offset, limit=limit)

@@ -7,23 +7,14 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from trialdesk.domain.lifecycle import SubjectState, allowed_actions
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor
 from trialdesk.services.blinding import may_see_arm
-from trialdesk.services.common import schedule_protocol, site_today
+from trialdesk.services.common import Acting, loaded_protocol, schedule_version, site_today
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.unblinding import trial_unblinded
-from trialdesk.store.tables import (
-    ProtocolVersionRow,
-    RandomizationRow,
-    SiteRow,
-    SubjectRow,
-    VisitRow,
-)
+from trialdesk.store.records import SubjectRead, Visit
 from trialdesk.store.uow import UnitOfWork
 
 
@@ -91,17 +82,16 @@ def subject_view(
     ctx: ServiceContext,
     uow: UnitOfWork,
     actor: Actor,
-    subject: SubjectRow,
+    read: SubjectRead,
     *,
+    visits: list[Visit] | None = None,
     for_procedure: bool = False,
 ) -> SubjectView:
-    site = uow.session.get(SiteRow, subject.site_id)
-    version = uow.session.get(ProtocolVersionRow, subject.protocol_version_id)
-    assert site is not None and version is not None
-    loaded = ctx.protocol(version.sha256, version.text)
-    rand = uow.session.scalars(
-        select(RandomizationRow).where(RandomizationRow.subject_id == subject.id)
-    ).one_or_none()
+    """The subject as ``actor`` may see it. ``visits``: the subject's recorded visits when the
+    caller has them already (a write that just recorded one), else they are read."""
+    subject, site, version = read.subject, read.site, read.version
+    loaded = loaded_protocol(ctx, uow, version)
+    rand = read.allocation
     arm = None
     if rand is not None and may_see_arm(
         actor,
@@ -109,28 +99,26 @@ def subject_view(
         subject.site_id,
         subject_unblinded=subject.unblinded_on is not None,
         for_procedure=for_procedure,
-        trial_unblinded=trial_unblinded(uow, subject.study_id),
+        trial_unblinded=read.trial_unblinded,
     ):
         code = ctx.cipher.decrypt(rand.arm_enc)
         arm = ArmView(code=code, label=loaded.protocol.arm(code).label)
-    visits: list[VisitView] = []
+    views: list[VisitView] = []
     if subject.randomized_on is not None:
-        recorded = {
-            v.visit_code: v
-            for v in uow.session.scalars(select(VisitRow).where(VisitRow.subject_id == subject.id))
-        }
+        if visits is None:
+            visits = uow.visits.for_subject(subject.id)
+        recorded = {v.visit_code: v for v in visits}
         # not-done visits follow the version in force today at the site (PROT-2)
         today = site_today(site, ctx.now())
-        schedule_row, schedule = schedule_protocol(ctx, uow, subject, today)
+        schedule_row, schedule = schedule_version(ctx, uow, subject, version, today)
         labels = {version.id: version.version, schedule_row.id: schedule_row.version}
         specs = {v.code: v for v in schedule.protocol.visits}
         for planned in plan_visits(subject.randomized_on, visit_specs(schedule.protocol)):
             row = recorded.get(planned.code)
             spec = specs[planned.code]
             if row is not None and row.protocol_version_id not in labels:
-                other = uow.session.get(ProtocolVersionRow, row.protocol_version_id)
-                labels[row.protocol_version_id] = other.version if other else "?"
-            visits.append(
+                labels[row.protocol_version_id] = uow.protocols.get(row.protocol_version_id).version
+            views.append(
                 VisitView(
                     code=planned.code,
                     name=spec.name,
@@ -149,7 +137,7 @@ def subject_view(
     unblinding_due = (
         state is SubjectState.RANDOMIZED
         and after is not None
-        and any(v.code == after and v.status == "done" for v in visits)
+        and any(v.code == after and v.status == "done" for v in views)
     )
     return SubjectView(
         number=subject.number,
@@ -177,5 +165,19 @@ def subject_view(
         exit_date=_iso(subject.exit_date),
         exit_reason=subject.exit_reason,
         allowed_actions=[a.value for a in allowed_actions(state)],
-        visits=visits,
+        visits=views,
     )
+
+
+def committed_view(
+    act: Acting, *, visits: list[Visit] | None = None, for_procedure: bool = False
+) -> SubjectView:
+    """Commit the action and show the subject as it now is. The view is built inside the
+    action's transaction from what it holds, so no second transaction follows the commit."""
+    if visits is None and act.subject.randomized_on is None:
+        visits = []
+    view = subject_view(
+        act.ctx, act.uow, act.actor, act.read, visits=visits, for_procedure=for_procedure
+    )
+    act.uow.commit()
+    return view

@@ -6,18 +6,15 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.lifecycle import ON_STUDY
-from trialdesk.domain.roles import Role
+from trialdesk.domain.permissions import Permission
 from trialdesk.domain.schedule import VisitState, plan_visits, visit_statuses
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor, require
-from trialdesk.services.common import schedule_protocol, site_today
+from trialdesk.services.common import schedule_version, site_today
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.tables import SiteRow, SubjectRow, VisitRow
 
 
 def planned_calendar(loaded: LoadedProtocol, randomized_on: dt.date) -> list[dict[str, Any]]:
@@ -51,9 +48,6 @@ class VisitItem:
         return asdict(self)
 
 
-VISIT_READERS = [Role.COORDINATOR, Role.IMPLANTER, Role.MANAGER, Role.MONITOR, Role.CRC]
-
-
 def visit_worklist(
     ctx: ServiceContext,
     actor: Actor,
@@ -68,36 +62,30 @@ def visit_worklist(
     unknown = set(states) - {s.value for s in VisitState}
     if unknown:
         raise ValidationFailed(f"unknown visit state {sorted(unknown)}", {"state": "unknown"})
-    require(actor, study_id, VISIT_READERS, action="list visits")
+    require(actor, study_id, Permission.VISIT_WORKLIST_READ)
     now = ctx.now()
     items: list[VisitItem] = []
     with ctx.uow(readonly=True) as uow:
-        stmt = (
-            select(SubjectRow, SiteRow)
-            .join(SiteRow, SiteRow.id == SubjectRow.site_id)
-            .where(
-                SubjectRow.study_id == study_id,
-                SubjectRow.state.in_([s.value for s in ON_STUDY]),
+        on_study = [
+            (subject, site_row)
+            for subject, site_row in uow.subjects.on_study(
+                study_id,
+                [s.value for s in ON_STUDY],
+                site_ids=actor.site_ids(study_id),
+                site_code=site,
             )
-            .order_by(SiteRow.code, SubjectRow.number)
-        )
-        allowed = actor.site_ids(study_id)
-        if allowed is not None:
-            stmt = stmt.where(SubjectRow.site_id.in_(allowed))
-        if site is not None:
-            stmt = stmt.where(SiteRow.code == site)
-        for subject, site_row in uow.session.execute(stmt).tuples():
-            if subject.randomized_on is None:
-                continue
+            if subject.randomized_on is not None
+        ]
+        visits = uow.visits.for_subjects([subject.id for subject, _ in on_study])
+        for subject, site_row in on_study:
+            assert subject.randomized_on is not None
             recorded = {
-                v.visit_code: (v.visit_date, v.status == "missed")
-                for v in uow.session.scalars(
-                    select(VisitRow).where(VisitRow.subject_id == subject.id)
-                )
+                v.visit_code: (v.visit_date, v.status == "missed") for v in visits[subject.id]
             }
             day = as_of or site_today(site_row, now)
             # visits not yet done follow the version in force that day (PROT-2)
-            _row, loaded = schedule_protocol(ctx, uow, subject, day)
+            own = uow.protocols.get(subject.protocol_version_id)
+            _version, loaded = schedule_version(ctx, uow, subject, own, day)
             planned = plan_visits(subject.randomized_on, visit_specs(loaded.protocol))
             for status in visit_statuses(planned, recorded, day):
                 if status.state.value in states:

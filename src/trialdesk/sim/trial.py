@@ -603,7 +603,9 @@ class _Engine:
             return
         self.in_pipeline += 1
         coord = self.staff.coordinator[site]
-        view = self.call(screening.register_subject, coord, self.study_id, site, day)
+        view = self.call(
+            screening.register_subject, coord, self.study_id, site_code=site, registered_on=day
+        )
         subj = _Subject(view.number, site)
         self.subjects.append(subj)
         self.summary.registered += 1
@@ -623,7 +625,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            reason,
+            reason=reason,
         )
         self._close(subj)
 
@@ -637,7 +639,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            "enrolment closed before randomization",
+            reason="enrolment closed before randomization",
         )
         self._close(subj)
         return True
@@ -652,8 +654,8 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            day,
-            "ICF v1.0",
+            consent_date=day,
+            consent_version="ICF v1.0",
         )
         subj.consent = day
         self.at(subj.site, day + self.days(3, 14), lambda: self.screen(subj), minute=60)
@@ -667,7 +669,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            "not consented: enrolment closed",
+            reason="not consented: enrolment closed",
         )
         self._close(subj)
         return True
@@ -684,7 +686,12 @@ class _Engine:
         for code, values in self.forms.screening(day, failing).items():
             if code in self.protocol.screening.forms:
                 self.call(
-                    screening.record_screening_form, coord, self.study_id, subj.number, code, values
+                    screening.record_screening_form,
+                    coord,
+                    self.study_id,
+                    subj.number,
+                    form_code=code,
+                    values=values,
                 )
         not_met = self.chance(self.config.investigator_not_met) and failing is None
         refused = self.rng.choice(self.confirm_ids) if not_met and self.confirm_ids else None
@@ -694,9 +701,9 @@ class _Engine:
                 coord,
                 self.study_id,
                 subj.number,
-                criterion,
-                criterion != refused,
-                self.staff.password,
+                criterion_id=criterion,
+                confirmed=criterion != refused,
+                password=self.staff.password,
             )
         view = self.call(screening.complete_screening, coord, self.study_id, subj.number)
         if view.state == SubjectState.SCREEN_FAILED.value:
@@ -727,9 +734,9 @@ class _Engine:
             self.staff.crc,
             self.study_id,
             subj.number,
-            decision,
-            reason,
-            self.staff.password,
+            decision=decision,
+            reason=reason,
+            password=self.staff.password,
         )
         if decision == "reject":
             self._close(subj)
@@ -755,7 +762,7 @@ class _Engine:
                 implanter,
                 self.study_id,
                 subj.number,
-                {
+                forms={
                     k: v
                     for k, v in self.forms.anatomy(day, failing).items()
                     if k in self.protocol.screening.anatomy_forms
@@ -774,7 +781,7 @@ class _Engine:
                 self.staff.coordinator[subj.site],
                 self.study_id,
                 subj.number,
-                exc.message,
+                reason=exc.message,
             )
             self._close(subj)
             return
@@ -799,7 +806,9 @@ class _Engine:
                 implanter,
                 self.study_id,
                 subj.number,
-                self.forms.procedure(form, day, released, self.device_for(subj.site, result.arm)),
+                values=self.forms.procedure(
+                    form, day, released, self.device_for(subj.site, result.arm)
+                ),
             )
             self.at(subj.site, day + self.days(1, 3), lambda: self.discharge(subj), minute=90)
         self.plan_follow_up(subj, last=self.randomized == self.config.subjects)
@@ -813,7 +822,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            self.today(subj.site),
+            discharged_on=self.today(subj.site),
         )
 
     # ----------------------------------------------------------------- follow-up
@@ -887,9 +896,9 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            code,
-            day,
-            forms,
+            visit_code=code,
+            visit_date=day,
+            forms=forms,
         )
         self.summary.visits_done += 1
         assert subj.randomized_on is not None
@@ -912,7 +921,12 @@ class _Engine:
             return
         coord = self.staff.coordinator[subj.site]
         self.call(
-            followup.miss_visit, coord, self.study_id, subj.number, code, "no contact with subject"
+            followup.miss_visit,
+            coord,
+            self.study_id,
+            subj.number,
+            visit_code=code,
+            reason="no contact with subject",
         )
         self.summary.visits_missed += 1
         subj.missed += 1
@@ -923,8 +937,8 @@ class _Engine:
                 coord,
                 self.study_id,
                 subj.number,
-                day,
-                "no contact after repeated attempts",
+                on=day,
+                reason="no contact after repeated attempts",
             )
             subj.exited = True
             self.summary.lost_to_follow_up += 1
@@ -937,7 +951,12 @@ class _Engine:
         if subj.exit_kind == "death":
             cause = self.rng.choice(["cardiovascular", "heart failure", "cancer", "sepsis"])
             self.call(
-                followup.record_death, coord, self.study_id, subj.number, subj.exit_day, cause
+                followup.record_death,
+                coord,
+                self.study_id,
+                subj.number,
+                death_date=subj.exit_day,
+                cause=cause,
             )
             self.summary.deaths += 1
         else:
@@ -946,8 +965,8 @@ class _Engine:
                 coord,
                 self.study_id,
                 subj.number,
-                subj.exit_day,
-                "subject withdrew consent",
+                withdrawn_on=subj.exit_day,
+                reason="subject withdrew consent",
                 follow_up_contact_allowed=self.chance(0.5),
             )
             self.summary.withdrawals += 1
@@ -962,7 +981,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            self.forms.adverse_event(onset, mae),
+            values=self.forms.adverse_event(onset, mae),
         )
         self.summary.adverse_events += 1
 
@@ -975,8 +994,8 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            on,
-            self.rng.choice(self.therapy_types),
+            therapy_date=on,
+            therapy_type=self.rng.choice(self.therapy_types),
         )
         self.summary.therapies += 1
         day = self.today(subj.site)
@@ -1006,9 +1025,9 @@ class _Engine:
             self.staff.crc,
             self.study_id,
             case.id,
-            decision,
-            reason,
-            self.staff.password,
+            classification=decision,
+            reason=reason,
+            password=self.staff.password,
         )
         self.summary.crc_therapy_decisions += 1
 
@@ -1020,9 +1039,9 @@ class _Engine:
             self.staff.monitor,
             self.study_id,
             subj.number,
-            "follow_up",
-            fld,
-            "please confirm against the source document",
+            form_code="follow_up",
+            field=fld,
+            text="please confirm against the source document",
             visit_code=code,
         )
         self.summary.queries_raised += 1
@@ -1039,9 +1058,9 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             query_id,
-            "corrected from the source document" if correct else "value confirmed in source",
-            round(self.rng.uniform(35, 85), 1) if correct else None,
-            "transcription error" if correct else None,
+            text="corrected from the source document" if correct else "value confirmed in source",
+            new_value=round(self.rng.uniform(35, 85), 1) if correct else None,
+            reason="transcription error" if correct else None,
         )
         self.summary.queries_answered += 1
         day = self.today(subj.site)
@@ -1061,7 +1080,7 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            self.staff.password,
+            password=self.staff.password,
         )
         self.summary.unblinded += 1
 

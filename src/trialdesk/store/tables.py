@@ -10,7 +10,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -23,12 +22,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from trialdesk.store.types import UtcDateTime
+
 
 class Base(DeclarativeBase):
     pass
-
-
-UtcDateTime = DateTime(timezone=True)
 
 
 class StudyRow(Base):

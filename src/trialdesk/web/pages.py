@@ -36,7 +36,6 @@ from trialdesk.domain.errors import (
 from trialdesk.domain.lifecycle import Action
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
-from trialdesk.protocol.specs import form_spec
 from trialdesk.reports.enrolment import render_plot
 from trialdesk.services import (
     accounts,
@@ -56,6 +55,7 @@ from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.dashboard import current_protocol, enrolment, my_sites, screening_log
 from trialdesk.services.data_queries import open_queries
+from trialdesk.services.forms import form_specs, screening_form_specs
 from trialdesk.services.history import subject_history
 from trialdesk.services.queries import get_subject, list_subjects
 from trialdesk.services.sessions import (
@@ -262,7 +262,7 @@ def _field_errors(problems: dict[str, str], codes: list[str]) -> dict[str, str]:
 
 
 def _specs(loaded: LoadedProtocol, codes: list[str]) -> list[Any]:
-    return [form_spec(loaded.protocol.form(code)) for code in codes]
+    return form_specs(loaded, codes)  # 'not found' (404) for a form the protocol lacks
 
 
 def status_of(exc: TrialError) -> int:
@@ -440,7 +440,9 @@ def home(request: Request) -> Response:
 @router.post("/subjects", include_in_schema=False)
 async def register(request: Request) -> Response:
     web, form = await _post(request)
-    view = screening.register_subject(web.ctx, web.actor, web.study_id, _text(form, "site"))
+    view = screening.register_subject(
+        web.ctx, web.actor, web.study_id, site_code=_text(form, "site")
+    )
     return _redirect(f"/subjects/{quote(view.number)}")
 
 
@@ -490,8 +492,8 @@ async def consent(request: Request, number: str) -> Response:
             web.actor,
             web.study_id,
             number,
-            _date(form, "consent_date"),
-            _text(form, "consent_version"),
+            consent_date=_date(form, "consent_date"),
+            consent_version=_text(form, "consent_version"),
         )
     except ValidationFailed as exc:
         return _subject_page(request, web, number, message=exc.message, status=422)
@@ -510,9 +512,9 @@ async def confirm(request: Request, number: str) -> Response:
             web.actor,
             web.study_id,
             number,
-            _text(form, "criterion"),
-            answer == "yes",
-            str(form.get("password") or ""),
+            criterion_id=_text(form, "criterion"),
+            confirmed=answer == "yes",
+            password=str(form.get("password") or ""),
         )
     except (ValidationFailed, AuthenticationFailed) as exc:
         return _subject_page(request, web, number, message=exc.message, status=422)
@@ -570,6 +572,7 @@ def _flat(form: FormData) -> dict[str, Any]:
 @router.get("/subjects/{number}/forms/{code}", include_in_schema=False)
 def screening_form(request: Request, number: str, code: str) -> Response:
     web = _session(request)
+    screening_form_specs(current_protocol(web.ctx, web.actor, web.study_id), code)
     return _entry_page(
         request,
         web,
@@ -585,7 +588,12 @@ async def save_screening_form(request: Request, number: str, code: str) -> Respo
     web, form = await _post(request)
     try:
         screening.record_screening_form(
-            web.ctx, web.actor, web.study_id, number, code, _form_values(form, code)
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            form_code=code,
+            values=_form_values(form, code),
         )
     except ValidationFailed as exc:
         return _entry_page(
@@ -625,7 +633,11 @@ async def save_anatomy(request: Request, number: str) -> Response:
     )
     try:
         screening.record_anatomy(
-            web.ctx, web.actor, web.study_id, number, {c: _form_values(form, c) for c in codes}
+            web.ctx,
+            web.actor,
+            web.study_id,
+            number,
+            forms={c: _form_values(form, c) for c in codes},
         )
     except ValidationFailed as exc:
         return _entry_page(
@@ -702,9 +714,9 @@ async def save_visit(request: Request, number: str, code: str) -> Response:
             web.actor,
             web.study_id,
             number,
-            code,
-            _date(form, "visit_date"),
-            {c: _form_values(form, c) for c in codes},
+            visit_code=code,
+            visit_date=_date(form, "visit_date"),
+            forms={c: _form_values(form, c) for c in codes},
         )
     except ValidationFailed as exc:
         return _visit_page(
@@ -760,7 +772,7 @@ async def save_procedure(request: Request, number: str) -> Response:
     codes = _procedure_codes(web, number)
     values = _form_values(form, codes[0]) if codes else {}
     try:
-        followup.record_procedure(web.ctx, web.actor, web.study_id, number, values)
+        followup.record_procedure(web.ctx, web.actor, web.study_id, number, values=values)
     except (ValidationFailed, PreconditionFailed) as exc:
         if isinstance(exc, PreconditionFailed) and not exc.code.startswith("device-"):
             raise
@@ -804,7 +816,7 @@ async def discharge(request: Request, number: str) -> Response:
     web, form = await _post(request)
     try:
         followup.record_discharge(
-            web.ctx, web.actor, web.study_id, number, _date(form, "discharged_on")
+            web.ctx, web.actor, web.study_id, number, discharged_on=_date(form, "discharged_on")
         )
     except ValidationFailed as exc:
         return _subject_page(request, web, number, message=exc.message, status=422)
@@ -815,7 +827,9 @@ async def discharge(request: Request, number: str) -> Response:
 async def miss_visit(request: Request, number: str, code: str) -> Response:
     web, form = await _post(request)
     try:
-        followup.miss_visit(web.ctx, web.actor, web.study_id, number, code, _text(form, "reason"))
+        followup.miss_visit(
+            web.ctx, web.actor, web.study_id, number, visit_code=code, reason=_text(form, "reason")
+        )
     except ValidationFailed as exc:
         return _subject_page(request, web, number, message=exc.message, status=422)
     return _redirect(f"/subjects/{quote(number)}#visits")
@@ -854,9 +868,9 @@ async def crc_decide(request: Request, number: str) -> Response:
             web.actor,
             web.study_id,
             number,
-            _text(form, "decision"),
-            _text(form, "reason"),
-            str(form.get("password") or ""),
+            decision=_text(form, "decision"),
+            reason=_text(form, "reason"),
+            password=str(form.get("password") or ""),
         )
     except (ValidationFailed, AuthenticationFailed) as exc:
         return _crc_page(request, web, message=exc.message, status=422)

@@ -1,0 +1,204 @@
+"""What the repositories hand to the services: frozen records, one field per column.
+
+A record is a snapshot read in the current unit of work. Services never change one in place;
+they ask the repository for a change (a guarded update when others may race them) and get
+the new record back, so the same service code runs on the SQL repositories and on the
+in-memory fakes of the unit tests (tests/fakes.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    id: int
+    code: str
+    name: str
+    mode: str
+    trial_unblinded_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: int
+    study_id: int
+    code: str
+    name: str
+    country: str
+    region: str
+    timezone: str
+    cap: int | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolVersion:
+    """A stored protocol version without its text (the parsed text is cached per process,
+    keyed by ``sha256``: PROT-3 keeps it immutable)."""
+
+    id: int
+    study_id: int
+    version: str
+    sha256: str
+    current: bool
+    status: str
+    effective_from: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    id: int
+    study_id: int
+    site_id: int
+    number: str
+    state: str
+    version: int
+    protocol_version_id: int
+    registered_on: dt.date
+    test_subject: bool
+    consent_date: dt.date | None
+    consent_version: str | None
+    screen_failure_reason: str | None
+    screen_failure_detail: str | None
+    anatomy_suitable: bool | None
+    crc_approved: bool
+    randomized_on: dt.date | None
+    procedure_done: bool
+    discharged_on: dt.date | None
+    unblinded_on: dt.date | None
+    emergency_unblinded: bool
+    exit_date: dt.date | None
+    exit_reason: str | None
+    follow_up_contact_allowed: bool | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The subject's randomization as the blinded data path may carry it: the arm stays
+    encrypted until :mod:`trialdesk.services.blinding` allows reading it."""
+
+    subject_id: int
+    number: str
+    arm_enc: bytes
+    randomized_on: dt.date
+    in_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRead:
+    """Everything a subject view needs that is one row per subject, read in one statement."""
+
+    subject: Subject
+    site: Site
+    version: ProtocolVersion
+    allocation: Allocation | None
+    trial_unblinded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    id: int
+    subject_id: int
+    visit_code: str
+    status: str  # done | missed
+    visit_date: dt.date | None
+    timing: str | None
+    window_start: dt.date
+    window_end: dt.date
+    missed_reason: str | None
+    protocol_version_id: int
+    recorded_at: dt.datetime
+    recorded_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class FormRecord:
+    id: int
+    subject_id: int
+    form_code: str
+    visit_code: str
+    seq: int
+    data: str
+    protocol_version_id: int
+    created_at: dt.datetime
+    created_by: str
+    updated_at: dt.datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    id: int
+    subject_id: int
+    criterion_id: str
+    confirmed: bool
+    signed_by: str
+    signed_name: str
+    signed_at: dt.datetime
+    meaning: str
+
+
+@dataclass(frozen=True, slots=True)
+class Therapy:
+    id: int
+    subject_id: int
+    therapy_date: dt.date
+    therapy_type: str
+    early: bool
+    months_since: float
+    recorded_at: dt.datetime
+    recorded_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrcCase:
+    id: int
+    study_id: int
+    subject_id: int
+    kind: str  # eligibility | therapy
+    status: str  # open | info_requested | decided
+    therapy_id: int | None
+    opened_at: dt.datetime
+    decision: str | None
+    reason: str | None
+    signed_by: str | None
+    signed_name: str | None
+    signed_at: dt.datetime | None
+    meaning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseDetail:
+    """A CRC case with what the committee reads beside it."""
+
+    case: CrcCase
+    subject: Subject
+    site: Site
+    therapy: Therapy | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataQuery:
+    id: int
+    study_id: int
+    subject_id: int
+    form_record_id: int
+    form_code: str
+    visit_code: str
+    field: str
+    status: str  # open | answered | closed
+    text: str
+    raised_by: str
+    raised_at: dt.datetime
+    answer: str | None
+    answered_by: str | None
+    answered_at: dt.datetime | None
+    value_changed: bool
+    closed_by: str | None
+    closed_at: dt.datetime | None
+    reopened: int

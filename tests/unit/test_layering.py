@@ -1,0 +1,72 @@
+"""Services hold no SQL (issue 13): no ``select(``, no session, no dialect check, no
+SQLAlchemy import under services/ except in the modules wave 2 has still to move onto the
+repositories, listed here. The list may only shrink: a new service module with SQL fails, and
+so does a listed module that no longer needs to be listed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SERVICES = Path(__file__).resolve().parents[2] / "src" / "trialdesk" / "services"
+
+STILL_HOLDING_SQL = {
+    "accounts",
+    "mail",
+    "admin",
+    "amendments",
+    "auth",
+    "dashboard",
+    "devices",
+    "endpoints",
+    "exports",
+    "history",
+    "lists",
+    "maintenance",
+    "orm_rows",
+    "preferences",
+    "randomization",
+    "report_views",
+    "reports",
+    "sessions",
+    "setup",
+    "study_info",
+    "unblinding",
+}
+"""Service modules that still hold SQL, to be moved onto repositories in wave 2."""
+
+SQL = re.compile(
+    r"\bselect\(|\bsession\b|\.dialect\b|\bsqlalchemy\b|with_for_update|(?<![.\w])text\("
+)
+
+
+def _holding_sql() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path in sorted(SERVICES.glob("*.py")):
+        lines = [
+            f"{n}: {line.strip()}"
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if SQL.search(line) and not line.lstrip().startswith("#")
+        ]
+        if lines:
+            found[path.stem] = lines
+    return found
+
+
+def test_services_hold_no_sql_outside_the_wave_2_list() -> None:
+    holding = _holding_sql()
+    new = {name: lines[:3] for name, lines in holding.items() if name not in STILL_HOLDING_SQL}
+    assert not new, f"services must use repositories (store/), not SQL: {new}"
+
+
+def test_the_wave_2_list_only_names_modules_that_still_hold_sql() -> None:
+    moved = STILL_HOLDING_SQL - set(_holding_sql())
+    assert not moved, f"no SQL left in {sorted(moved)}: remove them from STILL_HOLDING_SQL"
+
+
+def test_the_converted_families_are_clean() -> None:
+    """The families converted in wave 1 (screening, CRC, follow-up, visits, forms, data
+    queries, subject reads and their views) are held to it by name."""
+    converted = {"screening", "crc", "followup", "visits", "forms", "data_queries", "queries"}
+    assert converted | {"views", "common"} <= {p.stem for p in SERVICES.glob("*.py")}
+    assert not (converted | {"views", "common"}) & set(_holding_sql())
