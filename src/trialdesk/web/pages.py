@@ -7,10 +7,8 @@ CSRF token (compared in constant time); sign-in carries a pre-session double-sub
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hmac
-import io
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,6 +35,7 @@ from trialdesk.domain.lifecycle import Action
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
+from trialdesk.reports.csv_cells import csv_text
 from trialdesk.reports.enrolment import render_plot
 from trialdesk.services import (
     admin,
@@ -917,26 +916,10 @@ REPORT_DOWNLOADS: dict[str, Callable[[Web], list[dict[str, Any]]]] = {
 """Tabular reports the dashboard links to, as JSON or CSV; each service decides who may read
 it (REP-1, REP-3) and none carries an arm (RAND-6)."""
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> object:
-    """A CSV cell a spreadsheet shows as text: a leading formula character is quoted away."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
     columns = list(rows[0]) if rows else []
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return buffer.getvalue()
+    return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
