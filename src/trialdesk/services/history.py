@@ -27,7 +27,6 @@ from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import AuditEntryRow
 
 
-
 @dataclass(frozen=True)
 class HistoryEntry:
     seq: int
