@@ -1190,6 +1190,29 @@ async def statistician_design(request: Request) -> Response:
     return _statistician_page(request, web, values=values, result=result)
 
 
+@router.get("/statistician/lists/{list_id}/download", include_in_schema=False)
+def statistician_list_download(request: Request, list_id: int) -> Response:
+    """The whole list as a CSV file in the import format (RAND-3); audited by the service."""
+    web = _session(request)
+    got = lists.download_list(web.ctx, web.actor, web.study_id, list_id)
+    return Response(
+        got.csv,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{got.filename}"'},
+    )
+
+
+@router.post("/statistician/lists/{list_id}/discard", include_in_schema=False)
+async def statistician_list_discard(request: Request, list_id: int) -> Response:
+    """Take a test list (or an unused live list) out of use (RAND-3)."""
+    web, form = await _post(request)
+    try:
+        lists.discard_list(web.ctx, web.actor, web.study_id, list_id, _text(form, "reason"))
+    except (ValidationFailed, PreconditionFailed) as exc:
+        return _statistician_page(request, web, message=exc.message, status=422)
+    return _redirect("/statistician#lists")
+
+
 @router.get("/static/site.css", include_in_schema=False)
 def site_css() -> Response:
     return Response((HERE / "static" / "site.css").read_bytes(), media_type="text/css")
