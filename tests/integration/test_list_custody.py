@@ -123,7 +123,6 @@ def test_aud1_every_list_download_is_an_audited_disclosure_without_content(trial
     """AUD-1, RAND-6: the statistician downloads the whole list in the import format (it
     re-imports cleanly elsewhere); each download writes who, which list and when, never an
     arm; blinded roles are refused."""
-    stat = trial.actor("statistician")
     text = _live_csv(trial)
     header, *rows = list(csv.reader(io.StringIO(text)))
     assert header == list(lists.CSV_COLUMNS) and rows
