@@ -88,6 +88,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     from trialdesk.api.routes import router as api_router
+    from trialdesk.web.audit_pages import router as audit_router
     from trialdesk.web.devices import router as devices_router
     from trialdesk.web.pages import install_signed_out_handler
     from trialdesk.web.pages import router as web_router
@@ -99,5 +100,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(preferences_router)
     app.include_router(devices_router)
     app.include_router(protocol_router)
+    app.include_router(audit_router)
     install_signed_out_handler(app)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from trialdesk.api import (
+    routes_audit,
     routes_auth,
     routes_devices,
     routes_followup,
@@ -46,5 +47,6 @@ for module in (
     routes_reports,
     routes_devices,
     routes_protocol,
+    routes_audit,
 ):
     router.include_router(module.router)

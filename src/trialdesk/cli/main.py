@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from trialdesk.cli import (
+    audit_cmd,
     backup_cmd,
     design_cmd,
     devices_cmd,
@@ -39,7 +40,7 @@ def build_app() -> typer.Typer:
     app.add_typer(subject_cmd.app, name="subject", help="Subject actions.")
     app.add_typer(me_cmd.app, name="me", help="Your own settings (time zone).")
     app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")
-    app.add_typer(setup_cmd.audit_app, name="audit", help="The audit trail.")
+    app.add_typer(audit_cmd.build_audit_app(), name="audit", help="The audit trail.")
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")
     app.command("schedule")(visits_cmd.schedule)
     app.add_typer(visits_cmd.visits_app, name="visits", help="Visit worklists.")
