@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -131,13 +132,13 @@ def test_aud1_filters_by_action_user_subject_and_dates(trial: Trial) -> None:
         trial.ctx, trial.actor("coordinator"), trial.study_id, "S101", j.CONSENT
     ).number
 
-    def read(**where: object) -> list[audit_trail.AuditEntryView]:
+    def read(**where: Any) -> list[audit_trail.AuditEntryView]:
         return audit_trail.audit_entries(
             trial.ctx,
             monitor,
             trial.study_id,
             AuditFilter(**where),
-            limit=1000,  # type: ignore[arg-type]
+            limit=1000,
         ).items
 
     registered = read(action="register")
