@@ -33,7 +33,7 @@ from trialdesk.store.database import make_engine
 from trialdesk.web.pages import REPORT_DOWNLOADS
 
 API = "/api/v1"
-NOT_SWEPT = {"/openapi.json", "/api/docs", "/docs/oauth2-redirect"}
+NOT_SWEPT = {"/openapi.json", "/api/docs", "/api/docs/assets/{name}", "/docs/oauth2-redirect"}
 """The framework's own documentation routes: no study data."""
 
 
