@@ -85,6 +85,7 @@ API_VALUES = {
     "case_id": "1",
     "query_id": "1",
     "notification_id": "1",
+    "list_id": "1",
 }
 """Path parameters of the API other than ``{number}``: the study, a visit, a form, a
 criterion, the first record of a kind."""
