@@ -33,7 +33,7 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Database, Trial, build_trial, flagship
 from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_support import Api
-from tests.e2e.test_web_pages import CSRF, signed_in
+from tests.e2e.test_web_pages import CSRF, sign_in
 from trialdesk.api.app import create_app
 from trialdesk.domain.roles import Role
 from trialdesk.services import devices, followup, lists, randomization
@@ -173,6 +173,7 @@ def _world(tmp: Path, name: str, *, swapped: bool) -> World:
 class Pair:
     x: World
     y: World
+    quarantined: bool = False
 
     @property
     def worlds(self) -> tuple[World, World]:
@@ -183,12 +184,17 @@ class Pair:
         for w in self.worlds:
             w.app = create_app(w.trial.runtime)
             w.api = Api(w.trial)
-            w.web = {user: signed_in(w.trial, user) for user in BLINDED_USERS}
+            w.api.client = TestClient(w.app, raise_server_exceptions=False)
+            w.web = {user: _browser(w.app, user) for user in BLINDED_USERS}
             for user in BLINDED_USERS:
                 w.api.token(user)
             w.take_snapshot()
 
     def quarantine_first_lot(self) -> None:
+        """Once: quarantine LOT2701 in both worlds (SN000123: implanted in X, held in Y)."""
+        if self.quarantined:
+            return
+        self.quarantined = True
         for w in self.worlds:
             devices.quarantine_lot(
                 w.trial.ctx,
@@ -204,6 +210,16 @@ class Pair:
             if w.watch is not None:
                 w.watch.close()
             w.trial.runtime.close()
+
+
+def _browser(app: FastAPI, user: str) -> TestClient:
+    """A signed-in browser whose server errors come back as 500 answers (so the sweep can
+    report them), on https like a real deployment (the session cookie is Secure)."""
+    browser = TestClient(
+        app, base_url="https://testserver", follow_redirects=False, raise_server_exceptions=False
+    )
+    assert sign_in(browser, user).status_code == 303
+    return browser
 
 
 def build_pair(tmp: Path) -> Pair:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
 from trialdesk.domain.randomization import (
     ArmRatio,
     Slot,
@@ -37,7 +37,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Method
 from trialdesk.reports.csv_cells import csv_text
-from trialdesk.services.access import Actor, require
+from trialdesk.services.access import BLINDED_ROLES, Actor, require
 from trialdesk.services.audit_trail import disclosure_entry
 from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
 from trialdesk.services.context import ServiceContext
@@ -107,6 +107,18 @@ class ListImportRefused(ValidationFailed):
 
 
 # --- shared helpers -------------------------------------------------------------------------
+
+
+def require_custodian(actor: Actor, study_id: int, action: str) -> None:
+    """Lists are kept by the unblinded statistician: the role, and no blinded role beside it
+    (ACC-2: a user who is also a coordinator, say, gets the blinded answer, and a list, its
+    fingerprint or its content is allocation)."""
+    require(actor, study_id, [Role.STATISTICIAN], action=action)
+    if actor.roles(study_id) & BLINDED_ROLES:
+        raise PermissionDenied(
+            f"'{action}' is for the unblinded statistician; {actor.username} also holds a "
+            "blinded role in this study, and the blinded role wins (ACC-2)"
+        )
 
 
 def arms_of(loaded: LoadedProtocol) -> list[tuple[str, int]]:
@@ -415,7 +427,7 @@ def generate_list(
         raise ValidationFailed("the seed must be an integer from 0 to 2^63-1", {"seed": "range"})
     with ctx.uow() as uow:
         if not actor.operator:
-            require(actor, study_id, [Role.STATISTICIAN], action="generate allocation list")
+            require_custodian(actor, study_id, "generate allocation list")
         study = study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         design = loaded.protocol.randomization
@@ -765,7 +777,7 @@ def import_list(
     _check_mode(mode)
     source_name = (source_name or "").strip()[:200] or "(unnamed)"
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="import allocation list")
+        require_custodian(actor, study_id, "import allocation list")
         study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         arms = arms_of(loaded)
@@ -1003,7 +1015,7 @@ def extend(
         )
     stratum = stratum.strip()
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="extend allocation list")
+        require_custodian(actor, study_id, "extend allocation list")
         study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         lst = active_list(uow, study_id, mode)
@@ -1121,7 +1133,7 @@ def stratum_status(
     if mode is not None:
         _check_mode(mode)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="view allocation list status")
+        require_custodian(actor, study_id, "view allocation list status")
         study_by_id(uow, study_id)
         loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
         threshold = loaded.protocol.randomization.low_slots_warning
@@ -1142,7 +1154,7 @@ def stratum_status(
 def list_info(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ListInfo]:
     """Every list of the study with its fingerprint, never its content."""
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="view allocation lists")
+        require_custodian(actor, study_id, "view allocation lists")
         out = []
         for lst in uow.session.scalars(
             select(AllocationListRow)
@@ -1201,7 +1213,7 @@ def discard_list(
     if not text:
         raise ValidationFailed("a reason is required", {"reason": "required"})
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="discard allocation list")
+        require_custodian(actor, study_id, "discard allocation list")
         study_by_id(uow, study_id)
         _lock_study(uow, study_id)
         lst = _list_row(uow, study_id, list_id)
@@ -1258,7 +1270,7 @@ def download_list(ctx: ServiceContext, actor: Actor, study_id: int, list_id: int
     reconciliation (RAND-3). Every download is an audited disclosure (who, which list, when;
     not its content)."""
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="download allocation list")
+        require_custodian(actor, study_id, "download allocation list")
         study = study_by_id(uow, study_id)
         lst = _list_row(uow, study_id, list_id)
         slots = _list_slots(ctx, uow, lst.id)
