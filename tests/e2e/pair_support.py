@@ -89,6 +89,8 @@ class World:
         return sqlite3.connect(self.db, timeout=60)
 
     def take_snapshot(self) -> None:
+        if not self.db.exists():
+            return  # PostgreSQL: the service-level sweep needs no undo
         self.snapshot = self.db.with_suffix(".snapshot")
         self.snapshot.unlink(missing_ok=True)
         with self._connect() as live, sqlite3.connect(self.snapshot) as copy:
@@ -112,7 +114,16 @@ def _world(tmp: Path, name: str, *, swapped: bool) -> World:
     folder.mkdir()
     db = folder / "trial.db"
     url = f"sqlite:///{db}"
-    t = build_trial(Database("sqlite", url, make_engine(url)), folder, flagship(), with_list=False)
+    return populate_world(
+        Database("sqlite", url, make_engine(url)), folder, name, db, swapped=swapped
+    )
+
+
+def populate_world(
+    database: Database, folder: Path, name: str, db: Path, *, swapped: bool
+) -> World:
+    """The pair's steps on ``database`` (any backend; ``db`` is the SQLite file, if any)."""
+    t = build_trial(database, folder, flagship(), with_list=False)
     world = World(name, t, db)
     sites = [s.code for s in flagship().protocol.sites]
     lists.import_list(
