@@ -37,6 +37,8 @@ SHIPMENT = "SHP-0002"
 SKIPPED_API = {"/api/v1/auth/token", "/api/v1/auth/revoke"}
 """Sign-in and sign-out name no subject or device; the sweep keeps its sessions."""
 SKIPPED_WEB = {"/signin", "/signout", "/study"}
+DEVICE_STATE_URLS = ("/devices", "/supply", "/exports/", "/procedure")
+"""Requests whose answer can meet a device's state."""
 KNOWN_SERVER_ERRORS = (("/queries", '"form": "index_procedure"'),)
 """500s owned by another branch of issue 12 (i13a: a data query on ``index_procedure``);
 tolerated here only until that branch is merged, then this tuple must be emptied."""
@@ -390,9 +392,12 @@ def test_rand6_pair_sweep_every_read_after_a_lot_quarantine(pair: ps.Pair) -> No
 def test_rand6_pair_sweep_every_mutating_request_with_the_device_used_or_quarantined(
     pair: ps.Pair,
 ) -> None:
-    """RAND-6, SUP-2: the mutating requests again, SN000123 implanted (X) or quarantined (Y)."""
+    """RAND-6, SUP-2: the requests that meet device state again (supply, device actions,
+    exports), SN000123 implanted (X) or quarantined (Y): the quarantine changed nothing else."""
     pair.quarantine_first_lot()
-    differences, _ = sweep(pair, mutation_probes(pair), mutating=True)
+    probes = [p for p in mutation_probes(pair) if any(k in p.url for k in DEVICE_STATE_URLS)]
+    assert len(probes) >= 100
+    differences, _ = sweep(pair, probes, mutating=True)
     assert not differences, "\n".join(differences[:30])
 
 

@@ -84,6 +84,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/lists"): frozenset({"statistician"}),
     ("POST", f"{STUDY}/lists/import"): frozenset({"statistician"}),
     ("POST", f"{STUDY}/lists/extensions"): frozenset({"statistician"}),
+    ("POST", f"{STUDY}/lists/{{list_id}}/discard"): frozenset({"statistician"}),
     # exports (EXP-1): monitor / data manager, study manager, statistician
     ("POST", f"{STUDY}/exports/csv"): frozenset({"monitor", "manager", "statistician"}),
     ("POST", f"{STUDY}/exports/odm"): frozenset({"monitor", "manager", "statistician"}),
@@ -125,6 +126,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/admin/users/{username}/{change}"): frozenset({"admin"}),
     ("POST", "/admin/sites/{code}/{change}"): frozenset({"admin"}),
     ("POST", "/statistician/design"): frozenset({"statistician"}),
+    ("POST", "/statistician/lists/{list_id}/discard"): frozenset({"statistician"}),
     ("POST", "/supply/lots"): frozenset({"manager"}),
     ("POST", "/supply/quarantine"): frozenset({"manager"}),
     ("POST", "/supply/recall"): frozenset({"manager", "statistician", "dsmb", "implanter"}),
