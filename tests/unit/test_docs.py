@@ -63,7 +63,11 @@ def test_every_system_requirement_is_in_the_requirements_table() -> None:
     listed = {r.id for r in _requirements()}
     assert wanted, "no requirement ids found in SYSTEM.md"
     assert not wanted - listed, f"missing from docs/requirements.md: {sorted(wanted - listed)}"
-    assert not listed - wanted, f"not in SYSTEM.md: {sorted(listed - wanted)}"
+    # the project's own ids (REC-1..) use prefixes SYSTEM.md does not; one of its prefixes
+    # with an id it does not have is a typo
+    prefixes = {rid.split("-")[0] for rid in wanted}
+    strays = {rid for rid in listed - wanted if rid.split("-")[0] in prefixes}
+    assert not strays, f"not in SYSTEM.md: {sorted(strays)}"
 
 
 # --- docs/traceability.md -------------------------------------------------------------------

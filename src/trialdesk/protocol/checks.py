@@ -18,13 +18,18 @@ from trialdesk.protocol.models import (
     AnyOf,
     Arm,
     Condition,
+    DqKind,
+    DqRule,
     FieldType,
     Form,
     FormField,
     Method,
     Operator,
     Protocol,
+    ResponseChange,
     Rule,
+    SdvLevel,
+    SubjectEvent,
 )
 
 Problems = list[tuple[str, str]]
@@ -63,6 +68,12 @@ def check_protocol(p: Protocol) -> Problems:
     problems += _check_randomization(p)
     problems += _check_blinding_and_visit_references(p)
     problems += _check_supply(p)
+    problems += _check_consent(p)
+    problems += _check_data_quality(p)
+    problems += _check_sdv(p)
+    problems += _check_freeze(p)
+    problems += _check_queries(p)
+    problems += _check_exits(p)
     return problems
 
 
@@ -620,4 +631,562 @@ def _check_supply(p: Protocol) -> Problems:
             problems.append((at, f"unknown site '{code}'{_among(sites)}"))
         elif level < 0:
             problems.append((at, "a reorder level cannot be negative"))
+    return problems
+
+
+# --- Records that hold (issue 15) -----------------------------------------------------------
+
+
+def _forms_by_code(p: Protocol) -> dict[str, Form]:
+    forms: dict[str, Form] = {}
+    for form in p.forms:
+        forms.setdefault(form.code, form)  # a duplicate code is reported elsewhere
+    return forms
+
+
+def arm_forms(p: Protocol) -> frozenset[str]:
+    """Forms only one arm fills in: nothing a blinded role sees may depend on them (RAND-6)."""
+    return frozenset(a.procedure_form for a in p.arms if a.procedure_form)
+
+
+def visit_forms(p: Protocol) -> frozenset[str]:
+    return frozenset(code for visit in p.visits for code in visit.forms)
+
+
+def single_instance(p: Protocol, form_code: str) -> bool:
+    """A form a subject has at most one record of: not repeating and not filled in at visits,
+    so a rule may read it from any other record without saying which copy (REC-6)."""
+    forms = _forms_by_code(p)
+    form = forms.get(form_code)
+    return form is not None and not form.repeating and form_code not in visit_forms(p)
+
+
+def _finite(value: float | None, at: str) -> Problems:
+    if value is not None and not math.isfinite(value):
+        return [(at, f"{value} is not a finite number")]
+    return []
+
+
+def _check_consent(p: Protocol) -> Problems:
+    """Documents and versions unique, versions oldest first with dates, approvals naming real
+    sites or countries (REC-8)."""
+    if p.consent is None:
+        return []
+    problems: Problems = []
+    docs = p.consent.documents
+    problems += _duplicates((d.code for d in docs), "consent.documents", "document", "code")
+    sites = {s.code for s in p.sites}
+    countries = {c.code for c in p.countries}
+    for di, doc in enumerate(docs):
+        base = f"consent.documents[{di}].versions"
+        problems += _duplicates((v.version for v in doc.versions), base, "version", "version")
+        previous: dt.date | None = None
+        for vi, version in enumerate(doc.versions):
+            at = f"{base}[{vi}]"
+            if version.effective_from is None:
+                if vi > 0:
+                    problems.append(
+                        (
+                            f"{at}.version",
+                            f"version {version.version} needs effective_from: only the first "
+                            "version may take effect with the study",
+                        )
+                    )
+            else:
+                if previous is not None and version.effective_from < previous:
+                    problems.append(
+                        (
+                            f"{at}.effective_from",
+                            f"{version.effective_from} is before the previous version's "
+                            f"{previous}: list versions oldest first",
+                        )
+                    )
+                previous = version.effective_from
+            if vi == 0 and version.reconsent:
+                problems.append(
+                    (f"{at}.reconsent", "the first version has no earlier one to re-consent from")
+                )
+            seen: dict[str, int] = {}
+            for ai, approval in enumerate(version.approvals):
+                where = f"{at}.approvals[{ai}]"
+                if (approval.site is None) == (approval.country is None):
+                    problems.append((where, "an approval names either a site or a country"))
+                    continue
+                if approval.site is not None:
+                    target = f"site {approval.site}"
+                    if approval.site not in sites:
+                        problems.append(
+                            (f"{where}.site", f"unknown site '{approval.site}'{_among(sites)}")
+                        )
+                else:
+                    target = f"country {approval.country}"
+                    if approval.country not in countries:
+                        problems.append(
+                            (
+                                f"{where}.country",
+                                f"unknown country '{approval.country}'{_among(countries)}",
+                            )
+                        )
+                if target in seen:
+                    problems.append(
+                        (where, f"{target} is approved twice (first at approvals[{seen[target]}])")
+                    )
+                else:
+                    seen[target] = ai
+    return problems
+
+
+_DQ_COMMON = frozenset({"id", "text", "kind", "severity", "run", "when", "assumption"})
+_DQ_KEYS: dict[DqKind, tuple[str, ...]] = {
+    DqKind.COMPARE: ("left", "op", "right", "offset"),
+    DqKind.CHANGE: ("series", "against", "max_change", "max_change_pct"),
+    DqKind.RANGE: ("field", "min", "max"),
+    DqKind.CRITERIA: ("criteria",),
+    DqKind.REQUIRES_FORM: ("form",),
+}
+_DQ_REQUIRED: dict[DqKind, tuple[str, ...]] = {
+    DqKind.COMPARE: ("left", "op", "right"),
+    DqKind.CHANGE: ("series",),
+    DqKind.RANGE: ("field",),
+    DqKind.CRITERIA: ("criteria",),
+    DqKind.REQUIRES_FORM: ("form", "when"),
+}
+COMPARE_OPS = frozenset(
+    {Operator.EQ, Operator.NE, Operator.LT, Operator.LE, Operator.GT, Operator.GE}
+)
+EVENTS = frozenset(event.value for event in SubjectEvent)
+
+
+def dq_rule_reads(rule: DqRule) -> list[str]:
+    """The ``form.field`` names (and subject events) a data-quality rule reads, each once, in
+    the order the rule names them: what decides which rules run when a form is saved."""
+    names: list[str] = []
+
+    def add(name: str | None) -> None:
+        if name and name not in names:
+            names.append(name)
+
+    add(rule.left)
+    add(rule.right)
+    for name in rule.series or []:
+        add(name)
+    add(rule.field)
+    if rule.when is not None:
+        for name in rule_fields(rule.when):
+            add(name)
+    return names
+
+
+def _dq_record_form(rule: DqRule) -> str | None:
+    """The form whose records the rule is evaluated on, one discrepancy per record."""
+    if rule.kind is DqKind.COMPARE and rule.left:
+        return rule.left.partition(".")[0]
+    if rule.kind is DqKind.RANGE and rule.field:
+        return rule.field.partition(".")[0]
+    if rule.kind is DqKind.REQUIRES_FORM and rule.when is not None:
+        read = rule_fields(rule.when)
+        return read[0].partition(".")[0] if read else None
+    return None
+
+
+def _check_data_quality(p: Protocol) -> Problems:
+    """Data-quality rules name real fields of fitting types, use only their kind's keys, and
+    never read an arm's procedure form (REC-6, RAND-6)."""
+    if p.data_quality is None:
+        return []
+    problems: Problems = []
+    rules = p.data_quality.rules
+    problems += _duplicates((r.id for r in rules), "data_quality.rules", "rule id", "id")
+    for index, rule in enumerate(rules):
+        problems += _check_dq_rule(p, rule, f"data_quality.rules[{index}]")
+    return problems
+
+
+def _check_dq_rule(p: Protocol, rule: DqRule, at: str) -> Problems:
+    problems: Problems = []
+    uses = _DQ_KEYS[rule.kind]
+    for key in (
+        "left",
+        "op",
+        "right",
+        "offset",
+        "series",
+        "against",
+        "max_change",
+        "max_change_pct",
+        "field",
+        "min",
+        "max",
+        "criteria",
+        "form",
+    ):
+        if getattr(rule, key) is not None and key not in uses:
+            problems.append(
+                (
+                    f"{at}.{key}",
+                    f"kind {rule.kind} does not use '{key}' (it uses: {', '.join(uses)})",
+                )
+            )
+    missing = [key for key in _DQ_REQUIRED[rule.kind] if getattr(rule, key) is None]
+    for key in missing:
+        problems.append((f"{at}.{key}", f"kind {rule.kind} needs '{key}'"))
+    for key in ("offset", "min", "max", "max_change", "max_change_pct"):
+        problems += _finite(getattr(rule, key), f"{at}.{key}")
+    if problems:
+        return problems
+    arms = arm_forms(p)
+    for name in dq_rule_reads(rule) + ([f"{rule.form}."] if rule.form else []):
+        form_code = name.partition(".")[0]
+        if form_code in arms:
+            return [
+                (
+                    at,
+                    f"reads form {form_code}, an arm's procedure form: whether it finds a "
+                    "discrepancy would tell the arm (RAND-6)",
+                )
+            ]
+    if rule.kind is DqKind.COMPARE:
+        problems += _check_dq_compare(p, rule, at)
+    elif rule.kind is DqKind.CHANGE:
+        problems += _check_dq_change(p, rule, at)
+    elif rule.kind is DqKind.RANGE:
+        problems += _check_dq_range(p, rule, at)
+    elif rule.kind is DqKind.CRITERIA:
+        problems += _check_dq_criteria(p, rule, at)
+    else:
+        problems += _check_dq_requires(p, rule, at)
+    if rule.when is not None:
+        problems += _check_dq_when(p, rule, at)
+    return problems
+
+
+def _dq_field(p: Protocol, name: str, at: str) -> tuple[FormField | None, Problems]:
+    if "." not in name:
+        return None, [(at, f"'{name}' is not 'form.field'")]
+    field, why = _lookup(p, name)
+    if field is None:
+        return None, [(at, f"'{name}' cannot be read: {why}")]
+    return field, []
+
+
+def _check_dq_compare(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.left is not None and rule.right is not None and rule.op is not None
+    if rule.op not in COMPARE_OPS:
+        allowed = ", ".join(op.value for op in Operator if op in COMPARE_OPS)
+        return [(f"{at}.op", f"compare takes {allowed}, not {rule.op}")]
+    left, problems = _dq_field(p, rule.left, f"{at}.left")
+    if left is None:
+        return problems
+    if left.type not in NUMERIC_TYPES | {FieldType.DATE, FieldType.DATETIME}:
+        return [(f"{at}.left", f"{rule.left} is {left.type}: compare reads numbers or dates")]
+    left_is_date = left.type not in NUMERIC_TYPES
+    if rule.right in EVENTS:
+        if not left_is_date:
+            return [(f"{at}.right", f"{rule.right} is a date; {rule.left} is {left.type}")]
+    else:
+        right, problems = _dq_field(p, rule.right, f"{at}.right")
+        if right is None:
+            hint = f" or a subject event ({', '.join(sorted(EVENTS))})"
+            return [(path, message + hint) for path, message in problems]
+        right_is_date = right.type not in NUMERIC_TYPES
+        if right.type not in NUMERIC_TYPES | {FieldType.DATE, FieldType.DATETIME} or (
+            right_is_date != left_is_date
+        ):
+            return [(f"{at}.right", f"{rule.right} is {right.type}; {rule.left} is {left.type}")]
+        left_form = rule.left.partition(".")[0]
+        right_form = rule.right.partition(".")[0]
+        visits = visit_forms(p)
+        if not (
+            right_form == left_form
+            or single_instance(p, right_form)
+            or (right_form in visits and left_form in visits)
+        ):
+            return [
+                (
+                    f"{at}.right",
+                    f"form {right_form} has several records per subject: compare it with the "
+                    "same form, a form filled in once, or at the same visit",
+                )
+            ]
+    if left_is_date and rule.offset is not None and not float(rule.offset).is_integer():
+        return [(f"{at}.offset", "an offset between dates is a whole number of days")]
+    return []
+
+
+def _check_dq_change(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.series is not None
+    problems: Problems = []
+    if not rule.series:
+        return [(f"{at}.series", "name at least one form.field")]
+    problems += _duplicates(rule.series, f"{at}.series", "field")
+    forms = _forms_by_code(p)
+    for index, name in enumerate(rule.series):
+        field, found = _dq_field(p, name, f"{at}.series[{index}]")
+        problems += found
+        if field is None:
+            continue
+        if field.type not in NUMERIC_TYPES:
+            problems.append((f"{at}.series[{index}]", f"{name} is {field.type}, not a number"))
+        form = forms.get(name.partition(".")[0])
+        if form is not None and form.repeating:
+            problems.append(
+                (
+                    f"{at}.series[{index}]",
+                    f"form {form.code} repeats: its values have no visit order",
+                )
+            )
+    if rule.max_change is None and rule.max_change_pct is None:
+        problems.append((at, "kind change needs max_change or max_change_pct"))
+    return problems
+
+
+def _check_dq_range(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.field is not None
+    field, problems = _dq_field(p, rule.field, f"{at}.field")
+    if field is None:
+        return problems
+    if field.type not in NUMERIC_TYPES:
+        return [(f"{at}.field", f"{rule.field} is {field.type}: range reads numbers")]
+    if rule.min is None and rule.max is None:
+        return [(at, "kind range needs min, max or both")]
+    if rule.min is not None and rule.max is not None and rule.min > rule.max:
+        return [(f"{at}.min", f"min {rule.min:g} is above max {rule.max:g}")]
+    return []
+
+
+def _check_dq_criteria(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.criteria is not None
+    if not rule.criteria:
+        return [(f"{at}.criteria", "name at least one criterion")]
+    problems = _duplicates(rule.criteria, f"{at}.criteria", "criterion")
+    known = {c.id: c for c in p.criteria}
+    for index, criterion_id in enumerate(rule.criteria):
+        criterion = known.get(criterion_id)
+        where = f"{at}.criteria[{index}]"
+        if criterion is None:
+            problems.append((where, f"unknown criterion '{criterion_id}'{_among(known)}"))
+        elif criterion.rule is None:
+            problems.append(
+                (
+                    where,
+                    f"{criterion_id} has no rule (the investigator confirms it): nothing to check",
+                )
+            )
+    return problems
+
+
+def _check_dq_requires(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.form is not None
+    if rule.form not in _forms_by_code(p):
+        return [(f"{at}.form", f"unknown form '{rule.form}'{_among(_forms_by_code(p))}")]
+    return []
+
+
+def _check_dq_when(p: Protocol, rule: DqRule, at: str) -> Problems:
+    assert rule.when is not None
+    problems: Problems = []
+    record_form = _dq_record_form(rule)
+    for path, condition in iter_conditions(rule.when, "when"):
+        found = _check_condition(p, condition, f"{at}.{path}")
+        problems += found
+        if found:
+            continue
+        form_code = condition.field.partition(".")[0]
+        if form_code != record_form and not single_instance(p, form_code):
+            problems.append(
+                (
+                    f"{at}.{path}.field",
+                    f"form {form_code} has several records per subject: a condition may read "
+                    f"the rule's own record{f' ({record_form})' if record_form else ''} or a "
+                    "form filled in once",
+                )
+            )
+    return problems
+
+
+def _check_sdv(p: Protocol) -> Problems:
+    """Forms and fields of the SDV policy exist; blinded monitors never verify an arm's form
+    (REC-1, RAND-6)."""
+    if p.sdv is None:
+        return []
+    problems: Problems = []
+    forms = _forms_by_code(p)
+    arms = arm_forms(p)
+    entries = p.sdv.forms
+    problems += _duplicates((e.form for e in entries), "sdv.forms", "form", "form")
+    for index, entry in enumerate(entries):
+        at = f"sdv.forms[{index}]"
+        form = forms.get(entry.form)
+        if form is None:
+            problems.append((f"{at}.form", f"unknown form '{entry.form}'{_among(forms)}"))
+            continue
+        if entry.form in arms:
+            problems.append(
+                (
+                    f"{at}.form",
+                    f"{entry.form} is an arm's procedure form: blinded monitors "
+                    "cannot verify it (RAND-6)",
+                )
+            )
+        if entry.fields is not None:
+            if entry.level is SdvLevel.NONE:
+                problems.append((f"{at}.fields", "fields are for levels full and sample"))
+            if not entry.fields:
+                problems.append((f"{at}.fields", "name at least one field, or leave fields out"))
+            problems += _duplicates(entry.fields, f"{at}.fields", f"field of {entry.form}")
+            codes = {f.code for f in form.fields}
+            for fi, code in enumerate(entry.fields):
+                if code not in codes:
+                    problems.append(
+                        (f"{at}.fields[{fi}]", f"form {entry.form} has no field '{code}'")
+                    )
+        if entry.rate is not None and entry.level is not SdvLevel.SAMPLE:
+            problems.append((f"{at}.rate", "a rate is for level sample"))
+    return problems
+
+
+def _check_freeze(p: Protocol) -> Problems:
+    """The freeze names real visits and forms, never an arm's form, and covers only visits
+    that come before the unblinding they freeze at (REC-4, RAND-7)."""
+    if p.freeze is None:
+        return []
+    problems: Problems = []
+    f = p.freeze
+    problems += _duplicates(f.unblinding, "freeze.unblinding", "unblinding kind")
+    codes = [visit.code for visit in p.visits]
+    if f.visits_through not in codes:
+        problems.append(
+            ("freeze.visits_through", f"unknown visit '{f.visits_through}'{_among(codes)}")
+        )
+    else:
+        after = p.blinding.unblind_after_visit
+        if after in codes and codes.index(f.visits_through) > codes.index(after):
+            problems.append(
+                (
+                    "freeze.visits_through",
+                    f"{f.visits_through} comes after {after}, the visit unblinding follows: its "
+                    "data are recorded after unblinding and cannot be frozen by it",
+                )
+            )
+    forms = _forms_by_code(p)
+    arms = arm_forms(p)
+    problems += _duplicates(f.forms, "freeze.forms", "form")
+    for index, code in enumerate(f.forms):
+        at = f"freeze.forms[{index}]"
+        if code not in forms:
+            problems.append((at, f"unknown form '{code}'{_among(forms)}"))
+        elif code in arms:
+            problems.append(
+                (
+                    at,
+                    f"{code} is an arm's procedure form: a lock on it shown to blinded roles "
+                    "would tell the arm (RAND-6)",
+                )
+            )
+    return problems
+
+
+def _check_queries(p: Protocol) -> Problems:
+    """Response codes unique and consistent (REC-7)."""
+    if p.queries is None:
+        return []
+    problems: Problems = []
+    responses = p.queries.responses
+    problems += _duplicates((r.code for r in responses), "queries.responses", "response", "code")
+    for index, response in enumerate(responses):
+        if response.marks_missing and response.change is ResponseChange.REQUIRED:
+            problems.append(
+                (
+                    f"queries.responses[{index}].marks_missing",
+                    f"'{response.code}' cannot both change the value and mark it missing",
+                )
+            )
+    return problems
+
+
+def _exit_form(p: Protocol, code: str, at: str) -> tuple[Form | None, Problems]:
+    forms = _forms_by_code(p)
+    form = forms.get(code)
+    if form is None:
+        return None, [(at, f"unknown form '{code}'{_among(forms)}")]
+    if form.repeating:
+        return None, [(at, f"form {code} repeats; a subject exits once")]
+    if form.date_field is None:
+        return None, [(at, f"form {code} has no date_field: the exit date is read from it")]
+    return form, []
+
+
+def _exit_field(form: Form, code: str | None, at: str, types: frozenset[FieldType]) -> Problems:
+    if code is None:
+        return []
+    field = _field_of(form, code)
+    if field is None:
+        return [(at, f"form {form.code} has no field '{code}'")]
+    if field.type not in types:
+        wanted = " or ".join(sorted(t.value for t in types))
+        return [(at, f"'{code}' is a {field.type} field, not {wanted}")]
+    return []
+
+
+def _check_exits(p: Protocol) -> Problems:
+    """Death and withdrawal read their forms; withdrawal kinds match the kind field's choices
+    and name contact forms that exist (LIFE-4, REC-9)."""
+    if p.exits is None:
+        return []
+    problems: Problems = []
+    reasons = frozenset({FieldType.CHOICE, FieldType.TEXT})
+    death = p.exits.death
+    if death is not None:
+        form, found = _exit_form(p, death.form, "exits.death.form")
+        problems += found
+        if form is not None:
+            problems += _exit_field(form, death.cause_field, "exits.death.cause_field", reasons)
+    withdrawal = p.exits.withdrawal
+    if withdrawal is None:
+        return problems
+    kinds = withdrawal.kinds
+    problems += _duplicates((k.code for k in kinds), "exits.withdrawal.kinds", "kind", "code")
+    form, found = _exit_form(p, withdrawal.form, "exits.withdrawal.form")
+    problems += found
+    if form is not None:
+        problems += _exit_field(
+            form, withdrawal.reason_field, "exits.withdrawal.reason_field", reasons
+        )
+        kind_problems = _exit_field(
+            form,
+            withdrawal.kind_field,
+            "exits.withdrawal.kind_field",
+            frozenset({FieldType.CHOICE}),
+        )
+        problems += kind_problems
+        field = _field_of(form, withdrawal.kind_field) if withdrawal.kind_field else None
+        if field is not None and not kind_problems:
+            choices = {c.code for c in field.choices or []}
+            codes = {k.code for k in kinds}
+            if choices != codes:
+                problems.append(
+                    (
+                        "exits.withdrawal.kind_field",
+                        f"the choices of {form.code}.{field.code} ({', '.join(sorted(choices))}) "
+                        f"must be the withdrawal kinds ({', '.join(sorted(codes))})",
+                    )
+                )
+    forms = _forms_by_code(p)
+    arms = arm_forms(p)
+    screening = set(p.screening.forms) | set(p.screening.anatomy_forms)
+    for ki, kind in enumerate(kinds):
+        at = f"exits.withdrawal.kinds[{ki}]"
+        if kind.contact_forms and not kind.contact_allowed:
+            problems.append(
+                (f"{at}.contact_forms", f"'{kind.code}' allows no contact, so no contact forms")
+            )
+        problems += _duplicates(kind.contact_forms, f"{at}.contact_forms", "form")
+        for fi, code in enumerate(kind.contact_forms):
+            where = f"{at}.contact_forms[{fi}]"
+            if code not in forms:
+                problems.append((where, f"unknown form '{code}'{_among(forms)}"))
+            elif code in arms or code in screening:
+                problems.append(
+                    (where, f"{code} is a screening or procedure form, not a follow-up contact")
+                )
     return problems

@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from trialdesk.protocol.checks import describe_rule
-from trialdesk.protocol.models import Criterion, Form, FormField, Protocol, Visit
+from trialdesk.protocol.models import (
+    ConsentVersion,
+    Criterion,
+    Form,
+    FormField,
+    Protocol,
+    Visit,
+)
 
 SECTIONS = (
     "criteria",
@@ -26,6 +33,7 @@ SECTIONS = (
     "sites",
     "arms",
     "randomization",
+    "records",
     "other",
 )
 """Sections in the order a reader is shown them."""
@@ -462,6 +470,47 @@ def _other(old: Protocol, new: Protocol, out: list[Change]) -> None:
             out.append(Change("other", "removed", c.code, f"country {c.code} ({c.name})"))
 
 
+_RECORDS = ("data_quality", "sdv", "sign_off", "freeze", "queries", "exits")
+
+
+def _consent_versions(p: Protocol) -> dict[tuple[str, str], ConsentVersion]:
+    if p.consent is None:
+        return {}
+    return {(d.code, v.version): v for d in p.consent.documents for v in d.versions}
+
+
+def _consent_text(document: str, version: ConsentVersion) -> str:
+    when = f"from {version.effective_from}" if version.effective_from else "from the start"
+    where = ""
+    if version.approvals:
+        places = ", ".join(
+            f"{a.site or a.country} from {a.effective_from}" for a in version.approvals
+        )
+        where = f", approved at {places}"
+    again = "; subjects still in the study must re-consent" if version.reconsent else ""
+    return f"consent {document} {version.version} ({when}{where}{again})"
+
+
+def _records(old: Protocol, new: Protocol, out: list[Change]) -> None:
+    """Consent versions one by one (a new version may call for re-consent, REC-8); the other
+    records sections (REC-1..REC-9) by name."""
+    before, after = _consent_versions(old), _consent_versions(new)
+    for key, version in after.items():
+        name = f"{key[0]} {key[1]}"
+        if key not in before:
+            out.append(Change("records", "added", name, _consent_text(key[0], version)))
+        elif before[key] != version:
+            text = f"{_consent_text(key[0], before[key])} -> {_consent_text(key[0], version)}"
+            out.append(Change("records", "changed", name, text))
+    for key, version in before.items():
+        if key not in after:
+            name = f"{key[0]} {key[1]}"
+            out.append(Change("records", "removed", name, _consent_text(key[0], version)))
+    for name in _RECORDS:
+        if getattr(old, name) != getattr(new, name):
+            out.append(Change("records", "changed", name, f"{name} changed"))
+
+
 def diff_protocols(old: Protocol, new: Protocol, *, hide_arms: bool = False) -> ProtocolDiff:
     """Every difference between ``old`` and ``new`` that a signer needs to read.
 
@@ -476,6 +525,7 @@ def diff_protocols(old: Protocol, new: Protocol, *, hide_arms: bool = False) -> 
     sites_added, sites_removed, sites_moved = _sites(old, new, out)
     arms_removed = _arms(old, new, out, hide_arms)
     _randomization(old, new, out)
+    _records(old, new, out)
     _other(old, new, out)
     if old.name != new.name:
         out.append(Change("other", "changed", "name", f"protocol name {old.name} -> {new.name}"))

@@ -302,6 +302,14 @@ class Protocol(_Model):
     follow_up: FollowUp = Field(default_factory=FollowUp)
     endpoints: Endpoints = Field(default_factory=Endpoints)
     supply: Supply | None = None
+    # Records that hold (issue 15): all optional, so protocols written before them still load.
+    consent: Consent | None = None
+    data_quality: DataQuality | None = None
+    sdv: SdvPolicy | None = None
+    sign_off: SignOff | None = None
+    freeze: Freeze | None = None
+    queries: QueryPolicy | None = None
+    exits: Exits | None = None
 
     def form(self, code: str) -> Form:
         for form in self.forms:
@@ -334,6 +342,252 @@ class Protocol(_Model):
         raise KeyError(code)
 
 
+# --- Records that hold (issue 15) ---------------------------------------------------------
+# Consent documents, data-quality rules, source-data verification, sign-off, the freeze of the
+# blinded phase at unblinding, coded query responses and the exits' forms. Checks that span
+# the file (a rule naming a real field, a version order) are in :mod:`.checks`.
+
+
+class ConsentApproval(_Model):
+    """An ethics approval of one consent version for one site or one country (REC-8)."""
+
+    site: Code | None = None
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    effective_from: dt.date = Field(description="first day the version may be signed there")
+
+
+class ConsentVersion(_Model):
+    version: Code
+    effective_from: dt.date | None = Field(
+        default=None,
+        description="first day the version may be signed; only the first version may omit it "
+        "(then it is in force from the start of the study)",
+    )
+    approvals: list[ConsentApproval] = Field(
+        default_factory=list,
+        description="where ethics approvals differ: the sites or countries it is approved for; "
+        "empty means approved everywhere from effective_from",
+    )
+    reconsent: bool = Field(
+        default=False,
+        description="subjects still in the study who signed an earlier version must sign this "
+        "one once it is in force at their site",
+    )
+    assumption: bool = False
+
+
+class ConsentDocument(_Model):
+    code: Code
+    name: str
+    required: bool = Field(default=True, description="needed before any study procedure")
+    versions: list[ConsentVersion] = Field(min_length=1, description="oldest first")
+    assumption: bool = False
+
+
+class Consent(_Model):
+    documents: list[ConsentDocument] = Field(min_length=1)
+
+
+class DqKind(StrEnum):
+    """The typed data-quality rule kinds (REC-6); no expression is ever evaluated as code."""
+
+    COMPARE = "compare"
+    CHANGE = "change"
+    RANGE = "range"
+    CRITERIA = "criteria"
+    REQUIRES_FORM = "requires_form"
+
+
+class DqSeverity(StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+
+
+class DqRun(StrEnum):
+    ON_SAVE = "on_save"
+    ON_DEMAND = "on_demand"
+
+
+class DqAgainst(StrEnum):
+    PREVIOUS = "previous"
+    BASELINE = "baseline"
+
+
+class SubjectEvent(StrEnum):
+    """Subject dates a ``compare`` rule may name instead of a ``form.field``."""
+
+    REGISTRATION = "registration"
+    CONSENT = "consent"
+    RANDOMIZATION = "randomization"
+    UNBLINDING = "unblinding"
+    EXIT = "exit"
+
+
+class DqRule(_Model):
+    """One data-quality rule. ``kind`` says which keys it uses (checked in :mod:`.checks`):
+
+    * ``compare``: ``left`` (form.field) ``op`` ``right`` (form.field or a subject event),
+      optionally shifted by ``offset`` (days for dates);
+    * ``change``: the values of ``series`` (form.field, in visit order) may not change by more
+      than ``max_change`` (absolute) or ``max_change_pct`` from the ``against`` value;
+    * ``range``: ``field`` should lie within ``min``..``max`` (a plausibility range, softer
+      than the field's own limits);
+    * ``criteria``: the named criteria still hold on the current data once their gate passed;
+    * ``requires_form``: when ``when`` holds on a record, the subject has a ``form`` record.
+
+    ``when`` (a rule as in criteria) limits any kind to the records where it holds.
+    """
+
+    id: Code
+    text: str = Field(min_length=1)
+    kind: DqKind
+    severity: DqSeverity = DqSeverity.MAJOR
+    run: DqRun = Field(default=DqRun.ON_SAVE, description="on_save also runs on demand")
+    when: Rule | None = None
+    left: str | None = None
+    op: Operator | None = None
+    right: str | None = None
+    offset: float | None = None
+    series: list[str] | None = None
+    against: DqAgainst | None = None
+    max_change: float | None = Field(default=None, gt=0)
+    max_change_pct: float | None = Field(default=None, gt=0)
+    field: str | None = None
+    min: float | None = None
+    max: float | None = None
+    criteria: list[Code] | None = None
+    form: Code | None = None
+    assumption: bool = False
+
+
+class DataQuality(_Model):
+    rules: list[DqRule] = Field(default_factory=list)
+
+
+class SdvLevel(StrEnum):
+    FULL = "full"
+    SAMPLE = "sample"
+    NONE = "none"
+
+
+class SdvForm(_Model):
+    form: Code
+    level: SdvLevel
+    fields: list[Code] | None = Field(
+        default=None, description="only these fields need verifying; all when omitted"
+    )
+    rate: float | None = Field(default=None, gt=0, le=1, description="overrides sample_rate")
+
+
+class SdvPolicy(_Model):
+    """Risk-based source-data verification (REC-1): which forms or fields need 100 %, which a
+    sample of subjects drawn from ``seed`` (the same subjects on every run)."""
+
+    default_level: SdvLevel = SdvLevel.NONE
+    sample_rate: float = Field(default=0.2, gt=0, le=1)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    first_subjects_full: int = Field(
+        default=0, ge=0, le=1000, description="a site's first N subjects: sampled forms in full"
+    )
+    forms: list[SdvForm] = Field(default_factory=list)
+    assumption: bool = False
+
+
+class CasebookScope(StrEnum):
+    RANDOMIZED = "randomized"
+    CONSENTED = "consented"
+
+
+class SignOff(_Model):
+    """Investigator sign-off (SIG-1, REC-2): the meaning signed and whose casebooks need it."""
+
+    meaning: str = Field(
+        default="I attest the data are accurate and complete.", min_length=1, max_length=200
+    )
+    casebooks_for: CasebookScope = CasebookScope.RANDOMIZED
+    assumption: bool = False
+
+
+class UnblindingKind(StrEnum):
+    SCHEDULED = "scheduled"
+    EMERGENCY = "emergency"
+
+
+class LateRecords(StrEnum):
+    FLAG = "flag"
+    REFUSE = "refuse"
+
+
+class Freeze(_Model):
+    """The blinded phase frozen at unblinding (REC-4): visits up to and including
+    ``visits_through`` and the ``forms`` the primary endpoints read are locked before the arm
+    is shown. Records of that phase saved later are flagged (or refused)."""
+
+    unblinding: list[UnblindingKind] = Field(min_length=1)
+    visits_through: Code
+    forms: list[Code] = Field(default_factory=list)
+    late_records: LateRecords = LateRecords.FLAG
+    assumption: bool = False
+
+
+class ResponseChange(StrEnum):
+    REQUIRED = "required"
+    FORBIDDEN = "forbidden"
+    OPTIONAL = "optional"
+
+
+class QueryResponse(_Model):
+    code: Code
+    label: str = Field(min_length=1)
+    change: ResponseChange = Field(
+        default=ResponseChange.OPTIONAL, description="must the queried value change with it?"
+    )
+    text_required: bool = False
+    marks_missing: bool = Field(
+        default=False, description="the value is confirmed unobtainable: counts as missing"
+    )
+
+
+class QueryPolicy(_Model):
+    """Coded query responses and when a query counts as overdue (REC-7)."""
+
+    responses: list[QueryResponse] = Field(min_length=1)
+    overdue_after_days: int = Field(default=14, ge=1, le=3650)
+    assumption: bool = False
+
+
+class WithdrawalKind(_Model):
+    code: Code
+    label: str = Field(min_length=1)
+    contact_allowed: bool
+    contact_forms: list[Code] = Field(
+        default_factory=list, description="forms still recorded at follow-up contacts"
+    )
+
+
+class DeathExit(_Model):
+    form: Code
+    cause_field: Code | None = None
+
+
+class WithdrawalExit(_Model):
+    form: Code
+    reason_field: Code | None = None
+    kind_field: Code | None = Field(
+        default=None, description="choice field holding the kind; else the kind is given apart"
+    )
+    kinds: list[WithdrawalKind] = Field(min_length=1)
+
+
+class Exits(_Model):
+    """Death and withdrawal through the protocol's forms (LIFE-4, REC-9)."""
+
+    death: DeathExit | None = None
+    withdrawal: WithdrawalExit | None = None
+    assumption: bool = False
+
+
 # ``Rule`` refers to itself; pydantic resolves the forward references once, here.
-for _model in (AllOf, AnyOf, NotRule, Criterion, Protocol):
+for _model in (AllOf, AnyOf, NotRule, Criterion, DqRule, Protocol):
     _model.model_rebuild()
