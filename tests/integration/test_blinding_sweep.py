@@ -32,8 +32,8 @@ from trialdesk.domain.schedule import VisitState
 from trialdesk.protocol.models import Gate
 from trialdesk.services import (
     admin,
-    audit_trail,
     amendments,
+    audit_trail,
     crc,
     dashboard,
     data_queries,
