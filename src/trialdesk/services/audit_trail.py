@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.roles import Role
@@ -155,12 +155,9 @@ def _parsed(text: str) -> Any:
         return text
 
 
-def shown_to_blinded(row: AuditEntryRow) -> bool:
-    return row.entity not in ARM_REVEALING_ENTITIES
-
-
 def project(row: AuditEntryRow, subject: str | None, *, blinded: bool) -> AuditEntryView:
-    """One stored entry as a reader sees it (call :func:`shown_to_blinded` first)."""
+    """One stored entry as a reader sees it (blinded readers get no entry whose entity is in
+    :data:`ARM_REVEALING_ENTITIES`: the queries leave those out)."""
     old, new = _parsed(row.old), _parsed(row.new)
     if not blinded:
         return AuditEntryView(
@@ -275,22 +272,35 @@ def _subject_numbers(uow: UnitOfWork, ids: Iterable[int | None]) -> dict[int, st
     )
 
 
-def study_entries(
+def _selected(
     uow: UnitOfWork, study_id: int, where: AuditFilter, *, blinded: bool
-) -> Iterable[AuditEntryView]:
-    """Every entry of the study matching ``where``, in the order written, projected; used by
-    :func:`audit_entries` and the CSV export (the caller has checked the reader)."""
+) -> list[ColumnElement[bool]] | None:
     conds = _conditions(uow, study_id, where)
-    if conds is None:
-        return []
-    rows = uow.session.scalars(select(AuditEntryRow).where(*conds).order_by(AuditEntryRow.id)).all()
-    if blinded:
-        rows = [r for r in rows if shown_to_blinded(r)]
+    if conds is not None and blinded:
+        conds.append(AuditEntryRow.entity.not_in(sorted(ARM_REVEALING_ENTITIES)))
+    return conds
+
+
+def _projected(
+    uow: UnitOfWork, rows: Sequence[AuditEntryRow], *, blinded: bool
+) -> list[AuditEntryView]:
     numbers = _subject_numbers(uow, (r.subject_id for r in rows))
     return [
         project(r, numbers.get(r.subject_id) if r.subject_id else None, blinded=blinded)
         for r in rows
     ]
+
+
+def study_entries(
+    uow: UnitOfWork, study_id: int, where: AuditFilter, *, blinded: bool
+) -> list[AuditEntryView]:
+    """Every entry of the study matching ``where``, in the order written, projected; the CSV
+    export's audit file (the caller has checked the reader)."""
+    conds = _selected(uow, study_id, where, blinded=blinded)
+    if conds is None:
+        return []
+    rows = uow.session.scalars(select(AuditEntryRow).where(*conds).order_by(AuditEntryRow.id)).all()
+    return _projected(uow, rows, blinded=blinded)
 
 
 def require_reader(actor: Actor, study_id: int) -> None:
@@ -322,8 +332,18 @@ def audit_entries(
         study_by_id(uow, study_id)
         require_reader(actor, study_id)
         blinded = not reads_unblinded(uow, actor, study_id)
-        entries = list(study_entries(uow, study_id, where, blinded=blinded))
-    return AuditPage(len(entries), blinded, entries[offset : offset + limit])
+        conds = _selected(uow, study_id, where, blinded=blinded)
+        if conds is None:
+            return AuditPage(0, blinded, [])
+        total = uow.session.scalar(select(func.count()).select_from(AuditEntryRow).where(*conds))
+        rows = uow.session.scalars(
+            select(AuditEntryRow)
+            .where(*conds)
+            .order_by(AuditEntryRow.id)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        return AuditPage(int(total or 0), blinded, _projected(uow, rows, blinded=blinded))
 
 
 # --------------------------------------------------------------------------- disclosures
