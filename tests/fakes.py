@@ -10,7 +10,7 @@ added to the protocol must be added here too. Like the real one it keeps nothing
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -26,6 +26,7 @@ from trialdesk.store.ports import (
     CrcRepository,
     DataQueryRepository,
     FormRepository,
+    MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
     SiteRepository,
@@ -89,6 +90,9 @@ class Tables:
     therapies: dict[int, Therapy] = field(default_factory=dict)
     queries: dict[int, DataQuery] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    mail_addresses: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    """Addresses of a role's holders by (study, role); the tests set them."""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[PendingEntry] = field(default_factory=list)
     last_id: int = 0
 
@@ -541,6 +545,28 @@ class FakeNotifications(_Repo):
         )
 
 
+class FakeMailOutbox(_Repo):
+    def addresses(self, *, study_id: int, role: str, site_id: int | None) -> list[str]:
+        return sorted(self.t.mail_addresses.get((study_id, role), []))
+
+    def add(
+        self,
+        *,
+        study_id: int | None,
+        kind: str,
+        recipient: str,
+        subject: str,
+        body_enc: bytes,
+        at: dt.datetime,
+    ) -> None:
+        self.t.outbox.append(
+            {"study_id": study_id, "kind": kind, "to": recipient, "subject": subject}
+        )
+
+    def after_commit(self, wake: Callable[[], None]) -> None:
+        """Nothing is delivered from the fake; delivery is tested against a real server."""
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -564,6 +590,7 @@ class FakeUnitOfWork:
     crc: CrcRepository
     queries: DataQueryRepository
     notifications: NotificationRepository
+    mail: MailOutboxRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -580,6 +607,7 @@ class FakeUnitOfWork:
         self.crc = FakeCrc(self)
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
+        self.mail = FakeMailOutbox(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

@@ -62,6 +62,11 @@ class Settings:
     """Where the web pages are reached; links in mails start with it."""
     fixed_now: dt.datetime | None = None
     """A frozen clock for demo and sandbox studies (``TRIALDESK_CLOCK``); refused on live ones."""
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Largest request body the server reads (``TRIALDESK_MAX_REQUEST_BYTES``); larger is 413."""
+    hsts_seconds: int | None = None
+    """``Strict-Transport-Security`` max-age (``TRIALDESK_HSTS_SECONDS``), for a deployment
+    behind TLS; unset sends no HSTS header (plain-HTTP local use would be locked out)."""
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +91,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if fixed_now.tzinfo is None:
             fixed_now = fixed_now.replace(tzinfo=dt.UTC)
     base = Settings(
+        max_request_bytes=_positive_int(env, "TRIALDESK_MAX_REQUEST_BYTES", None) or 8 << 20,
+        hsts_seconds=_positive_int(env, "TRIALDESK_HSTS_SECONDS", None),
         fixed_now=fixed_now,
         database_url=url,
         allocation_key_file=key_file,
@@ -149,3 +156,16 @@ def _access_settings(env: Mapping[str, str]) -> dict[str, object]:
             raise ValueError(f"TRIALDESK_BASE_URL={base!r} must start with http:// or https://")
         out["base_url"] = base
     return out
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{name}={raw!r} must be 1 or more")
+    return value

@@ -33,7 +33,7 @@ from trialdesk.store.database import make_engine
 from trialdesk.web.pages import REPORT_DOWNLOADS
 
 API = "/api/v1"
-NOT_SWEPT = {"/openapi.json", "/api/docs", "/docs/oauth2-redirect"}
+NOT_SWEPT = {"/openapi.json", "/api/docs", "/api/docs/assets/{name}", "/docs/oauth2-redirect"}
 """The framework's own documentation routes: no study data."""
 
 
@@ -90,6 +90,7 @@ API_VALUES = {
     "decision": "approve",
     "link": "a-link-nobody-was-sent",
     "token": "a-link-nobody-was-sent",
+    "list_id": "1",
 }
 """Path parameters of the API other than ``{number}``: the study, a visit, a form, a
 criterion, the first record of a kind."""

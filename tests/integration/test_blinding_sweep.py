@@ -34,6 +34,7 @@ from trialdesk.services import (
     accounts,
     admin,
     amendments,
+    audit_trail,
     crc,
     dashboard,
     data_queries,
@@ -129,6 +130,10 @@ READ_CALLS: dict[str, ReadCall] = {
     "setup.resolve_study": lambda t, a, n: setup.resolve_study(t.ctx, a, None),
     "setup.study_contents": lambda t, a, n: setup.study_contents(t.ctx, a, None),  # operator
     "lists.list_info": lambda t, a, n: lists.list_info(t.ctx, a, t.study_id),
+    "lists.download_list": lambda t, a, n: lists.download_list(t.ctx, a, t.study_id, 1),
+    "audit_trail.audit_entries": lambda t, a, n: audit_trail.audit_entries(
+        t.ctx, a, t.study_id, limit=1000
+    ),
     "lists.stratum_status": lambda t, a, n: lists.stratum_status(t.ctx, a, t.study_id),
     "crc.crc_queue": lambda t, a, n: crc.crc_queue(t.ctx, a, t.study_id),
     "data_queries.open_queries": lambda t, a, n: data_queries.open_queries(t.ctx, a, t.study_id),
@@ -244,6 +249,7 @@ WRITE_ACTIONS = {
     "lists.extend",
     "lists.generate_list",
     "lists.import_list",
+    "lists.discard_list",
     "maintenance.backup_database",  # a file of every row, arms encrypted; operator only
     "maintenance.restore_database",
     "maintenance.verify_audit",
@@ -266,7 +272,13 @@ WRITE_ACTIONS = {
 }
 """Actions; their results for blinded callers are swept where the population builds them."""
 
-HELPERS = {"auth.reauthenticate", "common.acting_on", "dashboard.current_protocol"}
+HELPERS = {
+    "auth.reauthenticate",
+    "common.acting_on",
+    "dashboard.current_protocol",
+    "audit_trail.record_disclosure",  # writes the audit entry of a disclosure another made
+    "audit_trail.disclosure_entry",
+}
 """(ctx, actor) helpers that other services call; not user actions. current_protocol gives
 the pages the protocol definition to render forms from: arm definitions, never an allocation."""
 

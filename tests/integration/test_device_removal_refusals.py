@@ -51,10 +51,13 @@ def test_sup2_the_blinded_manager_learns_no_site_devices_state(trial: Trial) -> 
                 remove(trial.ctx, manager, trial.study_id, serial, "scrap")
 
 
-def test_sup2_blinded_csv_export_blanks_supply_audit_values(trial: Trial, tmp_path: Path) -> None:
-    """SUP-2/RAND-6: supply audit entries name device statuses and sites (a lot quarantine lists
-    what was still on each shelf); the blinded export keeps the entries but not their values,
-    the unblinded statistician's export keeps both."""
+def test_sup2_blinded_csv_export_has_lot_level_supply_entries_without_values(
+    trial: Trial, tmp_path: Path
+) -> None:
+    """SUP-2/RAND-6: supply audit entries name device statuses and sites, and a lot
+    quarantine writes one entry per device still on a shelf (the implanted one is missing):
+    the blinded export keeps lot- and shipment-level entries without their values and no
+    per-device entry; the unblinded statistician's export keeps every entry with values."""
     devices.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
     devices.quarantine_lot(trial.ctx, trial.actor("manager"), trial.study_id, "LOT2701", "recall")
 
@@ -69,7 +72,13 @@ def test_sup2_blinded_csv_export_blanks_supply_audit_values(trial: Trial, tmp_pa
 
     blinded = supply_rows("monitor", False)
     assert blinded and all(r["old"] == r["new"] == "" for r in blinded)
-    assert any("quarantine" in r["action"] for r in blinded)
+    assert {r["entity"] for r in blinded} == {"device_lot", "device_shipment"}
+    assert "quarantine_device_lot" in {r["action"] for r in blinded}
+    assert not {"hash", "prev_hash", "id", "seq"} & set(blinded[0])
     unblinded = supply_rows("statistician", True)
-    assert len(unblinded) == len(blinded)
-    assert any(r["new"] for r in unblinded)
+    per_device = [r for r in unblinded if r["entity"] == "device"]
+    assert len(unblinded) == len(blinded) + len(per_device)
+    assert {"quarantine_device", "ship_device", "register_device"} <= {
+        r["action"] for r in per_device
+    }
+    assert all(r["new"] for r in unblinded)

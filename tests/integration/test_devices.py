@@ -157,9 +157,12 @@ def test_sup1_recall_lists_exactly_the_subjects_implanted_from_the_lot(trial: Tr
     assert rows(disclosed) == expected_a and disclosed.disclosed_by_signature
     with t.ctx.uow(readonly=True) as uow:
         entry = uow.session.scalars(
-            select(AuditEntryRow).where(AuditEntryRow.action == "recall_disclosure")
+            select(AuditEntryRow).where(
+                AuditEntryRow.action == "disclose_recall_list", AuditEntryRow.actor == "manager"
+            )
         ).one()
-        assert entry.actor == "manager" and entry.reason == "FSCA 2027-01"
+        assert entry.reason == "FSCA 2027-01" and entry.entity_id == "LOTA"
+        assert "4" not in entry.new  # not how many subjects the list named
         assert not any(number in entry.new for number, *_ in expected_a)
 
     # the recall quarantines what is left of lot A, wherever it is
@@ -167,7 +170,7 @@ def test_sup1_recall_lists_exactly_the_subjects_implanted_from_the_lot(trial: Tr
     held = refused(
         t, lambda: devices.ship_devices(t.ctx, manager, t.study_id, "S101", ["A5", "B3"])
     )
-    assert "A5 is quarantined, not at the depot" in held.message
+    assert "A5 is quarantined at the depot" in held.message
     lots = {v.lot_number: v for v in devices.list_lots(t.ctx, manager, t.study_id)}
     assert lots["LOTA"].status == "quarantined"
     # the blinded manager: never-shipped devices apart, everything delivered merged
@@ -305,7 +308,7 @@ def test_sup1_only_the_receiving_sites_coordinator_receives(trial: Trial) -> Non
     twice = refused(
         t, lambda: devices.ship_devices(t.ctx, t.actor("manager"), t.study_id, "S101", ["A1"])
     )
-    assert "A1 is at site, not at the depot" in twice.message
+    assert "A1 is not in depot stock (it was shipped)" in twice.message
 
 
 def test_sup1_registration_refuses_bad_or_disagreeing_identifiers(trial: Trial) -> None:

@@ -172,14 +172,18 @@ def fresh(make_trial: Callable[..., Trial]) -> Trial:
 
 @pytest.fixture
 def elsewhere(tmp_path: Path) -> Iterator[tuple[Runtime, int]]:
-    """A second, independent installation (its own SQLite file and key) with the flagship."""
+    """A second, independent installation (its own SQLite file and key) with the flagship, as
+    a sandbox: a live study refuses a live list from a chosen seed (RAND-3 custody), so the
+    seed is re-played where nothing is allocated for real."""
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     url = f"sqlite:///{folder / 'other.db'}"
     engine = make_engine(url)
     settings = settings_for(Database("sqlite", url, engine), folder)
     runtime = bootstrap(settings, clock=FakeClock(START), engine=engine)
-    info = initialize_study(runtime.context, operator_actor(), flagship(), code="OTHER")
+    info = initialize_study(
+        runtime.context, operator_actor(), flagship(), code="OTHER", mode="sandbox"
+    )
     yield runtime, info.id
     runtime.close()
     engine.dispose()

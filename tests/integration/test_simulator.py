@@ -130,7 +130,7 @@ def test_sim_refuses_a_live_study_and_writes_nothing(database: Database, tmp_pat
     try:
         operator = operator_actor()
         info = initialize_study(runtime.context, operator, flagship(), code="LIVE", mode="live")
-        generate_list(runtime.context, operator, info.id, mode="live", seed=3)
+        generate_list(runtime.context, operator, info.id, mode="live")  # RAND-3: drawn seed
         before = _row_counts(database.engine)
         with pytest.raises(SimulationRefused) as refused:
             simulate_trial(runtime.context, "LIVE", SimulationConfig(subjects=5, sites=2))

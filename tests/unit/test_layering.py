@@ -15,6 +15,7 @@ STILL_HOLDING_SQL = {
     "mail",
     "admin",
     "amendments",
+    "audit_trail",
     "auth",
     "dashboard",
     "devices",

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from trialdesk import __version__
+from trialdesk.api.hardening import BodyLimit, install_docs, nested_too_deep, security_headers
 from trialdesk.api.problems import problem, trial_error_response
 from trialdesk.bootstrap import Runtime
 from trialdesk.domain.errors import TrialError, ValidationFailed
@@ -33,11 +34,15 @@ SECURITY_HEADERS = {
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
+    def __init__(self, app: Any, headers: dict[str, str]) -> None:
+        super().__init__(app)
+        self.headers = headers
+
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in self.headers.items():
             response.headers.setdefault(name, value)
         return response
 
@@ -48,11 +53,18 @@ def create_app(runtime: Runtime) -> FastAPI:
         version=__version__,
         description="Randomized, blinded, multi-centre clinical trials: the IRT and EDC API.",
         openapi_url="/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by install_docs with local assets, under the site's CSP
         redoc_url=None,
     )
     app.state.runtime = runtime
-    app.add_middleware(SecurityHeaders)
+    settings = runtime.context.settings
+    # the last added runs first: every answer, a 413 included, gets the security headers
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(
+        SecurityHeaders, headers=security_headers(SECURITY_HEADERS, settings.hsts_seconds)
+    )
+    install_docs(app)
+    app.add_exception_handler(RecursionError, nested_too_deep)
 
     @app.exception_handler(TrialError)
     async def _trial_error(request: Request, exc: TrialError) -> Response:
@@ -89,6 +101,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     from trialdesk.api.routes import router as api_router
     from trialdesk.web.account_pages import router as account_router
+    from trialdesk.web.audit_pages import router as audit_router
     from trialdesk.web.devices import router as devices_router
     from trialdesk.web.pages import install_signed_out_handler
     from trialdesk.web.pages import router as web_router
@@ -101,5 +114,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(devices_router)
     app.include_router(protocol_router)
     app.include_router(account_router)
+    app.include_router(audit_router)
     install_signed_out_handler(app)
     return app

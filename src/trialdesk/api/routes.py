@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from trialdesk.api import (
     routes_accounts,
+    routes_audit,
     routes_auth,
     routes_devices,
     routes_followup,
@@ -48,5 +49,6 @@ for module in (
     routes_reports,
     routes_devices,
     routes_protocol,
+    routes_audit,
 ):
     router.include_router(module.router)

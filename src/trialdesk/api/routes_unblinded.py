@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 
 from trialdesk.api.deps import ActorDep, CtxDep, StudyDep, WindowDep
 from trialdesk.api.schemas import (
@@ -20,6 +21,7 @@ from trialdesk.api.schemas import (
     NotificationPublic,
     Page,
     PasswordIn,
+    ReasonIn,
     SafetyPublic,
     SignedReasonIn,
     StratumStatusPublic,
@@ -68,6 +70,38 @@ def import_list(
         source_name=body.source_name,
         append=body.append,
     )
+    return ListInfoPublic.model_validate(plain(info))
+
+
+@router.get(
+    "/lists/{list_id}/download",
+    response_class=Response,
+    tags=["allocation lists"],
+    responses={200: {"content": {"text/csv": {}}, "description": "the list in import format"}},
+)
+def download_list(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, list_id: Annotated[int, Path(ge=1)]
+) -> Response:
+    """The whole list in the import format (RAND-3); every download is audited."""
+    got = lists.download_list(ctx, actor, study.id, list_id)
+    return Response(
+        got.csv,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{got.filename}"'},
+    )
+
+
+@router.post("/lists/{list_id}/discard", response_model=ListInfoPublic, tags=["allocation lists"])
+def discard_list(
+    ctx: CtxDep,
+    actor: ActorDep,
+    study: StudyDep,
+    list_id: Annotated[int, Path(ge=1)],
+    body: ReasonIn,
+) -> ListInfoPublic:
+    """Take a test list (or a live list nobody drew from) out of use, so another can be
+    loaded (RAND-3)."""
+    info = lists.discard_list(ctx, actor, study.id, list_id, body.reason)
     return ListInfoPublic.model_validate(plain(info))
 
 

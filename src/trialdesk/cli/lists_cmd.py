@@ -17,6 +17,8 @@ from trialdesk.services.lists import (
     ListImportRefused,
     ListInfo,
     StratumStatus,
+    discard_list,
+    download_list,
     extend,
     generate_list,
     import_list,
@@ -217,3 +219,48 @@ def lists_extend(
         print_json(asdict(status))
         return
     _echo_status(status)
+
+
+@app.command("download")
+def lists_download(
+    list_id: int = typer.Argument(..., help="the list's id ('lists show')", show_default=False),
+    out: Path = typer.Option(..., "--out", help="file to write (must not exist)"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """Write the whole list in the import format (stratum,sequence,block,block_size,arm), for
+    reconciliation; every download is audited (who, which list, when)."""
+    if out.exists():
+        fail(f"{out} exists; name a new file")
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        got = guarded(
+            lambda: download_list(runtime.context, session.actor, session.study.id, list_id)
+        )
+    try:
+        with out.open("x", encoding="utf-8", newline="") as handle:
+            handle.write(got.csv)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(f"list {list_id} written to {out} (download audited)")
+
+
+@app.command("discard")
+def lists_discard(
+    list_id: int = typer.Argument(..., help="the list's id ('lists show')", show_default=False),
+    reason: str = typer.Option(..., "--reason", help="why the list is taken out of use"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Take a test list (or a live list no subject drew from) out of use, so another list can
+    be loaded in its mode; the list is kept and still counts for custody."""
+    with open_runtime() as runtime:
+        session = sign_in(runtime, user, study)
+        info = guarded(
+            lambda: discard_list(runtime.context, session.actor, session.study.id, list_id, reason)
+        )
+    if json_out:
+        print_json(asdict(info))
+        return
+    typer.echo(f"{info.mode} list {info.id} discarded: it is out of use")

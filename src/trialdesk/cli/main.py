@@ -6,6 +6,7 @@ import typer
 
 from trialdesk.cli import (
     account_cmd,
+    audit_cmd,
     backup_cmd,
     design_cmd,
     devices_cmd,
@@ -45,7 +46,7 @@ def build_app() -> typer.Typer:
     app.add_typer(account_cmd.app, name="account", help="Invitation and reset links.")
     app.add_typer(mail_cmd.app, name="mail", help="The mail outbox (local operator).")
     app.add_typer(lists_cmd.app, name="lists", help="Allocation lists.")
-    app.add_typer(setup_cmd.audit_app, name="audit", help="The audit trail.")
+    app.add_typer(audit_cmd.build_audit_app(), name="audit", help="The audit trail.")
     app.add_typer(setup_cmd.study_app, name="study", help="Studies.")
     app.command("schedule")(visits_cmd.schedule)
     app.add_typer(visits_cmd.visits_app, name="visits", help="Visit worklists.")

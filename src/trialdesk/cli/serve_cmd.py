@@ -27,7 +27,13 @@ def serve(
     with open_runtime() as runtime:
         typer.echo(f"trialdesk serving at http://{host}:{port} (API under /api/v1)")
         if workers == 1:
-            uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+            uvicorn.run(
+                create_app(runtime),
+                host=host,
+                port=port,
+                log_level="info",
+                server_header=False,  # no "server: uvicorn" banner
+            )
             return
     # The database was checked above; each worker process builds its own runtime.
     uvicorn.run(
@@ -37,6 +43,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        server_header=False,
     )
 
 

@@ -90,6 +90,35 @@ class Refusal(StrEnum):
     NO_FOLDER = "no-folder"
     BLINDED = "blinded"
     PROTOCOL_INVALID = "protocol-invalid"
+    # accounts, access and mail (issue 12)
+    REQUEST_DECIDED = "request-decided"
+    TOTP_REQUIRED = "totp-required"
+    TOTP_NOT_STARTED = "totp-not-started"
+    TOTP_NOT_ENROLLED = "totp-not-enrolled"
+    INVITATION_CLOSED = "invitation-closed"
+    INVITE_INSTEAD = "invite-instead"
+    NO_EMAIL = "no-email"
+    NO_SMTP = "no-smtp"
+    # list custody (RAND-3, issue 12)
+    LIST_CUSTODY = "list-custody"
+    LIST_INACTIVE = "list-inactive"
+    LIST_IN_USE = "list-in-use"
+    # records: locks, sign-off, consent, exits (issue 15)
+    RECORD_LOCKED = "record-locked"
+    DATABASE_LOCKED = "database-locked"
+    ALREADY_LOCKED = "already-locked"
+    NOT_LOCKED = "not-locked"
+    BLINDED_PHASE_FROZEN = "blinded-phase-frozen"
+    DATABASE_LOCK_BLOCKED = "database-lock-blocked"
+    DATABASE_NOT_LOCKED = "database-not-locked"
+    NOTHING_TO_SIGN = "nothing-to-sign"
+    CONSENT_VERSION_NOT_APPROVED = "consent-version-not-approved"
+    CONSENT_VERSION_NOT_IN_FORCE = "consent-version-not-in-force"
+    CONSENT_VERSION_SUPERSEDED = "consent-version-superseded"
+    SUBJECT_DIED = "subject-died"
+    SUBJECT_LOST = "subject-lost"
+    WITHDRAWN_NO_CONTACT = "withdrawn-no-contact"
+    WITHDRAWN_CONTACT_ONLY = "withdrawn-contact-only"
 
 
 REFUSALS: dict[Refusal, str] = {
@@ -180,6 +209,38 @@ REFUSALS: dict[Refusal, str] = {
     Refusal.BLINDED: "The result is by arm and the caller may not see allocations (RAND-6).",
     Refusal.PROTOCOL_INVALID: "The protocol file does not pass its checks; the message "
     "lists every problem.",
+    Refusal.REQUEST_DECIDED: "The access request was approved or rejected already.",
+    Refusal.TOTP_REQUIRED: "The caller's roles need a second factor (TOTP) that is not "
+    "enrolled; the session serves enrolment only.",
+    Refusal.TOTP_NOT_STARTED: "Second-factor enrolment was not started.",
+    Refusal.TOTP_NOT_ENROLLED: "No second factor is enrolled.",
+    Refusal.INVITATION_CLOSED: "Only an open invitation can be cancelled.",
+    Refusal.INVITE_INSTEAD: "In a live study people choose their own password: invite them "
+    "by e-mail.",
+    Refusal.NO_EMAIL: "The user has no e-mail address on file for a link.",
+    Refusal.NO_SMTP: "No SMTP server is configured; mails wait in the outbox.",
+    Refusal.LIST_CUSTODY: "The list repeats a list of the other mode (test vs live) by "
+    "fingerprint or arm sequence (RAND-3).",
+    Refusal.LIST_INACTIVE: "The allocation list is out of use already.",
+    Refusal.LIST_IN_USE: "A live list subjects drew from is extended, never replaced.",
+    Refusal.RECORD_LOCKED: "The record is locked; the message names the lock.",
+    Refusal.DATABASE_LOCKED: "The study's database is locked.",
+    Refusal.ALREADY_LOCKED: "The record is locked already.",
+    Refusal.NOT_LOCKED: "The record is not locked.",
+    Refusal.BLINDED_PHASE_FROZEN: "The blinded-phase data were frozen at unblinding; a data "
+    "manager's unlock with a reason is needed.",
+    Refusal.DATABASE_LOCK_BLOCKED: "The database lock is blocked; the message lists what "
+    "blocks it.",
+    Refusal.DATABASE_NOT_LOCKED: "Trial-level unblinding needs the hard database lock.",
+    Refusal.NOTHING_TO_SIGN: "There is no saved data to sign.",
+    Refusal.CONSENT_VERSION_NOT_APPROVED: "The consent version is not approved at the site.",
+    Refusal.CONSENT_VERSION_NOT_IN_FORCE: "The consent version is not in force on that date.",
+    Refusal.CONSENT_VERSION_SUPERSEDED: "A newer consent version is in force on that date.",
+    Refusal.SUBJECT_DIED: "Nothing dated after a subject's death can be recorded.",
+    Refusal.SUBJECT_LOST: "The subject is lost to follow-up.",
+    Refusal.WITHDRAWN_NO_CONTACT: "The subject withdrew from further contact.",
+    Refusal.WITHDRAWN_CONTACT_ONLY: "The subject withdrew from further data; only contacts "
+    "are recorded.",
 }
 """What each code means, for docs/refusals.md."""
 

@@ -62,6 +62,7 @@ class Permission(StrEnum):
     LIST_GENERATE = "allocation:list:generate"
     LIST_IMPORT = "allocation:list:import"
     LIST_EXTEND = "allocation:list:extend"
+    LIST_DISCARD = "allocation:list:discard"
     TRIAL_UNBLINDING_READ = "study:unblinding:read"
     TRIAL_UNBLINDING_REQUEST = "study:unblinding:request"
     TRIAL_UNBLINDING_CONFIRM = "study:unblinding:confirm"
@@ -96,6 +97,7 @@ class Permission(StrEnum):
     # administration
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
+    GRANT_APPROVE = "admin:grant:approve"
 
 
 P = Permission
@@ -137,6 +139,7 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.LIST_GENERATE: "generate allocation list",
     P.LIST_IMPORT: "import allocation list",
     P.LIST_EXTEND: "extend allocation list",
+    P.LIST_DISCARD: "discard an allocation list not yet drawn from",
     P.TRIAL_UNBLINDING_READ: "view trial unblinding status",
     P.TRIAL_UNBLINDING_REQUEST: "request trial-level unblinding",
     P.TRIAL_UNBLINDING_CONFIRM: "confirm trial-level unblinding",
@@ -167,6 +170,7 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.DESIGN_ASSESS: "design assessment",
     P.USER_MANAGE: "manage users and their roles",
     P.SITE_MANAGE: "manage sites",
+    P.GRANT_APPROVE: "approve a grant of a role that can reach an arm (e-signed)",
 }
 """The words a refusal uses for the action ("'record discharge' needs the role ...")."""
 
@@ -260,6 +264,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.SUPPLY_LOT_RECALL,
         P.DEVICE_RETURN,
         P.DEVICE_DESTROY,
+        P.GRANT_APPROVE,
     },
     Role.CRC: _EVERYONE
     | {
@@ -297,6 +302,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.LIST_GENERATE,
         P.LIST_IMPORT,
         P.LIST_EXTEND,
+        P.LIST_DISCARD,
+        P.GRANT_APPROVE,
         P.TRIAL_UNBLINDING_CONFIRM,
         P.AMENDMENT_PREVIEW,
         P.AMENDMENT_SIGN,
@@ -326,6 +333,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.UNBLINDING_EVENTS_READ,
         P.INTERIM_READ,
         P.ENDPOINTS_BY_ARM_READ,
+        P.GRANT_APPROVE,
     },
 }
 """The one role -> permission table. Changing it changes what every adapter allows."""

@@ -7,7 +7,6 @@ nothing here reads the database or the allocation key.
 
 from __future__ import annotations
 
-import csv
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+
+from trialdesk.reports.csv_cells import write_csv
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,7}$")
@@ -118,17 +119,13 @@ def _width(values: list[object]) -> int:
 
 def write_define(datasets: Sequence[Dataset], path: Path) -> None:
     """A define-style listing: one line per variable, in dataset order."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["dataset", "dataset_label", "order", "variable", "label", "type", "comment"]
-        )
-        for ds in datasets:
-            writer.writerow([ds.name, ds.label, "", "", "", "", ds.comment])
-            for order, var in enumerate(ds.variables, start=1):
-                writer.writerow(
-                    [ds.name, ds.label, order, var.name, var.label, var.type, var.comment]
-                )
+    rows: list[list[object]] = []
+    for ds in datasets:
+        rows.append([ds.name, ds.label, "", "", "", "", ds.comment])
+        for order, var in enumerate(ds.variables, start=1):
+            rows.append([ds.name, ds.label, order, var.name, var.label, var.type, var.comment])
+    header = ["dataset", "dataset_label", "order", "variable", "label", "type", "comment"]
+    write_csv(path, header, rows)
 
 
 # --------------------------------------------------------------------------- ODM

@@ -39,6 +39,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.domain.udi import check_gtin, format_udi, parse_udi
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, Grant, require, require_site_visible
+from trialdesk.services.audit_trail import disclosure_entry
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.common import (
@@ -704,7 +705,7 @@ def ship_devices(
             lot = uow.session.get(DeviceLotRow, device.lot_id)
             assert lot is not None
             if device.status != "at_depot":
-                problems[device.serial] = f"is {device.status.replace('_', ' ')}, not at the depot"
+                problems[device.serial] = _not_shippable(device)
             elif lot.status != "released":
                 problems[device.serial] = f"lot {lot.lot_number} is quarantined"
             elif lot.expiry < on:
@@ -763,6 +764,18 @@ def ship_devices(
             )
         uow.commit()
         return _shipment_view(uow, shipment)
+
+
+def _not_shippable(device: DeviceRow) -> str:
+    """Why a device not at the depot cannot ship, from what the depot knows of it alone.
+
+    Once a device has left the depot, whether it sits on a shelf, was implanted, used and
+    quarantined, returned or destroyed at a site is usage, and usage is the arm (SUP-2,
+    RAND-6): the refusal names none of it, for every caller (the supply role is blinded).
+    A device never shipped cannot have been used, so the depot's own states are named."""
+    if device.shipment_id is None:
+        return f"is {device.status.replace('_', ' ')} at the depot"
+    return "is not in depot stock (it was shipped)"
 
 
 def receive_shipment(
@@ -890,9 +903,20 @@ def _removal(
     action = "return a device" if kind == "returned" else "destroy a device"
     with ctx.uow() as uow:
         study_by_id(uow, study_id)
-        device, site = _site_device(uow, actor, study_id, serial)
-        # a role that may never return or destroy a device learns nothing of its state
+        # a role that may never return or destroy a device learns nothing of it, not even
+        # whether it exists: the role comes first
         require(actor, study_id, (Role.IMPLANTER, *SUPPLY), action=action)
+        device, site = _site_device(uow, actor, study_id, serial)
+        if site is None and not actor.has(study_id, SUPPLY):
+            # a device back at the depot is known only to the implanting team of the site it
+            # left; to anyone else it is like another site's device (returned? never shipped?)
+            left = uow.session.scalars(
+                select(DeviceEventRow.site_id)
+                .where(DeviceEventRow.device_id == device.id, DeviceEventRow.kind == "returned")
+                .order_by(DeviceEventRow.id.desc())
+            ).first()
+            if left is None or not actor.has(study_id, [Role.IMPLANTER], site_id=left):
+                raise NotFound(f"device {serial} not found")
         text = require_text(reason, "reason", "a reason")
         if site is not None:
             # The site's shelf belongs to its implanting team, who may see the site's arms:
@@ -1314,7 +1338,9 @@ def recall_subjects(
     Only implant-arm subjects get devices, so the list tells arms: it is for roles that may
     see arms (the statistician and DSMB for every site, an implanting team for its own site).
     A field recall is a safety action, so the blinded study manager may read it too, with a
-    reason and an e-signature (SIG-1), audited without the list's content."""
+    reason and an e-signature (SIG-1). Every reading is an audited disclosure
+    (``disclose_recall_list``: who, which lot, the reason and signature; not the list, nor
+    how many subjects it names)."""
     signed = False
     with ctx.uow(readonly=True) as uow:
         study_by_id(uow, study_id)
@@ -1352,25 +1378,24 @@ def recall_subjects(
         with ctx.uow() as uow:
             lot = _lot(uow, study_id, lot_number)
             entries = _recall_entries(ctx, uow, lot, None)
-            _audit(
-                uow,
+            entry = disclosure_entry(
                 ctx,
                 actor,
                 study_id,
-                "recall_disclosure",
-                "device_lot",
-                lot.lot_number,
-                new={
-                    "subjects_listed": len(entries),
-                    "signature": {"name": actor.full_name, "meaning": meaning},
-                },
-                reason=text,
+                "recall_list",
+                what=lot.lot_number,
+                detail={"signature": {"name": actor.full_name, "meaning": meaning}},
             )
+            entry.reason = text
+            uow.record(entry)
             uow.commit()
             return RecallView(lot.lot_number, lot.status, entries, signed)
-    with ctx.uow(readonly=True) as uow:
+    with ctx.uow() as uow:
         lot = _lot(uow, study_id, lot_number)
         entries = _recall_entries(ctx, uow, lot, set(visible))
+        # who read which lot's list, never how many subjects it named (AUD-1, RAND-6)
+        uow.record(disclosure_entry(ctx, actor, study_id, "recall_list", what=lot.lot_number))
+        uow.commit()
         return RecallView(lot.lot_number, lot.status, entries, signed)
 
 

@@ -343,6 +343,16 @@ def _require_by_arm_reader(uow: UnitOfWork, actor: Actor, study_id: int, action:
             raise refusal
 
 
+def _disclosed(
+    ctx: ServiceContext, actor: Actor, study_id: int, what: str, as_of: dt.date | None
+) -> None:
+    """By-arm results are a disclosure: audited (who, what, when; no arm, no figure)."""
+    from trialdesk.services.audit_trail import record_disclosure
+
+    detail = {"as_of": as_of.isoformat()} if as_of else None
+    record_disclosure(ctx, actor, study_id, "endpoint_by_arm", what=what, detail=detail)
+
+
 def _protocol(ctx: ServiceContext, uow: UnitOfWork, study_id: int) -> LoadedProtocol:
     study_by_id(uow, study_id)
     return protocol_of(ctx, current_protocol_row(uow, study_id))
@@ -378,6 +388,7 @@ def safety_summary(
         _require_by_arm_reader(uow, actor, study_id, "safety endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    _disclosed(ctx, actor, study_id, "safety endpoint", as_of)
     ep = loaded.protocol.endpoints
     arm = loaded.protocol.arms[0].code
     horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
@@ -495,6 +506,7 @@ def efficacy_summary(
         _require_by_arm_reader(uow, actor, study_id, "efficacy endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    _disclosed(ctx, actor, study_id, "efficacy endpoint", as_of)
     ep = loaded.protocol.endpoints
     arms = loaded.protocol.arms
     treated, control = arms[0].code, arms[1].code
@@ -621,6 +633,7 @@ def time_in_lab(ctx: ServiceContext, actor: Actor, study_id: int) -> TimeInLab:
                 code = ctx.cipher.decrypt(arm_enc)
                 durations.setdefault(code, []).append(_minutes(start, end))
         loaded = _protocol(ctx, uow, study_id)
+    _disclosed(ctx, actor, study_id, "time in the lab", None)
     arms: dict[str, dict[str, Any]] = {}
     for arm in loaded.protocol.arms:
         minutes = sorted(durations.get(arm.code, []))

@@ -15,12 +15,11 @@ all, and TE names one neutral "index procedure" element instead of each arm's pr
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import FieldType, Form
+from trialdesk.reports.csv_cells import write_csv
 from trialdesk.reports.exports import (
     Dataset,
     Variable,
@@ -41,7 +41,9 @@ from trialdesk.reports.exports import (
     write_define,
     write_xpt,
 )
+from trialdesk.services import audit_trail
 from trialdesk.services.access import Actor, require
+from trialdesk.services.audit_trail import AuditFilter
 from trialdesk.services.blinding import may_see_arm_definitions
 from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
 from trialdesk.services.context import ServiceContext
@@ -63,7 +65,7 @@ from trialdesk.store.tables import (
 from trialdesk.store.uow import UnitOfWork
 
 EXPORT_ROLES = (Role.MONITOR, Role.MANAGER, Role.STATISTICIAN)
-SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "csrf_token"})
+SECURITY_COLUMNS = frozenset({"password_hash", "token_hash", "csrf_token"})
 BLINDED_NOTE = "withheld: blinded export"
 
 
@@ -145,24 +147,43 @@ def _study_rows(uow: UnitOfWork, table: Table, study_id: int) -> list[dict[str, 
     return [dict(row) for row in uow.session.execute(query.order_by(*table.primary_key)).mappings()]
 
 
-def _supply_entry(row: dict[str, Any]) -> bool:
-    return str(row.get("stream", "")).startswith("supply:")
+BLINDED_DROPPED_TABLES = frozenset({*DEVICE_USE_TABLES, "audit_heads", "audit_entries"})
+"""Left out of a blinded CSV export as tables: per-device records (device use tells the arm),
+the chain heads (hashes over values the export blanks); the audit trail is written from its
+blinded projection instead (services/audit_trail.py)."""
+BLINDED_DROPPED_COLUMNS = {
+    "protocol_versions": {"text"},  # the protocol text defines the arms
+    "allocation_lists": {"fingerprint"},  # a checkable digest of the concealed list
+    "randomizations": {"idempotency_key"},  # a caller's retry key, scoped to its maker
+}
+
+
+def _blinded_value(value: object) -> object:
+    """Times in whole seconds: sub-second gaps between the records of one action would tell
+    how long the server worked on it, and that work differs by arm (RAND-6)."""
+    if isinstance(value, dt.datetime):
+        return value.replace(microsecond=0)
+    return value
 
 
 def export_csv(
     ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
 ) -> ExportResult:
-    """One CSV per table (EXP-1). Blinded: no encrypted column, no hash, no protocol text and
-    no concealed procedure record. Unblinded: randomizations gain the decrypted ``arm`` and
-    the concealed procedure records their real form and values."""
+    """One CSV per table (EXP-1), every cell through the formula-safe writer. Blinded: no
+    encrypted column, no hash or digest, no protocol text, no concealed procedure record, no
+    per-device record, the audit trail as its blinded projection, times in whole seconds.
+    Unblinded: randomizations gain the decrypted ``arm``, the concealed procedure records
+    their real form and values; the export itself is an audited disclosure."""
     _authorize(actor, study_id, unblinded, "export csv")
     out = _out(out_dir)
     files: list[str] = []
     skipped: list[str] = []
     with ctx.uow(readonly=True) as uow:
         for table in Base.metadata.sorted_tables:
-            if not unblinded and table.name in DEVICE_USE_TABLES:
-                continue  # when a device left stock matches a procedure date: the arm (SUP-2)
+            if not unblinded and table.name in BLINDED_DROPPED_TABLES:
+                continue
+            if table.name == "audit_entries":
+                continue  # written below from the projection, with the users' security log
             rows = _study_rows(uow, table, study_id)
             if rows is None:
                 skipped.append(table.name)
@@ -170,16 +191,14 @@ def export_csv(
             drop = {
                 c.name
                 for c in table.columns
-                if isinstance(c.type, LargeBinary) or c.name in SECRET_COLUMNS
+                if isinstance(c.type, LargeBinary) or c.name in SECURITY_COLUMNS
             }
-            if not unblinded and table.name == "protocol_versions":
-                drop.add("text")
+            if not unblinded:
+                drop |= BLINDED_DROPPED_COLUMNS.get(table.name, set())
             names = [c.name for c in table.columns if c.name not in drop]
             if unblinded and table.name == "randomizations":
                 names.append("arm")
             for row in rows:
-                if not unblinded and table.name == "audit_entries" and _supply_entry(row):
-                    row["old"] = row["new"] = ""  # device statuses and sites tell usage (SUP-2)
                 if table.name == "randomizations" and unblinded:
                     row["arm"] = ctx.cipher.decrypt(row["arm_enc"])
                 if table.name == "form_records" and row["form_code"] == CONCEALED_PROCEDURE_FORM:
@@ -191,32 +210,37 @@ def export_csv(
                         row["data"] = json.dumps(values, sort_keys=True)
                     else:
                         row["data"] = ""
-            path = out / f"{table.name}.csv"
-            with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(names)
-                for row in rows:
-                    writer.writerow([_csv_value(row.get(n)) for n in names])
-            files.append(path.name)
+            shown = (
+                ([row.get(n) for n in names] for row in rows)
+                if unblinded
+                else ([_blinded_value(row.get(n)) for n in names] for row in rows)
+            )
+            write_csv(out / f"{table.name}.csv", names, shown)
+            files.append(f"{table.name}.csv")
+        entries = list(
+            audit_trail.study_entries(uow, study_id, AuditFilter(), blinded=not unblinded)
+        )
+        header, audit_rows = audit_trail.csv_rows(entries, blinded=not unblinded)
+        write_csv(out / "audit_entries.csv", header, audit_rows)
+        files.append("audit_entries.csv")
+    files.sort()
+    if unblinded:
+        audit_trail.record_disclosure(
+            ctx, actor, study_id, "export_csv", what="csv", detail={"files": len(files)}
+        )
     notes = (
         []
         if unblinded
         else [
-            "blinded export: no arm, no encrypted column, no protocol text, no per-device "
-            "records (" + ", ".join(DEVICE_USE_TABLES) + ": device use tells the arm)"
+            "blinded export: no arm, no encrypted column, no hash or digest, no protocol "
+            "text, no per-device records (" + ", ".join(DEVICE_USE_TABLES) + ": device use "
+            "tells the arm); the audit trail without per-device entries, supply values or "
+            "chain values; times in whole seconds"
         ]
     )
     if skipped:
         notes.append(f"tables not scoped to a study, left out: {', '.join(skipped)}")
     return ExportResult("csv", str(out), not unblinded, files, notes)
-
-
-def _csv_value(value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return value
 
 
 # --------------------------------------------------------------------------- shared reads
@@ -322,6 +346,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     study_oid = _oid("ST", snap.study.code)
     mdv_oid = _oid("MDV", protocol.version, snap.loaded.sha256[:12])
     now = ctx.now().isoformat()
+    stamp = _stamp_for(unblinded)
     root = ET.Element(
         odm("ODM"),
         {
@@ -449,7 +474,13 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
         if subj.rand is not None:
             ev = sub(sd, "StudyEventData", StudyEventOID=_oid("SE", COMMON_EVENT))
             fdata = sub(ev, "FormData", FormOID=_oid("F", RAND_FORM))
-            _audit(fdata, subj.rand.randomized_by, loc, subj.rand.randomized_at.isoformat(), None)
+            _audit(
+                fdata,
+                subj.rand.randomized_by,
+                loc,
+                stamp(subj.rand.randomized_at.isoformat()),
+                None,
+            )
             ig = sub(fdata, "ItemGroupData", ItemGroupOID=_oid("IG", RAND_FORM))
             values = {"number": subj.rand.number, "date": subj.rand.randomized_on.isoformat()}
             if unblinded:
@@ -478,7 +509,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
                     fdata,
                     created.actor if created else record.created_by,
                     loc,
-                    created.at if created else record.created_at.isoformat(),
+                    stamp(created.at if created else record.created_at.isoformat()),
                     None,
                 )
                 ig = sub(fdata, "ItemGroupData", ItemGroupOID=_oid("IG", code))
@@ -493,8 +524,24 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
                     )
                     change = _last_change(entries, f.code)
                     if change is not None:
-                        _audit(item, change.actor, loc, change.at, change.reason)
+                        _audit(item, change.actor, loc, stamp(change.at), change.reason)
     return odm_bytes(root)
+
+
+def _stamp_for(unblinded: bool) -> Callable[[str], str]:
+    """ODM audit times: as stored for the unblinded, whole seconds for blinded readers (the
+    blinded audit projection's resolution, services/audit_trail.py)."""
+    if unblinded:
+        return lambda at: at
+    return _whole_seconds
+
+
+def _whole_seconds(at: str) -> str:
+    head, dot, rest = at.partition(".")
+    if not dot:
+        return at
+    zone = rest.lstrip("0123456789")
+    return head + zone
 
 
 def _yes(flag: bool) -> str:
@@ -541,6 +588,8 @@ def export_odm(
     with ctx.uow(readonly=True) as uow:
         document = build_odm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
     (out / "odm.xml").write_bytes(document)
+    if unblinded:
+        audit_trail.record_disclosure(ctx, actor, study_id, "export_odm", what="odm")
     notes = [] if unblinded else ["blinded export: no arm, no arm-specific procedure form"]
     return ExportResult("odm", str(out), not unblinded, ["odm.xml"], notes)
 
@@ -962,6 +1011,10 @@ def export_sdtm(
         files.append(name)
     write_define(datasets, out / "define.csv")
     files.append("define.csv")
+    if unblinded:
+        audit_trail.record_disclosure(
+            ctx, actor, study_id, "export_sdtm", what="sdtm", detail={"files": len(files)}
+        )
     notes = (
         []
         if unblinded

@@ -312,7 +312,7 @@ def record_therapy(
             at=act.now,
             therapy_id=therapy.id,
         )
-        notify_crc_case(act.uow, ctx, case.id)
+        notify_crc_case(act.uow, ctx, case, act.subject.number)
         act.transition(
             Action.RECORD_THERAPY,
             audit_new={

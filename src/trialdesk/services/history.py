@@ -4,7 +4,10 @@ Read from the subject's audit stream, so it is exactly what the hash chain prote
 are not repeated here (forms and the subject page show them); the list says which action,
 on which record, with the reason given. Entries never carry an arm; allocation details (list,
 slot, stratum) are left out for everyone, and records that exist only for one arm (device
-assignments) are shown only to those who may see the subject's arm.
+assignments) are shown only to those who may see the subject's arm. Those who may not see it
+read times in whole seconds, the resolution of the blinded audit projection
+(services/audit_trail.py): every entry of one action carries one time, and sub-second gaps
+between actions would tell how long the server worked on each.
 """
 
 from __future__ import annotations
@@ -16,14 +19,12 @@ from sqlalchemy import select
 
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
+from trialdesk.services.audit_trail import ARM_REVEALING_ENTITIES
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.common import load_subject
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import AuditEntryRow
-
-ARM_REVEALING_ENTITIES = frozenset({"device"})
-"""Record kinds written for one arm only: their mere presence would unblind."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def subject_history(
         return [
             HistoryEntry(
                 seq=row.seq,
-                at=dt.datetime.fromisoformat(row.at),
+                at=_shown_time(row.at, exact=sees_arm),
                 actor=row.actor,
                 action=row.action,
                 entity=row.entity,
@@ -69,3 +70,8 @@ def subject_history(
             for row in rows
             if sees_arm or row.entity not in ARM_REVEALING_ENTITIES
         ]
+
+
+def _shown_time(at: str, *, exact: bool) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(at)
+    return moment if exact else moment.replace(microsecond=0)

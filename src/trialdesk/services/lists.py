@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
 from trialdesk.domain.randomization import (
     ArmRatio,
     Slot,
@@ -36,7 +36,9 @@ from trialdesk.domain.randomization import (
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Method
-from trialdesk.services.access import Actor, require
+from trialdesk.reports.csv_cells import csv_text
+from trialdesk.services.access import BLINDED_ROLES, Actor, require
+from trialdesk.services.audit_trail import disclosure_entry
 from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
 from trialdesk.services.context import ServiceContext
 from trialdesk.store.audit import PendingEntry
@@ -105,6 +107,18 @@ class ListImportRefused(ValidationFailed):
 
 
 # --- shared helpers -------------------------------------------------------------------------
+
+
+def require_custodian(actor: Actor, study_id: int, action: str) -> None:
+    """Lists are kept by the unblinded statistician: the role, and no blinded role beside it
+    (ACC-2: a user who is also a coordinator, say, gets the blinded answer, and a list, its
+    fingerprint or its content is allocation)."""
+    require(actor, study_id, [Role.STATISTICIAN], action=action)
+    if actor.roles(study_id) & BLINDED_ROLES:
+        raise PermissionDenied(
+            f"'{action}' is for the unblinded statistician; {actor.username} also holds a "
+            "blinded role in this study, and the blinded role wins (ACC-2)"
+        )
 
 
 def arms_of(loaded: LoadedProtocol) -> list[tuple[str, int]]:
@@ -310,6 +324,86 @@ def _refuse_if_active(uow: UnitOfWork, study_id: int, mode: str) -> None:
         )
 
 
+MIN_MATCH_SLOTS = 8
+"""Shared slots from which two lists with equal arm sequences count as one list (below it,
+equal sequences are as likely as not by chance)."""
+
+
+def _list_slots(ctx: ServiceContext, uow: UnitOfWork, list_id: int) -> dict[str, list[Slot]]:
+    out: dict[str, list[Slot]] = defaultdict(list)
+    for row in uow.session.scalars(
+        select(AllocationSlotRow)
+        .where(AllocationSlotRow.list_id == list_id)
+        .order_by(AllocationSlotRow.stratum, AllocationSlotRow.sequence)
+    ):
+        out[row.stratum].append(decode_slot(ctx, row))
+    return dict(out)
+
+
+def _same_sequence(a: Mapping[str, Sequence[Slot]], b: Mapping[str, Sequence[Slot]]) -> bool:
+    """True when every stratum the lists share draws the same arms in the same order (up to
+    the shorter one's end), over at least :data:`MIN_MATCH_SLOTS` slots: the same list,
+    whatever its block numbering, stratum order or length."""
+    shared = 0
+    for stratum in set(a) & set(b):
+        left = [s.arm for s in sorted(a[stratum], key=lambda s: s.sequence)]
+        right = [s.arm for s in sorted(b[stratum], key=lambda s: s.sequence)]
+        n = min(len(left), len(right))
+        if left[:n] != right[:n]:
+            return False
+        shared += n
+    return shared >= MIN_MATCH_SLOTS
+
+
+def _refuse_shared_custody(
+    ctx: ServiceContext,
+    uow: UnitOfWork,
+    study_id: int,
+    mode: str,
+    stratum_slots: Mapping[str, Sequence[Slot]],
+) -> None:
+    """RAND-3 custody: a list whose fingerprint or arm sequence matches a list the study has
+    (or had) in the other mode is refused, so whoever tested the system with the test list
+    does not know the live sequence (and a live list never becomes a test list). Discarded
+    lists count: their content was seen."""
+    other = "test" if mode == "live" else "live"
+    new_fp = fingerprint(stratum_slots)
+    for lst in uow.session.scalars(
+        select(AllocationListRow).where(
+            AllocationListRow.study_id == study_id, AllocationListRow.mode == other
+        )
+    ):
+        if lst.fingerprint == new_fp or _same_sequence(
+            stratum_slots, _list_slots(ctx, uow, lst.id)
+        ):
+            raise PreconditionFailed(
+                f"this list repeats the study's {other} list {lst.id} (same "
+                f"{'fingerprint' if lst.fingerprint == new_fp else 'arm sequence'}): test and "
+                "live lists must be made apart, so testing never shows the live sequence",
+                reason="list-custody",
+            )
+
+
+def _refuse_known_seed(study: StudyRow, mode: str, seed: int | None, fixed: bool) -> None:
+    """RAND-3: in a live study the live list comes from a seed trialdesk draws and never
+    shows; a seed someone typed, or the protocol's fixed seed (readable by every role), would
+    let whoever knows it rebuild the live sequence. Demo and sandbox studies keep
+    reproducible seeds."""
+    if mode != "live" or study.mode != "live":
+        return
+    if seed is not None or fixed:
+        raise ValidationFailed(
+            "the live list of a live study is generated from a seed trialdesk draws and never "
+            "shows; leave the seed out"
+            + (
+                " (the protocol's fixed seed is for demo and sandbox studies)"
+                if fixed and seed is None
+                else ""
+            ),
+            {"seed": "not allowed for a live list"},
+        )
+
+
 # --- generate -------------------------------------------------------------------------------
 
 
@@ -333,26 +427,25 @@ def generate_list(
         raise ValidationFailed("the seed must be an integer from 0 to 2^63-1", {"seed": "range"})
     with ctx.uow() as uow:
         if not actor.operator:
-            require(actor, study_id, [Role.STATISTICIAN], action="generate allocation list")
-        study_by_id(uow, study_id)
+            require_custodian(actor, study_id, "generate allocation list")
+        study = study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         design = loaded.protocol.randomization
         _lock_study(uow, study_id)
         _refuse_if_active(uow, study_id, mode)
+        fixed = design.seed_policy == "fixed" and design.seed is not None
+        _refuse_known_seed(study, mode, seed, fixed)
         arms = arms_of(loaded)
         sizes = validate_block_sizes(arms, design.block_sizes)
         if seed is None:
-            seed = (
-                design.seed
-                if design.seed_policy == "fixed" and design.seed is not None
-                else secrets.randbits(62)
-            )
+            seed = design.seed if fixed and design.seed is not None else secrets.randbits(62)
         strata = _site_strata(uow, study_id, loaded)
         size = size_per_stratum or default_stratum_size(loaded, len(strata))
         all_slots: dict[str, list[Slot]] = {
             s: generate_blocks(arms, sizes, size, random.Random(derive_seed(seed, s)))
             for s in strata
         }
+        _refuse_shared_custody(ctx, uow, study_id, mode, all_slots)
         lst = _new_list(
             uow,
             ctx,
@@ -684,7 +777,7 @@ def import_list(
     _check_mode(mode)
     source_name = (source_name or "").strip()[:200] or "(unnamed)"
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="import allocation list")
+        require_custodian(actor, study_id, "import allocation list")
         study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         arms = arms_of(loaded)
@@ -742,6 +835,10 @@ def import_list(
             raise ListImportRefused(source_name, problems.sorted())
         total = sum(len(s) for s in slots.values())
         loaded_fp = fingerprint(slots)
+        whole = slots
+        if target is not None:
+            whole = {k: [*existing.get(k, []), *v] for k, v in slots.items()}
+        _refuse_shared_custody(ctx, uow, study_id, mode, whole)
         if target is None:
             lst = _new_list(
                 uow,
@@ -918,7 +1015,7 @@ def extend(
         )
     stratum = stratum.strip()
     with ctx.uow() as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="extend allocation list")
+        require_custodian(actor, study_id, "extend allocation list")
         study_by_id(uow, study_id)
         prow, loaded = _list_design(ctx, uow, study_id)
         lst = active_list(uow, study_id, mode)
@@ -1036,7 +1133,7 @@ def stratum_status(
     if mode is not None:
         _check_mode(mode)
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="view allocation list status")
+        require_custodian(actor, study_id, "view allocation list status")
         study_by_id(uow, study_id)
         loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
         threshold = loaded.protocol.randomization.low_slots_warning
@@ -1057,7 +1154,7 @@ def stratum_status(
 def list_info(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ListInfo]:
     """Every list of the study with its fingerprint, never its content."""
     with ctx.uow(readonly=True) as uow:
-        require(actor, study_id, [Role.STATISTICIAN], action="view allocation lists")
+        require_custodian(actor, study_id, "view allocation lists")
         out = []
         for lst in uow.session.scalars(
             select(AllocationListRow)
@@ -1093,3 +1190,104 @@ def list_info(ctx: ServiceContext, actor: Actor, study_id: int) -> list[ListInfo
                 )
             )
         return out
+
+
+# --- custody: discarding and downloading ----------------------------------------------------
+
+
+def _list_row(uow: UnitOfWork, study_id: int, list_id: int) -> AllocationListRow:
+    lst = uow.session.get(AllocationListRow, list_id)
+    if lst is None or lst.study_id != study_id:
+        raise NotFound(f"allocation list {list_id} not found")
+    return lst
+
+
+def discard_list(
+    ctx: ServiceContext, actor: Actor, study_id: int, list_id: int, reason: str
+) -> ListInfo:
+    """Take a list out of use (RAND-3) so another can be loaded in its mode: a test list at
+    any time (its test randomizations keep their records), a live list only while no live
+    subject has drawn from it (before go-live). The list is kept, inactive, and still counts
+    for custody: a later list of the other mode may not repeat it."""
+    text = (reason or "").strip()
+    if not text:
+        raise ValidationFailed("a reason is required", {"reason": "required"})
+    with ctx.uow() as uow:
+        require_custodian(actor, study_id, "discard allocation list")
+        study_by_id(uow, study_id)
+        _lock_study(uow, study_id)
+        lst = _list_row(uow, study_id, list_id)
+        if not lst.active:
+            raise PreconditionFailed(
+                f"allocation list {lst.id} is already out of use", reason="list-inactive"
+            )
+        used = uow.session.scalar(
+            select(func.count())
+            .select_from(AllocationSlotRow)
+            .where(
+                AllocationSlotRow.list_id == lst.id,
+                AllocationSlotRow.used_by_subject_id.is_not(None),
+            )
+        )
+        if lst.mode == "live" and used:
+            raise PreconditionFailed(
+                f"live allocation list {lst.id} has allocated subjects; a live list in use is "
+                "extended, never replaced",
+                reason="list-in-use",
+            )
+        lst.active = False
+        uow.record(_list_entry(ctx, actor, lst, "discard_list", {"mode": lst.mode, "reason": text}))
+        strata, slots = _sizes(uow, lst.id)
+        uow.commit()
+        return ListInfo(
+            lst.id, lst.mode, lst.method, strata, slots, lst.fingerprint, lst.source, False
+        )
+
+
+def _sizes(uow: UnitOfWork, list_id: int) -> tuple[int, int]:
+    strata = uow.session.scalar(
+        select(func.count())
+        .select_from(StratumCursorRow)
+        .where(StratumCursorRow.list_id == list_id)
+    )
+    slots = uow.session.scalar(
+        select(func.count())
+        .select_from(AllocationSlotRow)
+        .where(AllocationSlotRow.list_id == list_id)
+    )
+    return int(strata or 0), int(slots or 0)
+
+
+@dataclass(frozen=True)
+class ListDownload:
+    filename: str
+    csv: str
+    """The list in the import format (``stratum,sequence,block,block_size,arm``)."""
+
+
+def download_list(ctx: ServiceContext, actor: Actor, study_id: int, list_id: int) -> ListDownload:
+    """The whole list as a CSV file in the import format, for the unblinded statistician's
+    reconciliation (RAND-3). Every download is an audited disclosure (who, which list, when;
+    not its content)."""
+    with ctx.uow() as uow:
+        require_custodian(actor, study_id, "download allocation list")
+        study = study_by_id(uow, study_id)
+        lst = _list_row(uow, study_id, list_id)
+        slots = _list_slots(ctx, uow, lst.id)
+        rows = [
+            [stratum, s.sequence, s.block_number, s.block_size, s.arm]
+            for stratum in sorted(slots)
+            for s in slots[stratum]
+        ]
+        uow.record(
+            disclosure_entry(
+                ctx,
+                actor,
+                study_id,
+                "list_download",
+                what=f"list {lst.id}",
+                detail={"list": lst.id, "mode": lst.mode, "slots": len(rows)},
+            )
+        )
+        uow.commit()
+    return ListDownload(f"{study.code}-{lst.mode}-list-{lst.id}.csv", csv_text(CSV_COLUMNS, rows))

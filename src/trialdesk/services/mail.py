@@ -18,22 +18,20 @@ import datetime as dt
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import event, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select, update
 
 from trialdesk.config import Settings
 from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.records import Subject
-from trialdesk.store.tables import MailOutboxRow, RoleGrantRow, SiteRow, SubjectRow, UserRow
+from trialdesk.store.records import CrcCase, Subject
+from trialdesk.store.tables import MailOutboxRow
 from trialdesk.store.uow import UnitOfWork
 
 MAX_ATTEMPTS = 10
@@ -88,50 +86,21 @@ def enqueue(
     study_id: int | None = None,
 ) -> None:
     """Write a mail into the caller's transaction; it is sent after the commit."""
-    now = ctx.now()
-    uow.session.add(
-        MailOutboxRow(
-            study_id=study_id,
-            kind=kind,
-            recipient=to,
-            subject=subject[:200],
-            body_enc=ctx.cipher.encrypt(body),
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
+    uow.mail.add(
+        study_id=study_id,
+        kind=kind,
+        recipient=to,
+        subject=subject[:200],
+        body_enc=ctx.cipher.encrypt(body),
+        at=ctx.now(),
     )
     dispatcher = ctx.mail
     if dispatcher is not None:
-        _wake_after_commit(uow.session, dispatcher.wake)
-
-
-def _wake_after_commit(session: Session, wake: Callable[[], None]) -> None:
-    if not session.info.get("trialdesk_mail_hook"):
-        session.info["trialdesk_mail_hook"] = True
-        event.listen(session, "after_commit", lambda _s: wake(), once=True)
+        uow.mail.after_commit(dispatcher.wake)
 
 
 def link(settings: Settings, path: str) -> str:
     return settings.base_url.rstrip("/") + path
-
-
-def _addresses(uow: UnitOfWork, study_id: int, role: Role, site_id: int | None) -> list[str]:
-    """Addresses of active holders of ``role`` in the study (at ``site_id`` when site-scoped
-    grants are meant; a study-wide grant covers every site)."""
-    stmt = (
-        select(UserRow.email)
-        .join(RoleGrantRow, RoleGrantRow.user_id == UserRow.id)
-        .where(
-            RoleGrantRow.study_id == study_id,
-            RoleGrantRow.role == role.value,
-            UserRow.active.is_(True),
-            UserRow.email.is_not(None),
-        )
-    )
-    if site_id is not None:
-        stmt = stmt.where(or_(RoleGrantRow.site_id.is_(None), RoleGrantRow.site_id == site_id))
-    return sorted({e for e in uow.session.scalars(stmt) if e})
 
 
 def notify_role(
@@ -147,20 +116,19 @@ def notify_role(
 ) -> int:
     """One mail to each active holder of ``role`` with an address; how many were written."""
     sent = 0
-    for address in _addresses(uow, study_id, role, site_id):
+    for address in uow.mail.addresses(study_id=study_id, role=role.value, site_id=site_id):
         enqueue(uow, ctx, to=address, subject=subject, body=body, kind=kind, study_id=study_id)
         sent += 1
     return sent
 
 
 def notify_emergency_unblinding(
-    uow: UnitOfWork, ctx: ServiceContext, subject_row: Subject | SubjectRow, by: Actor
+    uow: UnitOfWork, ctx: ServiceContext, subject_row: Subject, by: Actor
 ) -> int:
     """Tell the study managers that a subject was unblinded in an emergency. The mail never
     names the arm, and not the reason either (free text that could); the manager reads the
     record in trialdesk."""
-    site = uow.session.get(SiteRow, subject_row.site_id)
-    where = site.code if site is not None else "?"
+    site = uow.sites.get(subject_row.site_id)
     return notify_role(
         uow,
         ctx,
@@ -168,7 +136,7 @@ def notify_emergency_unblinding(
         Role.MANAGER,
         subject=f"trialdesk: emergency unblinding of subject {subject_row.number}",
         body=(
-            f"Subject {subject_row.number} at site {where} was unblinded in an emergency by "
+            f"Subject {subject_row.number} at site {site.code} was unblinded in an emergency by "
             f"{by.full_name} ({by.username}) at {ctx.now().isoformat(timespec='minutes')}.\n\n"
             "The allocation is not part of this message. The reason and the signature are in "
             f"the subject's record:\n{link(ctx.settings, '/subjects/' + subject_row.number)}\n"
@@ -177,15 +145,8 @@ def notify_emergency_unblinding(
     )
 
 
-def notify_crc_case(uow: UnitOfWork, ctx: ServiceContext, case_id: int) -> int:
+def notify_crc_case(uow: UnitOfWork, ctx: ServiceContext, case: CrcCase, number: str) -> int:
     """Tell the CRC members that a case entered their queue (never an arm)."""
-    from trialdesk.store.tables import CrcCaseRow  # the case's own table
-
-    case = uow.session.get(CrcCaseRow, case_id)
-    if case is None:
-        raise NotFound(f"CRC case {case_id} not found")
-    subject_row = uow.session.get(SubjectRow, case.subject_id)
-    number = subject_row.number if subject_row is not None else "?"
     what = "eligibility review" if case.kind == "eligibility" else "additional-therapy review"
     return notify_role(
         uow,

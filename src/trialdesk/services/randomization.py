@@ -8,6 +8,7 @@ arm is read from the encrypted slot and stored encrypted; no audit entry carries
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import secrets
@@ -61,6 +62,8 @@ from trialdesk.store.tables import (
     SubjectRow,
 )
 from trialdesk.store.uow import UnitOfWork
+
+RANDOMIZERS = (Role.COORDINATOR, Role.IMPLANTER)
 
 
 @dataclass(frozen=True)
@@ -318,23 +321,41 @@ def _check_caps(uow: UnitOfWork, study_id: int, site: SiteRow, loaded: LoadedPro
         )
 
 
+def scoped_key(study_id: int, username: str, key: str) -> str:
+    """The stored form of an idempotency key (RAND-5): a SHA-256 over the study, the user who
+    sent it and the key. A key is its maker's own: someone else sending the same key makes a
+    request of their own (checked like any other), never a replay of the maker's; and the
+    stored value tells a database or export reader nothing of the key."""
+    text = f"trialdesk-idempotency/1\x1f{study_id}\x1f{username}\x1f{key}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _existing_for_key(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, key: str
 ) -> RandomizationResult | None:
+    """The caller's own earlier result for ``key``, after the same role and site checks a new
+    request gets: a replay answers only who could have made the request."""
     with ctx.uow(readonly=True) as uow:
+        subject = load_subject(uow, actor, study_id, number)
+        require(
+            actor,
+            study_id,
+            RANDOMIZERS,
+            site_id=subject.site_id,
+            action="randomize",
+        )
         rand = uow.session.scalars(
-            select(RandomizationRow).where(RandomizationRow.idempotency_key == f"{study_id}:{key}")
+            select(RandomizationRow).where(
+                RandomizationRow.idempotency_key == scoped_key(study_id, actor.label, key)
+            )
         ).one_or_none()
         if rand is None:
             return None
-        subject = uow.session.get(SubjectRow, rand.subject_id)
-        assert subject is not None
-        if subject.number != number:
+        if rand.subject_id != subject.id:
             raise ValidationFailed(
                 "this idempotency key was already used for another subject",
                 {"idempotency_key": "reused"},
             )
-        subject = load_subject(uow, actor, study_id, number)
         return _result(ctx, uow, actor, subject, rand)
 
 
@@ -406,13 +427,7 @@ def _randomize(
     now = ctx.now()
     with ctx.uow() as uow:
         subject = load_subject(uow, actor, study_id, number)
-        require(
-            actor,
-            study_id,
-            [Role.COORDINATOR, Role.IMPLANTER],
-            site_id=subject.site_id,
-            action="randomize",
-        )
+        require(actor, study_id, RANDOMIZERS, site_id=subject.site_id, action="randomize")
         check_action(subject, Action.RANDOMIZE)
         if subject.consent_date is None:
             raise PreconditionFailed(
@@ -471,7 +486,9 @@ def _randomize(
             randomized_on=today,
             randomized_at=now,
             randomized_by=actor.label,
-            idempotency_key=f"{study_id}:{idempotency_key}" if idempotency_key else None,
+            idempotency_key=scoped_key(study_id, actor.label, idempotency_key)
+            if idempotency_key
+            else None,
             in_error=False,
             protocol_version_id=prow.id,
         )

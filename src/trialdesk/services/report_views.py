@@ -33,6 +33,7 @@ from trialdesk.reports.operational import (
 )
 from trialdesk.services import endpoints
 from trialdesk.services.access import Actor, require
+from trialdesk.services.audit_trail import record_disclosure
 from trialdesk.services.blinding import may_see_arm_definitions
 from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
 from trialdesk.services.context import ServiceContext
@@ -206,14 +207,16 @@ def consort(
         arms = None
         if may_see_arm_definitions(actor, study_id):
             arms = _arm_flows(ctx, uow, loaded, subjects, as_of)
-        return ConsortFlow(
-            as_of=as_of.isoformat() if as_of else None,
-            assessed=len(subjects),
-            excluded=excluded,
-            randomized=randomized,
-            in_screening=len(subjects) - randomized - sum(excluded.values()),
-            arms=arms,
-        )
+    if arms is not None:
+        record_disclosure(ctx, actor, study_id, "endpoint_by_arm", what="CONSORT flow by arm")
+    return ConsortFlow(
+        as_of=as_of.isoformat() if as_of else None,
+        assessed=len(subjects),
+        excluded=excluded,
+        randomized=randomized,
+        in_screening=len(subjects) - randomized - sum(excluded.values()),
+        arms=arms,
+    )
 
 
 def consort_figure(
@@ -557,6 +560,14 @@ def dsmb_report_html(
         )
     safety = endpoints.safety_summary(ctx, actor, study_id, as_of).to_dict()
     efficacy = endpoints.efficacy_summary(ctx, actor, study_id, as_of).to_dict()
+    record_disclosure(
+        ctx,
+        actor,
+        study_id,
+        "dsmb_report",
+        what="DSMB report",
+        detail={"as_of": as_of.isoformat()} if as_of else None,
+    )
     with ctx.uow(readonly=True) as uow:
         study = study_by_id(uow, study_id)
         loaded = protocol_of(ctx, current_protocol_row(uow, study_id))

@@ -267,7 +267,7 @@ def complete_screening(
                 case = act.uow.crc.open_case(
                     study_id=study_id, subject_id=act.subject.id, kind="eligibility", at=act.now
                 )
-                notify_crc_case(act.uow, ctx, case.id)
+                notify_crc_case(act.uow, ctx, case, act.subject.number)
                 act.audit(
                     "open_crc_case",
                     entity="crc_case",

@@ -3,6 +3,10 @@
 Entries are buffered while a service works and chained at commit time, stream by stream in
 sorted order: the head row of each stream is locked only for the last moment of the
 transaction, and two transactions touching the same streams lock them in the same order.
+
+Every entry written by one action (one unit of work) carries the action's single timestamp,
+the earliest of its entries: a gap between two entries of one action would tell a reader how
+long the work between them took, and that work can differ by arm (RAND-6).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class AuditWriter:
         if not self.pending:
             return []
         dialect = self.session.get_bind().dialect.name
+        moment = utc_iso(min(entry.at for entry in self.pending))
         by_stream: dict[str, list[PendingEntry]] = {}
         for entry in self.pending:
             by_stream.setdefault(entry.stream, []).append(entry)
@@ -76,7 +81,7 @@ class AuditWriter:
                     "stream": stream,
                     "seq": seq,
                     "prev_hash": prev,
-                    "at": utc_iso(entry.at),
+                    "at": moment,
                     "actor": entry.actor,
                     "action": entry.action,
                     "study_id": entry.study_id,

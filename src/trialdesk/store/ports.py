@@ -11,7 +11,7 @@ moves them onto repositories and removes both from the protocol).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -296,6 +296,28 @@ class NotificationRepository(Protocol):
     ) -> None: ...
 
 
+class MailOutboxRepository(Protocol):
+    """Mails written in the action's transaction, sent after it commits (issue 12)."""
+
+    def addresses(self, *, study_id: int, role: str, site_id: int | None) -> list[str]:
+        """Addresses of the active holders of ``role`` (at ``site_id``: a study-wide grant
+        covers every site)."""
+        ...
+
+    def add(
+        self,
+        *,
+        study_id: int | None,
+        kind: str,
+        recipient: str,
+        subject: str,
+        body_enc: bytes,
+        at: dt.datetime,
+    ) -> None: ...
+
+    def after_commit(self, wake: Callable[[], None]) -> None: ...
+
+
 class AuditTrail(Protocol):
     """Audit entries of this unit of work, written by ``commit`` in the same transaction."""
 
@@ -353,6 +375,7 @@ class UnitOfWork(Protocol):
     crc: CrcRepository
     queries: DataQueryRepository
     notifications: NotificationRepository
+    mail: MailOutboxRepository
 
     @property
     def session(self) -> Session:

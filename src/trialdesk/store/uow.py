@@ -20,6 +20,7 @@ from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
+from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.ports import (
     AllocationRepository,
@@ -28,6 +29,7 @@ from trialdesk.store.ports import (
     CrcRepository,
     DataQueryRepository,
     FormRepository,
+    MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
     SiteRepository,
@@ -63,6 +65,7 @@ class SqlUnitOfWork:
     crc: CrcRepository
     queries: DataQueryRepository
     notifications: NotificationRepository
+    mail: MailOutboxRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -83,6 +86,7 @@ class SqlUnitOfWork:
         self.crc = SqlCrc(session)
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
+        self.mail = SqlMailOutbox(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 

@@ -98,9 +98,13 @@ async def destroy_device(request: Request) -> Response:
 # --------------------------------------------------------------------------- the manager
 
 
-def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
+def _require_supply_page(web: Web) -> None:
     if not web.actor.has(web.study_id, [Role.MANAGER]):
         raise PermissionDenied("the supply page is the study manager's")
+
+
+def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
+    _require_supply_page(web)
     return _render(
         request,
         "supply.html",
@@ -125,6 +129,7 @@ def _lines(text: str) -> list[str]:
 
 async def _supply_action(request: Request, call: Any) -> Response:
     web, form = await _post(request)
+    _require_supply_page(web)  # before the action: a recall read is audited as a disclosure
     try:
         result = call(web, form)
     except SignedRefusal as exc:

@@ -7,10 +7,8 @@ CSRF token (compared in constant time); sign-in carries a pre-session double-sub
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hmac
-import io
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +34,7 @@ from trialdesk.domain.errors import (
 from trialdesk.domain.lifecycle import Action
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.reports.csv_cells import csv_text
 from trialdesk.reports.enrolment import render_plot
 from trialdesk.services import (
     accounts,
@@ -957,26 +956,10 @@ REPORT_DOWNLOADS: dict[str, Callable[[Web], list[dict[str, Any]]]] = {
 """Tabular reports the dashboard links to, as JSON or CSV; each service decides who may read
 it (REP-1, REP-3) and none carries an arm (RAND-6)."""
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> object:
-    """A CSV cell a spreadsheet shows as text: a leading formula character is quoted away."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
     columns = list(rows[0]) if rows else []
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return buffer.getvalue()
+    return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -1271,6 +1254,27 @@ async def statistician_design(request: Request) -> Response:
     except ValidationFailed as exc:
         return _statistician_page(request, web, values=values, message=exc.message, status=422)
     return _statistician_page(request, web, values=values, result=result)
+
+
+@router.get("/statistician/lists/{list_id}/download", include_in_schema=False)
+def statistician_list_download(request: Request, list_id: int) -> Response:
+    """The whole list as a CSV file in the import format (RAND-3); audited by the service."""
+    web = _session(request)
+    got = lists.download_list(web.ctx, web.actor, web.study_id, list_id)
+    return Response(
+        got.csv,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{got.filename}"'},
+    )
+
+
+@router.post("/statistician/lists/{list_id}/discard", include_in_schema=False)
+async def statistician_list_discard(request: Request, list_id: int) -> Response:
+    """Take a test list (or an unused live list) out of use (RAND-3)."""
+    web, form = await _post(request)
+    # a refusal is the error page: the statistics page would read (and audit) by-arm results
+    lists.discard_list(web.ctx, web.actor, web.study_id, list_id, _text(form, "reason"))
+    return _redirect("/statistician#lists")
 
 
 @router.get("/static/site.css", include_in_schema=False)
