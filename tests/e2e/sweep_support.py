@@ -30,7 +30,7 @@ from tests.conftest import PASSWORD, Database, Trial, build_trial, flagship
 from trialdesk.services import followup
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.database import make_engine
-from trialdesk.web.pages import REPORT_DOWNLOADS
+from trialdesk.web.report_pages import REPORT_DOWNLOADS
 
 API = "/api/v1"
 NOT_SWEPT = {"/openapi.json", "/api/docs", "/api/docs/assets/{name}", "/docs/oauth2-redirect"}

@@ -14,7 +14,7 @@ from tests.e2e.test_api_blinding import leaks
 from tests.e2e.test_web_pages import BLINDED, client, signed_in
 from tests.integration.test_consort import build_dataset
 from trialdesk.services import screening
-from trialdesk.web.pages import REPORT_DOWNLOADS
+from trialdesk.web.report_pages import REPORT_DOWNLOADS
 
 IMG = re.compile(r'<img src="(/reports/consort\.svg)" alt="([^"]*)"')
 

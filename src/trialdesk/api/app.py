@@ -70,7 +70,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _trial_error(request: Request, exc: TrialError) -> Response:
         if request.url.path.startswith("/api/"):
             return trial_error_response(request, exc)
-        from trialdesk.web.pages import error_page  # the web layer renders its own errors
+        from trialdesk.web.render import error_page  # the web layer renders its own errors
 
         return error_page(request, exc)
 
@@ -100,20 +100,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     from trialdesk.api.routes import router as api_router
-    from trialdesk.web.account_pages import router as account_router
-    from trialdesk.web.audit_pages import router as audit_router
-    from trialdesk.web.devices import router as devices_router
-    from trialdesk.web.pages import install_signed_out_handler
-    from trialdesk.web.pages import router as web_router
-    from trialdesk.web.preferences import router as preferences_router
-    from trialdesk.web.protocol_pages import router as protocol_router
+    from trialdesk.web.routes import install_pages
 
     app.include_router(api_router, prefix="/api/v1")
-    app.include_router(web_router)
-    app.include_router(preferences_router)
-    app.include_router(devices_router)
-    app.include_router(protocol_router)
-    app.include_router(account_router)
-    app.include_router(audit_router)
-    install_signed_out_handler(app)
+    install_pages(app)
     return app

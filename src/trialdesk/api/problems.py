@@ -8,34 +8,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from trialdesk.domain.errors import (
-    ActionNotAllowed,
-    AuthenticationFailed,
-    Conflict,
-    NotFound,
-    PermissionDenied,
-    PreconditionFailed,
     TrialError,
     ValidationFailed,
 )
+from trialdesk.http_status import STATUS as STATUS
+from trialdesk.http_status import status_of as status_of
 
 PROBLEM_BASE = "https://trialdesk.dev/problems/"
-
-STATUS: list[tuple[type[TrialError], int]] = [
-    (ActionNotAllowed, 409),
-    (Conflict, 409),
-    (ValidationFailed, 422),
-    (NotFound, 404),
-    (AuthenticationFailed, 401),
-    (PermissionDenied, 403),
-    (PreconditionFailed, 409),
-]
-
-
-def status_of(exc: TrialError) -> int:
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:

@@ -22,21 +22,21 @@ from trialdesk.domain.errors import (
     PreconditionFailed,
     ValidationFailed,
 )
+from trialdesk.http_status import status_of
 from trialdesk.services import accounts
 from trialdesk.services.accounts import APPROVERS
 from trialdesk.services.sessions import upgrade_scope
-from trialdesk.web.pages import (
+from trialdesk.web.forms import field_text
+from trialdesk.web.render import render
+from trialdesk.web.session import (
     SECURE_COOKIES,
     Web,
-    _csrf_ok,
-    _ctx,
-    _post,
-    _redirect,
-    _render,
-    _session,
-    _session_any,
-    _text,
-    status_of,
+    csrf_ok,
+    ctx_of,
+    post_form,
+    redirect,
+    web_session,
+    web_session_any,
 )
 
 router = APIRouter()
@@ -46,9 +46,7 @@ FORM_COOKIE = "trialdesk_account_form"
 def _link_page(request: Request, status: int = 200, **values: Any) -> HTMLResponse:
     """A page behind a link, with a fresh double-submit token for its form."""
     token = secrets.token_urlsafe(24)
-    response = _render(
-        request, "account_link.html", None, status=status, form_token=token, **values
-    )
+    response = render(request, "account_link.html", None, status=status, form_token=token, **values)
     response.set_cookie(
         FORM_COOKIE, token, httponly=True, samesite="strict", secure=SECURE_COOKIES, path="/account"
     )
@@ -57,7 +55,7 @@ def _link_page(request: Request, status: int = 200, **values: Any) -> HTMLRespon
 
 async def _link_form(request: Request) -> FormData | None:
     form = await request.form()
-    if not _csrf_ok(request.cookies.get(FORM_COOKIE, ""), form):
+    if not csrf_ok(request.cookies.get(FORM_COOKIE, ""), form):
         return None
     return form
 
@@ -104,7 +102,7 @@ def _invitation_values(info: accounts.InvitationLink, token: str) -> dict[str, A
 @router.get("/account/invitation/{token}", include_in_schema=False)
 def invitation_page(request: Request, token: str) -> Response:
     try:
-        info = accounts.invitation_info(_ctx(request), token)
+        info = accounts.invitation_info(ctx_of(request), token)
     except NotFound as exc:
         return _link_page(request, 404, heading="Invitation", invalid=exc.message)
     return _link_page(request, **_invitation_values(info, token))
@@ -112,7 +110,7 @@ def invitation_page(request: Request, token: str) -> Response:
 
 @router.post("/account/invitation/{token}", include_in_schema=False)
 async def invitation_accept(request: Request, token: str) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = await _link_form(request)
     try:
         info = accounts.invitation_info(ctx, token)
@@ -160,11 +158,11 @@ def forgot_page(request: Request) -> Response:
 async def forgot(request: Request) -> Response:
     form = await _link_form(request)
     if form is None:
-        return _redirect("/account/forgot")
+        return redirect("/account/forgot")
     try:
         accounts.request_password_reset(
-            _ctx(request),
-            _text(form, "identifier"),
+            ctx_of(request),
+            field_text(form, "identifier"),
             client=request.client.host if request.client else "unknown",
         )
     except ValidationFailed as exc:
@@ -199,7 +197,7 @@ def _reset_values(username: str, token: str) -> dict[str, Any]:
 @router.get("/account/reset/{token}", include_in_schema=False)
 def reset_page(request: Request, token: str) -> Response:
     try:
-        username = accounts.reset_info(_ctx(request), token)
+        username = accounts.reset_info(ctx_of(request), token)
     except NotFound as exc:
         return _link_page(request, 404, heading="Choose a new password", invalid=exc.message)
     return _link_page(request, **_reset_values(username, token))
@@ -207,7 +205,7 @@ def reset_page(request: Request, token: str) -> Response:
 
 @router.post("/account/reset/{token}", include_in_schema=False)
 async def reset(request: Request, token: str) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = await _link_form(request)
     try:
         username = accounts.reset_info(ctx, token)
@@ -240,7 +238,7 @@ def _account_page(
     message: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    return _render(
+    return render(
         request,
         "account.html",
         web,
@@ -254,12 +252,12 @@ def _account_page(
 
 @router.get("/account", include_in_schema=False)
 def account(request: Request) -> Response:
-    return _account_page(request, _session_any(request))
+    return _account_page(request, web_session_any(request))
 
 
 @router.get("/account/totp", include_in_schema=False)
 def account_totp(request: Request) -> Response:
-    return _account_page(request, _session_any(request))
+    return _account_page(request, web_session_any(request))
 
 
 ACCOUNT_REFUSALS = (ValidationFailed, Conflict, PreconditionFailed, AuthenticationFailed)
@@ -267,7 +265,7 @@ ACCOUNT_REFUSALS = (ValidationFailed, Conflict, PreconditionFailed, Authenticati
 
 @router.post("/account/totp/begin", include_in_schema=False)
 async def totp_begin(request: Request) -> Response:
-    web, _form = await _post(request, any_scope=True)
+    web, _form = await post_form(request, any_scope=True)
     try:
         enrolment = accounts.begin_totp(web.ctx, web.actor)
     except ACCOUNT_REFUSALS as exc:
@@ -277,31 +275,34 @@ async def totp_begin(request: Request) -> Response:
 
 @router.post("/account/totp/confirm", include_in_schema=False)
 async def totp_confirm(request: Request) -> Response:
-    web, form = await _post(request, any_scope=True)
+    web, form = await post_form(request, any_scope=True)
     try:
-        accounts.confirm_totp(web.ctx, web.actor, _text(form, "code"))
+        accounts.confirm_totp(web.ctx, web.actor, field_text(form, "code"))
     except ACCOUNT_REFUSALS as exc:
         return _account_page(request, web, message=exc.message, status=status_of(exc))
     upgrade_scope(web.ctx, web.token, "web")
-    return _redirect("/account")
+    return redirect("/account")
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
 async def totp_disable(request: Request) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     password = form.get("password")
     try:
         accounts.disable_totp(
-            web.ctx, web.actor, password if isinstance(password, str) else "", _text(form, "code")
+            web.ctx,
+            web.actor,
+            password if isinstance(password, str) else "",
+            field_text(form, "code"),
         )
     except ACCOUNT_REFUSALS as exc:
         return _account_page(request, web, message=exc.message, status=status_of(exc))
-    return _redirect("/account")
+    return redirect("/account")
 
 
 @router.post("/account/password", include_in_schema=False)
 async def change_password(request: Request) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     old, new = form.get("old_password"), form.get("new_password")
     try:
         accounts.change_password(
@@ -322,7 +323,7 @@ def _approvals_page(
     request: Request, web: Web, message: str | None = None, status: int = 200
 ) -> HTMLResponse:
     approvals = accounts.list_approvals(web.ctx, web.actor, web.study_id)
-    return _render(
+    return render(
         request,
         "approvals.html",
         web,
@@ -335,12 +336,12 @@ def _approvals_page(
 
 @router.get("/account/approvals", include_in_schema=False)
 def approvals(request: Request) -> Response:
-    return _approvals_page(request, _session(request))
+    return _approvals_page(request, web_session(request))
 
 
 @router.post("/account/approvals/{approval_id}/{decision}", include_in_schema=False)
 async def decide(request: Request, approval_id: int, decision: str) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     if decision not in ("approve", "reject"):
         raise NotFound(f"no such decision {decision!r}; approve or reject")
     password = form.get("password")
@@ -352,7 +353,7 @@ async def decide(request: Request, approval_id: int, decision: str) -> Response:
             approval_id,
             approve=decision == "approve",
             password=password if isinstance(password, str) else "",
-            reason=_text(form, "reason") or None,
+            reason=field_text(form, "reason") or None,
         )
     except (ValidationFailed, PreconditionFailed, AuthenticationFailed) as exc:
         return _approvals_page(request, web, message=exc.message, status=status_of(exc))

@@ -12,7 +12,8 @@ from fastapi.responses import Response
 
 from trialdesk.domain.errors import ValidationFailed
 from trialdesk.services import audit_trail
-from trialdesk.web.pages import _render, _session
+from trialdesk.web.render import render
+from trialdesk.web.session import web_session
 
 router = APIRouter()
 PAGE = 100
@@ -32,7 +33,7 @@ def _day(raw: str | None, name: str) -> dt.date | None:
 
 @router.get("/audit", include_in_schema=False)
 def audit_page(request: Request) -> Response:
-    web = _session(request)
+    web = web_session(request)
     query = request.query_params
     values = {
         name: (query.get(name) or "").strip()[:80]
@@ -64,7 +65,7 @@ def audit_page(request: Request) -> Response:
         }
         for entry in (page.items if page else [])
     ]
-    return _render(
+    return render(
         request,
         "audit.html",
         web,

@@ -18,7 +18,9 @@ from trialdesk.domain.errors import (
 )
 from trialdesk.domain.roles import Role
 from trialdesk.services import devices
-from trialdesk.web.pages import Web, _date, _or_refusal, _post, _redirect, _render, _session, _text
+from trialdesk.web.forms import field_date, field_text, or_refusal
+from trialdesk.web.render import render
+from trialdesk.web.session import Web, post_form, redirect, web_session
 
 router = APIRouter()
 
@@ -29,11 +31,11 @@ SignedRefusal = (ValidationFailed, PreconditionFailed, AuthenticationFailed)
 
 def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
     inventory = devices.site_inventory(web.ctx, web.actor, web.study_id)
-    shipments, _refused = _or_refusal(
+    shipments, _refused = or_refusal(
         lambda: devices.list_shipments(web.ctx, web.actor, web.study_id)
     )
     warnings = devices.stock_warnings(web.ctx, web.actor, web.study_id)
-    return _render(
+    return render(
         request,
         "devices.html",
         web,
@@ -49,20 +51,20 @@ def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any)
 
 @router.get("/devices", include_in_schema=False)
 def inventory_page(request: Request) -> Response:
-    return _inventory_page(request, _session(request))
+    return _inventory_page(request, web_session(request))
 
 
 async def _site_action(request: Request, call: Any) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     try:
         call(web, form)
     except Refusal as exc:
         return _inventory_page(request, web, status=422, message=exc.message)
-    return _redirect("/devices")
+    return redirect("/devices")
 
 
 def _optional_date(form: Any, name: str) -> Any:
-    return _date(form, name) if _text(form, name) else None
+    return field_date(form, name) if field_text(form, name) else None
 
 
 @router.post("/devices/receive", include_in_schema=False)
@@ -70,7 +72,11 @@ async def receive(request: Request) -> Response:
     return await _site_action(
         request,
         lambda web, form: devices.receive_shipment(
-            web.ctx, web.actor, web.study_id, _text(form, "shipment"), _optional_date(form, "on")
+            web.ctx,
+            web.actor,
+            web.study_id,
+            field_text(form, "shipment"),
+            _optional_date(form, "on"),
         ),
     )
 
@@ -80,7 +86,7 @@ async def return_device(request: Request) -> Response:
     return await _site_action(
         request,
         lambda web, form: devices.return_device(
-            web.ctx, web.actor, web.study_id, _text(form, "serial"), _text(form, "reason")
+            web.ctx, web.actor, web.study_id, field_text(form, "serial"), field_text(form, "reason")
         ),
     )
 
@@ -90,7 +96,7 @@ async def destroy_device(request: Request) -> Response:
     return await _site_action(
         request,
         lambda web, form: devices.destroy_device(
-            web.ctx, web.actor, web.study_id, _text(form, "serial"), _text(form, "reason")
+            web.ctx, web.actor, web.study_id, field_text(form, "serial"), field_text(form, "reason")
         ),
     )
 
@@ -105,7 +111,7 @@ def _require_supply_page(web: Web) -> None:
 
 def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
     _require_supply_page(web)
-    return _render(
+    return render(
         request,
         "supply.html",
         web,
@@ -120,7 +126,7 @@ def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) ->
 
 @router.get("/supply", include_in_schema=False)
 def supply_page(request: Request) -> Response:
-    return _supply_page(request, _session(request))
+    return _supply_page(request, web_session(request))
 
 
 def _lines(text: str) -> list[str]:
@@ -128,7 +134,7 @@ def _lines(text: str) -> list[str]:
 
 
 async def _supply_action(request: Request, call: Any) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     _require_supply_page(web)  # before the action: a recall read is audited as a disclosure
     try:
         result = call(web, form)
@@ -136,7 +142,7 @@ async def _supply_action(request: Request, call: Any) -> Response:
         return _supply_page(request, web, status=422, message=exc.message)
     if isinstance(result, devices.RecallView):
         return _supply_page(request, web, recall=result)
-    return _redirect("/supply")
+    return redirect("/supply")
 
 
 @router.post("/supply/lots", include_in_schema=False)
@@ -147,12 +153,12 @@ async def add_lot(request: Request) -> Response:
             web.ctx,
             web.actor,
             web.study_id,
-            lot_number=_text(form, "lot_number"),
-            model=_text(form, "model"),
-            gtin=_text(form, "gtin"),
-            manufacturer=_text(form, "manufacturer"),
-            expiry=_date(form, "expiry"),
-            serials=_lines(_text(form, "serials")),
+            lot_number=field_text(form, "lot_number"),
+            model=field_text(form, "model"),
+            gtin=field_text(form, "gtin"),
+            manufacturer=field_text(form, "manufacturer"),
+            expiry=field_date(form, "expiry"),
+            serials=_lines(field_text(form, "serials")),
         ),
     )
 
@@ -162,7 +168,11 @@ async def ship(request: Request) -> Response:
     return await _supply_action(
         request,
         lambda web, form: devices.ship_devices(
-            web.ctx, web.actor, web.study_id, _text(form, "site"), _lines(_text(form, "serials"))
+            web.ctx,
+            web.actor,
+            web.study_id,
+            field_text(form, "site"),
+            _lines(field_text(form, "serials")),
         ),
     )
 
@@ -172,7 +182,11 @@ async def quarantine(request: Request) -> Response:
     return await _supply_action(
         request,
         lambda web, form: devices.quarantine_lot(
-            web.ctx, web.actor, web.study_id, _text(form, "lot_number"), _text(form, "reason")
+            web.ctx,
+            web.actor,
+            web.study_id,
+            field_text(form, "lot_number"),
+            field_text(form, "reason"),
         ),
     )
 
@@ -185,8 +199,8 @@ async def recall(request: Request) -> Response:
             web.ctx,
             web.actor,
             web.study_id,
-            _text(form, "lot_number"),
-            reason=_text(form, "reason"),
+            field_text(form, "lot_number"),
+            reason=field_text(form, "reason"),
             password=str(form.get("password") or ""),
         ),
     )

@@ -9,7 +9,9 @@ from fastapi.responses import Response
 
 from trialdesk.domain.errors import ValidationFailed
 from trialdesk.services.preferences import set_time_zone
-from trialdesk.web.pages import _post, _redirect, _render, _session, _text
+from trialdesk.web.forms import field_text
+from trialdesk.web.render import render
+from trialdesk.web.session import post_form, redirect, web_session
 
 router = APIRouter()
 
@@ -20,17 +22,17 @@ def _zones() -> list[str]:
 
 @router.get("/me/time-zone", include_in_schema=False)
 def time_zone_page(request: Request) -> Response:
-    web = _session(request)
-    return _render(request, "preferences.html", web, zones=_zones())
+    web = web_session(request)
+    return render(request, "preferences.html", web, zones=_zones())
 
 
 @router.post("/me/time-zone", include_in_schema=False)
 async def time_zone_save(request: Request) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     try:
-        set_time_zone(web.ctx, web.actor, _text(form, "timezone") or None)
+        set_time_zone(web.ctx, web.actor, field_text(form, "timezone") or None)
     except ValidationFailed as exc:
-        return _render(
+        return render(
             request, "preferences.html", web, status=422, zones=_zones(), message=exc.message
         )
-    return _redirect("/me/time-zone")
+    return redirect("/me/time-zone")

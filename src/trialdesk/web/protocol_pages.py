@@ -17,7 +17,9 @@ from trialdesk.domain.errors import (
 )
 from trialdesk.protocol.loader import LoadedProtocol, ProtocolInvalid, parse_protocol
 from trialdesk.services import amendments
-from trialdesk.web.pages import Web, _post, _redirect, _render, _session, _text
+from trialdesk.web.forms import field_text
+from trialdesk.web.render import render
+from trialdesk.web.session import Web, post_form, redirect, web_session
 
 router = APIRouter()
 
@@ -37,7 +39,7 @@ def _page(
         if v.status == "pending" and v.amendment is not None:
             view = amendments.amendment_diff(web.ctx, web.actor, web.study_id, v.amendment)
             pending.append(view.to_dict())
-    return _render(
+    return render(
         request,
         "protocol.html",
         web,
@@ -52,7 +54,7 @@ def _page(
 
 @router.get("/protocol", include_in_schema=False)
 def protocol_page(request: Request) -> Response:
-    web = _session(request)
+    web = web_session(request)
     return _page(request, web)
 
 
@@ -80,8 +82,11 @@ def _loaded(text: str) -> LoadedProtocol:
 @router.post("/protocol/preview", include_in_schema=False)
 async def protocol_preview(request: Request) -> Response:
     """The diff and what it changes for enrolled subjects; writes nothing (dry run)."""
-    web, form = await _post(request)
-    values = {"text": str(form.get("text") or ""), "effective_from": _text(form, "effective_from")}
+    web, form = await post_form(request)
+    values = {
+        "text": str(form.get("text") or ""),
+        "effective_from": field_text(form, "effective_from"),
+    }
     try:
         preview = amendments.preview_amendment(
             web.ctx,
@@ -97,30 +102,33 @@ async def protocol_preview(request: Request) -> Response:
 
 @router.post("/protocol/amend", include_in_schema=False)
 async def protocol_amend(request: Request) -> Response:
-    web, form = await _post(request)
-    values = {"text": str(form.get("text") or ""), "effective_from": _text(form, "effective_from")}
+    web, form = await post_form(request)
+    values = {
+        "text": str(form.get("text") or ""),
+        "effective_from": field_text(form, "effective_from"),
+    }
     try:
         amendments.propose_amendment(
             web.ctx,
             web.actor,
             web.study_id,
             _loaded(values["text"]),
-            reason=_text(form, "reason"),
+            reason=field_text(form, "reason"),
             password=str(form.get("password") or ""),
             effective_from=_effective(values["effective_from"]),
         )
     except (ValidationFailed, PreconditionFailed, AuthenticationFailed) as exc:
         return _page(request, web, values=values, message=exc.message, status=422)
-    return _redirect("/protocol")
+    return redirect("/protocol")
 
 
 @router.post("/protocol/amendments/{amendment_id}/sign", include_in_schema=False)
 async def protocol_sign(request: Request, amendment_id: int) -> Response:
-    web, form = await _post(request)
+    web, form = await post_form(request)
     try:
         amendments.sign_amendment(
             web.ctx, web.actor, web.study_id, amendment_id, str(form.get("password") or "")
         )
     except (PreconditionFailed, AuthenticationFailed) as exc:
         return _page(request, web, message=exc.message, status=422)
-    return _redirect("/protocol")
+    return redirect("/protocol")
