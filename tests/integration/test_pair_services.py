@@ -229,18 +229,13 @@ def action_calls() -> dict[str, Call]:
     return calls
 
 
-KNOWN_SERVER_ERRORS = ("query index_procedure",)
-"""Crashes owned by another branch of issue 12 (i13a: a data query on ``index_procedure``);
-skipped here only until that branch is merged, then this tuple must be emptied."""
-
-
 @pytest.mark.req("RAND-6", "SUP-2", "AUD-1")
 def test_rand6_pair_services_answer_blinded_roles_alike_whatever_the_arm(
     pair: ps.Pair, tmp_path: Path
 ) -> None:
     """RAND-6, SUP-2, AUD-1: reads, exports and attempted actions, before and after the
     quarantine of SN000123's lot, are the same for every blinded role in both worlds."""
-    actions = {k: v for k, v in action_calls().items() if not k.startswith(KNOWN_SERVER_ERRORS)}
+    actions = action_calls()
     differences = compare(pair, actions)
     assert not differences, "\n".join(differences[:20])
     pair.quarantine_first_lot()
