@@ -17,6 +17,7 @@ from typing import Any, NoReturn, Self
 
 from sqlalchemy.orm import Session
 
+from trialdesk.domain.errors import Conflict
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.ports import (
@@ -26,29 +27,41 @@ from trialdesk.store.ports import (
     CrcRepository,
     DataQueryRepository,
     FormRepository,
+    ListRepository,
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
+    RandomizationRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
+    TrialUnblindingRepository,
     UnitOfWork,
     UnitOfWorkFactory,
     VisitRepository,
 )
 from trialdesk.store.records import (
     Allocation,
+    AllocationList,
+    AllocationSlot,
+    CapCounts,
     CaseDetail,
     Confirmation,
     CrcCase,
     DataQuery,
     FormRecord,
+    Notification,
+    NotificationRead,
     ProtocolVersion,
+    Randomization,
     Site,
+    StratumCursor,
     Study,
     Subject,
     SubjectRead,
+    TakenSlot,
     Therapy,
+    TrialUnblinding,
     Visit,
 )
 
@@ -95,6 +108,17 @@ class Tables:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[PendingEntry] = field(default_factory=list)
     last_id: int = 0
+    # allocation (lane x13a)
+    lists: dict[int, AllocationList] = field(default_factory=dict)
+    cursors: dict[int, StratumCursor] = field(default_factory=dict)
+    slots: dict[int, AllocationSlot] = field(default_factory=dict)
+    randomizations: dict[int, Randomization] = field(default_factory=dict)
+    next_randomization_seq: dict[int, int] = field(default_factory=dict)
+    unblindings: dict[int, TrialUnblinding] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
+    """User ids by username (the tests set them)."""
+    locks: list[tuple[str, int, bool]] = field(default_factory=list)
+    """Locks taken, in order: ("study", id, shared) and ("cursor", id, False)."""
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -115,6 +139,9 @@ class FakeStore:
     def __init__(self) -> None:
         self.tables = Tables()
         self.commits = 0
+        self.parallel_writers: int | None = None
+        """What ``uow.randomizations.parallel_writers()`` answers: None as on SQLite (writers
+        serialized), a number as on PostgreSQL (its connection limit)."""
 
 
 class _Repo:
@@ -541,8 +568,300 @@ class FakeNotifications(_Repo):
         at: dt.datetime,
     ) -> None:
         self.t.notifications.append(
-            {"study_id": study_id, "role": recipient_role, "subject_id": subject_id, "text": text}
+            {
+                "id": self.t.new_id(),
+                "study_id": study_id,
+                "role": recipient_role,
+                "subject_id": subject_id,
+                "text": text,
+                "at": at,
+                "read_at": None,
+            }
         )
+
+    def _read(self, note: dict[str, Any]) -> NotificationRead:
+        subject = self.t.subjects.get(note["subject_id"]) if note["subject_id"] else None
+        return NotificationRead(
+            Notification(
+                note["id"],
+                note["study_id"],
+                note["role"],
+                note["subject_id"],
+                note["text"],
+                note["at"],
+                note["read_at"],
+            ),
+            subject.number if subject else None,
+            subject.site_id if subject else None,
+        )
+
+    def for_roles(
+        self, study_id: int, roles: Collection[str], *, unread_only: bool
+    ) -> list[NotificationRead]:
+        found = [
+            n
+            for n in self.t.notifications
+            if n["study_id"] == study_id
+            and n["role"] in roles
+            and not (unread_only and n["read_at"] is not None)
+        ]
+        return [self._read(n) for n in sorted(found, key=lambda n: -n["id"])]
+
+    def get(self, notification_id: int) -> NotificationRead | None:
+        found = [n for n in self.t.notifications if n["id"] == notification_id]
+        return self._read(found[0]) if found else None
+
+    def mark_read(self, notification_id: int, at: dt.datetime) -> NotificationRead:
+        notes = self.t.notifications = [dict(n) for n in self.t.notifications]
+        note = next(n for n in notes if n["id"] == notification_id)
+        if note["read_at"] is None:
+            note["read_at"] = at
+        return self._read(note)
+
+
+class FakeLists(_Repo):
+    def site_codes(self, study_id: int) -> list[str]:
+        return sorted(s.code for s in self.t.sites.values() if s.study_id == study_id)
+
+    def active(self, study_id: int, mode: str) -> AllocationList | None:
+        found = [
+            lst
+            for lst in self.t.lists.values()
+            if lst.study_id == study_id and lst.mode == mode and lst.active
+        ]
+        return max(found, key=lambda lst: lst.id, default=None)
+
+    def get(self, list_id: int) -> AllocationList | None:
+        return self.t.lists.get(list_id)
+
+    def of_study(self, study_id: int, mode: str | None = None) -> list[AllocationList]:
+        return sorted(
+            (
+                lst
+                for lst in self.t.lists.values()
+                if lst.study_id == study_id and (mode is None or lst.mode == mode)
+            ),
+            key=lambda lst: lst.id,
+        )
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        mode: str,
+        method: str,
+        source: str,
+        seed_enc: bytes | None,
+        fingerprint: str,
+        at: dt.datetime,
+        by: str,
+    ) -> AllocationList:
+        lst = AllocationList(
+            self.t.new_id(), study_id, mode, method, source, seed_enc, fingerprint, at, by, True
+        )
+        self.t.lists[lst.id] = lst
+        return lst
+
+    def deactivate(self, lst: AllocationList) -> AllocationList:
+        new = self.t.lists[lst.id] = replace(self.t.lists[lst.id], active=False)
+        return new
+
+    def cursor(self, list_id: int, stratum: str, *, lock: bool = False) -> StratumCursor | None:
+        found = next(
+            (c for c in self.t.cursors.values() if c.list_id == list_id and c.stratum == stratum),
+            None,
+        )
+        if found is not None and lock:
+            self.t.locks.append(("cursor", found.id, False))
+        return found
+
+    def cursors(self, list_id: int) -> list[StratumCursor]:
+        return sorted(
+            (c for c in self.t.cursors.values() if c.list_id == list_id), key=lambda c: c.stratum
+        )
+
+    def add_cursor(self, list_id: int, stratum: str, size: int) -> StratumCursor:
+        if self.cursor(list_id, stratum) is not None:
+            raise AssertionError("unique (list_id, stratum) violated")
+        cursor = StratumCursor(self.t.new_id(), list_id, stratum, 1, size, 0)
+        self.t.cursors[cursor.id] = cursor
+        return cursor
+
+    def update_cursor(self, cursor: StratumCursor, values: Mapping[str, Any]) -> StratumCursor:
+        new = self.t.cursors[cursor.id] = replace(self.t.cursors[cursor.id], **values)
+        return new
+
+    def add_slots(self, list_id: int, stratum: str, slots: Sequence[tuple[int, bytes]]) -> None:
+        held = {(s.stratum, s.sequence) for s in self.t.slots.values() if s.list_id == list_id}
+        for seq, payload in slots:
+            if (stratum, seq) in held:
+                raise AssertionError("unique (list_id, stratum, sequence) violated")
+            slot = AllocationSlot(self.t.new_id(), list_id, stratum, seq, payload, None, None)
+            self.t.slots[slot.id] = slot
+
+    def slots(self, list_id: int, stratum: str | None = None) -> list[AllocationSlot]:
+        return sorted(
+            (
+                s
+                for s in self.t.slots.values()
+                if s.list_id == list_id and (stratum is None or s.stratum == stratum)
+            ),
+            key=lambda s: (s.stratum, s.sequence),
+        )
+
+    def last_slot(self, list_id: int, stratum: str) -> AllocationSlot | None:
+        found = self.slots(list_id, stratum)
+        return found[-1] if found else None
+
+    def sizes(self, list_id: int) -> tuple[int, int]:
+        return len(self.cursors(list_id)), len(self.slots(list_id))
+
+    def used(self, list_id: int) -> int:
+        return sum(1 for s in self.slots(list_id) if s.used_by_subject_id is not None)
+
+    def draw(
+        self, study_id: int, mode: str, stratum: str, *, subject_id: int, at: dt.datetime
+    ) -> TakenSlot | None:
+        lst = self.active(study_id, mode)
+        cursor = None if lst is None else self.cursor(lst.id, stratum, lock=True)
+        if cursor is None or cursor.next_sequence > cursor.size:
+            return None
+        return self.take_slot(cursor, subject_id=subject_id, at=at)
+
+    def take_slot(self, cursor: StratumCursor, *, subject_id: int, at: dt.datetime) -> TakenSlot:
+        slot = next(
+            s
+            for s in self.slots(cursor.list_id, cursor.stratum)
+            if s.sequence == cursor.next_sequence
+        )
+        if slot.used_by_subject_id is not None or any(
+            s.used_by_subject_id == subject_id for s in self.t.slots.values()
+        ):
+            raise AssertionError("a slot is used at most once, by one subject")
+        used = self.t.slots[slot.id] = replace(slot, used_by_subject_id=subject_id, used_at=at)
+        after = self.update_cursor(cursor, {"next_sequence": cursor.next_sequence + 1})
+        return TakenSlot(used, after)
+
+
+class FakeRandomizations(_Repo):
+    def read(self, study_id: int, number: str) -> tuple[SubjectRead, ProtocolVersion] | None:
+        read = FakeSubjects(self._uow).read(study_id, number)
+        if read is None:
+            return None
+        signed = [
+            v for v in self.t.versions.values() if v.study_id == study_id and v.status == "signed"
+        ]
+        return read, max(signed, key=lambda v: v.id)
+
+    def for_subject(self, subject_id: int) -> Randomization | None:
+        return next((r for r in self.t.randomizations.values() if r.subject_id == subject_id), None)
+
+    def by_key(self, key: str) -> Randomization | None:
+        return next((r for r in self.t.randomizations.values() if r.idempotency_key == key), None)
+
+    def parallel_writers(self) -> int | None:
+        return self._uow.store.parallel_writers
+
+    def counts(self, study_id: int, *, site_id: int, country: str) -> CapCounts:
+        total = site = in_country = 0
+        for rand in self.t.randomizations.values():
+            if rand.study_id != study_id:
+                continue
+            subject_site = self.t.sites[self.t.subjects[rand.subject_id].site_id]
+            total += 1
+            site += subject_site.id == site_id
+            in_country += subject_site.country == country
+        return CapCounts(total, site, in_country)
+
+    def allocated(self, study_id: int) -> list[tuple[bytes, str]]:
+        return [
+            (r.arm_enc, r.factors)
+            for r in self.t.randomizations.values()
+            if r.study_id == study_id and not r.in_error
+        ]
+
+    def add(self, *, site_id: int, site_code: str, **values: Any) -> Randomization:
+        if self.for_subject(values["subject_id"]) is not None or (
+            values["idempotency_key"] is not None and self.by_key(values["idempotency_key"])
+        ):
+            raise Conflict("this subject was randomized by a concurrent request")
+        seq = self.t.next_randomization_seq.get(site_id, 1)
+        self.t.next_randomization_seq[site_id] = seq + 1
+        rand = Randomization(
+            id=self.t.new_id(),
+            number=f"{site_code}-R{seq:03d}",
+            in_error=False,
+            in_error_reason=None,
+            **values,
+        )
+        self.t.randomizations[rand.id] = rand
+        self.t.allocations[rand.subject_id] = Allocation(
+            rand.subject_id, rand.number, rand.arm_enc, rand.randomized_on, False
+        )
+        return rand
+
+    def mark_in_error(self, rand: Randomization, reason: str) -> Randomization | None:
+        current = self.t.randomizations[rand.id]
+        if current.in_error:
+            return None
+        new = self.t.randomizations[rand.id] = replace(
+            current, in_error=True, in_error_reason=reason
+        )
+        self.t.allocations[new.subject_id] = replace(
+            self.t.allocations[new.subject_id], in_error=True
+        )
+        return new
+
+
+class FakeTrialUnblindings(_Repo):
+    def pending(self, study_id: int) -> TrialUnblinding | None:
+        found = [
+            u
+            for u in self.t.unblindings.values()
+            if u.study_id == study_id and u.status == "pending"
+        ]
+        return min(found, key=lambda u: u.id, default=None)
+
+    def latest(self, study_id: int) -> TrialUnblinding | None:
+        found = [u for u in self.t.unblindings.values() if u.study_id == study_id]
+        return max(found, key=lambda u: u.id, default=None)
+
+    def add(self, **values: Any) -> TrialUnblinding:
+        row = TrialUnblinding(
+            id=self.t.new_id(),
+            status="pending",
+            confirmed_by=None,
+            confirmed_name=None,
+            confirmed_at=None,
+            confirmed_meaning=None,
+            **values,
+        )
+        self.t.unblindings[row.id] = row
+        return row
+
+    def confirm(
+        self, pending: TrialUnblinding, values: Mapping[str, Any]
+    ) -> TrialUnblinding | None:
+        current = self.t.unblindings[pending.id]
+        if current.status != "pending":
+            return None
+        new = self.t.unblindings[pending.id] = replace(current, **values)
+        return new
+
+    def unblind_study(self, study_id: int, at: dt.datetime) -> None:
+        self.t.studies[study_id] = replace(self.t.studies[study_id], trial_unblinded_at=at)
+
+    def in_state(self, study_id: int, state: str, site_ids: set[int] | None) -> int:
+        return sum(
+            1
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and s.state == state
+            and (site_ids is None or s.site_id in site_ids)
+        )
+
+    def user_id(self, username: str) -> int | None:
+        return self.t.users.get(username)
 
 
 class FakeMailOutbox(_Repo):
@@ -591,6 +910,9 @@ class FakeUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -608,6 +930,9 @@ class FakeUnitOfWork:
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
+        self.lists = FakeLists(self)
+        self.randomizations = FakeRandomizations(self)
+        self.unblindings = FakeTrialUnblindings(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 
@@ -645,6 +970,7 @@ class FakeUnitOfWork:
         self.store.commits += 1
 
     def lock_study(self, study_id: int, *, shared: bool = False) -> bool:
+        self.tables.locks.append(("study", study_id, shared))
         return study_id in self.tables.studies
 
 

@@ -34,10 +34,10 @@ from trialdesk.services import (
     exports,
     followup,
     history,
-    lists,
     report_views,
     screening,
 )
+from trialdesk.services.allocation import lists
 from trialdesk.services.audit_trail import AuditFilter
 from trialdesk.services.auth import authenticate
 from trialdesk.store.tables import AuditEntryRow

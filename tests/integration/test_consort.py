@@ -19,7 +19,8 @@ from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
-from trialdesk.services import data_queries, followup, queries, screening, unblinding
+from trialdesk.services import data_queries, followup, queries, screening
+from trialdesk.services.allocation import unblinding
 from trialdesk.services.report_views import consort, consort_figure
 
 DAY0 = j.PROCEDURE

@@ -39,6 +39,7 @@ from trialdesk.domain.roles import Role
 from trialdesk.domain.udi import check_gtin, format_udi, parse_udi
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, Grant, require, require_site_visible
+from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.audit_trail import disclosure_entry
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.blinding import may_see_arm
@@ -51,7 +52,6 @@ from trialdesk.services.common import (
     study_by_id,
 )
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.records import Subject
 from trialdesk.store.tables import (

@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
+from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.audit_trail import ARM_REVEALING_ENTITIES
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.common import load_subject
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import AuditEntryRow
 
 

@@ -20,17 +20,25 @@ from sqlalchemy.orm import Session
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.records import (
     Allocation,
+    AllocationList,
+    AllocationSlot,
+    CapCounts,
     CaseDetail,
     Confirmation,
     CrcCase,
     DataQuery,
     FormRecord,
+    NotificationRead,
     ProtocolVersion,
+    Randomization,
     Site,
+    StratumCursor,
     Study,
     Subject,
     SubjectRead,
+    TakenSlot,
     Therapy,
+    TrialUnblinding,
     Visit,
 )
 
@@ -295,6 +303,19 @@ class NotificationRepository(Protocol):
         at: dt.datetime,
     ) -> None: ...
 
+    # lane x13a: reading them (trial unblinding's notifications service)
+    def for_roles(
+        self, study_id: int, roles: Collection[str], *, unread_only: bool
+    ) -> list[NotificationRead]:
+        """Notifications to any of ``roles``, newest first."""
+        ...
+
+    def get(self, notification_id: int) -> NotificationRead | None: ...
+
+    def mark_read(self, notification_id: int, at: dt.datetime) -> NotificationRead:
+        """Set the reading time if not set yet (the first one is kept)."""
+        ...
+
 
 class MailOutboxRepository(Protocol):
     """Mails written in the action's transaction, sent after it commits (issue 12)."""
@@ -316,6 +337,159 @@ class MailOutboxRepository(Protocol):
     ) -> None: ...
 
     def after_commit(self, wake: Callable[[], None]) -> None: ...
+
+
+# --- allocation (issue 13, lane x13a) ---------------------------------------------------------
+
+
+class ListRepository(Protocol):
+    """Allocation lists, their strata (cursors) and their encrypted slots (RAND-3)."""
+
+    def site_codes(self, study_id: int) -> list[str]:
+        """The study's site codes in order: the levels of the site stratification factor."""
+        ...
+
+    def active(self, study_id: int, mode: str) -> AllocationList | None: ...
+
+    def get(self, list_id: int) -> AllocationList | None: ...
+
+    def of_study(self, study_id: int, mode: str | None = None) -> list[AllocationList]:
+        """Every list of the study (of ``mode``), oldest first, discarded ones included."""
+        ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        mode: str,
+        method: str,
+        source: str,
+        seed_enc: bytes | None,
+        fingerprint: str,
+        at: dt.datetime,
+        by: str,
+    ) -> AllocationList: ...
+
+    def deactivate(self, lst: AllocationList) -> AllocationList: ...
+
+    def cursor(self, list_id: int, stratum: str, *, lock: bool = False) -> StratumCursor | None:
+        """``lock``: held until commit (one user of the stratum at a time)."""
+        ...
+
+    def cursors(self, list_id: int) -> list[StratumCursor]:
+        """Ordered by stratum."""
+        ...
+
+    def add_cursor(self, list_id: int, stratum: str, size: int) -> StratumCursor: ...
+
+    def update_cursor(self, cursor: StratumCursor, values: Mapping[str, Any]) -> StratumCursor:
+        """For a cursor the caller holds locked."""
+        ...
+
+    def add_slots(self, list_id: int, stratum: str, slots: Sequence[tuple[int, bytes]]) -> None:
+        """(sequence, encrypted payload) pairs."""
+        ...
+
+    def slots(self, list_id: int, stratum: str | None = None) -> list[AllocationSlot]:
+        """Ordered by stratum and sequence."""
+        ...
+
+    def last_slot(self, list_id: int, stratum: str) -> AllocationSlot | None: ...
+
+    def sizes(self, list_id: int) -> tuple[int, int]:
+        """(strata, slots)."""
+        ...
+
+    def used(self, list_id: int) -> int:
+        """Slots already drawn."""
+        ...
+
+    def draw(
+        self, study_id: int, mode: str, stratum: str, *, subject_id: int, at: dt.datetime
+    ) -> TakenSlot | None:
+        """The next unused slot of the stratum of the active list of ``mode``, marked used by
+        the subject, under the cursor's lock; None when there is no list, no such stratum or
+        no slot left."""
+        ...
+
+    def take_slot(self, cursor: StratumCursor, *, subject_id: int, at: dt.datetime) -> TakenSlot:
+        """Draw from a cursor the caller holds locked and that has a slot left."""
+        ...
+
+
+class RandomizationRepository(Protocol):
+    def read(self, study_id: int, number: str) -> tuple[SubjectRead, ProtocolVersion] | None:
+        """The subject (as :meth:`SubjectRepository.read`) and the study's newest signed
+        protocol version, in one statement."""
+        ...
+
+    def for_subject(self, subject_id: int) -> Randomization | None: ...
+
+    def by_key(self, key: str) -> Randomization | None:
+        """By stored (scoped) idempotency key."""
+        ...
+
+    def parallel_writers(self) -> int | None:
+        """An upper bound on randomizations in flight at once (the connection limit); None
+        where writers are serialized."""
+        ...
+
+    def counts(self, study_id: int, *, site_id: int, country: str) -> CapCounts: ...
+
+    def allocated(self, study_id: int) -> list[tuple[bytes, str]]:
+        """(encrypted arm, stratification levels as JSON) of each randomization not in
+        error: what minimization counts."""
+        ...
+
+    def add(
+        self,
+        *,
+        site_id: int,
+        site_code: str,
+        study_id: int,
+        subject_id: int,
+        slot_id: int | None,
+        stratum: str,
+        factors: str,
+        arm_enc: bytes,
+        detail_enc: bytes | None,
+        randomized_on: dt.date,
+        randomized_at: dt.datetime,
+        randomized_by: str,
+        idempotency_key: str | None,
+        protocol_version_id: int,
+    ) -> Randomization:
+        """Numbered ``<site>-R<NNN>`` from the site's counter, taken atomically."""
+        ...
+
+    def mark_in_error(self, rand: Randomization, reason: str) -> Randomization | None: ...
+
+
+class TrialUnblindingRepository(Protocol):
+    def pending(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def latest(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        reason: str,
+        requested_by: str,
+        requested_name: str,
+        requested_at: dt.datetime,
+        requested_meaning: str,
+    ) -> TrialUnblinding: ...
+
+    def confirm(
+        self, pending: TrialUnblinding, values: Mapping[str, Any]
+    ) -> TrialUnblinding | None: ...
+
+    def unblind_study(self, study_id: int, at: dt.datetime) -> None: ...
+
+    def in_state(self, study_id: int, state: str, site_ids: set[int] | None) -> int: ...
+
+    def user_id(self, username: str) -> int | None: ...
 
 
 class AuditTrail(Protocol):
@@ -376,6 +550,10 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    # lane x13a
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
 
     @property
     def session(self) -> Session:

@@ -202,3 +202,116 @@ class DataQuery:
     closed_by: str | None
     closed_at: dt.datetime | None
     reopened: int
+
+
+# --- allocation (issue 13, lane x13a): lists, slots, randomizations, trial unblinding --------
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationList:
+    id: int
+    study_id: int
+    mode: str  # live | test
+    method: str
+    source: str  # generated | imported
+    seed_enc: bytes | None
+    fingerprint: str
+    created_at: dt.datetime
+    created_by: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StratumCursor:
+    """Where a stratum of a list stands: the next sequence to draw and the slots it holds."""
+
+    id: int
+    list_id: int
+    stratum: str
+    next_sequence: int
+    size: int
+    extensions: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationSlot:
+    id: int
+    list_id: int
+    stratum: str
+    sequence: int
+    payload_enc: bytes
+    used_by_subject_id: int | None
+    used_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TakenSlot:
+    """A slot just drawn for a subject, with its stratum's cursor after the draw."""
+
+    slot: AllocationSlot
+    cursor: StratumCursor
+
+
+@dataclass(frozen=True, slots=True)
+class Randomization:
+    id: int
+    study_id: int
+    subject_id: int
+    slot_id: int | None
+    number: str
+    stratum: str
+    arm_enc: bytes
+    randomized_on: dt.date
+    randomized_at: dt.datetime
+    randomized_by: str
+    idempotency_key: str | None
+    factors: str
+    detail_enc: bytes | None
+    in_error: bool
+    in_error_reason: str | None
+    protocol_version_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapCounts:
+    """Randomized subjects of a study, of one site and of one country."""
+
+    total: int
+    site: int
+    country: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblinding:
+    id: int
+    study_id: int
+    status: str  # pending | confirmed
+    reason: str
+    requested_by: str
+    requested_name: str
+    requested_at: dt.datetime
+    requested_meaning: str
+    confirmed_by: str | None
+    confirmed_name: str | None
+    confirmed_at: dt.datetime | None
+    confirmed_meaning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    study_id: int
+    recipient_role: str
+    subject_id: int | None
+    text: str
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRead:
+    """A notification with the number and site of the subject it is about, if any."""
+
+    notification: Notification
+    subject_number: str | None
+    subject_site_id: int | None

@@ -55,7 +55,9 @@ class Sql:
         self.postgres = session.get_bind().dialect.name == "postgresql"
 
     def __call__(
-        self, stmt: Executable, params: Mapping[str, Any] | None = None
+        self,
+        stmt: Executable,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> CursorResult[Any]:
         return self.session.connection().execute(stmt, params)
 

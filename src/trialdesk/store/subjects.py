@@ -182,3 +182,9 @@ class SqlAllocations:
 
     def for_subject(self, subject_id: int) -> Allocation | None:
         return ALLOCATION.maybe(self._run(_ALLOCATION, {"subject_id": subject_id}).first())
+
+
+# For the allocation repositories (store/allocation.py), which read a subject the same way.
+read_select = _read_select
+subject_read = _subject_read
+READ_WIDTH = _UNBLINDED_AT + 1

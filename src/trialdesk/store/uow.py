@@ -15,6 +15,7 @@ from typing import Self
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from trialdesk.store.allocation import SqlLists, SqlRandomizations, SqlTrialUnblindings
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.crc import SqlCrc
@@ -29,12 +30,15 @@ from trialdesk.store.ports import (
     CrcRepository,
     DataQueryRepository,
     FormRepository,
+    ListRepository,
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
+    RandomizationRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
+    TrialUnblindingRepository,
     VisitRepository,
 )
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
@@ -66,6 +70,9 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +94,9 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.lists = SqlLists(session)
+        self.randomizations = SqlRandomizations(session)
+        self.unblindings = SqlTrialUnblindings(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 

@@ -25,9 +25,9 @@ from trialdesk.http_status import status_of
 from trialdesk.services import (
     devices,
     followup,
-    randomization,
     screening,
 )
+from trialdesk.services.allocation import randomization
 from trialdesk.services.dashboard import current_protocol, my_sites
 from trialdesk.services.data_queries import open_queries
 from trialdesk.services.forms import screening_form_specs
