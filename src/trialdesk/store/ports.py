@@ -34,10 +34,12 @@ from trialdesk.store.records import (
     Site,
     StratumCursor,
     Study,
+    StudyHead,
     Subject,
     SubjectRead,
     TakenSlot,
     Therapy,
+    TokenRead,
     TrialUnblinding,
     Visit,
 )
@@ -492,6 +494,18 @@ class TrialUnblindingRepository(Protocol):
     def user_id(self, username: str) -> int | None: ...
 
 
+class RequestRepository(Protocol):
+    """What every authenticated request reads first (one read transaction)."""
+
+    def token(self, token_hash: str, kind: str) -> TokenRead | None: ...
+
+    def study(self, code: str) -> StudyHead | None: ...
+
+    def touch(self, token_id: int, at: dt.datetime) -> None:
+        """Record the session's last use."""
+        ...
+
+
 class AuditTrail(Protocol):
     """Audit entries of this unit of work, written by ``commit`` in the same transaction."""
 
@@ -554,6 +568,7 @@ class UnitOfWork(Protocol):
     lists: ListRepository
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
+    requests: RequestRepository
 
     @property
     def session(self) -> Session:

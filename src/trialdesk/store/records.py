@@ -315,3 +315,39 @@ class NotificationRead:
     notification: Notification
     subject_number: str | None
     subject_site_id: int | None
+
+
+# --- per-request resolution (issue 13, lane x13a) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRead:
+    """A session token with its user and the user's role grants (role, study, site)."""
+
+    token_id: int
+    user_id: int
+    username: str
+    full_name: str
+    active: bool
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    csrf_token: str | None
+    study_id: int | None
+    scope: str | None
+    grants: tuple[tuple[str, int, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StudyHead:
+    """A study with its current protocol version and number of sites."""
+
+    id: int
+    code: str
+    name: str
+    mode: str
+    protocol_name: str
+    protocol_version: str
+    protocol_sha256: str
+    sites: int

@@ -35,6 +35,7 @@ from trialdesk.store.ports import (
     NotificationRepository,
     ProtocolRepository,
     RandomizationRepository,
+    RequestRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
@@ -44,6 +45,7 @@ from trialdesk.store.ports import (
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
+from trialdesk.store.requests import SqlRequests
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
@@ -73,6 +75,7 @@ class SqlUnitOfWork:
     lists: ListRepository
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
+    requests: RequestRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -85,7 +88,7 @@ class SqlUnitOfWork:
         self.studies = SqlStudies(session)
         self.sites = SqlSites(session)
         self.protocols = protocols = SqlProtocols(session)
-        self.subjects = SqlSubjects(session)
+        self.subjects = SqlSubjects(session, protocols)
         self.allocations = SqlAllocations(session)
         self.visits = SqlVisits(session)
         self.forms = SqlForms(session)
@@ -97,6 +100,7 @@ class SqlUnitOfWork:
         self.lists = SqlLists(session)
         self.randomizations = SqlRandomizations(session)
         self.unblindings = SqlTrialUnblindings(session)
+        self.requests = SqlRequests(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
