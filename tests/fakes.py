@@ -32,6 +32,7 @@ from trialdesk.store.ports import (
     NotificationRepository,
     ProtocolRepository,
     RandomizationRepository,
+    RequestRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
@@ -57,10 +58,12 @@ from trialdesk.store.records import (
     Site,
     StratumCursor,
     Study,
+    StudyHead,
     Subject,
     SubjectRead,
     TakenSlot,
     Therapy,
+    TokenRead,
     TrialUnblinding,
     Visit,
 )
@@ -117,6 +120,8 @@ class Tables:
     unblindings: dict[int, TrialUnblinding] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=dict)
     """User ids by username (the tests set them)."""
+    tokens: dict[tuple[str, str], TokenRead] = field(default_factory=dict)
+    """Sessions by (token hash, kind); the tests set them."""
     locks: list[tuple[str, int, bool]] = field(default_factory=list)
     """Locks taken, in order: ("study", id, shared) and ("cursor", id, False)."""
 
@@ -813,6 +818,33 @@ class FakeRandomizations(_Repo):
         return new
 
 
+class FakeRequests(_Repo):
+    def token(self, token_hash: str, kind: str) -> TokenRead | None:
+        return self.t.tokens.get((token_hash, kind))
+
+    def study(self, code: str) -> StudyHead | None:
+        study = next((s for s in self.t.studies.values() if s.code == code), None)
+        if study is None:
+            return None
+        current = [v for v in self.t.versions.values() if v.study_id == study.id and v.current]
+        version = max(current, key=lambda v: v.id, default=None)
+        return StudyHead(
+            study.id,
+            study.code,
+            study.name,
+            study.mode,
+            "" if version is None else "protocol",
+            "" if version is None else version.version,
+            "" if version is None else version.sha256,
+            sum(1 for site in self.t.sites.values() if site.study_id == study.id),
+        )
+
+    def touch(self, token_id: int, at: dt.datetime) -> None:
+        for key, token in list(self.t.tokens.items()):
+            if token.token_id == token_id:
+                self.t.tokens[key] = replace(token, last_used_at=at)
+
+
 class FakeTrialUnblindings(_Repo):
     def pending(self, study_id: int) -> TrialUnblinding | None:
         found = [
@@ -913,6 +945,7 @@ class FakeUnitOfWork:
     lists: ListRepository
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
+    requests: RequestRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -933,6 +966,7 @@ class FakeUnitOfWork:
         self.lists = FakeLists(self)
         self.randomizations = FakeRandomizations(self)
         self.unblindings = FakeTrialUnblindings(self)
+        self.requests = FakeRequests(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 
