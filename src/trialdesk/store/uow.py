@@ -22,6 +22,7 @@ from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
+from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditTrail,
@@ -31,6 +32,7 @@ from trialdesk.store.ports import (
     FormRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
     SiteRepository,
     StudyRepository,
@@ -66,6 +68,7 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    odm_history: OdmHistoryRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +90,7 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.odm_history = SqlOdmHistory(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
