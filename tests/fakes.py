@@ -30,6 +30,7 @@ from trialdesk.store.ports import (
     ListRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
     RandomizationRepository,
     RequestRepository,
@@ -51,6 +52,7 @@ from trialdesk.store.records import (
     CrcCase,
     DataQuery,
     FormRecord,
+    HistoryVersion,
     Notification,
     NotificationRead,
     ProtocolVersion,
@@ -59,6 +61,7 @@ from trialdesk.store.records import (
     StratumCursor,
     Study,
     StudyHead,
+    StudyHistory,
     Subject,
     SubjectRead,
     TakenSlot,
@@ -918,6 +921,23 @@ class FakeMailOutbox(_Repo):
         """Nothing is delivered from the fake; delivery is tested against a real server."""
 
 
+class FakeOdmHistory(_Repo):
+    """Issue 16 (x16b): the export's reading; the fake keeps no audit trail once committed,
+    so the history is the study, its protocol versions and sites, with no entries."""
+
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        study = self.t.studies.get(study_id)
+        if study is None:
+            return None
+        versions = [
+            HistoryVersion(v.id, v.version, "", v.sha256, v.status, dt.date.min, v.effective_from)
+            for v in sorted(self.t.versions.values(), key=lambda v: v.id)
+            if v.study_id == study_id
+        ]
+        sites = {s.code: s.name for s in self.t.sites.values() if s.study_id == study_id}
+        return StudyHistory(study.code, study.name, versions, sites, {}, {}, {}, [])
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -946,6 +966,7 @@ class FakeUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    odm_history: OdmHistoryRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -967,6 +988,7 @@ class FakeUnitOfWork:
         self.randomizations = FakeRandomizations(self)
         self.unblindings = FakeTrialUnblindings(self)
         self.requests = FakeRequests(self)
+        self.odm_history = FakeOdmHistory(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

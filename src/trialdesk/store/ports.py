@@ -35,6 +35,7 @@ from trialdesk.store.records import (
     StratumCursor,
     Study,
     StudyHead,
+    StudyHistory,
     Subject,
     SubjectRead,
     TakenSlot,
@@ -569,6 +570,7 @@ class UnitOfWork(Protocol):
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    odm_history: OdmHistoryRepository  # issue 16 (x16b)
 
     @property
     def session(self) -> Session:
@@ -599,3 +601,13 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self, *, readonly: bool = False) -> UnitOfWork: ...
+
+
+# --- issue 16, lane x16b: the transactional ODM export's reading ---------------------------
+
+
+class OdmHistoryRepository(Protocol):
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        """The study's audit trail, protocol versions, sites, subjects, form records and
+        users, as the transactional ODM export maps them (None: no such study)."""
+        ...

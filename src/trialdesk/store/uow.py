@@ -23,6 +23,7 @@ from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
+from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditTrail,
@@ -33,6 +34,7 @@ from trialdesk.store.ports import (
     ListRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
     RandomizationRepository,
     RequestRepository,
@@ -76,6 +78,7 @@ class SqlUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    odm_history: OdmHistoryRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -101,6 +104,7 @@ class SqlUnitOfWork:
         self.randomizations = SqlRandomizations(session)
         self.unblindings = SqlTrialUnblindings(session)
         self.requests = SqlRequests(session)
+        self.odm_history = SqlOdmHistory(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
