@@ -7,10 +7,11 @@ in-process and over HTTP, each beside the pgbench ceiling measured in the same r
 
 Per call (PostgreSQL on this host, one process, after a warm-up so that psycopg's prepared
 statements are in place): Python CPU of this process, CPU of the PostgreSQL backends serving
-it (read from /proc), statements and round trips (statements + BEGIN + COMMIT + ROLLBACK: psycopg
-sends each transaction's BEGIN on its own), for randomize (the implanting team, who sees the
-arm), record visit (M1 with its forms), subject read, sign-in (``issue_token``, argon2 at the
-cheap bench settings) and an API request without a token (the 401, through the ASGI app).
+it (read from /proc), statements and round trips (statements + BEGIN + COMMIT + ROLLBACK + the
+pool's pre-ping on checkout: psycopg sends each transaction's BEGIN on its own), for
+randomize (the implanting team, who sees the arm), record visit (M1 with its forms),
+subject read, sign-in (``issue_token``, argon2 at the cheap bench settings), an API request
+without a token (the 401, through the ASGI app) and an API subject read with one.
 
 Concurrency (``bench/randomize.py`` in-process: 75 client threads in 2 processes, each a site
 randomizing its subjects; ``bench/load.py`` over HTTP: ``serve --workers 2``, 75 asyncio
@@ -89,7 +90,7 @@ def per_call(url: str, n: int, warmup: int) -> dict[str, Any]:
     db_url = make_url(url).set(database=name).render_as_string(hide_password=False)
     engine = make_engine(db_url, pool_size=2, max_overflow=0)
     backends: set[int] = set()
-    counts = {"statements": 0, "begins": 0, "commits": 0, "rollbacks": 0}
+    counts = {"statements": 0, "begins": 0, "commits": 0, "rollbacks": 0, "pings": 0}
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -107,6 +108,10 @@ def per_call(url: str, n: int, warmup: int) -> dict[str, Any]:
             counts[key] += 1
 
         event.listen(engine, kind, _count)
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(*_a: Any) -> None:
+        counts["pings"] += 1 if engine.pool._pre_ping else 0  # the pool's pre-ping
 
     try:
 
@@ -143,7 +148,12 @@ def per_call(url: str, n: int, warmup: int) -> dict[str, Any]:
                 **{key: round((counts[key] - before[key]) / k, 2) for key in counts},
             }
             out["round_trips"] = round(
-                out["statements"] + out["begins"] + out["commits"] + out["rollbacks"], 2
+                out["statements"]
+                + out["begins"]
+                + out["commits"]
+                + out["rollbacks"]
+                + out["pings"],
+                2,
             )
             return out
 

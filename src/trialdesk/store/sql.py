@@ -61,10 +61,20 @@ class Sql:
     ORM session's per-statement work (statements built once at import with bind parameters
     also keep their compiled form and cache key)."""
 
+    __slots__ = ("_conn", "_postgres", "session")
+
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.postgres = session.get_bind().dialect.name == "postgresql"
         self._conn: Connection | None = None
+        self._postgres: bool | None = None
+
+    @property
+    def postgres(self) -> bool:
+        """Asked the first time it matters: a unit of work makes a score of repositories and
+        most of them run nothing."""
+        if self._postgres is None:
+            self._postgres = self.session.get_bind().dialect.name == "postgresql"
+        return self._postgres
 
     def __call__(
         self,
