@@ -49,8 +49,8 @@ def _token(w: World, raw: str, **changes: object) -> TokenRead:
 def test_acc1_token_and_study_resolve_together(world: World) -> None:
     _token(world, "good")
     found = resolve_request(world.ctx, "good", study_code="FLAGSHIP")
-    assert found.session.actor.username == "coord"
-    assert found.session.actor.grants == {Grant(Role.COORDINATOR, STUDY, world.sites["S101"].id)}
+    assert found.signed_in.actor.username == "coord"
+    assert found.signed_in.actor.grants == {Grant(Role.COORDINATOR, STUDY, world.sites["S101"].id)}
     assert study_of(found, "FLAGSHIP").id == STUDY
     assert found.study is not None and found.study.sites == len(world.sites)
     assert world.store.commits == 0  # used a moment ago: nothing written

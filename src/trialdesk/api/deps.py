@@ -58,7 +58,7 @@ RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
 
 async def get_any_session(context: RequestContextDep) -> TokenSession:
     """The token's session, also one good for second-factor enrolment only."""
-    return context.session
+    return context.signed_in
 
 
 AnySessionDep = Annotated[TokenSession, Depends(get_any_session)]

@@ -1,5 +1,5 @@
 """What every API request needs before its action, resolved in one short read transaction
-(issue 13, lane x13a): the session behind the bearer token (with its user's grants) and the
+(issue 13, lane x13a): the sign-in behind the bearer token (with its user's grants) and the
 study named in the path. The same refusals as :func:`trialdesk.services.sessions.
 resolve_token` and :func:`trialdesk.services.setup.resolve_study`: one 401 for a token that
 is unknown, expired, revoked or of a deactivated user; 'not found' for a study the actor
@@ -22,7 +22,7 @@ from trialdesk.store.records import StudyHead, TokenRead
 
 @dataclass(frozen=True)
 class RequestContext:
-    session: TokenSession
+    signed_in: TokenSession
     study: StudyInfo | None
     """The study of the path, None when the path names none or one the actor cannot see."""
 
@@ -57,8 +57,8 @@ def _study_info(head: StudyHead) -> StudyInfo:
 def resolve_request(
     ctx: ServiceContext, token: str, *, kind: str = "api", study_code: str | None = None
 ) -> RequestContext:
-    """The token's session and the path's study, in one read transaction (the session's last
-    use is written at most once a minute, in a transaction of its own)."""
+    """The token's sign-in and the path's study, in one read transaction (its last use is
+    written at most once a minute, in a transaction of its own)."""
     now = ctx.now()
     idle = dt.timedelta(minutes=ctx.settings.web_idle_minutes)
     with ctx.uow(readonly=True) as uow:
@@ -76,7 +76,7 @@ def resolve_request(
             head = uow.requests.study(study_code)
             if head is not None and head.id in {g.study_id for g in actor.grants}:
                 study = _study_info(head)
-    session = TokenSession(
+    signed_in = TokenSession(
         actor=actor,
         expires_at=found.expires_at,
         csrf_token=found.csrf_token,
@@ -87,7 +87,7 @@ def resolve_request(
         with ctx.uow() as uow:
             uow.requests.touch(found.token_id, now)
             uow.commit()
-    return RequestContext(session, study)
+    return RequestContext(signed_in, study)
 
 
 def study_of(context: RequestContext, code: str) -> StudyInfo:
