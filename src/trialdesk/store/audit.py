@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from trialdesk.domain.audit import (
@@ -96,6 +95,12 @@ def _append_pg(count: int) -> Any:
 
 _APPEND_PG: dict[int, Any] = {}
 
+# SQLite: the head, made if new, in one statement (an upsert that returns the row)
+_LOCK_HEAD_SQLITE = text(
+    "INSERT INTO audit_heads (stream, seq, hash) VALUES (:stream, 0, '" + GENESIS + "') "
+    "ON CONFLICT (stream) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash"
+)
+
 
 @dataclass
 class AuditWriter:
@@ -118,6 +123,7 @@ class AuditWriter:
         for entry in self.pending:
             by_stream.setdefault(entry.stream, []).append(entry)
         written: list[dict[str, Any]] = []
+        next_id: int | None = None  # SQLite: the first free id, read once per flush
         for stream in sorted(by_stream):
             entries = by_stream[stream]
             if postgres:
@@ -127,8 +133,10 @@ class AuditWriter:
                 seq, prev, ids = int(seq), str(prev), [int(i) for i in ids]
             else:
                 seq, prev = self._lock_head(stream)
-                first = self._next_id()
-                ids = list(range(first, first + len(entries)))
+                if next_id is None:
+                    next_id = self._next_id()
+                ids = list(range(next_id, next_id + len(entries)))
+                next_id += len(entries)
             rows: list[dict[str, Any]] = []
             for entry, row_id in zip(entries, ids, strict=True):
                 seq += 1
@@ -169,15 +177,9 @@ class AuditWriter:
 
     def _lock_head(self, stream: str) -> tuple[int, str]:
         """SQLite (writers serialized by BEGIN IMMEDIATE): the head, made if new."""
-        conn = self.session.connection()
-        conn.execute(
-            sqlite_insert(_HEADS)
-            .values(stream=stream, seq=0, hash=GENESIS)
-            .on_conflict_do_nothing(index_elements=["stream"])
+        seq, head_hash = (
+            self.session.connection().execute(_LOCK_HEAD_SQLITE, {"stream": stream}).one()
         )
-        seq, head_hash = conn.execute(
-            select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.stream == stream)
-        ).one()
         return int(seq), str(head_hash)
 
     def _next_id(self) -> int:
