@@ -24,7 +24,7 @@ from trialdesk.cli.runtime import (
     sign_in,
     signature_password,
 )
-from trialdesk.services import devices
+from trialdesk.services import supply
 
 app = typer.Typer(
     help="Implant devices: lots, shipments, site stock, recalls.", no_args_is_help=True
@@ -90,7 +90,7 @@ def lot_add(
     view = _call(
         user,
         study,
-        lambda s: devices.register_lot(
+        lambda s: supply.register_lot(
             s.runtime.context,
             s.actor,
             s.study.id,
@@ -111,7 +111,7 @@ def lot_list(
     user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
 ) -> None:
     """Lots with device counts by status (blinded: by place, all delivered as at_sites)."""
-    views = _call(user, study, lambda s: devices.list_lots(s.runtime.context, s.actor, s.study.id))
+    views = _call(user, study, lambda s: supply.list_lots(s.runtime.context, s.actor, s.study.id))
     _show([v.to_dict() for v in views], json_out, lambda d: "\n".join(map(_lot_text, d)))
 
 
@@ -129,7 +129,7 @@ def ship(
     view = _call(
         user,
         study,
-        lambda s: devices.ship_devices(
+        lambda s: supply.ship_devices(
             s.runtime.context, s.actor, s.study.id, site, _split(serials), on
         ),
     )
@@ -149,7 +149,7 @@ def receive(
     view = _call(
         user,
         study,
-        lambda s: devices.receive_shipment(s.runtime.context, s.actor, s.study.id, shipment, on),
+        lambda s: supply.receive_shipment(s.runtime.context, s.actor, s.study.id, shipment, on),
     )
     _show(view.to_dict(), json_out, _shipment_text)
 
@@ -160,7 +160,7 @@ def shipments(
 ) -> None:
     """Shipments the caller may see."""
     views = _call(
-        user, study, lambda s: devices.list_shipments(s.runtime.context, s.actor, s.study.id)
+        user, study, lambda s: supply.list_shipments(s.runtime.context, s.actor, s.study.id)
     )
     _show([v.to_dict() for v in views], json_out, lambda d: "\n".join(map(_shipment_text, d)))
 
@@ -209,7 +209,7 @@ def inventory(
 ) -> None:
     """Stock by site; which subject got which device only for roles that may see arms."""
     view = _call(
-        user, study, lambda s: devices.site_inventory(s.runtime.context, s.actor, s.study.id, site)
+        user, study, lambda s: supply.site_inventory(s.runtime.context, s.actor, s.study.id, site)
     )
     _show(view.to_dict(), json_out, _inventory_text)
 
@@ -221,7 +221,7 @@ def stock(
     """Re-supply warnings: supplied sites at or below the protocol's reorder level (SUP-2);
     for the site's implanting team and unblinded roles, empty for blinded roles."""
     warnings = _call(
-        user, study, lambda s: devices.stock_warnings(s.runtime.context, s.actor, s.study.id)
+        user, study, lambda s: supply.stock_warnings(s.runtime.context, s.actor, s.study.id)
     )
     data = [w.to_dict() for w in warnings]
     _show(
@@ -239,7 +239,7 @@ def stock(
 
 
 def _removal(kind: str) -> Callable[..., None]:
-    service = devices.return_device if kind == "return" else devices.destroy_device
+    service = supply.return_device if kind == "return" else supply.destroy_device
 
     def command(
         serial: str,
@@ -284,9 +284,7 @@ def quarantine(
     view = _call(
         user,
         study,
-        lambda s: devices.quarantine_lot(
-            s.runtime.context, s.actor, s.study.id, lot_number, reason
-        ),
+        lambda s: supply.quarantine_lot(s.runtime.context, s.actor, s.study.id, lot_number, reason),
     )
     _show(view.to_dict(), json_out, _lot_text)
 
@@ -305,9 +303,9 @@ def recall(
     Statistician, DSMB, an implanting team (its own site); the study manager with --reason
     and an e-signature."""
 
-    def run(s: Session) -> devices.RecallView:
+    def run(s: Session) -> supply.RecallView:
         password = signature_password(s.runtime.context.settings) if reason else None
-        return devices.recall_subjects(
+        return supply.recall_subjects(
             s.runtime.context, s.actor, s.study.id, lot_number, reason=reason, password=password
         )
 

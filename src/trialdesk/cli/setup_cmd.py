@@ -15,7 +15,6 @@ from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.accounts import InvitationView, invite
 from trialdesk.services.admin import grant_role
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.devices import DEMO_LOT, stock_demo_site
 from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
 from trialdesk.services.setup import (
@@ -24,6 +23,7 @@ from trialdesk.services.setup import (
     list_studies,
     resolve_study,
 )
+from trialdesk.services.supply import DEMO_LOT, stock_demo_site
 
 DEMO_PASSWORD = "trialdesk-demo"
 

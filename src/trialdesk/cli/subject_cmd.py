@@ -23,12 +23,12 @@ from trialdesk.cli.runtime import (
     sign_in,
     signature_password,
 )
+from trialdesk.domain.audit import utc_iso
 from trialdesk.domain.timefmt import format_moment, is_time_zone
 from trialdesk.protocol.models import Gate
 from trialdesk.services import followup, queries, randomization, screening
 from trialdesk.services.history import subject_history
 from trialdesk.services.preferences import viewer_zone
-from trialdesk.store.audit import utc_iso
 
 app = typer.Typer(help="Subject actions, one per step of the journey.", no_args_is_help=True)
 

@@ -24,6 +24,10 @@ from trialdesk.store.records import (
     Confirmation,
     CrcCase,
     DataQuery,
+    Device,
+    DeviceLot,
+    DeviceShipment,
+    DeviceUse,
     FormRecord,
     ProtocolVersion,
     Site,
@@ -46,6 +50,10 @@ class SiteRepository(Protocol):
 
     def take_subject_number(self, site_id: int) -> int:
         """The site's next subject sequence number, taken atomically (no gaps, no twins)."""
+        ...
+
+    def of_study(self, study_id: int) -> list[Site]:
+        """Every site of the study, by code."""
         ...
 
 
@@ -359,6 +367,88 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+# --- supply (lane x13b, issue 13) -----------------------------------------------------------
+
+
+class SupplyRepository(Protocol):
+    """Lots, shipments, devices and the device log (SUP-1, SUP-2)."""
+
+    def lot(self, study_id: int, lot_number: str) -> DeviceLot | None: ...
+
+    def lot_by_id(self, lot_id: int) -> DeviceLot: ...
+
+    def lots(self, study_id: int) -> list[DeviceLot]:
+        """By lot number."""
+        ...
+
+    def add_lot(self, **values: Any) -> DeviceLot: ...
+
+    def update_lot(self, lot: DeviceLot, values: Mapping[str, Any]) -> DeviceLot: ...
+
+    def device(self, study_id: int, serial: str) -> Device | None: ...
+
+    def registered(self, study_id: int, serials: Collection[str]) -> list[str]:
+        """Which of ``serials`` the study already has."""
+        ...
+
+    def add_device(self, **values: Any) -> Device: ...
+
+    def devices_of_lot(self, lot_id: int, statuses: Collection[str] | None = None) -> list[Device]:
+        """By serial; only those in ``statuses`` when given."""
+        ...
+
+    def devices_of_shipment(self, shipment_id: int) -> list[Device]: ...
+
+    def devices_at_site(self, site_id: int) -> list[tuple[Device, DeviceLot]]:
+        """Devices assigned to the site (any state), each with its lot, by serial."""
+        ...
+
+    def count_at_site(self, site_id: int, status: str, *, usable_on: dt.date | None = None) -> int:
+        """Devices of the site in ``status``; with ``usable_on``, only lots not expired then."""
+        ...
+
+    def move(
+        self, device: Device, sources: Collection[str], values: Mapping[str, Any]
+    ) -> Device | None:
+        """The guarded status change (version and one of ``sources``); None when the device
+        changed meanwhile."""
+        ...
+
+    def add_event(self, **values: Any) -> None: ...
+
+    def count_events(self, site_id: int, kind: str) -> int: ...
+
+    def last_return_site(self, device_id: int) -> int | None: ...
+
+    def stocked_sites(self, study_id: int) -> set[int]:
+        """Sites that hold or have held a device of the study."""
+        ...
+
+    def uses(self, lot_id: int) -> list[DeviceUse]:
+        """Every procedure use of a device of the lot, in the order recorded."""
+        ...
+
+    def shipment(self, study_id: int, number: str) -> DeviceShipment | None: ...
+
+    def shipment_by_id(self, shipment_id: int) -> DeviceShipment: ...
+
+    def shipments(self, study_id: int) -> list[DeviceShipment]: ...
+
+    def count_shipments(self, study_id: int) -> int: ...
+
+    def add_shipment(self, **values: Any) -> DeviceShipment: ...
+
+    def update_shipment(
+        self, shipment: DeviceShipment, values: Mapping[str, Any]
+    ) -> DeviceShipment: ...
+
+    def in_transit_shipments(self, study_id: int) -> set[int]: ...
+
+    def supplied_sites(self, study_id: int) -> set[int]: ...
+
+    def shipped_serials(self, shipment_id: int) -> list[str]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -376,6 +466,7 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    supply: SupplyRepository
 
     @property
     def session(self) -> Session:

@@ -202,3 +202,60 @@ class DataQuery:
     closed_by: str | None
     closed_at: dt.datetime | None
     reopened: int
+
+
+# --- supply (lane x13b, issue 13): lots, shipments, devices and their log ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLot:
+    id: int
+    study_id: int
+    lot_number: str
+    model: str
+    gtin: str
+    manufacturer: str
+    expiry: dt.date
+    status: str
+    quarantine_reason: str | None
+    created_at: dt.datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceShipment:
+    id: int
+    study_id: int
+    number: str
+    site_id: int
+    status: str
+    shipped_on: dt.date
+    shipped_by: str
+    received_on: dt.date | None
+    received_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One serialised device; ``subject_enc`` is the encrypted link to its subject (RAND-6)."""
+
+    id: int
+    study_id: int
+    lot_id: int
+    serial: str
+    udi: str
+    status: str
+    site_id: int | None
+    shipment_id: int | None
+    subject_enc: bytes | None
+    version: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUse:
+    """A procedure's use of a device, from the device's log: the encrypted link and where."""
+
+    serial: str
+    site_id: int | None
+    detail_enc: bytes
