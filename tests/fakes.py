@@ -17,10 +17,12 @@ from typing import Any, NoReturn, Self
 
 from sqlalchemy.orm import Session
 
+from trialdesk.domain.audit import canonical_json, utc_iso
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
@@ -29,16 +31,19 @@ from trialdesk.store.ports import (
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
+    ReportingRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
     UnitOfWork,
     UnitOfWorkFactory,
+    UserRepository,
     VisitRepository,
 )
 from trialdesk.store.records import (
     Allocation,
+    AuditEntry,
     CaseDetail,
     Confirmation,
     CrcCase,
@@ -49,11 +54,13 @@ from trialdesk.store.records import (
     DeviceUse,
     FormRecord,
     ProtocolVersion,
+    ScreeningLogLine,
     Site,
     Study,
     Subject,
     SubjectRead,
     Therapy,
+    User,
     Visit,
 )
 
@@ -105,6 +112,7 @@ class Tables:
     devices: dict[int, Device] = field(default_factory=dict)
     shipments: dict[int, DeviceShipment] = field(default_factory=dict)
     device_events: list[dict[str, Any]] = field(default_factory=list)
+    users: dict[int, User] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -730,6 +738,81 @@ class FakeSupply(_Repo):
         )
 
 
+# --- users, audit reads, reporting (lane x13b) ------------------------------------------------
+
+
+class FakeUsers(_Repo):
+    def get(self, user_id: int) -> User | None:
+        return self.t.users.get(user_id)
+
+    def set_timezone(self, user_id: int, zone: str | None) -> None:
+        self.t.users[user_id] = replace(self.t.users[user_id], timezone=zone)
+
+
+class FakeAuditEntries(_Repo):
+    def stream(self, stream: str) -> list[AuditEntry]:
+        """Committed entries of the stream, numbered in order (no hashes: not chained)."""
+        entries = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditEntry(
+                id=seq,
+                stream=e.stream,
+                seq=seq,
+                prev_hash="",
+                hash="",
+                at=utc_iso(e.at),
+                actor=e.actor,
+                action=e.action,
+                study_id=e.study_id,
+                subject_id=e.subject_id,
+                entity=e.entity,
+                entity_id=e.entity_id,
+                old=canonical_json(e.old),
+                new=canonical_json(e.new),
+                reason=e.reason,
+                protocol_sha256=e.protocol_sha256,
+            )
+            for seq, e in enumerate(entries, start=1)
+        ]
+
+
+class FakeReporting(_Repo):
+    def _live(self, study_id: int) -> list[Subject]:
+        return [
+            s for s in self.t.subjects.values() if s.study_id == study_id and not s.test_subject
+        ]
+
+    def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for s in self._live(study_id):
+            if as_of is None or s.registered_on <= as_of:
+                counts[s.site_id] = counts.get(s.site_id, 0) + 1
+        return counts
+
+    def randomized_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for s in self._live(study_id):
+            allocation = self.t.allocations.get(s.id)
+            if allocation is not None and (as_of is None or allocation.randomized_on <= as_of):
+                counts[s.site_id] = counts.get(s.site_id, 0) + 1
+        return counts
+
+    def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
+        lines = [
+            ScreeningLogLine(
+                s.number,
+                self.t.sites[s.site_id].code,
+                s.registered_on,
+                s.state,
+                s.screen_failure_reason,
+                s.screen_failure_detail,
+            )
+            for s in self._live(study_id)
+            if as_of is None or s.registered_on <= as_of
+        ]
+        return sorted(lines, key=lambda line: (line.registered_on, line.number))
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -755,6 +838,9 @@ class FakeUnitOfWork:
     notifications: NotificationRepository
     mail: MailOutboxRepository
     supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -773,6 +859,9 @@ class FakeUnitOfWork:
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
         self.supply = FakeSupply(self)
+        self.users = FakeUsers(self)
+        self.audit_entries = FakeAuditEntries(self)
+        self.reporting = FakeReporting(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.records import (
     Allocation,
+    AuditEntry,
     CaseDetail,
     Confirmation,
     CrcCase,
@@ -30,11 +31,13 @@ from trialdesk.store.records import (
     DeviceUse,
     FormRecord,
     ProtocolVersion,
+    ScreeningLogLine,
     Site,
     Study,
     Subject,
     SubjectRead,
     Therapy,
+    User,
     Visit,
 )
 
@@ -449,6 +452,31 @@ class SupplyRepository(Protocol):
     def shipped_serials(self, shipment_id: int) -> list[str]: ...
 
 
+# --- the rest of the seam (lane x13b, issue 13) -----------------------------------------------
+
+
+class UserRepository(Protocol):
+    def get(self, user_id: int) -> User | None: ...
+
+    def set_timezone(self, user_id: int, zone: str | None) -> None: ...
+
+
+class AuditEntryRepository(Protocol):
+    def stream(self, stream: str) -> list[AuditEntry]:
+        """The stored entries of one stream, in chain order."""
+        ...
+
+
+class ReportingRepository(Protocol):
+    def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
+
+    def randomized_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
+
+    def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
+        """Live subjects registered on or before ``as_of``, by registration date and number."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -467,6 +495,9 @@ class UnitOfWork(Protocol):
     notifications: NotificationRepository
     mail: MailOutboxRepository
     supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
 
     @property
     def session(self) -> Session:

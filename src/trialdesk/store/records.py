@@ -32,6 +32,7 @@ class Site:
     timezone: str
     cap: int | None
     active: bool
+    planned_activation: dt.date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +260,53 @@ class DeviceUse:
     serial: str
     site_id: int | None
     detail_enc: bytes
+
+
+# --- the rest of the seam (lane x13b, issue 13): users, audit reads, reporting -------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person's account without its secrets (password hash, TOTP secret stay in store/)."""
+
+    id: int
+    username: str
+    full_name: str
+    active: bool
+    created_at: dt.datetime
+    timezone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One stored audit entry as read back (``old``/``new`` are the stored JSON text)."""
+
+    id: int
+    stream: str
+    seq: int
+    prev_hash: str
+    hash: str
+    at: str
+    actor: str
+    action: str
+    study_id: int | None
+    subject_id: int | None
+    entity: str
+    entity_id: str
+    old: str
+    new: str
+    reason: str | None
+    protocol_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningLogLine:
+    """A registered live subject as the screening log reads it (never an arm)."""
+
+    number: str
+    site: str
+    registered_on: dt.date
+    state: str
+    screen_failure_reason: str | None
+    screen_failure_detail: str | None

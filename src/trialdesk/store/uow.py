@@ -24,6 +24,7 @@ from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
@@ -32,15 +33,18 @@ from trialdesk.store.ports import (
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
+    ReportingRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
+    UserRepository,
     VisitRepository,
 )
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
+from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
@@ -69,6 +73,9 @@ class SqlUnitOfWork:
     notifications: NotificationRepository
     mail: MailOutboxRepository
     supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -91,6 +98,9 @@ class SqlUnitOfWork:
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
         self.supply = SqlSupply(session)
+        self.users = SqlUsers(session)
+        self.audit_entries = SqlAuditEntries(session)
+        self.reporting = SqlReporting(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
