@@ -9,7 +9,8 @@ import datetime as dt
 
 import pytest
 
-from tests.unit.test_services_on_fakes import START, STUDY, World, _randomized
+from tests.conftest import START
+from tests.unit.test_services_on_fakes import STUDY, World, _randomized
 from tests.unit.test_services_on_fakes import world as world  # the fixture
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.lifecycle import SubjectState
