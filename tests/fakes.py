@@ -12,13 +12,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
 from sqlalchemy.orm import Session
 
 from trialdesk.domain.audit import canonical_json, utc_iso
-from trialdesk.store.audit import PendingEntry
+from trialdesk.reports.enrolment import MonthRow, SiteFacts, month_rows
+from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.ports import (
     AllocationRepository,
@@ -26,6 +28,7 @@ from trialdesk.store.ports import (
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
+    DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
     MailOutboxRepository,
@@ -812,6 +815,54 @@ class FakeReporting(_Repo):
         ]
         return sorted(lines, key=lambda line: (line.registered_on, line.number))
 
+    def site_facts(
+        self, study_id: int, as_of: dt.date, randomized: dict[str, int]
+    ) -> list[SiteFacts]:
+        first: dict[int, dt.date] = {}
+        for s in self._live(study_id):
+            if s.registered_on <= as_of:
+                first[s.site_id] = min(first.get(s.site_id, s.registered_on), s.registered_on)
+        sites = sorted((s for s in self.t.sites.values() if s.study_id == study_id), key=_code)
+        return [
+            SiteFacts(
+                s.code, s.active, s.planned_activation, first.get(s.id), randomized.get(s.code, 0)
+            )
+            for s in sites
+        ]
+
+    def month_rows(self, study_id: int, as_of: dt.date) -> list[MonthRow]:
+        live = self._live(study_id)
+        registered = [s.registered_on for s in live if s.registered_on <= as_of]
+        randomized = [
+            a.randomized_on
+            for s in live
+            if (a := self.t.allocations.get(s.id)) is not None and a.randomized_on <= as_of
+        ]
+        return month_rows(registered, randomized, as_of)
+
+
+class FakeDatabase(_Repo):
+    """Verification over the committed entries' count only; backup and restore need a real
+    database (tests/integration, tests/e2e)."""
+
+    backend = "memory"
+
+    def verify_audit(self) -> VerifyResult:
+        streams = {e.stream for e in self.t.audit}
+        return VerifyResult(len(self.t.audit), len(streams), "", None)
+
+    def schema_revision(self) -> str | None:
+        return None
+
+    def snapshot(self, target: Path) -> str:
+        raise AssertionError("no snapshot of the fake database: test backups on a real one")
+
+    def holds_data(self) -> bool:
+        return bool(self.t.studies)
+
+    def replace_contents(self, source: Path) -> None:
+        raise AssertionError("no restore into the fake database: test restores on a real one")
+
 
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
@@ -841,6 +892,7 @@ class FakeUnitOfWork:
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
+    database: DatabaseMaintenance
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -862,6 +914,7 @@ class FakeUnitOfWork:
         self.users = FakeUsers(self)
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
+        self.database = FakeDatabase(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

@@ -15,7 +15,8 @@ from tests.unit.test_services_on_fakes import world as world  # the fixture
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
-from trialdesk.services import dashboard, history, preferences, screening, study_info
+from trialdesk.services import dashboard, history, maintenance, preferences, screening, study_info
+from trialdesk.services.access import operator_actor
 from trialdesk.store.records import User
 
 
@@ -86,3 +87,14 @@ def test_rep1_enrolment_and_screening_log_count_live_subjects(world: World) -> N
     assert sorted((line.site, line.state) for line in log) == [
         ("S101", "screening"), ("S102", "randomized")
     ]  # fmt: skip
+
+
+def test_aud1_audit_verification_is_the_operators_and_is_itself_audited(world: World) -> None:
+    """AUD-1: only the local operator verifies the chains; a sound check is recorded."""
+    with pytest.raises(PermissionDenied, match="local operator"):
+        maintenance.verify_audit(world.ctx, world.actor(Role.ADMIN, None))
+    assert world.store.tables.audit == []
+    result = maintenance.verify_audit(world.ctx, operator_actor())
+    assert result.ok
+    (entry,) = world.store.tables.audit
+    assert (entry.stream, entry.action) == ("maintenance", "verify_audit")

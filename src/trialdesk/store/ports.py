@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from sqlalchemy.orm import Session
 
-from trialdesk.store.audit import PendingEntry
+from trialdesk.reports.enrolment import MonthRow, SiteFacts
+from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.records import (
     Allocation,
     AuditEntry,
@@ -476,6 +478,31 @@ class ReportingRepository(Protocol):
         """Live subjects registered on or before ``as_of``, by registration date and number."""
         ...
 
+    def site_facts(
+        self, study_id: int, as_of: dt.date, randomized: dict[str, int]
+    ) -> list[SiteFacts]: ...
+
+    def month_rows(self, study_id: int, as_of: dt.date) -> list[MonthRow]: ...
+
+
+class DatabaseMaintenance(Protocol):
+    """The database as a whole, for the local operator (verification, backup, restore)."""
+
+    @property
+    def backend(self) -> str:
+        """The dialect's name (sqlite, postgresql), recorded in a backup's manifest."""
+        ...
+
+    def verify_audit(self) -> VerifyResult: ...
+
+    def schema_revision(self) -> str | None: ...
+
+    def snapshot(self, target: Path) -> str: ...
+
+    def holds_data(self) -> bool: ...
+
+    def replace_contents(self, source: Path) -> None: ...
+
 
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
@@ -498,6 +525,7 @@ class UnitOfWork(Protocol):
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
+    database: DatabaseMaintenance
 
     @property
     def session(self) -> Session:

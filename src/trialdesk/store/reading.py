@@ -8,6 +8,7 @@ import datetime as dt
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from trialdesk.reports.enrolment import MonthRow, SiteFacts, load_month_rows, load_site_facts
 from trialdesk.store.records import AuditEntry, ScreeningLogLine, User
 from trialdesk.store.sql import Columns, Sql, table_of
 from trialdesk.store.tables import (
@@ -93,3 +94,13 @@ class SqlReporting:
             .order_by(_S.c.registered_on, _S.c.number)
         )
         return [ScreeningLogLine(*row) for row in self._run(stmt)]
+
+    def site_facts(
+        self, study_id: int, as_of: dt.date, randomized: dict[str, int]
+    ) -> list[SiteFacts]:
+        """Every site with its first registration up to ``as_of`` (the forecast's input)."""
+        return load_site_facts(self._run.session, study_id, as_of, randomized)
+
+    def month_rows(self, study_id: int, as_of: dt.date) -> list[MonthRow]:
+        """Registrations and randomizations per calendar month up to ``as_of``."""
+        return load_month_rows(self._run.session, study_id, as_of)

@@ -21,6 +21,7 @@ from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.ports import (
     AllocationRepository,
@@ -28,6 +29,7 @@ from trialdesk.store.ports import (
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
+    DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
     MailOutboxRepository,
@@ -76,6 +78,7 @@ class SqlUnitOfWork:
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
+    database: DatabaseMaintenance
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -101,6 +104,7 @@ class SqlUnitOfWork:
         self.users = SqlUsers(session)
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
+        self.database = SqlDatabase(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
