@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
@@ -26,12 +27,14 @@ from trialdesk.store.ports import (
     AllocationRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
     DataQueryRepository,
     FormRepository,
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
@@ -66,6 +69,8 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +92,8 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.consents = SqlConsents(session)  # issue 15 (x15b)
+        self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
