@@ -322,6 +322,9 @@ class VisitItemPublic(BaseModel):
     window_start: str
     window_end: str
     as_of: str
+    reconsent: str | None = Field(
+        default=None, description="REC-8: the consent version to sign at this visit"
+    )
 
 
 class QueryPublic(BaseModel):

@@ -21,18 +21,19 @@ from trialdesk.domain.consent import (
 from trialdesk.domain.errors import ActionNotAllowed, NotFound, PreconditionFailed, Refusal
 from trialdesk.domain.lifecycle import POST_CONSENT, SubjectState
 from trialdesk.domain.permissions import Permission
+from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import consent_specs
 from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import (
     Acting,
     acting_with,
+    loaded_protocol,
     require_text,
-    schedule_version,
     site_today,
     subject_in_scope,
 )
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.records import Consent, Site, Subject
+from trialdesk.store.records import Consent, ProtocolVersion, Site, Subject
 from trialdesk.store.uow import UnitOfWork
 
 
@@ -59,6 +60,17 @@ def split_label(
     return document.strip(), text
 
 
+def _consent_protocol(
+    ctx: ServiceContext, uow: UnitOfWork, subject: Subject
+) -> tuple[ProtocolVersion, LoadedProtocol]:
+    """The newest signed protocol version (never older than the subject's own): its consent
+    section dates every version itself, including one an amendment brings from a later day."""
+    own = uow.protocols.get(subject.protocol_version_id)
+    newest = uow.protocols.newest(subject.study_id)
+    version = own if newest is None or newest.id < own.id else newest
+    return version, loaded_protocol(ctx, uow, version)
+
+
 def checked_consent(
     ctx: ServiceContext,
     uow: UnitOfWork,
@@ -73,8 +85,7 @@ def checked_consent(
     ``signed_on`` (REC-8); with the protocol version whose consent section was read. A
     protocol without a consent section takes the label as written (LIFE-2)."""
     label = require_text(version, "consent_version", "the consent form version")
-    own = uow.protocols.get(subject.protocol_version_id)
-    pv, loaded = schedule_version(ctx, uow, subject, own, signed_on)
+    pv, loaded = _consent_protocol(ctx, uow, subject)
     documents = consent_specs(loaded.protocol)
     if not documents:
         return ConsentChoice(document or "", label), pv.id
@@ -154,8 +165,7 @@ class SubjectConsents:
 def _due(
     ctx: ServiceContext, uow: UnitOfWork, subject: Subject, site: Site, today: dt.date
 ) -> list[ConsentDue]:
-    own = uow.protocols.get(subject.protocol_version_id)
-    _pv, loaded = schedule_version(ctx, uow, subject, own, today)
+    _pv, loaded = _consent_protocol(ctx, uow, subject)
     documents = consent_specs(loaded.protocol)
     if not documents or subject.consent_date is None:
         return []
