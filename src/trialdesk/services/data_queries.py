@@ -222,7 +222,7 @@ def raise_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def answer_query(
@@ -302,7 +302,7 @@ def answer_query(
             },
         )
         uow.commit()
-        return _view(row, act.subject, act.site)
+        return _fresh_view(ctx, uow, row, act.read)
 
 
 def close_query(
@@ -335,7 +335,7 @@ def close_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, read.subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def reopen_query(
@@ -381,7 +381,7 @@ def reopen_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, read.subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def open_queries(
