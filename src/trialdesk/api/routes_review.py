@@ -94,6 +94,7 @@ def answer_query(
         text=body.text,
         new_value=body.new_value,
         reason=body.reason,
+        response=body.response,
     )
     return _query(view)
 
