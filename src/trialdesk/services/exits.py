@@ -48,11 +48,12 @@ def record_exit(
     audited like any form, the subject exits on the form's date with its reason, and a
     withdrawal keeps its kind (what the subject withdraws from)."""
     action = EXITS.get(exit)
-    if action is None:
-        raise ValidationFailed(
-            f"unknown exit {exit!r}; one of: death, withdrawal", {"exit": "unknown"}
-        )
-    with acting_on(ctx, actor, study_id, number, action) as act:
+    # scope and permission first (both exits need SUBJECT_EXIT), then what was asked
+    with acting_on(ctx, actor, study_id, number, action or Action.WITHDRAW) as act:
+        if action is None:
+            raise ValidationFailed(
+                f"unknown exit {exit!r}; one of: death, withdrawal", {"exit": "unknown"}
+            )
         loaded = act.protocol()
         spec = exit_form_specs(loaded.protocol).get(exit)
         if spec is None:
