@@ -209,3 +209,44 @@ def test_rec7_rec9_cli_query_and_exit_refusals(shell: dict[str, str]) -> None:
         "--forms", json.dumps(fd.annual_contact_forms(fd.CONSENT_DATE)), "--user", "coordinator",
     )  # fmt: skip
     assert "contacts after a withdrawal" in err
+
+
+# --- the pages ------------------------------------------------------------------------------
+
+
+def test_rec6_rec8_pages_show_findings_missing_data_and_consents(trial: Trial) -> None:
+    """REC-6, REC-10, REC-8 on the pages: the monitor sees a rule's finding and the
+    missing-data table and may run the rules; the coordinator may not run them; a subject's
+    consents page lists the consent and refuses a second v1.0 with one message."""
+    from tests.e2e.test_web_pages import csrf_of, signed_in
+
+    number, _ = j.procedure_done(trial)
+    on = j.visit_dates()["M1"]
+    trial.clock.set_day(on)
+    forms = fd.follow_up_forms(on.isoformat())
+    forms["follow_up"]["lvesd_mm"] = 70.0
+    Api(trial).post(
+        "coordinator",
+        f"/subjects/{number}/visits/M1",
+        {"visit_date": on.isoformat(), "forms": forms},
+    )
+    monitor = signed_in(trial, "monitor")
+    page = monitor.get("/quality")
+    assert page.status_code == 200 and "DQ-8" in page.text and "Missing data" in page.text
+    assert 'action="/quality/run"' in page.text
+    ran = monitor.post("/quality/run", data={"csrf_token": csrf_of(monitor, "/quality")})
+    assert ran.status_code == 200 and "subjects checked" in ran.text
+    coordinator = signed_in(trial, "coordinator")
+    assert 'action="/quality/run"' not in coordinator.get("/quality").text
+    consents = coordinator.get(f"/subjects/{number}/consents")
+    assert consents.status_code == 200 and "v1.0" in consents.text
+    twice = coordinator.post(
+        f"/subjects/{number}/reconsent",
+        data={
+            "csrf_token": csrf_of(coordinator),
+            "signed_on": on.isoformat(),
+            "version": "v1.0",
+        },
+    )
+    assert twice.status_code == 422 and "already signed ICF v1.0" in twice.text
+    assert coordinator.get("/consents").status_code == 200

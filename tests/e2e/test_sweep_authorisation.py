@@ -171,6 +171,8 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): COORDINATOR,
     ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): COORDINATOR,
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): COORDINATOR,
+    ("POST", "/quality/run"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/reconsent"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -275,6 +277,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): P.CONSENT_RECORD,
     ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): P.SUBJECT_EXIT,
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): P.VISIT_RECORD,
+    ("POST", "/quality/run"): P.DQ_RUN,
+    ("POST", "/subjects/{number}/reconsent"): P.CONSENT_RECORD,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -467,6 +471,7 @@ def body_overrides() -> dict[str, dict[str, Any]]:
             "values": {},
             "kind": "further_data",
         },
+        "/subjects/{number}/reconsent": {"signed_on": sw.READ_DAY.isoformat(), "version": "v1.0"},
         f"{STUDY}/subjects/{{number}}/contacts": {
             "visit": "Y3",
             "contact_date": sw.READ_DAY.isoformat(),
