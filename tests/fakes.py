@@ -27,6 +27,7 @@ from trialdesk.store.ports import (
     AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
     DatabaseMaintenance,
     DataQueryRepository,
@@ -35,6 +36,7 @@ from trialdesk.store.ports import (
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
     ReportingRepository,
     SiteRepository,
     StudyRepository,
@@ -50,12 +52,14 @@ from trialdesk.store.records import (
     AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
     Device,
     DeviceLot,
     DeviceShipment,
     DeviceUse,
+    DqExclusion,
     FormRecord,
     HistoryVersion,
     ProtocolVersion,
@@ -68,6 +72,7 @@ from trialdesk.store.records import (
     Therapy,
     User,
     Visit,
+    Withdrawal,
 )
 
 
@@ -119,6 +124,12 @@ class Tables:
     shipments: dict[int, DeviceShipment] = field(default_factory=dict)
     device_events: list[dict[str, Any]] = field(default_factory=list)
     users: dict[int, User] = field(default_factory=dict)
+    # issue 15 (x15b)
+    consents: dict[int, Consent] = field(default_factory=dict)
+    withdrawals: dict[int, Withdrawal] = field(default_factory=dict)
+    exclusions: dict[int, DqExclusion] = field(default_factory=dict)
+    grants: dict[tuple[int, str], list[tuple[str, int | None]]] = field(default_factory=dict)
+    """Role grants by (study, username); the tests set them."""
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -405,6 +416,11 @@ class FakeForms(_Repo):
         self.t.forms[record.id] = updated
         return updated
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
 
 class FakeConfirmations(_Repo):
     def for_subject(self, subject_id: int) -> dict[str, bool]:
@@ -510,7 +526,8 @@ class FakeDataQueries(_Repo):
             (
                 q.id
                 for q in self.t.queries.values()
-                if (q.form_record_id, q.field) == (form_record_id, field) and q.status != "closed"
+                if (q.form_record_id, q.field) == (form_record_id, field)
+                and q.status in ("open", "answered")
             ),
             None,
         )
@@ -555,6 +572,80 @@ class FakeDataQueries(_Repo):
                 continue
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (
+                q
+                for q in self.t.queries.values()
+                if q.subject_id == subject_id and q.origin == "rule"
+            ),
+            key=lambda q: q.id,
+        )
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        return list(self.t.grants.get((study_id, username), []))
+
+
+# --- issue 15 (x15b) -----------------------------------------------------------------------------
+
+
+class FakeConsents(_Repo):
+    def for_subject(self, subject_id: int) -> list[Consent]:
+        return sorted(
+            (c for c in self.t.consents.values() if c.subject_id == subject_id), key=lambda c: c.id
+        )
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]:
+        return {i: self.for_subject(i) for i in subject_ids}
+
+    def add(self, **values: Any) -> Consent:
+        consent = Consent(id=self.t.new_id(), **values)
+        self.t.consents[consent.id] = consent
+        return consent
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None:
+        return next((w for w in self.t.withdrawals.values() if w.subject_id == subject_id), None)
+
+    def add_withdrawal(self, **values: Any) -> Withdrawal:
+        if self.withdrawal(values["subject_id"]) is not None:
+            raise AssertionError("unique (subject_id) violated")
+        withdrawal = Withdrawal(id=self.t.new_id(), **values)
+        self.t.withdrawals[withdrawal.id] = withdrawal
+        return withdrawal
+
+
+class FakeExclusions(_Repo):
+    def active(self, subject_id: int) -> list[DqExclusion]:
+        return sorted(
+            (
+                e
+                for e in self.t.exclusions.values()
+                if e.subject_id == subject_id and e.revoked_at is None
+            ),
+            key=lambda e: e.id,
+        )
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None:
+        found = self.t.exclusions.get(exclusion_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add(self, *, by: str, at: dt.datetime, **values: Any) -> DqExclusion:
+        exclusion = DqExclusion(
+            id=self.t.new_id(),
+            excluded_by=by,
+            excluded_at=at,
+            revoked_by=None,
+            revoked_at=None,
+            **values,
+        )
+        self.t.exclusions[exclusion.id] = exclusion
+        return exclusion
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion:
+        updated = replace(self.t.exclusions[exclusion.id], revoked_by=by, revoked_at=at)
+        self.t.exclusions[exclusion.id] = updated
+        return updated
 
 
 class FakeNotifications(_Repo):
@@ -914,6 +1005,8 @@ class FakeUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository
+    exclusions: QualityExclusionRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -937,6 +1030,8 @@ class FakeUnitOfWork:
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.consents = FakeConsents(self)
+        self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

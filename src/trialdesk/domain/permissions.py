@@ -98,6 +98,14 @@ class Permission(StrEnum):
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
     GRANT_APPROVE = "admin:grant:approve"
+    # issue 15 (lane x15b): data quality, queries grown up, consent versions (REC-6..REC-9)
+    DQ_READ = "data:quality:read"
+    DQ_RUN = "data:quality:run"
+    DQ_EXCLUDE = "data:quality:exclude"
+    MISSING_DATA_READ = "data:missing:read"
+    QUERY_ASSIGN = "data:query:assign"
+    QUERY_VERIFY = "data:query:verify"
+    CONSENT_WORKLIST_READ = "subject:consent:worklist"
 
 
 P = Permission
@@ -382,3 +390,40 @@ def permitted_actions(roles: Iterable[Role], state: SubjectState) -> list[Action
     for role in roles:
         held |= ROLE_PERMISSIONS[role]
     return [a for a in allowed_actions(state) if ACTION_PERMISSIONS[a] in held]
+
+
+# --- issue 15 (lane x15b): data quality, queries grown up, consent versions -------------------
+
+PERMISSION_TITLES.update(
+    {
+        P.DQ_READ: "data-quality report",
+        P.DQ_RUN: "run the data-quality rules",
+        P.DQ_EXCLUDE: "exclude a data-quality rule for one record",
+        P.MISSING_DATA_READ: "missing-data report",
+        P.QUERY_ASSIGN: "assign data query",
+        P.QUERY_VERIFY: "verify a data query's answer",
+        P.CONSENT_WORKLIST_READ: "consent and re-consent worklist",
+    }
+)
+for _role, _extra in {
+    Role.MANAGER: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.MONITOR: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.COORDINATOR: {P.DQ_READ, P.MISSING_DATA_READ, P.CONSENT_WORKLIST_READ},
+}.items():
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | frozenset(_extra)

@@ -24,6 +24,7 @@ from trialdesk.services.common import (
     schedule_version,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.exits import keep_withdrawal_kind
 from trialdesk.services.forms import (
     CONCEALED_PROCEDURE_FORM,
     concealed_procedure,
@@ -429,6 +430,8 @@ def _exit(
         changes: dict[str, Any] = {"exit_date": exit_date, "exit_reason": text}
         changes.update(extra or {})
         act.transition(action, changes=changes, reason=text)
+        if action is Action.WITHDRAW:  # REC-9: what the subject withdrew from
+            keep_withdrawal_kind(act, bool(changes.get("follow_up_contact_allowed")), exit_date)
         return committed_view(act)
 
 

@@ -25,12 +25,14 @@ from trialdesk.store.records import (
     AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
     Device,
     DeviceLot,
     DeviceShipment,
     DeviceUse,
+    DqExclusion,
     FormRecord,
     ProtocolVersion,
     ScreeningLogLine,
@@ -42,6 +44,7 @@ from trialdesk.store.records import (
     Therapy,
     User,
     Visit,
+    Withdrawal,
 )
 
 
@@ -200,6 +203,10 @@ class FormRepository(Protocol):
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        """Every record of the subject, in saving order (issue 15: the data-quality rules)."""
+        ...
+
 
 class ConfirmationRepository(Protocol):
     def for_subject(self, subject_id: int) -> dict[str, bool]: ...
@@ -282,6 +289,10 @@ class DataQueryRepository(Protocol):
         text: str,
         raised_by: str,
         raised_at: dt.datetime,
+        origin: str = "manual",
+        rule_id: str | None = None,
+        discrepancy_key: str | None = None,
+        severity: str | None = None,
     ) -> DataQuery: ...
 
     def update(self, query: DataQuery, values: Mapping[str, Any]) -> DataQuery: ...
@@ -295,6 +306,14 @@ class DataQueryRepository(Protocol):
         site_ids: Collection[int] | None,
     ) -> list[tuple[DataQuery, Subject, Site]]:
         """Queries with their subjects and sites, oldest first."""
+        ...
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
+        ...
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        """``(role, site id or None)`` of an active user in the study (REC-7: assignees)."""
         ...
 
 
@@ -505,6 +524,64 @@ class DatabaseMaintenance(Protocol):
     def replace_contents(self, source: Path) -> None: ...
 
 
+# --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
+
+
+class ConsentRepository(Protocol):
+    def for_subject(self, subject_id: int) -> list[Consent]: ...
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        document: str,
+        version: str,
+        signed_on: dt.date,
+        protocol_version_id: int,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Consent: ...
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None: ...
+
+    def add_withdrawal(
+        self,
+        *,
+        subject_id: int,
+        kind: str,
+        contact_allowed: bool,
+        form_record_id: int | None,
+        withdrawn_on: dt.date,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Withdrawal: ...
+
+
+class QualityExclusionRepository(Protocol):
+    def active(self, subject_id: int) -> list[DqExclusion]: ...
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        rule_id: str,
+        form_code: str,
+        visit_code: str,
+        seq: int,
+        reason: str,
+        by: str,
+        at: dt.datetime,
+    ) -> DqExclusion: ...
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -528,6 +605,8 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
 
     @property
     def session(self) -> Session:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
@@ -29,6 +30,7 @@ from trialdesk.store.ports import (
     AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
     DatabaseMaintenance,
     DataQueryRepository,
@@ -37,6 +39,7 @@ from trialdesk.store.ports import (
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
     ReportingRepository,
     SiteRepository,
     StudyRepository,
@@ -82,6 +85,8 @@ class SqlUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -109,6 +114,8 @@ class SqlUnitOfWork:
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.consents = SqlConsents(session)  # issue 15 (x15b)
+        self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 

@@ -13,6 +13,7 @@ from trialdesk.web import (
     devices,
     preferences,
     protocol_pages,
+    records_pages,
     report_pages,
     signin_pages,
     statistician_pages,
@@ -32,6 +33,7 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    records_pages,  # issue 15 (x15b)
 )
 
 
