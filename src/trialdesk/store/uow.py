@@ -20,6 +20,8 @@ from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
+from trialdesk.store.holds import SqlHolds
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.ports import (
@@ -29,6 +31,7 @@ from trialdesk.store.ports import (
     CrcRepository,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
     ProtocolRepository,
@@ -66,6 +69,8 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,7 +92,9 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
-        self.audit = self._log = AuditLog(self._writer, protocols)
+        self.holds = SqlHolds(session)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = self._log = AuditLog(self._writer, protocols, self.guard)
         return self
 
     def __exit__(
