@@ -151,16 +151,15 @@ def record_sdv_states(
         if newest is None:
             state = sdv_state(ref, need, None, values)
         elif newest.cleared_at is not None:
-            state = sdv_state(ref, need, _mark_of(newest, ref), values)
-            if not state.invalidated_by:
-                state = SdvState(
-                    ref,
-                    SdvStatus.INVALIDATED,
-                    need.required,
-                    need.fields,
-                    (newest.cleared_reason or "cleared by a later change",),
-                    state.mark,
-                )
+            # the stored reason names the change, who made it and why (REC-1)
+            state = SdvState(
+                ref,
+                SdvStatus.INVALIDATED,
+                need.required,
+                need.fields,
+                (newest.cleared_reason or "cleared by a later change",),
+                _mark_of(newest, ref),
+            )
         else:
             state = sdv_state(ref, need, _mark_of(newest, ref), values)
         out.append((record, state, newest))
