@@ -14,6 +14,7 @@ from trialdesk.api import (
     routes_devices,
     routes_followup,
     routes_protocol,
+    routes_records,
     routes_reports,
     routes_review,
     routes_studies,
@@ -50,5 +51,6 @@ for module in (
     routes_devices,
     routes_protocol,
     routes_audit,
+    routes_records,  # issue 15, lane x15a
 ):
     router.include_router(module.router)
