@@ -19,12 +19,14 @@ from trialdesk.domain.locks import (
     Lock,
     LockKind,
     LockLevel,
+    WriteKind,
     check_can_lock,
     check_can_unlock,
     freeze_requests,
 )
 from trialdesk.domain.permissions import Permission
 from trialdesk.domain.records import RecordRef
+from trialdesk.domain.write_guard import GuardedWrite
 from trialdesk.protocol.specs import freeze_spec
 from trialdesk.services.access import Actor, require
 from trialdesk.services.auth import reauthenticate
@@ -177,6 +179,7 @@ def lock_record(
         uow.lock_study(study_id)
         read = subject_in_scope(uow, actor, study_id, number)
         subject = read.subject
+        uow.guard.check(study_id, subject.id, GuardedWrite(WriteKind.REVIEW))  # not when final
         proposed = Lock(
             id=0,
             level=lock_level,
@@ -249,6 +252,7 @@ def unlock_record(
         uow.lock_study(study_id)
         row = _lock_in_scope(uow, actor, study_id, lock_id)
         check_can_unlock(domain_lock(row, numbers), text)
+        uow.guard.check(study_id, row.subject_id, GuardedWrite(WriteKind.REVIEW))
         done = uow.holds.unlock(row, at=now, by=actor.username, name=actor.full_name, reason=text)
         if done is None:
             raise Conflict("the lock was lifted by someone else; reload")
