@@ -22,6 +22,8 @@ from trialdesk.domain.audit import canonical_json, utc_iso
 from trialdesk.reports.enrolment import MonthRow, SiteFacts, month_rows
 from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
@@ -32,6 +34,7 @@ from trialdesk.store.ports import (
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -130,6 +133,11 @@ class Tables:
     exclusions: dict[int, DqExclusion] = field(default_factory=dict)
     grants: dict[tuple[int, str], list[tuple[str, int | None]]] = field(default_factory=dict)
     """Role grants by (study, username); the tests set them."""
+    # issue 15 (lane x15a): records that hold
+    locks: dict[int, RecordLock] = field(default_factory=dict)
+    sdv_marks: dict[int, SdvMarkRecord] = field(default_factory=dict)
+    signatures: dict[int, SignatureRecord] = field(default_factory=dict)
+    unblinding_changes: dict[int, UnblindingChange] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -975,6 +983,178 @@ class FakeDatabase(_Repo):
         raise AssertionError("no restore into the fake database: test restores on a real one")
 
 
+class FakeHolds(_Repo):
+    """Issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and lock.unlocked_at is None
+            and (lock.subject_id is None or lock.subject_id == subject_id)
+        ]
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and (subject_id is None or lock.subject_id == subject_id)
+            and not (active_only and lock.unlocked_at is not None)
+        ]
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None:
+        found = self.t.locks.get(lock_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock:
+        lock = RecordLock(
+            self.t.new_id(), study_id, level, kind, subject_id, visit_code, form_code, seq,
+            reason, locked_by, locked_name, locked_at, locked_meaning, None, None, None, None,
+        )  # fmt: skip
+        self.t.locks[lock.id] = lock
+        return lock
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        stored = self.t.locks[lock.id]
+        if stored.unlocked_at is not None:
+            return None
+        done = replace(stored, unlocked_at=at, unlocked_by=by, unlocked_name=name,
+                       unlock_reason=reason)  # fmt: skip
+        self.t.locks[lock.id] = done
+        return done
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        return [
+            m
+            for m in sorted(self.t.sdv_marks.values(), key=lambda m: m.id)
+            if (study_id is None or m.study_id == study_id)
+            and (subject_id is None or m.subject_id == subject_id)
+        ]
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord:
+        mark = SdvMarkRecord(
+            self.t.new_id(), study_id, subject_id, form_record_id, fields, fingerprints,
+            marked_by, marked_at, None, None,
+        )  # fmt: skip
+        self.t.sdv_marks[mark.id] = mark
+        return mark
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None:
+        mark = self.t.sdv_marks[mark_id]
+        if mark.cleared_at is None:
+            self.t.sdv_marks[mark_id] = replace(mark, cleared_at=at, cleared_reason=reason)
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        return [
+            s
+            for s in sorted(self.t.signatures.values(), key=lambda s: s.id)
+            if (study_id is None or s.study_id == study_id)
+            and (subject_id is None or s.subject_id == subject_id)
+        ]
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord:
+        sig = SignatureRecord(
+            self.t.new_id(), study_id, subject_id, level, visit_code, form_record_id,
+            signed_by, signed_name, signed_at, meaning, covered, None, None,
+        )  # fmt: skip
+        self.t.signatures[sig.id] = sig
+        return sig
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None:
+        sig = self.t.signatures[signature_id]
+        if sig.invalidated_at is None:
+            self.t.signatures[signature_id] = replace(
+                sig, invalidated_at=at, invalidated_reason=reason
+            )
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None:
+        change = UnblindingChange(
+            self.t.new_id(), study_id, subject_id, form_record_id, form_code, visit_code,
+            field, flag, old, new, changed_at, changed_by, reason,
+        )  # fmt: skip
+        self.t.unblinding_changes[change.id] = change
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]:
+        return [
+            c
+            for c in sorted(self.t.unblinding_changes.values(), key=lambda c: c.id)
+            if c.study_id == study_id and (subject_id is None or c.subject_id == subject_id)
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -1007,6 +1187,8 @@ class FakeUnitOfWork:
     database: DatabaseMaintenance
     consents: ConsentRepository
     exclusions: QualityExclusionRepository
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -1033,7 +1215,9 @@ class FakeUnitOfWork:
         self.consents = FakeConsents(self)
         self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()
-        self.audit = AuditLog(self._pending, self.protocols)
+        self.holds = FakeHolds(self)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = AuditLog(self._pending, self.protocols, self.guard)
 
     @property
     def session(self) -> Session:

@@ -181,6 +181,14 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): COORDINATOR,
     ("POST", "/quality/run"): frozenset({"monitor", "manager"}),
     ("POST", "/subjects/{number}/reconsent"): COORDINATOR,
+    # records that hold (issue 15, lane x15a): the monitor as data manager and the study
+    # manager lock; the monitor verifies source data; the investigator (coordinator) signs
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): frozenset({"monitor"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -287,6 +295,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): P.VISIT_RECORD,
     ("POST", "/quality/run"): P.DQ_RUN,
     ("POST", "/subjects/{number}/reconsent"): P.CONSENT_RECORD,
+    # issue 15, lane x15a
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/database-lock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/database-lock/unlock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): P.SDV_MARK,
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): P.RECORD_SIGN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -485,6 +500,13 @@ def body_overrides() -> dict[str, dict[str, Any]]:
             "contact_date": sw.READ_DAY.isoformat(),
             "forms": {},
         },
+        # issue 15: a visit not yet recorded (locking M1 would refuse the other routes'
+        # writes); the hard lock is refused by the checklist (the open query), so nothing
+        # is locked by the sweep
+        f"{STUDY}/subjects/{{number}}/locks": {"level": "visit", "visit": "M18"},
+        f"{STUDY}/database-lock": {"kind": "hard"},
+        f"{STUDY}/subjects/{{number}}/sdv": {"form": "follow_up", "visit": "M1"},
+        f"{STUDY}/subjects/{{number}}/signatures": {"level": "visit", "visit": "M1"},
     }
 
 

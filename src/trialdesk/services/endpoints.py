@@ -129,6 +129,8 @@ class SafetySummary:
     not_yet_evaluable: int
     excluded_in_error: int
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -150,6 +152,8 @@ class EfficacySummary:
     win_ratio: dict[str, Any] | None
     outcomes: tuple[SubjectOutcome, ...] = field(default_factory=tuple)
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -388,6 +392,7 @@ def safety_summary(
         _require_by_arm_reader(uow, actor, study_id, "safety endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "safety endpoint", as_of)
     ep = loaded.protocol.endpoints
     arm = loaded.protocol.arms[0].code
@@ -419,6 +424,7 @@ def safety_summary(
             meets_goal=False,
             method="Clopper-Pearson exact one-sided lower bound",
             note="no intervention subject has 12 months of follow-up yet",
+            changed_after_unblinding=changed,
             **common,
         )
     result = safety_bound(len(with_event), len(analysed), goal=float(goal))
@@ -431,6 +437,7 @@ def safety_summary(
         goal=result.goal,
         meets_goal=result.meets_goal,
         method=result.method,
+        changed_after_unblinding=changed,
         **common,
     )
 
@@ -486,6 +493,7 @@ def efficacy_summary(
         _require_by_arm_reader(uow, actor, study_id, "efficacy endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "efficacy endpoint", as_of)
     ep = loaded.protocol.endpoints
     arms = loaded.protocol.arms
@@ -521,10 +529,33 @@ def efficacy_summary(
         win_ratio=result,
         outcomes=analysed,
         note=note,
+        changed_after_unblinding=changed,
     )
 
 
 # --------------------------------------------------------------------------- END-3
+
+
+def changed_after_unblinding(uow: UnitOfWork, study_id: int) -> tuple[dict[str, Any], ...]:
+    """The flagged values (REC-4): subject, form, visit, field, old and new value, when, who
+    and why; the endpoint outputs and the DSMB report list them beside the results."""
+    rows = uow.holds.unblinding_changes(study_id)
+    numbers = uow.holds.subject_numbers([r.subject_id for r in rows])
+    return tuple(
+        {
+            "subject": numbers.get(r.subject_id, ""),
+            "form": r.form_code,
+            "visit": r.visit_code,
+            "field": r.field,
+            "flag": r.flag,
+            "old": json.loads(r.old),
+            "new": json.loads(r.new),
+            "changed_at": r.changed_at.isoformat(),
+            "changed_by": r.changed_by,
+            "reason": r.reason,
+        }
+        for r in rows
+    )
 
 
 def _past_12_months_on(f: _Facts, landmark: str | None, days: int) -> dt.date | None:

@@ -36,6 +36,7 @@ from trialdesk.services.forms import (
     typed_values,
 )
 from trialdesk.services.mail import notify_crc_case, notify_emergency_unblinding
+from trialdesk.services.records.locks import freeze_at_unblinding
 from trialdesk.services.views import ArmView, SubjectView, committed_view
 from trialdesk.store.records import ProtocolVersion, Visit
 
@@ -364,6 +365,7 @@ def unblind_subject(
             changes={"unblinded_on": act.today},
             audit_new={"signature": {"name": actor.full_name, "meaning": meaning}},
         )
+        freeze_at_unblinding(act, "scheduled")  # REC-4: before the arm is shown
         return committed_view(act)
 
 
@@ -398,6 +400,7 @@ def emergency_unblind(
             at=act.now,
         )
         notify_emergency_unblinding(act.uow, ctx, act.subject, actor)
+        freeze_at_unblinding(act, "emergency")  # REC-4: before the arm is shown
         view = committed_view(act)
         assert act.allocation is not None  # the state is randomized
         code = ctx.cipher.decrypt(act.allocation.arm_enc)

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from trialdesk.reports.enrolment import MonthRow, SiteFacts
 from trialdesk.store.audit import PendingEntry, VerifyResult
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.records import (
     Allocation,
     AuditEntry,
@@ -392,6 +394,114 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+# --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
+
+
+class HoldRepository(Protocol):
+    """Records that hold (:mod:`trialdesk.store.holds`); rows are never deleted."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        """Active study locks and, with ``subject_id``, the subject's active record locks."""
+        ...
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]: ...
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None: ...
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock: ...
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        """None when someone else lifted it first."""
+        ...
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]: ...
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        """Marks, cleared ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord: ...
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        """Signatures, invalidated ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord: ...
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]: ...
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None: ...
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]: ...
+
+
 # --- supply (lane x13b, issue 13) -----------------------------------------------------------
 
 
@@ -599,6 +709,8 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    holds: HoldRepository
+    guard: LockGuard
     odm_history: OdmHistoryRepository  # issue 16 (x16b)
     supply: SupplyRepository
     users: UserRepository

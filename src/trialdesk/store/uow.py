@@ -21,6 +21,8 @@ from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
+from trialdesk.store.holds import SqlHolds
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
@@ -35,6 +37,7 @@ from trialdesk.store.ports import (
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -87,6 +90,8 @@ class SqlUnitOfWork:
     database: DatabaseMaintenance
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -117,6 +122,9 @@ class SqlUnitOfWork:
         self.consents = SqlConsents(session)  # issue 15 (x15b)
         self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)
+        self.holds = SqlHolds(session)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = self._log = AuditLog(self._writer, protocols, self.guard)
         return self
 
     def __exit__(
