@@ -155,12 +155,27 @@ def export_adam(
     """ADaM (ADSL, ADAE for END-1, ADEFF for END-2) with its Define-XML: by arm, so the
     unblinded statistician's only, and an audited disclosure."""
     from trialdesk.reports import adam
+    from trialdesk.services import endpoints
 
     if not unblinded:
         raise ArmsBlinded("ADaM datasets are by arm: there is no blinded ADaM export")
     _authorize(actor, study_id, True, "export adam")
+    efficacy = endpoints.efficacy_summary(ctx, actor, study_id)
+    safety = endpoints.safety_summary(ctx, actor, study_id)
     datasets, loaded = sdtm_datasets(ctx, study_id, unblinded=True)
-    analysis = adam.build_adam(datasets, loaded.protocol)
+    study, _loaded, _readings = _read(ctx, study_id, False)
+    in_error = [
+        s.number for s in study.subjects if s.allocation is not None and s.allocation.in_error
+    ]
+    analysis = adam.build_adam(
+        datasets,
+        loaded.protocol,
+        outcomes=efficacy.outcomes,
+        safety=adam.SafetyFacts(
+            safety.arm, safety.horizon_days, tuple(safety.analysed), tuple(safety.with_event)
+        ),
+        in_error=in_error,
+    )
     document = define.adam_define(analysis, loaded.protocol, _study_code(datasets), now=ctx.now())
     out = _out(out_dir)
     files = _write(out, analysis, document)
