@@ -20,20 +20,22 @@ from scipy.stats import beta
 from sqlalchemy import select
 
 from tests.conftest import Trial
+from trialdesk.demo.trial import SimulationConfig, simulate_trial
 from trialdesk.domain.errors import PermissionDenied
 from trialdesk.reports.define import define_problems
 from trialdesk.reports.sdtm import TS_PARAMETERS
 from trialdesk.services import endpoints, submission
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
-from trialdesk.sim.trial import SimulationConfig, simulate_trial
 from trialdesk.store.tables import FormRecordRow, RandomizationRow, SubjectRow
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
 
 
 def _simulated(t: Trial) -> None:
-    """16 subjects followed past 24 months, with more deaths and unreleased implants than
-    the defaults so that every DM rule meets a case."""
+    """16 subjects followed past 24 months, with more deaths, unreleased implants and
+    hospitalizations than the defaults so that every DM rule meets a case; flagship
+    amendment 1 takes effect in the middle, so hospitalizations are counted at 1.0 visits
+    before it and dated on the adverse-event form after it."""
     config = SimulationConfig(
         subjects=16,
         sites=3,
@@ -44,6 +46,8 @@ def _simulated(t: Trial) -> None:
         deaths_per_year=0.25,
         implant_not_released=0.3,
         adverse_events_per_year=1.5,
+        hf_hospitalizations_per_year=0.6,
+        amendment_on=dt.date(2028, 3, 1),
     )
     simulate_trial(t.ctx, "FLAGSHIP", config)
 
@@ -125,6 +129,10 @@ def test_dm_deaths_reference_dates_and_actual_arm_match_the_database(
         assert row["ACTARMCD"] == expected
     assert died > 0
     assert any(r["ACTARMCD"] == "UNPLAN" for r in dm.values())
+    ho = _xpt(out / "ho.xpt")
+    dated = [r for r in ho if r["HOSTDTC"]]
+    assert dated and all(r["HOCAT"] == "HEART FAILURE" for r in dated)
+    assert [r for r in ho if not r["HOSTDTC"] and r["HODTC"]]  # counted at a 1.0 visit
     ts = _xpt(out / "ts.xpt")
     codes = {str(r["TSPARMCD"]) for r in ts}
     first_consent = min(_iso(s.consent_date) for s in subjects if s.number in consented)
