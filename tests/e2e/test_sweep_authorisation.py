@@ -100,6 +100,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/exports/csv"): frozenset({"monitor", "manager", "statistician"}),
     ("POST", f"{STUDY}/exports/odm"): frozenset({"monitor", "manager", "statistician"}),
     ("POST", f"{STUDY}/exports/sdtm"): frozenset({"monitor", "manager", "statistician"}),
+    ("POST", f"{STUDY}/exports/adam"): frozenset({"statistician"}),  # by arm (issue 16)
     # device accountability (SUP-1): the sponsor's manager keeps lots and shipments, the site
     # coordinator receives shipments; the implanting team, who keep the device shelf and may
     # see their site's arms, return and destroy devices (a device's state tells usage, SUP-2)
@@ -234,6 +235,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/exports/csv"): P.DATA_EXPORT,
     ("POST", f"{STUDY}/exports/odm"): P.DATA_EXPORT,
     ("POST", f"{STUDY}/exports/sdtm"): P.DATA_EXPORT,
+    ("POST", f"{STUDY}/exports/adam"): P.ADAM_EXPORT,
     ("POST", f"{STUDY}/devices/lots"): P.SUPPLY_LOT_REGISTER,
     ("POST", f"{STUDY}/devices/lots/{{lot}}/quarantine"): P.SUPPLY_LOT_QUARANTINE,
     ("POST", f"{STUDY}/devices/lots/{{lot}}/recall"): P.SUPPLY_LOT_RECALL,

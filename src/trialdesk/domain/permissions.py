@@ -113,6 +113,8 @@ class Permission(StrEnum):
     SDV_MARK = "records:sdv:mark"
     SDV_READ = "records:sdv:read"
     RECORD_SIGN = "records:signature:sign"
+    # x16a (issue 16): the analysis datasets are by arm
+    ADAM_EXPORT = "data:adam-export:create"
 
 
 P = Permission
@@ -150,6 +152,7 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.QUERY_CLOSE: "close data query",
     P.QUERY_REOPEN: "reopen data query",
     P.DATA_EXPORT: "export data",
+    P.ADAM_EXPORT: "export ADaM analysis datasets",
     P.LIST_READ: "view allocation lists",
     P.LIST_GENERATE: "generate allocation list",
     P.LIST_IMPORT: "import allocation list",
@@ -341,6 +344,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.INTERIM_READ,
         P.ENDPOINTS_BY_ARM_READ,
         P.DESIGN_ASSESS,
+        P.ADAM_EXPORT,  # x16a (issue 16)
     },
     Role.DSMB: _EVERYONE
     | {

@@ -333,11 +333,15 @@ def record_therapy(
 def record_adverse_event(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, *, values: dict[str, Any]
 ) -> SubjectView:
+    """An adverse event on the form of the version in force at the site today (PROT-2): after
+    an amendment of the form (flagship 2.0: hospitalization dates) enrolled subjects' new
+    events use the amended form, events recorded before keep theirs."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_ADVERSE_EVENT) as act:
+        version, loaded = schedule_version(act.ctx, act.uow, act.subject, act.version, act.today)
         save_form(
             act,
-            act.protocol(),
-            act.version.id,
+            loaded,
+            version.id,
             "adverse_event",
             values,
             action=Action.RECORD_ADVERSE_EVENT.value,
