@@ -482,7 +482,7 @@ def web_form(setup: Setup, role: str, path: str) -> dict[str, Any]:
         "csrf_token": setup.csrf[role],
         **{k: str(v) for k, v in field_values(setup).items()},
         "criterion": "INC-8",
-        "confirmed": "yes",
+        "answer": "met",
         "effective_from": today,
         "username": "sweep-user",
         "full_name": "Sweep User",

@@ -11,6 +11,7 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    followup_pages,
     preferences,
     protocol_pages,
     report_pages,
@@ -32,6 +33,7 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    followup_pages,  # x14a: the subject after randomization
 )
 
 
