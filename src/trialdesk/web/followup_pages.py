@@ -219,7 +219,11 @@ async def save_visit(request: Request, number: str, code: str) -> Response:
         for c, f in _date_fields(web, codes).items():
             forms[c][f] = on.isoformat()
         outside = _deviation(shown, on)
-        if outside and field_text(form, "confirm_deviation") != "yes":
+        if (
+            outside
+            and field_text(form, "confirm_deviation") != "yes"
+            and "record_visit" in subject_actions(web.ctx, web.actor, web.study_id, number)
+        ):
             return _visit_page(
                 request,
                 web,
