@@ -16,6 +16,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -157,7 +158,7 @@ def _screened(t: Trial) -> tuple[str, TestClient, str]:
     return number, browser, csrf_of(browser)
 
 
-def _sign(browser: TestClient, token: str, number: str, criterion: str, answer: str) -> object:
+def _sign(browser: TestClient, token: str, number: str, criterion: str, answer: str) -> Any:
     return browser.post(
         f"/subjects/{number}/confirm",
         data={"criterion": criterion, "answer": answer, "password": PASSWORD, "csrf_token": token},
