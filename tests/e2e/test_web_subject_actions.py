@@ -356,3 +356,24 @@ def test_life1_a_refused_action_keeps_what_was_typed(trial: Trial) -> None:
     )
     assert response.status_code == 303
     assert "Withdrawal recorded" in browser.get(f"/subjects/{number}").text
+
+
+def test_life1_home_shows_no_refusal_to_any_role(states: States) -> None:
+    """A role that does not follow visits or queries gets no such panel, never a red
+    refusal (issue 14: the DSMB saw refusals on its home page)."""
+    for role in ROLES:
+        page = signed_in(states.trial, role).get("/home")
+        assert page.status_code == 200, role
+        assert 'class="refusal"' not in page.text, role
+
+
+def test_life1_success_message_shows_once_after_an_action(states: States) -> None:
+    """Feedback (issue 14): the page after an action says what was done, once."""
+    browser = signed_in(states.trial, "coordinator")
+    response = browser.post(
+        "/me/time-zone", data={"timezone": "Europe/Berlin", "csrf_token": csrf_of(browser)}
+    )
+    assert response.status_code == 303
+    first = browser.get(response.headers["location"]).text
+    assert 'id="flash"' in first and "Time zone saved" in first
+    assert 'id="flash"' not in browser.get(response.headers["location"]).text
