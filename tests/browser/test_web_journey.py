@@ -224,3 +224,49 @@ def test_life1_whole_journey_to_the_60_month_contact_in_chromium(
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.click("button:has-text('Sign out')")
     assert "/signin" in page.url
+
+
+ROLE_PAGES = {
+    "coordinator": "/home",
+    "implanter": "/home",
+    "crc": "/crc",
+    "monitor": "/home",
+    "manager": "/dashboard",
+    "statistician": "/statistician",
+    "dsmb": "/statistician",
+    "admin": "/admin/users",
+}
+"""Where each role of the flagship starts its work (SYSTEM.md §1)."""
+
+
+def test_life1_each_role_sees_its_work_without_refusals_in_chromium(
+    web_trial: Trial, server: str, browser: Any
+) -> None:
+    """Every demo role signs in, opens its working page and a randomized subject: nothing
+    refused on either, the subject page offers only that role's actions, and the blinded
+    roles see no arm (RAND-6). Screenshots home-<role> and subject-<role> for the guide."""
+    t = web_trial
+    number, _arm = journey.procedure_done(t)
+    t.clock.set_day(journey.visit_dates()["M1"])
+    for role, start in ROLE_PAGES.items():
+        user = User(browser, server, role)
+        page = user.open(start)
+        assert page.locator(".refusal").count() == 0, role
+        guide_shot(page, f"home-{role}")
+        page = user.open(f"/subjects/{number}")
+        assert page.locator(".refusal").count() == 0, role
+        offers = {
+            token
+            for found in page.locator("[data-action]").evaluate_all(
+                "els => els.map(e => e.dataset.action)"
+            )
+            for token in found.split()
+        }
+        if role == "coordinator":
+            assert {"record_visit", "record_adverse_event", "emergency_unblind"} <= offers
+        else:
+            assert not offers & {"record_visit", "withdraw", "record_adverse_event"}, role
+        if role not in ("implanter", "statistician", "dsmb"):
+            assert not any(label in page.content() for label in ARMS), role
+        guide_shot(page, f"subject-{role}")
+        user.context.close()
