@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import Database, Trial, build_trial, flagship
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.store.database import make_engine
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -27,13 +27,13 @@ from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_access_sweep import _body
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import csrf_of, signed_in
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.permissions import Permission, roles_with
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import flagship_path
-from trialdesk.services import accounts, admin, crc, data_queries, devices, followup
+from trialdesk.services import accounts, admin, crc, data_queries, followup, supply
 from trialdesk.services.access import operator_actor
-from trialdesk.services.devices import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
+from trialdesk.services.supply import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
 
 ROLES = tuple(username for username, _name, _role in DEMO_USERS)
 ANYONE = frozenset(ROLES)
@@ -98,7 +98,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/devices/lots"): frozenset({"manager"}),
     ("POST", f"{STUDY}/devices/lots/{{lot}}/quarantine"): frozenset({"manager"}),
     # a recall lists implanted subjects, so it tells arms: roles that may see arms, and the
-    # blinded manager with a reason and an e-signature (services/devices.py recall_subjects)
+    # blinded manager with a reason and an e-signature (services/supply/procedure.py)
     ("POST", f"{STUDY}/devices/lots/{{lot}}/recall"): frozenset(
         {"manager", "statistician", "dsmb", "implanter"}
     ),
@@ -378,7 +378,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     )
     stock_demo_site(t.ctx, operator_actor(), t.study_id)  # a lot, a shipment, devices at S101
     therapy_case = max(c.id for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id))
-    (shipment,) = devices.list_shipments(t.ctx, t.actor("manager"), t.study_id)
+    (shipment,) = supply.list_shipments(t.ctx, t.actor("manager"), t.study_id)
     t.clock.set_day(sw.READ_DAY)
     app = create_app(t.runtime)
     api = Api(t)

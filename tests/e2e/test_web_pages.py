@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tests import flagship_data as fd
 from tests import journey
 from tests.conftest import PASSWORD, Trial
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.services.queries import get_subject, list_subjects
 
 BLINDED = ("admin", "manager", "coordinator", "crc", "monitor")

@@ -14,7 +14,7 @@ from trialdesk.domain.therapy import classify_therapy
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Visit as VisitDefinition
 from trialdesk.protocol.specs import visit_spec
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import Actor
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
@@ -60,7 +60,7 @@ def record_procedure(
         save_concealed_procedure(act, loaded, act.version.id, form_code, values)
         # SUP-1: the implant arm names its device; refused with nothing saved unless in stock
         on = _procedure_date(loaded, form_code, typed_values(loaded, form_code, values))
-        devices.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
+        supply.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
         act.transition(Action.RECORD_PROCEDURE, changes={"procedure_done": True})
         return committed_view(act, for_procedure=True)
 

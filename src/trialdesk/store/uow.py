@@ -21,28 +21,38 @@ from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
+from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
+    DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
+    ReportingRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
+    SupplyRepository,
+    UserRepository,
     VisitRepository,
 )
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
+from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
+from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
 
 _STUDY_ROW = select(STUDY.table.c.id).where(STUDY.table.c.id == bindparam("id"))
@@ -66,6 +76,12 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    odm_history: OdmHistoryRepository
+    supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
+    database: DatabaseMaintenance
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +103,12 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.odm_history = SqlOdmHistory(session)
+        self.supply = SqlSupply(session)
+        self.users = SqlUsers(session)
+        self.audit_entries = SqlAuditEntries(session)
+        self.reporting = SqlReporting(session)
+        self.database = SqlDatabase(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
