@@ -141,6 +141,7 @@ def web_fillers() -> dict[str, list[dict[str, str]]]:
         "/subjects/{number}/forms/{code}": [{"code": c} for c in screening_forms],
         "/subjects/{number}/visits/{code}": [{"code": v.code} for v in protocol.visits],
         "/subjects/{number}/visits/{code}/missed": [{"code": "M6"}],
+        "/subjects/{number}/forms/{code}/correct": [{"code": "follow_up"}],  # x14a
         "/crc/{number}": [{}],
         "/reports/{filename}": [
             {"filename": f"{name}.{ext}"} for name in REPORT_DOWNLOADS for ext in ("json", "csv")
