@@ -314,13 +314,13 @@ def test_rand5_the_study_lock_is_shared_far_from_the_cap_and_exclusive_near_it(
     on_procedure_day(world)
     world.store.parallel_writers = 351  # the flagship's cap is 352
     first, second, third = ready(world), ready(world), ready(world)
-    world.store.tables.locks.clear()
+    world.store.tables.row_locks.clear()
     randomization.randomize(world.ctx, implanter(world), STUDY, first)
-    studies = [lock for lock in world.store.tables.locks if lock[0] == "study"]
+    studies = [lock for lock in world.store.tables.row_locks if lock[0] == "study"]
     assert studies == [("study", STUDY, True)]
     randomization.randomize(world.ctx, implanter(world), STUDY, second)
     randomization.randomize(world.ctx, implanter(world), STUDY, third)  # 2 + 351 > 352
-    studies = [lock for lock in world.store.tables.locks if lock[0] == "study"]
+    studies = [lock for lock in world.store.tables.row_locks if lock[0] == "study"]
     assert studies[-1] == ("study", STUDY, False)
     assert len(world.store.tables.randomizations) == 3
 
@@ -330,9 +330,9 @@ def test_rand5_serial_writers_take_no_study_lock(world: World) -> None:
     with_list(world)
     on_procedure_day(world)
     number = ready(world)
-    world.store.tables.locks.clear()
+    world.store.tables.row_locks.clear()
     randomization.randomize(world.ctx, implanter(world), STUDY, number)
-    assert not [lock for lock in world.store.tables.locks if lock[0] == "study"]
+    assert not [lock for lock in world.store.tables.row_locks if lock[0] == "study"]
 
 
 @pytest.mark.req("RAND-3")
