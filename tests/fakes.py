@@ -39,6 +39,7 @@ from trialdesk.store.ports import (
 from trialdesk.store.records import (
     Allocation,
     CaseDetail,
+    CaseNote,
     Confirmation,
     CrcCase,
     DataQuery,
@@ -88,6 +89,7 @@ class Tables:
     confirmations: dict[int, Confirmation] = field(default_factory=dict)
     cases: dict[int, CrcCase] = field(default_factory=dict)
     therapies: dict[int, Therapy] = field(default_factory=dict)
+    case_notes: dict[int, CaseNote] = field(default_factory=dict)
     queries: dict[int, DataQuery] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     mail_addresses: dict[tuple[int, str], list[str]] = field(default_factory=dict)
@@ -451,6 +453,29 @@ class FakeCrc(_Repo):
         updated = replace(self.t.cases[case.id], **values)
         self.t.cases[case.id] = updated
         return updated
+
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        case = self.t.cases.get(case_id)
+        return case if case is not None and case.study_id == study_id else None
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        return sorted(
+            (n for n in self.t.case_notes.values() if n.case_id == case_id), key=lambda n: n.id
+        )
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote:
+        note = CaseNote(self.t.new_id(), case_id, kind, text, written_by, written_name, at)
+        self.t.case_notes[note.id] = note
+        return note
 
     def add_therapy(
         self,

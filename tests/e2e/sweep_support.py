@@ -140,6 +140,7 @@ def web_fillers() -> dict[str, list[dict[str, str]]]:
         "/subjects/{number}/visits/{code}": [{"code": v.code} for v in protocol.visits],
         "/subjects/{number}/visits/{code}/missed": [{"code": "M6"}],
         "/crc/{number}": [{}],
+        "/crc/cases/{case_id}": [{"case_id": str(i)} for i in (1, 2, 3)],
         "/reports/{filename}": [
             {"filename": f"{name}.{ext}"} for name in REPORT_DOWNLOADS for ext in ("json", "csv")
         ],

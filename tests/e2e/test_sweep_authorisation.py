@@ -159,6 +159,9 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/protocol/preview"): frozenset({"manager", "statistician"}),
     ("POST", "/protocol/amend"): frozenset({"manager"}),
     ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"statistician"}),
+    # issue 14 (x14b): the CRC dossier's therapy form; the site replies to the CRC's request
+    ("POST", "/crc/cases/{case_id}/therapy"): frozenset({"crc"}),
+    ("POST", "/crc-requests/{case_id}"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -254,6 +257,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/protocol/preview"): P.AMENDMENT_PREVIEW,
     ("POST", "/protocol/amend"): P.AMENDMENT_PROPOSE,
     ("POST", "/protocol/amendments/{amendment_id}/sign"): P.AMENDMENT_SIGN,
+    # issue 14 (x14b)
+    ("POST", "/crc/cases/{case_id}/therapy"): P.CRC_THERAPY_DECIDE,
+    ("POST", "/crc-requests/{case_id}"): P.CRC_CASE_REPLY,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -430,6 +436,7 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         "/supply/ship": {"serials": DEMO_SERIALS[3], "site": "S101"},
         "/supply/quarantine": {"lot_number": DEMO_LOT},
         "/supply/recall": {"lot_number": DEMO_LOT},
+        "/crc/cases/{case_id}/therapy": {"decision": "continue_follow_up"},
     }
 
 

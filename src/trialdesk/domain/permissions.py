@@ -98,6 +98,8 @@ class Permission(StrEnum):
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
     GRANT_APPROVE = "admin:grant:approve"
+    # issue 14 (x14b): the site replies to the CRC's request for more information
+    CRC_CASE_REPLY = "crc:case:reply"
 
 
 P = Permission
@@ -171,6 +173,8 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.USER_MANAGE: "manage users and their roles",
     P.SITE_MANAGE: "manage sites",
     P.GRANT_APPROVE: "approve a grant of a role that can reach an arm (e-signed)",
+    # issue 14 (x14b)
+    P.CRC_CASE_REPLY: "reply to the CRC's request for more information",
 }
 """The words a refusal uses for the action ("'record discharge' needs the role ...")."""
 
@@ -252,6 +256,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.SUPPLY_READ,
         P.SUPPLY_RECEIVE,
         P.COMPLIANCE_READ,
+        P.CRC_CASE_REPLY,  # issue 14 (x14b)
     },
     Role.IMPLANTER: _EVERYONE
     | {

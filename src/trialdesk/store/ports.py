@@ -21,6 +21,7 @@ from trialdesk.store.audit import PendingEntry
 from trialdesk.store.records import (
     Allocation,
     CaseDetail,
+    CaseNote,
     Confirmation,
     CrcCase,
     DataQuery,
@@ -233,6 +234,26 @@ class CrcRepository(Protocol):
     ) -> CrcCase | None: ...
 
     def decide(self, case: CrcCase, values: Mapping[str, Any]) -> CrcCase: ...
+
+    # issue 14 (x14b): the dossier
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        """A case of either kind, by id within the study."""
+        ...
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        """The case's rounds (requests and replies) in the order written."""
+        ...
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote: ...
 
     def add_therapy(
         self,

@@ -173,6 +173,19 @@ class CrcCase:
 
 
 @dataclass(frozen=True, slots=True)
+class CaseNote:
+    """A round of a CRC case: the committee's request (``request``) or the site's reply."""
+
+    id: int
+    case_id: int
+    kind: str  # request | reply
+    text: str
+    written_by: str
+    written_name: str
+    written_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class CaseDetail:
     """A CRC case with what the committee reads beside it."""
 
