@@ -17,10 +17,11 @@ from typing import Any, NoReturn, Self
 
 from sqlalchemy.orm import Session
 
-from trialdesk.store.audit import PendingEntry
+from trialdesk.store.audit import PendingEntry, utc_iso
 from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
@@ -38,6 +39,7 @@ from trialdesk.store.ports import (
 )
 from trialdesk.store.records import (
     Allocation,
+    AuditRecord,
     CaseDetail,
     CaseNote,
     Confirmation,
@@ -259,6 +261,9 @@ class FakeSubjects(_Repo):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         found = [
             s
@@ -267,9 +272,24 @@ class FakeSubjects(_Repo):
             and (site_ids is None or s.site_id in site_ids)
             and (site_code is None or self.t.sites[s.site_id].code == site_code)
             and (state is None or s.state == state)
+            and (not search or search in s.number)
         ]
-        found.sort(key=lambda s: s.number)
+        keys: dict[str, Callable[[Subject], Any]] = {
+            "number": lambda s: "",
+            "registered": lambda s: s.registered_on,
+            "state": lambda s: s.state,
+            "site": lambda s: self.t.sites[s.site_id].code,
+        }
+        found.sort(key=lambda s: s.number, reverse=descending)
+        found.sort(key=keys[order], reverse=descending)
         return [self.read_of(s) for s in found[offset : offset + limit]], len(found)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.t.subjects.values():
+            if s.study_id == study_id and (site_ids is None or s.site_id in site_ids):
+                counts[s.state] = counts.get(s.state, 0) + 1
+        return counts
 
     def on_study(
         self,
@@ -554,6 +574,34 @@ class FakeDataQueries(_Repo):
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
 
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        found = [
+            (q, s, site)
+            for q, s, site in self.listing(
+                study_id, statuses=statuses, site_id=None, site_ids=site_ids
+            )
+            if (site_code is None or site.code == site_code)
+            and (raised_before is None or q.raised_at <= raised_before)
+            and (not subject or s.number.startswith(subject))
+            and (form_record_id is None or q.form_record_id == form_record_id)
+        ]
+        if newest_first:
+            found.reverse()
+        return found[offset : offset + limit], len(found)
+
 
 class FakeNotifications(_Repo):
     def add(
@@ -592,6 +640,31 @@ class FakeMailOutbox(_Repo):
         """Nothing is delivered from the fake; delivery is tested against a real server."""
 
 
+class FakeAuditReads(_Repo):
+    """The committed audit entries of the fake store, read back like the SQL repository."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]:
+        stream = f"subject:{subject_id}"
+        mine = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditRecord(
+                seq,
+                utc_iso(e.at),
+                e.actor,
+                e.action,
+                e.entity,
+                e.entity_id,
+                e.old,
+                e.new,
+                e.reason,
+            )
+            for seq, e in enumerate(mine, start=1)
+            if entities is None or e.entity in entities
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -616,6 +689,7 @@ class FakeUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    audit_reads: AuditReadRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -633,6 +707,7 @@ class FakeUnitOfWork:
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
+        self.audit_reads = FakeAuditReads(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

@@ -162,6 +162,11 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     # issue 14 (x14b): the CRC dossier's therapy form; the site replies to the CRC's request
     ("POST", "/crc/cases/{case_id}/therapy"): frozenset({"crc"}),
     ("POST", "/crc-requests/{case_id}"): COORDINATOR,
+    # issue 14 (x14b): data queries on the pages, as on the API
+    ("POST", "/subjects/{number}/queries/{form}"): frozenset({"monitor", "manager"}),
+    ("POST", "/queries/{query_id}/answer"): COORDINATOR,
+    ("POST", "/queries/{query_id}/close"): frozenset({"monitor", "manager"}),
+    ("POST", "/queries/{query_id}/reopen"): frozenset({"monitor", "manager"}),
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -260,6 +265,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     # issue 14 (x14b)
     ("POST", "/crc/cases/{case_id}/therapy"): P.CRC_THERAPY_DECIDE,
     ("POST", "/crc-requests/{case_id}"): P.CRC_CASE_REPLY,
+    ("POST", "/subjects/{number}/queries/{form}"): P.QUERY_RAISE,
+    ("POST", "/queries/{query_id}/answer"): P.QUERY_ANSWER,
+    ("POST", "/queries/{query_id}/close"): P.QUERY_CLOSE,
+    ("POST", "/queries/{query_id}/reopen"): P.QUERY_REOPEN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -388,6 +397,7 @@ ROUTE_VALUES = {
     f"{STUDY}/subjects/{{number}}/visits/{{code}}": {"code": "M6"},
     f"{STUDY}/subjects/{{number}}/visits/{{code}}/missed": {"code": "M6"},
     "/subjects/{number}/forms/{code}": {"code": "tte"},
+    "/subjects/{number}/queries/{form}": {"form": "follow_up"},
 }
 """Path values per route where one name means different things (a visit, a form, a site)."""
 
@@ -437,6 +447,7 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         "/supply/quarantine": {"lot_number": DEMO_LOT},
         "/supply/recall": {"lot_number": DEMO_LOT},
         "/crc/cases/{case_id}/therapy": {"decision": "continue_follow_up"},
+        "/subjects/{number}/queries/{form}": {"field": "lvef_pct", "visit": "M1"},
     }
 
 

@@ -101,7 +101,7 @@ class Dossier:
         return self.case.status == "info_requested"
 
 
-def _words(field: FormField, value: object) -> str:
+def words(field: FormField, value: object) -> str:
     if value is None or value == "":
         return MISSING
     if field.choices:
@@ -122,7 +122,7 @@ def _shown(form: Form, record: FormRecord | None, values: dict[str, object]) -> 
         saved_at=record.updated_at.isoformat() if record else None,
         saved_by=record.created_by if record else None,
         values=tuple(
-            ShownValue(f.code, f.label, _words(f, values.get(f.code)), f.unit) for f in form.fields
+            ShownValue(f.code, f.label, words(f, values.get(f.code)), f.unit) for f in form.fields
         ),
     )
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.records import (
     Allocation,
+    AuditRecord,
     CaseDetail,
     CaseNote,
     Confirmation,
@@ -107,8 +108,17 @@ class SubjectRepository(Protocol):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
-        """Subjects (read as for a view) ordered by number, and the total matching."""
+        """Subjects (read as for a view) matching the filters (``search``: part of the
+        number), sorted by ``order`` (number, registered, state, site; ties by number), and
+        the total matching."""
+        ...
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14)."""
         ...
 
     def on_study(
@@ -304,6 +314,24 @@ class DataQueryRepository(Protocol):
         """Queries with their subjects and sites, oldest first."""
         ...
 
+    # issue 14 (x14b)
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        """One page of the queries matching the filters, and how many match in all."""
+        ...
+
 
 class NotificationRepository(Protocol):
     def add(
@@ -380,6 +408,15 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+class AuditReadRepository(Protocol):
+    """Issue 14 (x14b): a subject's audit entries read back, for query threads and the
+    history of each value beside the data."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -397,6 +434,7 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    audit_reads: AuditReadRepository  # issue 14 (x14b)
 
     @property
     def session(self) -> Session:

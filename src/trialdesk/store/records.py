@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,3 +216,19 @@ class DataQuery:
     closed_by: str | None
     closed_at: dt.datetime | None
     reopened: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry read back (issue 14): ``at`` is the ISO 8601 UTC text as hashed;
+    ``old`` and ``new`` are the decoded JSON values."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    old: Any
+    new: Any
+    reason: str | None

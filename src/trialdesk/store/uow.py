@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.audit_reads import SqlAuditReads
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
@@ -24,6 +25,7 @@ from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     CrcRepository,
@@ -66,6 +68,7 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    audit_reads: AuditReadRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +90,7 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.audit_reads = SqlAuditReads(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 

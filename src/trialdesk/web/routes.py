@@ -11,8 +11,10 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    list_pages,
     preferences,
     protocol_pages,
+    query_pages,
     report_pages,
     signin_pages,
     statistician_pages,
@@ -32,6 +34,8 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    query_pages,  # issue 14 (x14b)
+    list_pages,  # issue 14 (x14b)
 )
 
 
