@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from trialdesk.protocol.loader import load_protocol
-from trialdesk.sim.design import assess
+from trialdesk.stats.design import assess
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trialdesk.sim.forecast import SiteState, fit_prior, forecast, planning, simulate_completion
+from trialdesk.stats.forecast import SiteState, fit_prior, forecast, planning, simulate_completion
 
 TARGET = 352
 SIMULATIONS = 10_000

@@ -5,7 +5,7 @@ URL from TRIALDESK_BENCH_POSTGRES_URL, default postgresql+psycopg://postgres@127
 a fresh schema is made and dropped). Sizes above the flagship's enrolment cap of 352 use the
 flagship protocol with its target and cap raised to the size (the protocol is data). Prints one
 JSON object: subjects randomized and screened, service calls, seconds, subjects/s, and the
-problems :func:`trialdesk.sim.trial.check_consistency` found (none expected).
+problems :func:`trialdesk.demo.trial.check_consistency` found (none expected).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 from trialdesk.bootstrap import bootstrap
 from trialdesk.config import Settings
+from trialdesk.demo.trial import SimulationConfig, check_consistency, simulate_trial
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol, load_protocol, parse_protocol
 from trialdesk.services.access import operator_actor
@@ -31,7 +32,6 @@ from trialdesk.services.auth import authenticate
 from trialdesk.services.crypto import create_key_file
 from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import create_user, initialize_study
-from trialdesk.sim.trial import SimulationConfig, check_consistency, simulate_trial
 from trialdesk.store.database import make_engine
 
 PG_URL = os.environ.get(

@@ -18,7 +18,7 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Database, build_trial, flagship
 from trialdesk.cli.main import build_app
 from trialdesk.reports.enrolment import FORECAST_LABEL
-from trialdesk.sim.forecast import closed_form_quantiles
+from trialdesk.stats.forecast import closed_form_quantiles
 from trialdesk.store.database import make_engine
 
 pytestmark = pytest.mark.req("REP-1")

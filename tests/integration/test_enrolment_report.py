@@ -14,7 +14,7 @@ from tests.conftest import Trial, flagship
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.reports.enrolment import FORECAST_LABEL, CountRow, MonthRow, write_plots
 from trialdesk.services import admin, reports, screening
-from trialdesk.sim.forecast import DAYS_PER_MONTH, SiteState, fit_prior
+from trialdesk.stats.forecast import DAYS_PER_MONTH, SiteState, fit_prior
 
 pytestmark = pytest.mark.req("REP-1")
 

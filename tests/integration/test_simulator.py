@@ -13,19 +13,19 @@ from sqlalchemy import Engine, func, select
 from tests.conftest import PASSWORD, Database, Trial, flagship
 from tests.conftest import test_settings as settings_for
 from trialdesk.bootstrap import bootstrap
-from trialdesk.domain.errors import PreconditionFailed, TrialError, ValidationFailed
-from trialdesk.domain.roles import Role
-from trialdesk.services import dashboard, report_views
-from trialdesk.services.access import Actor, operator_actor
-from trialdesk.services.lists import generate_list
-from trialdesk.services.setup import create_user, initialize_study, study_contents
-from trialdesk.sim.trial import (
+from trialdesk.demo.trial import (
     SimulationConfig,
     SimulationRefused,
     check_consistency,
     simulate_trial,
     trial_digest,
 )
+from trialdesk.domain.errors import PreconditionFailed, TrialError, ValidationFailed
+from trialdesk.domain.roles import Role
+from trialdesk.services import dashboard, report_views
+from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.lists import generate_list
+from trialdesk.services.setup import create_user, initialize_study, study_contents
 from trialdesk.store.tables import Base, SubjectRow
 
 

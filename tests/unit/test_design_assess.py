@@ -10,7 +10,7 @@ import pytest
 
 from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.randomization import minimization_assign
-from trialdesk.sim.design import assess, expected_abs_difference_complete
+from trialdesk.stats.design import assess, expected_abs_difference_complete
 
 KEYS = {
     "method",

@@ -1,4 +1,4 @@
-"""REP-1: enrolment forecast by the Poisson–Gamma recruitment model (trialdesk.sim.forecast)."""
+"""REP-1: enrolment forecast by the Poisson–Gamma recruitment model (trialdesk.stats.forecast)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from trialdesk.sim.forecast import (
+from trialdesk.stats.forecast import (
     DAYS_PER_MONTH,
     FALLBACK_PRIOR,
     SiteState,

@@ -167,7 +167,7 @@ def assess_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Simulate a randomization design: how guessable and how balanced it is."""
-    from trialdesk.sim.design import assess  # lazy: numpy only when a design is assessed
+    from trialdesk.stats.design import assess  # lazy: numpy only when a design is assessed
 
     settings = _from_protocol(protocol, strata) if protocol is not None else _Settings()
     if method is not None:

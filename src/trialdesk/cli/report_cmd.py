@@ -17,7 +17,7 @@ from trialdesk.cli.common import fail, print_json
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date, sign_in
 from trialdesk.reports.enrolment import write_plots
 from trialdesk.services import dashboard, data_queries, report_views, reports
-from trialdesk.sim.forecast import planning
+from trialdesk.stats.forecast import planning
 
 report_app = typer.Typer(help="Reports (REP-1..3).", no_args_is_help=True)
 

@@ -12,8 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trialdesk.cli.common import fail, print_json
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date
 from trialdesk.config import load_settings
+from trialdesk.demo.trial import (
+    SimulationConfig,
+    SimulationRefused,
+    check_simulable,
+    simulate_trial,
+)
 from trialdesk.services.context import ServiceContext
-from trialdesk.sim.trial import SimulationConfig, SimulationRefused, check_simulable, simulate_trial
 
 
 def _day(value: str | None, name: str, today: dt.date) -> dt.date | None:

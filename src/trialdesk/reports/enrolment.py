@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trialdesk.sim.forecast import DAYS_PER_MONTH, Forecast, SiteState
+from trialdesk.stats.forecast import DAYS_PER_MONTH, Forecast, SiteState
 from trialdesk.store.tables import RandomizationRow, SiteRow, SubjectRow
 
 FORECAST_LABEL = "Forecast (expected, Poisson-Gamma)"

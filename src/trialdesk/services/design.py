@@ -1,5 +1,5 @@
 """Design assessment for the statistician's page (RAND-2): the simulation of
-:mod:`trialdesk.sim.design`, limited in size so a web request stays short, for the unblinded
+:mod:`trialdesk.stats.design`, limited in size so a web request stays short, for the unblinded
 statistician only (the person who weighs and generates allocation lists)."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def assess_design(
     seed: int,
     arms_ratio: Sequence[int] = (1, 1),
 ) -> dict[str, Any]:
-    """Run :func:`trialdesk.sim.design.assess` (at most MAX_SIMULATIONS trials); its figures
+    """Run :func:`trialdesk.stats.design.assess` (at most MAX_SIMULATIONS trials); its figures
     and interpretation as JSON-ready data. Bad values are refused with one message each."""
     require(actor, study_id, [Role.STATISTICIAN], action="design assessment")
     if simulations > MAX_SIMULATIONS:
@@ -75,7 +75,7 @@ def assess_design(
             f"at most {MAX_SIMULATIONS:,} simulations here; use 'trialdesk design assess' for more",
             {"simulations": f"at most {MAX_SIMULATIONS}"},
         )
-    from trialdesk.sim.design import assess  # lazy: numpy only when a design is assessed
+    from trialdesk.stats.design import assess  # lazy: numpy only when a design is assessed
 
     return assess(
         method,

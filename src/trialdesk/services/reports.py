@@ -3,7 +3,7 @@
 Counts by site, country and region come from :func:`trialdesk.services.dashboard.enrolment`;
 this module adds the months, when each site opened (see :mod:`trialdesk.reports.enrolment`),
 and the Poisson–Gamma forecast: the prior Gamma(α, β) is fitted to the open sites
-(:func:`trialdesk.sim.forecast.fit_prior`, its fallback when too few sites have data), each
+(:func:`trialdesk.stats.forecast.fit_prior`, its fallback when too few sites have data), each
 site's rate is updated by its own randomized subjects and months open, and sites not yet open
 join at their planned activation. ``as_of`` defaults to today's UTC date.
 """
@@ -26,7 +26,7 @@ from trialdesk.reports.enrolment import (
 from trialdesk.services import dashboard
 from trialdesk.services.access import Actor, require
 from trialdesk.services.context import ServiceContext
-from trialdesk.sim.forecast import FALLBACK_PRIOR, SiteState, fit_prior, forecast, posterior
+from trialdesk.stats.forecast import FALLBACK_PRIOR, SiteState, fit_prior, forecast, posterior
 
 REPORT_READERS = [Role.MANAGER, Role.STATISTICIAN, Role.DSMB, Role.MONITOR]
 MAX_SIMULATIONS = 1_000_000

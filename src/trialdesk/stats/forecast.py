@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 DAYS_PER_MONTH = 30.4375
 """Mean Gregorian month (365.25 / 12 days), used to turn forecast months into dates."""
@@ -238,6 +237,8 @@ def closed_form_quantiles(
     keys = [_prob_key(p) for p in probs]
     if target == 0:
         return {**dict.fromkeys(keys, 0.0), "mean": 0.0}
+    from scipy import stats  # lazy: ~1 s of import, needed only for the closed form
+
     dist = stats.betaprime(target, k * alpha, scale=beta)
     out = {key: float(dist.ppf(p)) for key, p in zip(keys, probs, strict=True)}
     out["mean"] = beta * target / (k * alpha - 1) if k * alpha > 1 else math.inf
