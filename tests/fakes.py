@@ -45,6 +45,7 @@ from trialdesk.store.records import (
     Confirmation,
     CrcCase,
     DataQuery,
+    FormMark,
     FormRecord,
     ProtocolVersion,
     Site,
@@ -361,6 +362,13 @@ class FakeForms(_Repo):
     def max_seq(self, subject_id: int, form_code: str, visit_code: str) -> int:
         return max((f.seq for f in self._of(subject_id, form_code, visit_code)), default=0)
 
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        found = sorted(
+            (r for r in self.t.forms.values() if r.subject_id in subject_ids),
+            key=lambda r: (r.subject_id, r.seq, r.id),
+        )
+        return [FormMark(r.subject_id, r.form_code, r.visit_code, r.id, r.version) for r in found]
+
     def for_subject(self, subject_id: int, *, visit_code: str = "") -> list[FormRecord]:
         return sorted(
             (
@@ -601,6 +609,15 @@ class FakeDataQueries(_Repo):
         if newest_first:
             found.reverse()
         return found[offset : offset + limit], len(found)
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        return [
+            (q.subject_id, q.form_code, q.visit_code, q.status)
+            for q in self.t.queries.values()
+            if q.subject_id in subject_ids and q.status != "closed"
+        ]
 
 
 class FakeNotifications(_Repo):

@@ -153,3 +153,17 @@ class SqlDataQueries:
             for row in self._run(stmt)
         ]
         return rows, total
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """Issue 14: (subject id, form, visit, status) of every query not closed on these
+        subjects, for the status grid."""
+        if not subject_ids:
+            return []
+        rows = self._run(
+            select(_Q.c.subject_id, _Q.c.form_code, _Q.c.visit_code, _Q.c.status).where(
+                _Q.c.subject_id.in_(list(subject_ids)), _Q.c.status != "closed"
+            )
+        )
+        return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]

@@ -26,6 +26,7 @@ from trialdesk.store.records import (
     Confirmation,
     CrcCase,
     DataQuery,
+    FormMark,
     FormRecord,
     ProtocolVersion,
     Site,
@@ -193,6 +194,10 @@ class FormRepository(Protocol):
         by: str,
     ) -> FormRecord: ...
 
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        """Issue 14: every saved copy of these subjects' forms, without data, oldest first."""
+        ...
+
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
@@ -330,6 +335,12 @@ class DataQueryRepository(Protocol):
         limit: int = 50,
     ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
         """One page of the queries matching the filters, and how many match in all."""
+        ...
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """(subject id, form, visit, status) of each query not closed on these subjects."""
         ...
 
 

@@ -232,3 +232,15 @@ class AuditRecord:
     old: Any
     new: Any
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FormMark:
+    """Issue 14: that a form was saved for a subject (at a visit), without its data: the
+    status grid reads these for many subjects at once. ``version`` above 1: corrected."""
+
+    subject_id: int
+    form_code: str
+    visit_code: str
+    record_id: int
+    version: int

@@ -1,7 +1,8 @@
 """The lists that scale (issue 14): the subject list with search, site and state filters,
 sorting and pagination, all done by the service in the repository; the page passes the
-choices on and renders one page. Blinded and unblinded users get the same columns and
-orderings: no sort key or column depends on an arm (RAND-6)."""
+choices on and renders one page. Also the record status grid and the subject casebook.
+Blinded and unblinded users get the same columns and orderings: no sort key or column
+depends on an arm (RAND-6)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from trialdesk.domain.lifecycle import SubjectState
+from trialdesk.services import casebook, record_grid
 from trialdesk.services.dashboard import my_sites
 from trialdesk.services.queries import SUBJECT_ORDERS, list_subjects
 from trialdesk.web.listing import choice, pager, paging, text
@@ -67,3 +69,63 @@ def subject_list(request: Request) -> Response:
         sorts=sort_links("/subjects", filters, SUBJECT_ORDERS),
         p=pager("/subjects", filters, at, found.total),
     )
+
+
+# --------------------------------------------------------------------------- status grid
+
+GRID_STATUSES = ("", *record_grid.CELL_STATUSES)
+ICONS = {
+    "complete": "●",
+    "corrected": "◆",
+    "query": "?",
+    "not_started": "○",
+    "due": "◔",
+    "overdue": "!",
+    "missed": "✕",
+    "upcoming": "·",
+    "": "",
+}
+
+
+@router.get("/grid", include_in_schema=False)
+def status_grid(request: Request) -> Response:
+    """The record status grid, study-wide or for one site."""
+    web = web_session(request)
+    state = choice(request, "state", STATES, "")
+    status = choice(request, "status", GRID_STATUSES, "")
+    site = text(request, "site", 20)
+    at = paging(request)
+    grid = record_grid.status_grid(
+        web.ctx,
+        web.actor,
+        web.study_id,
+        site=site or None,
+        state=state or None,
+        status=status or None,
+        offset=at.offset,
+        limit=at.per_page,
+    )
+    filters = {"site": site, "state": state, "status": status}
+    return render(
+        request,
+        "grid.html",
+        web,
+        grid=grid,
+        filters=filters,
+        states=STATES,
+        statuses=GRID_STATUSES,
+        words=record_grid.CELL_WORDS,
+        icons=ICONS,
+        sites=my_sites(web.ctx, web.actor, web.study_id),
+        p=pager("/grid", filters, at, grid.total),
+    )
+
+
+# --------------------------------------------------------------------------- casebook
+
+
+@router.get("/subjects/{number}/casebook", include_in_schema=False)
+def subject_casebook(request: Request, number: str) -> Response:
+    web = web_session(request)
+    book = casebook.casebook(web.ctx, web.actor, web.study_id, number)
+    return render(request, "casebook.html", web, book=book)
