@@ -97,3 +97,18 @@ def test_acc_users_page_pages_filters_and_preselects_no_role(trial: Trial) -> No
     inactive = admin.user_page(trial.ctx, trial.actor("admin"), trial.study_id, status="inactive")
     assert inactive.total == 0
     assert admin_page.get("/admin/users", params={"role": "owner"}).status_code == 422
+
+
+def test_rep3_screening_log_pages_filters_and_links(trial: Trial) -> None:
+    """REP-3, issue 14: the screening log is its own paged list (newest first), filtered by
+    site, state and number in SQL, each subject a link; roles outside the log are refused."""
+    factory.ready_at_sites(trial, ["S101", "S102"], 30)
+    newest = j.register(trial, "S102")
+    monitor = signed_in(trial, "monitor")
+    page = monitor.get("/screening-log", params={"per_page": "25"}).text
+    assert "Showing 1–25 of 31" in page
+    assert ROW.findall(page)[0] == newest  # newest registration first
+    assert "of 16" in monitor.get("/screening-log", params={"site": "S102"}).text
+    only = monitor.get("/screening-log", params={"state": "registered"}).text
+    assert ROW.findall(only) == [newest]
+    assert signed_in(trial, "coordinator").get("/screening-log").status_code == 403

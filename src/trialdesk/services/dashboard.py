@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
+from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
@@ -166,3 +167,65 @@ def screening_log(
             )
             for number, site, registered_on, state, reason, detail in rows
         ]
+
+
+# --------------------------------------------------------------------------- issue 14 (x14b)
+
+
+@dataclass(frozen=True)
+class ScreeningLogPage:
+    items: list[ScreeningLogRow]
+    total: int
+    offset: int
+    limit: int
+
+
+def screening_log_page(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    *,
+    site: str | None = None,
+    state: str | None = None,
+    search: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> ScreeningLogPage:
+    """One page of the screening log (REP-3), newest registration first, filtered and counted
+    in SQL: by site, state and a part of the subject number (issue 14)."""
+    if not 1 <= limit <= 200 or offset < 0:
+        raise ValidationFailed("limit must be 1-200 and offset ≥ 0", {"limit": "out of range"})
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, SCREENING_LOG_READERS, action="screening log")
+        where = [SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False)]
+        if site:
+            where.append(SiteRow.code == site)
+        if state:
+            where.append(SubjectRow.state == state)
+        if search:
+            where.append(SubjectRow.number.contains(search, autoescape=True))
+        joined = select(SubjectRow.id).join(SiteRow, SiteRow.id == SubjectRow.site_id)
+        total = int(
+            uow.session.scalar(select(func.count()).select_from(joined.where(*where).subquery()))
+            or 0
+        )
+        rows = uow.session.execute(
+            select(
+                SubjectRow.number,
+                SiteRow.code,
+                SubjectRow.registered_on,
+                SubjectRow.state,
+                SubjectRow.screen_failure_reason,
+                SubjectRow.screen_failure_detail,
+            )
+            .join(SiteRow, SiteRow.id == SubjectRow.site_id)
+            .where(*where)
+            .order_by(SubjectRow.registered_on.desc(), SubjectRow.number.desc())
+            .offset(offset)
+            .limit(limit)
+        ).tuples()
+        items = [
+            ScreeningLogRow(number, code, registered.isoformat(), st, reason, detail)
+            for number, code, registered, st, reason, detail in rows
+        ]
+        return ScreeningLogPage(items, total, offset, limit)

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.services import casebook, record_grid
-from trialdesk.services.dashboard import my_sites
+from trialdesk.services.dashboard import my_sites, screening_log_page
 from trialdesk.services.queries import SUBJECT_ORDERS, list_subjects
 from trialdesk.web.listing import choice, pager, paging, text
 from trialdesk.web.render import render
@@ -129,3 +129,37 @@ def subject_casebook(request: Request, number: str) -> Response:
     web = web_session(request)
     book = casebook.casebook(web.ctx, web.actor, web.study_id, number)
     return render(request, "casebook.html", web, book=book)
+
+
+# --------------------------------------------------------------------------- screening log
+
+
+@router.get("/screening-log", include_in_schema=False)
+def screening_log(request: Request) -> Response:
+    """The screening log (REP-3) as a list that scales: newest first, filtered, paged."""
+    web = web_session(request)
+    state = choice(request, "state", STATES, "")
+    site = text(request, "site", 20)
+    search = text(request, "q", 40)
+    at = paging(request)
+    found = screening_log_page(
+        web.ctx,
+        web.actor,
+        web.study_id,
+        site=site or None,
+        state=state or None,
+        search=search or None,
+        offset=at.offset,
+        limit=at.per_page,
+    )
+    filters = {"site": site, "state": state, "q": search}
+    return render(
+        request,
+        "screening_log.html",
+        web,
+        found=found,
+        filters=filters,
+        states=STATES,
+        sites=my_sites(web.ctx, web.actor, web.study_id),
+        p=pager("/screening-log", filters, at, found.total),
+    )
