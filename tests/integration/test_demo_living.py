@@ -34,7 +34,7 @@ def test_rep_simulated_trial_has_queries_in_every_status_with_varied_texts(trial
         sites=2,
         seed=5,
         start=dt.date(2025, 1, 1),
-        as_of=dt.date(2026, 6, 30),
+        as_of=dt.date(2026, 2, 10),
         screened_per_site_month=6.0,
         query_probability=0.5,
     )

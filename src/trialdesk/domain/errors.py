@@ -121,6 +121,11 @@ class Refusal(StrEnum):
     WITHDRAWN_CONTACT_ONLY = "withdrawn-contact-only"
     # review pages: CRC dossier, lists (issue 14, x14b)
     CASE_NOT_WAITING = "case-not-waiting"
+    # issue 15 (lane x15b): consent, queries, data quality
+    CONSENT_ALREADY_SIGNED = "consent-already-signed"
+    CONSENT_NOT_RECORDED = "consent-not-recorded"
+    QUERY_VERIFIED = "query-verified"
+    NOT_WITHDRAWN_WITH_CONTACT = "not-withdrawn-with-contact"
 
 
 REFUSALS: dict[Refusal, str] = {
@@ -247,6 +252,17 @@ REFUSALS: dict[Refusal, str] = {
     "the committee asked more information on does).",
 }
 """What each code means, for docs/refusals.md."""
+
+# issue 15 (lane x15b)
+REFUSALS.update(
+    {
+        Refusal.CONSENT_ALREADY_SIGNED: "The subject has already signed that consent version.",
+        Refusal.CONSENT_NOT_RECORDED: "A re-consent needs the first consent recorded.",
+        Refusal.QUERY_VERIFIED: "The data query's answer is verified; the monitor may reopen it.",
+        Refusal.NOT_WITHDRAWN_WITH_CONTACT: "Follow-up contacts are recorded only for a subject "
+        "who withdrew and still allows contact.",
+    }
+)
 
 
 class TrialError(Exception):

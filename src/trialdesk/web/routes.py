@@ -11,10 +11,12 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    followup_pages,
     list_pages,
     preferences,
     protocol_pages,
     query_pages,
+    records_pages,
     report_pages,
     signin_pages,
     statistician_pages,
@@ -36,6 +38,8 @@ PAGE_MODULES = (
     audit_pages,
     query_pages,  # issue 14 (x14b)
     list_pages,  # issue 14 (x14b)
+    records_pages,  # issue 15 (x15b)
+    followup_pages,  # x14a: the subject after randomization
 )
 
 
