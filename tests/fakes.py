@@ -28,6 +28,7 @@ from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -60,8 +61,10 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditRecord,
     CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -71,6 +74,7 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
     HistoryVersion,
     Notification,
@@ -130,6 +134,7 @@ class Tables:
     confirmations: dict[int, Confirmation] = field(default_factory=dict)
     cases: dict[int, CrcCase] = field(default_factory=dict)
     therapies: dict[int, Therapy] = field(default_factory=dict)
+    case_notes: dict[int, CaseNote] = field(default_factory=dict)
     queries: dict[int, DataQuery] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     mail_addresses: dict[tuple[int, str], list[str]] = field(default_factory=dict)
@@ -333,6 +338,9 @@ class FakeSubjects(_Repo):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         found = [
             s
@@ -341,9 +349,24 @@ class FakeSubjects(_Repo):
             and (site_ids is None or s.site_id in site_ids)
             and (site_code is None or self.t.sites[s.site_id].code == site_code)
             and (state is None or s.state == state)
+            and (not search or search in s.number)
         ]
-        found.sort(key=lambda s: s.number)
+        keys: dict[str, Callable[[Subject], Any]] = {
+            "number": lambda s: "",
+            "registered": lambda s: s.registered_on,
+            "state": lambda s: s.state,
+            "site": lambda s: self.t.sites[s.site_id].code,
+        }
+        found.sort(key=lambda s: s.number, reverse=descending)
+        found.sort(key=keys[order], reverse=descending)
         return [self.read_of(s) for s in found[offset : offset + limit]], len(found)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.t.subjects.values():
+            if s.study_id == study_id and (site_ids is None or s.site_id in site_ids):
+                counts[s.state] = counts.get(s.state, 0) + 1
+        return counts
 
     def on_study(
         self,
@@ -414,6 +437,13 @@ class FakeForms(_Repo):
 
     def max_seq(self, subject_id: int, form_code: str, visit_code: str) -> int:
         return max((f.seq for f in self._of(subject_id, form_code, visit_code)), default=0)
+
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        found = sorted(
+            (r for r in self.t.forms.values() if r.subject_id in subject_ids),
+            key=lambda r: (r.subject_id, r.seq, r.id),
+        )
+        return [FormMark(r.subject_id, r.form_code, r.visit_code, r.id, r.version) for r in found]
 
     def for_subject(self, subject_id: int, *, visit_code: str = "") -> list[FormRecord]:
         return sorted(
@@ -533,6 +563,29 @@ class FakeCrc(_Repo):
         self.t.cases[case.id] = updated
         return updated
 
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        case = self.t.cases.get(case_id)
+        return case if case is not None and case.study_id == study_id else None
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        return sorted(
+            (n for n in self.t.case_notes.values() if n.case_id == case_id), key=lambda n: n.id
+        )
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote:
+        note = CaseNote(self.t.new_id(), case_id, kind, text, written_by, written_name, at)
+        self.t.case_notes[note.id] = note
+        return note
+
     def add_therapy(
         self,
         *,
@@ -623,6 +676,43 @@ class FakeDataQueries(_Repo):
 
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
         return list(self.t.grants.get((study_id, username), []))
+
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        found = [
+            (q, s, site)
+            for q, s, site in self.listing(
+                study_id, statuses=statuses, site_id=None, site_ids=site_ids
+            )
+            if (site_code is None or site.code == site_code)
+            and (raised_before is None or q.raised_at <= raised_before)
+            and (not subject or s.number.startswith(subject))
+            and (form_record_id is None or q.form_record_id == form_record_id)
+        ]
+        if newest_first:
+            found.reverse()
+        return found[offset : offset + limit], len(found)
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        return [
+            (q.subject_id, q.form_code, q.visit_code, q.status)
+            for q in self.t.queries.values()
+            if q.subject_id in subject_ids and q.status != "closed"
+        ]
 
 
 # --- issue 15 (x15b) -----------------------------------------------------------------------------
@@ -1283,6 +1373,25 @@ class FakeReporting(_Repo):
         ]
         return sorted(lines, key=lambda line: (line.registered_on, line.number))
 
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        found = [
+            line
+            for line in reversed(self.screening_log(study_id, None))
+            if (not site or line.site == site)
+            and (not state or line.state == state)
+            and (not search or search in line.number)
+        ]
+        return found[offset : offset + limit], len(found)
+
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]
     ) -> list[SiteFacts]:
@@ -1504,6 +1613,31 @@ class FakeHolds(_Repo):
         ]
 
 
+class FakeAuditReads(_Repo):
+    """The committed audit entries of the fake store, read back like the SQL repository."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]:
+        stream = f"subject:{subject_id}"
+        mine = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditRecord(
+                seq,
+                utc_iso(e.at),
+                e.actor,
+                e.action,
+                e.entity,
+                e.entity_id,
+                e.old,
+                e.new,
+                e.reason,
+            )
+            for seq, e in enumerate(mine, start=1)
+            if entities is None or e.entity in entities
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -1532,6 +1666,7 @@ class FakeUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
@@ -1563,6 +1698,7 @@ class FakeUnitOfWork:
         self.randomizations = FakeRandomizations(self)
         self.unblindings = FakeTrialUnblindings(self)
         self.requests = FakeRequests(self)
+        self.audit_reads = FakeAuditReads(self)
         self.odm_history = FakeOdmHistory(self)
         self.supply = FakeSupply(self)
         self.users = FakeUsers(self)

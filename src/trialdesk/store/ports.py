@@ -27,8 +27,10 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditRecord,
     CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -38,6 +40,7 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
     NotificationRead,
     ProtocolVersion,
@@ -135,8 +138,17 @@ class SubjectRepository(Protocol):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
-        """Subjects (read as for a view) ordered by number, and the total matching."""
+        """Subjects (read as for a view) matching the filters (``search``: part of the
+        number), sorted by ``order`` (number, registered, state, site; ties by number), and
+        the total matching."""
+        ...
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14)."""
         ...
 
     def on_study(
@@ -211,6 +223,10 @@ class FormRepository(Protocol):
         by: str,
     ) -> FormRecord: ...
 
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        """Issue 14: every saved copy of these subjects' forms, without data, oldest first."""
+        ...
+
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
@@ -267,6 +283,26 @@ class CrcRepository(Protocol):
 
     def decide(self, case: CrcCase, values: Mapping[str, Any]) -> CrcCase: ...
 
+    # issue 14 (x14b): the dossier
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        """A case of either kind, by id within the study."""
+        ...
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        """The case's rounds (requests and replies) in the order written."""
+        ...
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote: ...
+
     def add_therapy(
         self,
         *,
@@ -319,6 +355,29 @@ class DataQueryRepository(Protocol):
     ) -> list[tuple[DataQuery, Subject, Site]]:
         """Queries with their subjects and sites, oldest first."""
         ...
+
+    # issue 14 (x14b)
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        """One page of the queries matching the filters, and how many match in all."""
+        ...
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """(subject id, form, visit, status) of each query not closed on these subjects."""
 
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
@@ -582,6 +641,15 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+class AuditReadRepository(Protocol):
+    """Issue 14 (x14b): a subject's audit entries read back, for query threads and the
+    history of each value beside the data."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]: ...
+
+
 # --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
 
 
@@ -796,6 +864,19 @@ class ReportingRepository(Protocol):
         """Live subjects registered on or before ``as_of``, by registration date and number."""
         ...
 
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        """Issue 14 (x14b): one page of the log, newest first, and the total matching."""
+        ...
+
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]
     ) -> list[SiteFacts]: ...
@@ -902,6 +983,7 @@ class UnitOfWork(Protocol):
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository  # issue 14 (x14b)
     holds: HoldRepository
     guard: LockGuard
     odm_history: OdmHistoryRepository  # issue 16 (x16b)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,19 @@ class CrcCase:
     signed_name: str | None
     signed_at: dt.datetime | None
     meaning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseNote:
+    """A round of a CRC case: the committee's request (``request``) or the site's reply."""
+
+    id: int
+    case_id: int
+    kind: str  # request | reply
+    text: str
+    written_by: str
+    written_name: str
+    written_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,3 +594,34 @@ class Withdrawal:
     withdrawn_on: dt.date
     recorded_by: str
     recorded_at: dt.datetime
+
+
+# --- issue 14 (lane x14b): review pages ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry read back (issue 14): ``at`` is the ISO 8601 UTC text as hashed;
+    ``old`` and ``new`` are the decoded JSON values."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    old: Any
+    new: Any
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FormMark:
+    """Issue 14: that a form was saved for a subject (at a visit), without its data: the
+    status grid reads these for many subjects at once. ``version`` above 1: corrected."""
+
+    subject_id: int
+    form_code: str
+    visit_code: str
+    record_id: int
+    version: int

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trialdesk.store.allocation import SqlLists, SqlRandomizations, SqlTrialUnblindings
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.audit_reads import SqlAuditReads
 from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
@@ -31,6 +32,7 @@ from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -92,6 +94,7 @@ class SqlUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
@@ -127,6 +130,7 @@ class SqlUnitOfWork:
         self.randomizations = SqlRandomizations(session)
         self.unblindings = SqlTrialUnblindings(session)
         self.requests = SqlRequests(session)
+        self.audit_reads = SqlAuditReads(session)
         self.odm_history = SqlOdmHistory(session)
         self.supply = SqlSupply(session)
         self.users = SqlUsers(session)
