@@ -47,6 +47,7 @@ from trialdesk.store.ports import (
 from trialdesk.store.records import (
     Allocation,
     AuditEntry,
+    AuditQuery,
     CaseDetail,
     Confirmation,
     CrcCase,
@@ -755,28 +756,53 @@ class FakeUsers(_Repo):
 class FakeAuditEntries(_Repo):
     def stream(self, stream: str) -> list[AuditEntry]:
         """Committed entries of the stream, numbered in order (no hashes: not chained)."""
-        entries = [e for e in self.t.audit if e.stream == stream]
+        return [e for e in self._all() if e.stream == stream]
+
+    def _all(self) -> list[AuditEntry]:
+        """Every committed entry, ids in the order written, seq per stream."""
+        seqs: dict[str, int] = {}
+        out = []
+        for n, e in enumerate(self.t.audit, start=1):
+            seqs[e.stream] = seq = seqs.get(e.stream, 0) + 1
+            out.append(self._stored(n, seq, e))
+        return out
+
+    def _selected(self, q: AuditQuery) -> list[AuditEntry]:
+        """The study's own entries (the fake keeps no role grants, so the users' security
+        entries the SQL query adds are not selected here)."""
         return [
-            AuditEntry(
-                id=seq,
-                stream=e.stream,
-                seq=seq,
-                prev_hash="",
-                hash="",
-                at=utc_iso(e.at),
-                actor=e.actor,
-                action=e.action,
-                study_id=e.study_id,
-                subject_id=e.subject_id,
-                entity=e.entity,
-                entity_id=e.entity_id,
-                old=canonical_json(e.old),
-                new=canonical_json(e.new),
-                reason=e.reason,
-                protocol_sha256=e.protocol_sha256,
-            )
-            for seq, e in enumerate(entries, start=1)
+            e
+            for e in self._all()
+            if e.study_id == q.study_id
+            and (q.action is None or e.action == q.action)
+            and (q.action_prefix is None or e.action.startswith(q.action_prefix))
+            and (q.actor is None or e.actor == q.actor)
+            and (q.subject_id is None or e.subject_id == q.subject_id)
+            and (q.since_at is None or e.at >= q.since_at)
+            and (q.until_at is None or e.at < q.until_at)
+            and e.entity not in q.excluded_entities
         ]
+
+    def count(self, query: AuditQuery) -> int:
+        return len(self._selected(query))
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        selected = self._selected(query)[offset:]
+        return selected if limit is None else selected[:limit]
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    @staticmethod
+    def _stored(n: int, seq: int, e: PendingEntry) -> AuditEntry:
+        return AuditEntry(
+            id=n, stream=e.stream, seq=seq, prev_hash="", hash="", at=utc_iso(e.at),
+            actor=e.actor, action=e.action, study_id=e.study_id, subject_id=e.subject_id,
+            entity=e.entity, entity_id=e.entity_id, old=canonical_json(e.old),
+            new=canonical_json(e.new), reason=e.reason, protocol_sha256=e.protocol_sha256,
+        )  # fmt: skip
 
 
 class FakeReporting(_Repo):

@@ -15,7 +15,6 @@ STILL_HOLDING_SQL = {
     "mail",
     "admin",
     "amendments",
-    "audit_trail",
     "auth",
     "endpoints",
     "exports",

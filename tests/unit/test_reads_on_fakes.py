@@ -9,15 +9,27 @@ import datetime as dt
 
 import pytest
 
+from tests import flagship_data as fd
 from tests.conftest import START
 from tests.unit.test_services_on_fakes import STUDY, World, _randomized
 from tests.unit.test_services_on_fakes import world as world  # the fixture
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
-from trialdesk.services import dashboard, history, maintenance, preferences, screening, study_info
+from trialdesk.services import (
+    audit_trail,
+    dashboard,
+    history,
+    maintenance,
+    preferences,
+    screening,
+    study_info,
+    supply,
+)
 from trialdesk.services.access import operator_actor
 from trialdesk.store.records import User
+
+CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
 
 
 def _user(world: World, user_id: int, *, active: bool = True) -> None:
@@ -98,3 +110,22 @@ def test_aud1_audit_verification_is_the_operators_and_is_itself_audited(world: W
     assert result.ok
     (entry,) = world.store.tables.audit
     assert (entry.stream, entry.action) == ("maintenance", "verify_audit")
+
+
+def test_aud1_the_blinded_trail_leaves_device_entries_out_and_filters_by_prefix(
+    world: World,
+) -> None:
+    """AUD-1, RAND-6: a blinded reader's trail has no per-device entries and no supply
+    values; an action prefix (``register*``) narrows it; an unknown subject matches nothing."""
+    world.clock.set_day(CONSENT)
+    supply.stock_demo_site(world.ctx, operator_actor(), STUDY)
+    monitor = world.actor(Role.MONITOR, None)
+    page = audit_trail.audit_entries(world.ctx, monitor, STUDY)
+    assert page.blinded and page.total == len(page.items) > 0
+    assert {e.entity for e in page.items} == {"device_lot", "device_shipment"}
+    assert all(e.old is None and e.new is None for e in page.items)
+    where = audit_trail.AuditFilter(action="register*")
+    (lot,) = audit_trail.audit_entries(world.ctx, monitor, STUDY, where).items
+    assert lot.action == "register_device_lot"
+    nobody = audit_trail.AuditFilter(subject="S101-9999")
+    assert audit_trail.audit_entries(world.ctx, monitor, STUDY, nobody).total == 0

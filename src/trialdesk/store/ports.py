@@ -23,6 +23,7 @@ from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.records import (
     Allocation,
     AuditEntry,
+    AuditQuery,
     CaseDetail,
     Confirmation,
     CrcCase,
@@ -467,6 +468,16 @@ class AuditEntryRepository(Protocol):
     def stream(self, stream: str) -> list[AuditEntry]:
         """The stored entries of one stream, in chain order."""
         ...
+
+    def count(self, query: AuditQuery) -> int: ...
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries ``query`` selects, in the order written."""
+        ...
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]: ...
 
 
 class ReportingRepository(Protocol):

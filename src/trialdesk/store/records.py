@@ -310,3 +310,21 @@ class ScreeningLogLine:
     state: str
     screen_failure_reason: str | None
     screen_failure_detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which stored audit entries of a study to read: the study's own entries and, from its
+    users' streams (``user:<id>`` of every user holding a role in it), those whose action ends
+    in one of ``security_suffixes``; then each given part narrows (times are the stored UTC
+    text, ``until_at`` exclusive)."""
+
+    study_id: int
+    security_suffixes: tuple[str, ...] = ()
+    action: str | None = None
+    action_prefix: str | None = None
+    actor: str | None = None
+    subject_id: int | None = None
+    since_at: str | None = None
+    until_at: str | None = None
+    excluded_entities: tuple[str, ...] = ()
