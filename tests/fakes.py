@@ -33,6 +33,7 @@ from trialdesk.store.ports import (
     FormRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
     ReportingRepository,
     SiteRepository,
@@ -57,10 +58,12 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     FormRecord,
+    HistoryVersion,
     ProtocolVersion,
     ScreeningLogLine,
     Site,
     Study,
+    StudyHistory,
     Subject,
     SubjectRead,
     Therapy,
@@ -592,6 +595,23 @@ class FakeMailOutbox(_Repo):
         """Nothing is delivered from the fake; delivery is tested against a real server."""
 
 
+class FakeOdmHistory(_Repo):
+    """Issue 16 (x16b): the export's reading; the fake keeps no audit trail once committed,
+    so the history is the study, its protocol versions and sites, with no entries."""
+
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        study = self.t.studies.get(study_id)
+        if study is None:
+            return None
+        versions = [
+            HistoryVersion(v.id, v.version, "", v.sha256, v.status, dt.date.min, v.effective_from)
+            for v in sorted(self.t.versions.values(), key=lambda v: v.id)
+            if v.study_id == study_id
+        ]
+        sites = {s.code: s.name for s in self.t.sites.values() if s.study_id == study_id}
+        return StudyHistory(study.code, study.name, versions, sites, {}, {}, {}, [])
+
+
 def _code(site: Site) -> str:
     return site.code
 
@@ -914,6 +934,7 @@ class FakeUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
@@ -936,6 +957,7 @@ class FakeUnitOfWork:
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
+        self.odm_history = FakeOdmHistory(self)
         self.supply = FakeSupply(self)
         self.users = FakeUsers(self)
         self.audit_entries = FakeAuditEntries(self)

@@ -81,10 +81,12 @@ def _forecast(
     states: list[tuple[SiteState, dt.date | None]] = []
     excluded: list[str] = []
     for f in facts:
-        if f.active:
-            states.append(site_state(f, day))
-        else:
+        # issue 16: open since its recorded activation; a plan only for a site not yet active
+        seen = site_state(f, day) if f.active or f.activity else None
+        if seen is None:
             excluded.append(f.code)
+        else:
+            states.append(seen)
     if not states:
         raise PreconditionFailed("no active site to forecast from", reason="no-active-site")
     sites = [s for s, _ in states]

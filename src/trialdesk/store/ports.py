@@ -37,6 +37,7 @@ from trialdesk.store.records import (
     ScreeningLogLine,
     Site,
     Study,
+    StudyHistory,
     Subject,
     SubjectRead,
     Therapy,
@@ -532,6 +533,7 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    odm_history: OdmHistoryRepository  # issue 16 (x16b)
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
@@ -567,3 +569,13 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self, *, readonly: bool = False) -> UnitOfWork: ...
+
+
+# --- issue 16, lane x16b: the transactional ODM export's reading ---------------------------
+
+
+class OdmHistoryRepository(Protocol):
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        """The study's audit trail, protocol versions, sites, subjects, form records and
+        users, as the transactional ODM export maps them (None: no such study)."""
+        ...

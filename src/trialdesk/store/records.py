@@ -205,6 +205,60 @@ class DataQuery:
     reopened: int
 
 
+# --- issue 16, lane x16b: what the transactional ODM export reads -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryVersion:
+    id: int
+    version: str
+    name: str
+    sha256: str
+    status: str
+    loaded_on: dt.date
+    effective_from: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySubject:
+    id: int
+    number: str
+    site_code: str
+    protocol_version_id: int
+    test_subject: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryForm:
+    """A saved form's place; ``data`` is kept for concealed records only (the service
+    decrypts it for unblinded readers)."""
+
+    id: int
+    subject_id: int
+    form_code: str
+    visit_code: str
+    seq: int
+    protocol_version_id: int
+    data: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: int
+    stream: str
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    subject_id: int | None
+    old: str
+    new: str
+    reason: str | None
+    protocol_sha256: str | None
+
+
 # --- supply (lane x13b, issue 13): lots, shipments, devices and their log ------------------
 
 
@@ -298,6 +352,20 @@ class AuditEntry:
     new: str
     reason: str | None
     protocol_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyHistory:
+    study_code: str
+    study_name: str
+    versions: list[HistoryVersion]
+    sites: dict[str, str]
+    """Site code -> name."""
+    subjects: dict[int, HistorySubject]
+    forms: dict[int, HistoryForm]
+    users: dict[str, str]
+    """Username -> full name."""
+    entries: list[HistoryEntry]
 
 
 @dataclass(frozen=True, slots=True)

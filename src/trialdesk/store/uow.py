@@ -23,6 +23,7 @@ from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
+from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
@@ -34,6 +35,7 @@ from trialdesk.store.ports import (
     FormRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
     ReportingRepository,
     SiteRepository,
@@ -74,6 +76,7 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
@@ -100,6 +103,7 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.odm_history = SqlOdmHistory(session)
         self.supply = SqlSupply(session)
         self.users = SqlUsers(session)
         self.audit_entries = SqlAuditEntries(session)
