@@ -31,6 +31,7 @@ from trialdesk.store.ports import (
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -59,6 +60,7 @@ from trialdesk.store.records import (
     DeviceUse,
     FormRecord,
     HistoryVersion,
+    Mail,
     ProtocolVersion,
     ScreeningLogLine,
     Site,
@@ -589,10 +591,53 @@ class FakeMailOutbox(_Repo):
     ) -> None:
         self.t.outbox.append(
             {"study_id": study_id, "kind": kind, "to": recipient, "subject": subject}
+            | {"id": self.t.new_id(), "body_enc": body_enc, "created_at": at, "attempts": 0}
+            | {"next_attempt_at": at, "claimed_until": None, "last_error": None, "sent_at": None}
         )
 
     def after_commit(self, wake: Callable[[], None]) -> None:
         """Nothing is delivered from the fake; delivery is tested against a real server."""
+
+
+class FakeMailDelivery(_Repo):
+    """The outbox as the sender sees it (lane x13b); the fake sends nothing itself."""
+
+    def _mails(self) -> list[Mail]:
+        keys: tuple[str, ...] = ("id", "study_id", "kind", "to", "subject", "body_enc")
+        keys += ("created_at", "attempts", "next_attempt_at", "claimed_until")
+        keys += ("last_error", "sent_at")
+        return [Mail(*(m[k] for k in keys)) for m in self.t.outbox]
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]:
+        return [
+            m.id
+            for m in self._mails()
+            if m.sent_at is None
+            and (force or (m.attempts < max_attempts and m.next_attempt_at <= now))
+        ]
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        mail = self.get(mail_id)
+        if mail is None or mail.sent_at is not None:
+            return None
+        if mail.claimed_until is not None and mail.claimed_until >= now:
+            return None
+        self.update(mail_id, {"claimed_until": until})
+        return self.get(mail_id)
+
+    def get(self, mail_id: int) -> Mail | None:
+        return next((m for m in self._mails() if m.id == mail_id), None)
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None:
+        for n, m in enumerate(self.t.outbox):
+            if m["id"] == mail_id:
+                self.t.outbox[n] = {**m, **values}
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]:
+        return [m for m in self._mails() if not unsent_only or m.sent_at is None]
+
+    def waiting(self) -> int:
+        return len(self.listing(unsent_only=True))
 
 
 class FakeOdmHistory(_Repo):
@@ -940,6 +985,7 @@ class FakeUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -963,6 +1009,7 @@ class FakeUnitOfWork:
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.mail_delivery = FakeMailDelivery(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

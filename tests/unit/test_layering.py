@@ -12,7 +12,6 @@ SERVICES = Path(__file__).resolve().parents[2] / "src" / "trialdesk" / "services
 
 STILL_HOLDING_SQL = {
     "accounts",
-    "mail",
     "admin",
     "amendments",
     "auth",

@@ -13,13 +13,14 @@ from tests import flagship_data as fd
 from tests.conftest import START
 from tests.unit.test_services_on_fakes import STUDY, World, _randomized
 from tests.unit.test_services_on_fakes import world as world  # the fixture
-from trialdesk.domain.errors import PermissionDenied, ValidationFailed
+from trialdesk.domain.errors import PermissionDenied, PreconditionFailed, ValidationFailed
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.services import (
     audit_trail,
     dashboard,
     history,
+    mail,
     maintenance,
     preferences,
     screening,
@@ -129,3 +130,23 @@ def test_aud1_the_blinded_trail_leaves_device_entries_out_and_filters_by_prefix(
     assert lot.action == "register_device_lot"
     nobody = audit_trail.AuditFilter(subject="S101-9999")
     assert audit_trail.audit_entries(world.ctx, monitor, STUDY, nobody).total == 0
+
+
+def test_the_outbox_is_the_operators_and_shows_a_body_only_on_request(
+    world: World,
+) -> None:
+    """Issue 12 outbox: mails wait encrypted; the local operator lists them without bodies
+    and reads one body on request; no one else reads the outbox."""
+    with world.ctx.uow() as uow:
+        mail.enqueue(
+            uow, world.ctx, to="a@example.org", subject="Invitation", body="the link",
+            kind="invitation", study_id=STUDY,
+        )  # fmt: skip
+        uow.commit()
+    operator = operator_actor()
+    (waiting,) = mail.list_outbox(world.ctx, operator)
+    assert (waiting.recipient, waiting.status, waiting.body) == ("a@example.org", "waiting", None)
+    assert mail.show_mail(world.ctx, operator, waiting.id).body == "the link"
+    assert world.store.tables.outbox[0]["body_enc"] != b"the link"
+    with pytest.raises(PreconditionFailed, match="local operator"):
+        mail.list_outbox(world.ctx, world.actor(Role.ADMIN, None))

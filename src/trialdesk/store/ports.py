@@ -33,6 +33,7 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     FormRecord,
+    Mail,
     ProtocolVersion,
     ScreeningLogLine,
     Site,
@@ -516,6 +517,25 @@ class DatabaseMaintenance(Protocol):
     def replace_contents(self, source: Path) -> None: ...
 
 
+class MailDeliveryRepository(Protocol):
+    """The sender's side of the outbox: due mails, claims, outcomes, the operator's list."""
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]: ...
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        """The mail, claimed until ``until``; None when another sender holds it or it was
+        sent."""
+        ...
+
+    def get(self, mail_id: int) -> Mail | None: ...
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None: ...
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]: ...
+
+    def waiting(self) -> int: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -539,6 +559,7 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
 
     @property
     def session(self) -> Session:

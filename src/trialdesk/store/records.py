@@ -396,3 +396,21 @@ class AuditQuery:
     since_at: str | None = None
     until_at: str | None = None
     excluded_entities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A mail of the outbox; ``body_enc`` is None once delivered."""
+
+    id: int
+    study_id: int | None
+    kind: str
+    recipient: str
+    subject: str
+    body_enc: bytes | None
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    claimed_until: dt.datetime | None
+    last_error: str | None
+    sent_at: dt.datetime | None

@@ -20,7 +20,7 @@ from trialdesk.store.audit_log import AuditLog
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
-from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.mail_outbox import SqlMailDelivery, SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.odm_history import SqlOdmHistory
@@ -33,6 +33,7 @@ from trialdesk.store.ports import (
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -82,6 +83,7 @@ class SqlUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -109,6 +111,7 @@ class SqlUnitOfWork:
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.mail_delivery = SqlMailDelivery(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
