@@ -38,6 +38,7 @@ from trialdesk.store.ports import (
     ProtocolRepository,
     ReportingRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
@@ -640,6 +641,49 @@ class FakeMailDelivery(_Repo):
         return len(self.listing(unsent_only=True))
 
 
+class FakeStudyRecords(_Repo):
+    """The study's records for the endpoint analyses (lane x13b)."""
+
+    def _ids(self, study_id: int) -> set[int]:
+        return {s.id for s in self.t.subjects.values() if s.study_id == study_id}
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        out = [
+            (s, self.t.allocations[s.id], self.t.sites[s.site_id])
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and s.id in self.t.allocations
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(out, key=lambda t: t[0].number)
+
+    def visits(self, study_id: int) -> list[Visit]:
+        ids = self._ids(study_id)
+        return [v for v in self.t.visits.values() if v.subject_id in ids]
+
+    def therapies(self, study_id: int) -> list[Therapy]:
+        ids = self._ids(study_id)
+        return [t for t in self.t.therapies.values() if t.subject_id in ids]
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        ids = self._ids(study_id)
+        found = [f for f in self.t.forms.values() if f.subject_id in ids]
+        return sorted(found, key=lambda f: (f.subject_id, f.seq))
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        return [
+            (f, self.t.allocations[f.subject_id].arm_enc)
+            for f in self.forms(study_id)
+            if f.form_code == form_code
+            and f.subject_id in self.t.allocations
+            and not self.t.allocations[f.subject_id].in_error
+            and not self.t.subjects[f.subject_id].test_subject
+        ]
+
+
 class FakeOdmHistory(_Repo):
     """Issue 16 (x16b): the export's reading; the fake keeps no audit trail once committed,
     so the history is the study, its protocol versions and sites, with no entries."""
@@ -986,6 +1030,7 @@ class FakeUnitOfWork:
     reporting: ReportingRepository
     database: DatabaseMaintenance
     mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -1010,6 +1055,7 @@ class FakeUnitOfWork:
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
         self.mail_delivery = FakeMailDelivery(self)
+        self.study_records = FakeStudyRecords(self)
         self._pending = _PendingAudit()
         self.audit = AuditLog(self._pending, self.protocols)
 

@@ -15,7 +15,6 @@ STILL_HOLDING_SQL = {
     "admin",
     "amendments",
     "auth",
-    "endpoints",
     "exports",
     "lists",
     "orm_rows",

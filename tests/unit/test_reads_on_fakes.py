@@ -19,6 +19,8 @@ from trialdesk.domain.roles import Role
 from trialdesk.services import (
     audit_trail,
     dashboard,
+    endpoints,
+    followup,
     history,
     mail,
     maintenance,
@@ -31,6 +33,7 @@ from trialdesk.services.access import operator_actor
 from trialdesk.store.records import User
 
 CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
+PROCEDURE = dt.date.fromisoformat(fd.PROCEDURE_DATE)
 
 
 def _user(world: World, user_id: int, *, active: bool = True) -> None:
@@ -150,3 +153,21 @@ def test_the_outbox_is_the_operators_and_shows_a_body_only_on_request(
     assert world.store.tables.outbox[0]["body_enc"] != b"the link"
     with pytest.raises(PreconditionFailed, match="local operator"):
         mail.list_outbox(world.ctx, world.actor(Role.ADMIN, None))
+
+
+def test_rand8_time_in_the_lab_by_arm_for_the_unblinded_statistician_only(world: World) -> None:
+    """RAND-8, RAND-6: both index procedures are timed alike; the durations by arm are read
+    by the unblinded statistician (a disclosure) and refused to a blinded monitor."""
+    world.clock.set_day(CONSENT)
+    supply.stock_demo_site(world.ctx, operator_actor(), STUDY)
+    world.clock.set_day(PROCEDURE)
+    implanter = world.actor(Role.IMPLANTER)
+    for arm, forms in (("INT", fd.implant_procedure_forms()), ("CTRL", fd.sham_procedure_forms())):
+        number = _randomized(world, arm=arm)
+        (values,) = forms.values()
+        followup.record_procedure(world.ctx, implanter, STUDY, number, values=values)
+    with pytest.raises(endpoints.ArmsBlinded):
+        endpoints.time_in_lab(world.ctx, world.actor(Role.MONITOR, None), STUDY)
+    view = endpoints.time_in_lab(world.ctx, world.actor(Role.STATISTICIAN, None), STUDY)
+    assert {code: arm["n"] for code, arm in view.arms.items()} == {"INT": 1, "CTRL": 1}
+    assert world.store.tables.audit[-1].action == "disclose_endpoint_by_arm"

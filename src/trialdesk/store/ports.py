@@ -536,6 +536,28 @@ class MailDeliveryRepository(Protocol):
     def waiting(self) -> int: ...
 
 
+class StudyRecordsRepository(Protocol):
+    """A study's clinical records read whole, for the endpoint analyses."""
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        """Randomized live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def visits(self, study_id: int) -> list[Visit]: ...
+
+    def therapies(self, study_id: int) -> list[Therapy]: ...
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        """By subject and sequence."""
+        ...
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -560,6 +582,7 @@ class UnitOfWork(Protocol):
     reporting: ReportingRepository
     database: DatabaseMaintenance
     mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
 
     @property
     def session(self) -> Session:

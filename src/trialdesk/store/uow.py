@@ -40,6 +40,7 @@ from trialdesk.store.ports import (
     ProtocolRepository,
     ReportingRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
@@ -52,6 +53,7 @@ from trialdesk.store.protocols import SqlProtocols
 from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
+from trialdesk.store.study_records import SqlStudyRecords
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
@@ -84,6 +86,7 @@ class SqlUnitOfWork:
     reporting: ReportingRepository
     database: DatabaseMaintenance
     mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -112,6 +115,7 @@ class SqlUnitOfWork:
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
         self.mail_delivery = SqlMailDelivery(session)
+        self.study_records = SqlStudyRecords(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
