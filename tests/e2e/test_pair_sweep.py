@@ -294,7 +294,7 @@ WEB_FORM: dict[str, str] = {
     "consent_version": "v1.0",
     "decision": "approve",
     "criterion": "INC-8",
-    "confirmed": "yes",
+    "answer": "met",
     "text": "pair sweep",
     "role": "monitor",
     "username": "pair-user",

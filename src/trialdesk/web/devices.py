@@ -60,7 +60,7 @@ async def _site_action(request: Request, call: Any) -> Response:
         call(web, form)
     except Refusal as exc:
         return _inventory_page(request, web, status=422, message=exc.message)
-    return redirect("/devices")
+    return redirect("/devices", flash="Done: the inventory below shows the change.")
 
 
 def _optional_date(form: Any, name: str) -> Any:
@@ -142,7 +142,7 @@ async def _supply_action(request: Request, call: Any) -> Response:
         return _supply_page(request, web, status=422, message=exc.message)
     if isinstance(result, supply.RecallView):
         return _supply_page(request, web, recall=result)
-    return redirect("/supply")
+    return redirect("/supply", flash="Done: the supply page below shows the change.")
 
 
 @router.post("/supply/lots", include_in_schema=False)
