@@ -68,6 +68,7 @@ from trialdesk.store.records import (
     DqExclusion,
     FormRecord,
     HistoryVersion,
+    InErrorRandomization,
     Mail,
     ProtocolVersion,
     ScreeningLogLine,
@@ -77,6 +78,7 @@ from trialdesk.store.records import (
     Subject,
     SubjectRead,
     Therapy,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -781,6 +783,54 @@ class FakeStudyRecords(_Repo):
             and not self.t.allocations[f.subject_id].in_error
             and not self.t.subjects[f.subject_id].test_subject
         ]
+
+    # the operational reports (lane x13b)
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        found = [
+            s
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(found, key=lambda s: s.number)
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]:
+        return {i: a for i, a in self.t.allocations.items() if i in subject_ids}
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]:
+        return [
+            f
+            for f in self.t.forms.values()
+            if f.subject_id in subject_ids and f.form_code == form_code
+        ]
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]:
+        return [v for v in self.t.visits.values() if v.subject_id in subject_ids]
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]:
+        """The fake's allocations keep no reason."""
+        return [
+            InErrorRandomization(a.subject_id, a.randomized_on, None)
+            for a in self.t.allocations.values()
+            if a.subject_id in subject_ids and a.in_error
+        ]
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]:
+        live = {s.id for s in self.live_subjects(study_id, None)}
+        return [c for c in self.t.cases.values() if c.subject_id in live]
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]:
+        return [
+            e
+            for e in FakeAuditEntries(self._uow)._all()
+            if e.study_id == study_id and e.action in actions
+        ]
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]:
+        """The fake keeps no trial-level unblinding."""
+        return []
 
 
 class FakeOdmHistory(_Repo):

@@ -19,7 +19,6 @@ STILL_HOLDING_SQL = {
     "lists",
     "orm_rows",
     "randomization",
-    "report_views",
     "sessions",
     "setup",
     "unblinding",

@@ -25,6 +25,7 @@ from trialdesk.services import (
     mail,
     maintenance,
     preferences,
+    report_views,
     screening,
     study_info,
     supply,
@@ -171,3 +172,20 @@ def test_rand8_time_in_the_lab_by_arm_for_the_unblinded_statistician_only(world:
     view = endpoints.time_in_lab(world.ctx, world.actor(Role.STATISTICIAN, None), STUDY)
     assert {code: arm["n"] for code, arm in view.arms.items()} == {"INT": 1, "CTRL": 1}
     assert world.store.tables.audit[-1].action == "disclose_endpoint_by_arm"
+
+
+def test_rep3_a_missed_visit_is_counted_and_listed_as_a_deviation(world: World) -> None:
+    """REP-3, SCHED-2: a missed visit shows in visit compliance (its site and the total) and
+    in the deviations list with its reason; a coordinator sees only the own site's."""
+    number = _randomized(world, procedure_done=True, discharged_on=PROCEDURE)
+    world.clock.set_day(PROCEDURE + dt.timedelta(days=60))
+    coord = world.actor(Role.COORDINATOR)
+    followup.miss_visit(world.ctx, coord, STUDY, number, visit_code="M1", reason="away")
+    monitor = world.actor(Role.MONITOR, None)
+    compliance = report_views.visit_compliance(world.ctx, monitor, STUDY)
+    assert [(r.visit, r.site, r.missed) for r in compliance.rows] == [("M1", "S101", 1)]
+    assert [(r.visit, r.missed) for r in compliance.totals] == [("M1", 1)]
+    (deviation,) = report_views.deviations(world.ctx, monitor, STUDY)
+    assert (deviation.subject, deviation.kind, deviation.detail) == (number, "visit_missed", "away")
+    other = world.actor(Role.COORDINATOR, "S102")
+    assert report_views.deviations(world.ctx, other, STUDY) == []

@@ -37,6 +37,7 @@ from trialdesk.store.records import (
     DeviceUse,
     DqExclusion,
     FormRecord,
+    InErrorRandomization,
     Mail,
     ProtocolVersion,
     ScreeningLogLine,
@@ -46,6 +47,7 @@ from trialdesk.store.records import (
     Subject,
     SubjectRead,
     Therapy,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -685,6 +687,24 @@ class StudyRecordsRepository(Protocol):
     def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
         """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
         ...
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        """Live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]: ...
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]: ...
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]: ...
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]: ...
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]: ...
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]: ...
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]: ...
 
 
 # --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------

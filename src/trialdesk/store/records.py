@@ -467,3 +467,23 @@ class Withdrawal:
     withdrawn_on: dt.date
     recorded_by: str
     recorded_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InErrorRandomization:
+    """A randomization flagged in error, as the deviations report lists it (never the arm)."""
+
+    subject_id: int
+    randomized_on: dt.date
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblindingEvent:
+    """A trial-level unblinding request and its confirmation: who, when and why."""
+
+    requested_at: dt.datetime
+    requested_by: str
+    reason: str
+    confirmed_at: dt.datetime | None
+    confirmed_by: str | None
