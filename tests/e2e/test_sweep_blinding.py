@@ -24,9 +24,9 @@ from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import signed_in
 from tests.integration.test_blinding_sweep import populate
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.roles import Role
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import BLINDED_ROLES, operator_actor
 from trialdesk.services.queries import list_subjects
 
@@ -49,7 +49,7 @@ class Swept:
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
     trial = sw.sqlite_trial(tmp_path_factory.mktemp("blinding"))
     # devices at S101: implant-arm subjects use them, so device reads are swept too (SUP-2)
-    devices.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
+    supply.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
     unblinded, arm = sw.unblinded_at(trial, "S102")
     arms = {unblinded: arm}
     population = populate(trial)

@@ -19,8 +19,6 @@ from trialdesk.reports.enrolment import (
     EnrolmentReport,
     SiteForecastRow,
     count_rows,
-    load_month_rows,
-    load_site_facts,
     site_state,
 )
 from trialdesk.services import dashboard
@@ -79,7 +77,7 @@ def _forecast(
 ) -> DatabaseForecast:
     randomized = {row.key: row.randomized for row in counts.by_site}
     with ctx.uow(readonly=True) as uow:
-        facts = load_site_facts(uow.session, study_id, day, randomized)
+        facts = uow.reporting.site_facts(study_id, day, randomized)
     states: list[tuple[SiteState, dt.date | None]] = []
     excluded: list[str] = []
     for f in facts:
@@ -148,7 +146,7 @@ def enrolment_report(
     day = _check_as_of(ctx, as_of)
     counts = dashboard.enrolment(ctx, actor, study_id, as_of=day)
     with ctx.uow(readonly=True) as uow:
-        months = load_month_rows(uow.session, study_id, day)
+        months = uow.reporting.month_rows(study_id, day)
     try:
         predicted: DatabaseForecast | None = _forecast(
             ctx, study_id, day, counts, simulations, seed
