@@ -22,19 +22,24 @@ from trialdesk.domain.audit import canonical_json, utc_iso
 from trialdesk.reports.enrolment import MonthRow, SiteFacts, month_rows
 from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
     ReportingRepository,
     SiteRepository,
     StudyRepository,
@@ -50,12 +55,14 @@ from trialdesk.store.records import (
     AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
     Device,
     DeviceLot,
     DeviceShipment,
     DeviceUse,
+    DqExclusion,
     FormRecord,
     HistoryVersion,
     ProtocolVersion,
@@ -68,6 +75,7 @@ from trialdesk.store.records import (
     Therapy,
     User,
     Visit,
+    Withdrawal,
 )
 
 
@@ -119,6 +127,17 @@ class Tables:
     shipments: dict[int, DeviceShipment] = field(default_factory=dict)
     device_events: list[dict[str, Any]] = field(default_factory=list)
     users: dict[int, User] = field(default_factory=dict)
+    # issue 15 (x15b)
+    consents: dict[int, Consent] = field(default_factory=dict)
+    withdrawals: dict[int, Withdrawal] = field(default_factory=dict)
+    exclusions: dict[int, DqExclusion] = field(default_factory=dict)
+    grants: dict[tuple[int, str], list[tuple[str, int | None]]] = field(default_factory=dict)
+    """Role grants by (study, username); the tests set them."""
+    # issue 15 (lane x15a): records that hold
+    locks: dict[int, RecordLock] = field(default_factory=dict)
+    sdv_marks: dict[int, SdvMarkRecord] = field(default_factory=dict)
+    signatures: dict[int, SignatureRecord] = field(default_factory=dict)
+    unblinding_changes: dict[int, UnblindingChange] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -405,6 +424,11 @@ class FakeForms(_Repo):
         self.t.forms[record.id] = updated
         return updated
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
 
 class FakeConfirmations(_Repo):
     def for_subject(self, subject_id: int) -> dict[str, bool]:
@@ -510,7 +534,8 @@ class FakeDataQueries(_Repo):
             (
                 q.id
                 for q in self.t.queries.values()
-                if (q.form_record_id, q.field) == (form_record_id, field) and q.status != "closed"
+                if (q.form_record_id, q.field) == (form_record_id, field)
+                and q.status in ("open", "answered")
             ),
             None,
         )
@@ -555,6 +580,80 @@ class FakeDataQueries(_Repo):
                 continue
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (
+                q
+                for q in self.t.queries.values()
+                if q.subject_id == subject_id and q.origin == "rule"
+            ),
+            key=lambda q: q.id,
+        )
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        return list(self.t.grants.get((study_id, username), []))
+
+
+# --- issue 15 (x15b) -----------------------------------------------------------------------------
+
+
+class FakeConsents(_Repo):
+    def for_subject(self, subject_id: int) -> list[Consent]:
+        return sorted(
+            (c for c in self.t.consents.values() if c.subject_id == subject_id), key=lambda c: c.id
+        )
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]:
+        return {i: self.for_subject(i) for i in subject_ids}
+
+    def add(self, **values: Any) -> Consent:
+        consent = Consent(id=self.t.new_id(), **values)
+        self.t.consents[consent.id] = consent
+        return consent
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None:
+        return next((w for w in self.t.withdrawals.values() if w.subject_id == subject_id), None)
+
+    def add_withdrawal(self, **values: Any) -> Withdrawal:
+        if self.withdrawal(values["subject_id"]) is not None:
+            raise AssertionError("unique (subject_id) violated")
+        withdrawal = Withdrawal(id=self.t.new_id(), **values)
+        self.t.withdrawals[withdrawal.id] = withdrawal
+        return withdrawal
+
+
+class FakeExclusions(_Repo):
+    def active(self, subject_id: int) -> list[DqExclusion]:
+        return sorted(
+            (
+                e
+                for e in self.t.exclusions.values()
+                if e.subject_id == subject_id and e.revoked_at is None
+            ),
+            key=lambda e: e.id,
+        )
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None:
+        found = self.t.exclusions.get(exclusion_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add(self, *, by: str, at: dt.datetime, **values: Any) -> DqExclusion:
+        exclusion = DqExclusion(
+            id=self.t.new_id(),
+            excluded_by=by,
+            excluded_at=at,
+            revoked_by=None,
+            revoked_at=None,
+            **values,
+        )
+        self.t.exclusions[exclusion.id] = exclusion
+        return exclusion
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion:
+        updated = replace(self.t.exclusions[exclusion.id], revoked_by=by, revoked_at=at)
+        self.t.exclusions[exclusion.id] = updated
+        return updated
 
 
 class FakeNotifications(_Repo):
@@ -884,6 +983,178 @@ class FakeDatabase(_Repo):
         raise AssertionError("no restore into the fake database: test restores on a real one")
 
 
+class FakeHolds(_Repo):
+    """Issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and lock.unlocked_at is None
+            and (lock.subject_id is None or lock.subject_id == subject_id)
+        ]
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and (subject_id is None or lock.subject_id == subject_id)
+            and not (active_only and lock.unlocked_at is not None)
+        ]
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None:
+        found = self.t.locks.get(lock_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock:
+        lock = RecordLock(
+            self.t.new_id(), study_id, level, kind, subject_id, visit_code, form_code, seq,
+            reason, locked_by, locked_name, locked_at, locked_meaning, None, None, None, None,
+        )  # fmt: skip
+        self.t.locks[lock.id] = lock
+        return lock
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        stored = self.t.locks[lock.id]
+        if stored.unlocked_at is not None:
+            return None
+        done = replace(stored, unlocked_at=at, unlocked_by=by, unlocked_name=name,
+                       unlock_reason=reason)  # fmt: skip
+        self.t.locks[lock.id] = done
+        return done
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        return [
+            m
+            for m in sorted(self.t.sdv_marks.values(), key=lambda m: m.id)
+            if (study_id is None or m.study_id == study_id)
+            and (subject_id is None or m.subject_id == subject_id)
+        ]
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord:
+        mark = SdvMarkRecord(
+            self.t.new_id(), study_id, subject_id, form_record_id, fields, fingerprints,
+            marked_by, marked_at, None, None,
+        )  # fmt: skip
+        self.t.sdv_marks[mark.id] = mark
+        return mark
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None:
+        mark = self.t.sdv_marks[mark_id]
+        if mark.cleared_at is None:
+            self.t.sdv_marks[mark_id] = replace(mark, cleared_at=at, cleared_reason=reason)
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        return [
+            s
+            for s in sorted(self.t.signatures.values(), key=lambda s: s.id)
+            if (study_id is None or s.study_id == study_id)
+            and (subject_id is None or s.subject_id == subject_id)
+        ]
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord:
+        sig = SignatureRecord(
+            self.t.new_id(), study_id, subject_id, level, visit_code, form_record_id,
+            signed_by, signed_name, signed_at, meaning, covered, None, None,
+        )  # fmt: skip
+        self.t.signatures[sig.id] = sig
+        return sig
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None:
+        sig = self.t.signatures[signature_id]
+        if sig.invalidated_at is None:
+            self.t.signatures[signature_id] = replace(
+                sig, invalidated_at=at, invalidated_reason=reason
+            )
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None:
+        change = UnblindingChange(
+            self.t.new_id(), study_id, subject_id, form_record_id, form_code, visit_code,
+            field, flag, old, new, changed_at, changed_by, reason,
+        )  # fmt: skip
+        self.t.unblinding_changes[change.id] = change
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]:
+        return [
+            c
+            for c in sorted(self.t.unblinding_changes.values(), key=lambda c: c.id)
+            if c.study_id == study_id and (subject_id is None or c.subject_id == subject_id)
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -914,6 +1185,10 @@ class FakeUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository
+    exclusions: QualityExclusionRepository
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -937,8 +1212,12 @@ class FakeUnitOfWork:
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.consents = FakeConsents(self)
+        self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()
-        self.audit = AuditLog(self._pending, self.protocols)
+        self.holds = FakeHolds(self)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = AuditLog(self._pending, self.protocols, self.guard)
 
     @property
     def session(self) -> Session:

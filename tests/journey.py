@@ -20,6 +20,8 @@ SITE = "S101"
 CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
 SCREENING = dt.date.fromisoformat(fd.SCREENING_DATE)
 PROCEDURE = dt.date.fromisoformat(fd.PROCEDURE_DATE)
+CONSENT_VERSION = "v1.0"
+"""The flagship's consent version (REC-8); a test of another protocol monkeypatches it."""
 
 
 def staff(t: Trial, role: str, site: str = SITE) -> Actor:
@@ -65,7 +67,7 @@ def consented(t: Trial, site: str = SITE, *, test: bool = False) -> str:
         t.study_id,
         number,
         consent_date=CONSENT,
-        consent_version="v1.0",
+        consent_version=CONSENT_VERSION,
     )
     return number
 

@@ -91,6 +91,8 @@ API_VALUES = {
     "link": "a-link-nobody-was-sent",
     "token": "a-link-nobody-was-sent",
     "list_id": "1",
+    "exclusion_id": "1",  # issue 15 (x15b): a data-quality rule exclusion
+    "lock_id": "1",  # issue 15: the first record lock (a freeze at unblinding)
 }
 """Path parameters of the API other than ``{number}``: the study, a visit, a form, a
 criterion, the first record of a kind."""

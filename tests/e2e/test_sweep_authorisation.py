@@ -31,7 +31,15 @@ from trialdesk.bootstrap import create_app
 from trialdesk.domain.permissions import Permission, roles_with
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import flagship_path
-from trialdesk.services import accounts, admin, crc, data_queries, followup, supply
+from trialdesk.services import (
+    accounts,
+    admin,
+    crc,
+    data_queries,
+    followup,
+    quality,
+    supply,
+)
 from trialdesk.services.access import operator_actor
 from trialdesk.services.supply import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
 
@@ -92,6 +100,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/exports/csv"): frozenset({"monitor", "manager", "statistician"}),
     ("POST", f"{STUDY}/exports/odm"): frozenset({"monitor", "manager", "statistician"}),
     ("POST", f"{STUDY}/exports/sdtm"): frozenset({"monitor", "manager", "statistician"}),
+    ("POST", f"{STUDY}/exports/adam"): frozenset({"statistician"}),  # by arm (issue 16)
     # device accountability (SUP-1): the sponsor's manager keeps lots and shipments, the site
     # coordinator receives shipments; the implanting team, who keep the device shelf and may
     # see their site's arms, return and destroy devices (a device's state tells usage, SUP-2)
@@ -171,6 +180,28 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/protocol/preview"): frozenset({"manager", "statistician"}),
     ("POST", "/protocol/amend"): frozenset({"manager"}),
     ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"statistician"}),
+    # issue 15 (x15b): data quality (REC-6) and query verification (REC-7) by the monitor or
+    # the manager as data manager; re-consent, exits through forms and contacts by the site
+    ("POST", f"{STUDY}/quality/run"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/quality-exclusions/{{exclusion_id}}/revoke"): frozenset(
+        {"monitor", "manager"}
+    ),
+    ("POST", f"{STUDY}/queries/{{query_id}}/assign"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/queries/{{query_id}}/verify"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): COORDINATOR,
+    ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): COORDINATOR,
+    ("POST", f"{STUDY}/subjects/{{number}}/contacts"): COORDINATOR,
+    ("POST", "/quality/run"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/reconsent"): COORDINATOR,
+    # records that hold (issue 15, lane x15a): the monitor as data manager and the study
+    # manager lock; the monitor verifies source data; the investigator (coordinator) signs
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): frozenset({"monitor"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -216,6 +247,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/exports/csv"): P.DATA_EXPORT,
     ("POST", f"{STUDY}/exports/odm"): P.DATA_EXPORT,
     ("POST", f"{STUDY}/exports/sdtm"): P.DATA_EXPORT,
+    ("POST", f"{STUDY}/exports/adam"): P.ADAM_EXPORT,
     ("POST", f"{STUDY}/devices/lots"): P.SUPPLY_LOT_REGISTER,
     ("POST", f"{STUDY}/devices/lots/{{lot}}/quarantine"): P.SUPPLY_LOT_QUARANTINE,
     ("POST", f"{STUDY}/devices/lots/{{lot}}/recall"): P.SUPPLY_LOT_RECALL,
@@ -278,6 +310,24 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/protocol/preview"): P.AMENDMENT_PREVIEW,
     ("POST", "/protocol/amend"): P.AMENDMENT_PROPOSE,
     ("POST", "/protocol/amendments/{amendment_id}/sign"): P.AMENDMENT_SIGN,
+    # issue 15 (x15b)
+    ("POST", f"{STUDY}/quality/run"): P.DQ_RUN,
+    ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): P.DQ_EXCLUDE,
+    ("POST", f"{STUDY}/quality-exclusions/{{exclusion_id}}/revoke"): P.DQ_EXCLUDE,
+    ("POST", f"{STUDY}/queries/{{query_id}}/assign"): P.QUERY_ASSIGN,
+    ("POST", f"{STUDY}/queries/{{query_id}}/verify"): P.QUERY_VERIFY,
+    ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): P.CONSENT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): P.SUBJECT_EXIT,
+    ("POST", f"{STUDY}/subjects/{{number}}/contacts"): P.VISIT_RECORD,
+    ("POST", "/quality/run"): P.DQ_RUN,
+    ("POST", "/subjects/{number}/reconsent"): P.CONSENT_RECORD,
+    # issue 15, lane x15a
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/database-lock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/database-lock/unlock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): P.SDV_MARK,
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): P.RECORD_SIGN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -364,6 +414,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         text="Confirm NYHA",
         visit_code="M1",
     )
+    quality.exclude_rule(  # exclusion 1, for the revoke route (issue 15, x15b)
+        t.ctx, t.actor("monitor"), t.study_id, number, rule_id="DQ-8", form_code="follow_up",
+        visit_code="M1", reason="authorisation sweep",
+    )  # fmt: skip
     other, _arm = j.procedure_done(t)
     followup.emergency_unblind(
         t.ctx, coordinator, t.study_id, other, reason="deterioration", password=PASSWORD
@@ -455,6 +509,31 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         "/supply/ship": {"serials": DEMO_SERIALS[3], "site": "S101"},
         "/supply/quarantine": {"lot_number": DEMO_LOT},
         "/supply/recall": {"lot_number": DEMO_LOT},
+        # issue 15 (x15b): bodies valid for every caller, refused after the role check
+        f"{STUDY}/subjects/{{number}}/quality-exclusions": {"rule": "DQ-8", "visit": "M1"},
+        f"{STUDY}/queries/{{query_id}}/assign": {"assignee": "coordinator"},
+        f"{STUDY}/subjects/{{number}}/reconsent": {
+            "signed_on": sw.READ_DAY.isoformat(),
+            "version": "v1.0",
+        },
+        f"{STUDY}/subjects/{{number}}/exit-form": {
+            "exit": "withdrawal",
+            "values": {},
+            "kind": "further_data",
+        },
+        "/subjects/{number}/reconsent": {"signed_on": sw.READ_DAY.isoformat(), "version": "v1.0"},
+        f"{STUDY}/subjects/{{number}}/contacts": {
+            "visit": "Y3",
+            "contact_date": sw.READ_DAY.isoformat(),
+            "forms": {},
+        },
+        # issue 15: a visit not yet recorded (locking M1 would refuse the other routes'
+        # writes); the hard lock is refused by the checklist (the open query), so nothing
+        # is locked by the sweep
+        f"{STUDY}/subjects/{{number}}/locks": {"level": "visit", "visit": "M18"},
+        f"{STUDY}/database-lock": {"kind": "hard"},
+        f"{STUDY}/subjects/{{number}}/sdv": {"form": "follow_up", "visit": "M1"},
+        f"{STUDY}/subjects/{{number}}/signatures": {"level": "visit", "visit": "M1"},
     }
 
 

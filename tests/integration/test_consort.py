@@ -18,6 +18,7 @@ import pytest
 from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
+from tests.factory import hard_lock
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.services import data_queries, endpoints, followup, queries, screening, unblinding
 from trialdesk.services.report_views import consort, consort_figure
@@ -173,6 +174,7 @@ def build_dataset(t: Trial) -> Dataset:
     followup.emergency_unblind(
         t.ctx, coord, t.study_id, visits, reason="acute deterioration", password=PASSWORD
     )
+    hard_lock(t)  # REC-5: trial unblinding needs the hard database lock
     unblinding.request_trial_unblinding(
         t.ctx, t.actor("manager"), t.study_id, "final analysis", PASSWORD
     )

@@ -1,4 +1,4 @@
-"""`trialdesk export {csv,odm,sdtm}`: standard exports into a new directory (EXP-1, RAND-6)."""
+"""`trialdesk export {csv,odm,sdtm,adam}`: standard exports into a new directory (EXP-1, RAND-6)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from trialdesk.cli.common import print_json
 from trialdesk.cli.options import StudyOpt, UserOpt, signed_in_call
-from trialdesk.services import exports
+from trialdesk.services import exports, submission
 from trialdesk.services.exports import ExportResult
 
 app = typer.Typer(help="Standard exports (blinded unless --unblinded).", no_args_is_help=True)
@@ -59,5 +59,15 @@ def sdtm_cmd(
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
 ) -> None:
-    """SDTM DM, DS, SV, AE, TA, TE, TV, TI, TS as SAS XPORT v5, plus define.csv."""
+    """SDTM as SAS XPORT v5 with define.xml, define.html and the annotated CRF."""
     _run(exports.export_sdtm, out, unblinded, user, study)
+
+
+@app.command("adam")
+def adam_cmd(
+    out: Path = OutOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """ADaM ADSL, ADMAE (END-1), ADHCE (END-2) with Define-XML 2.1 (unblinded statistician)."""
+    _run(submission.export_adam, out, True, user, study)

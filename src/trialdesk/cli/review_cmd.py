@@ -27,6 +27,15 @@ def _query_line(q: dict[str, Any]) -> str:
     if q["answer"]:
         changed = " (value changed)" if q["value_changed"] else ""
         line += f"\n  answer by {q['answered_by']}: {q['answer']}{changed}"
+    if q.get("assigned_to"):  # issue 15 (x15b): REC-6, REC-7
+        rule = f"rule {q['rule']}, " if q.get("rule") else ""
+        overdue = ", overdue" if q.get("overdue") else ""
+        line += (
+            f"\n  {rule}assigned to {q['assigned_to']}, {q['age_days']} days old "
+            f"({q['age_band']}{overdue})"
+        )
+    if q.get("verified_by"):
+        line += f"\n  verified by {q['verified_by']}"
     return line
 
 
@@ -70,9 +79,12 @@ def raise_(
 @queries_app.command("answer")
 def answer(
     query_id: int,
-    text: str = typer.Option(..., "--text", help="the site's answer"),
+    text: str = typer.Option("", "--text", help="the site's answer"),
     value: str | None = typer.Option(None, "--value", help="corrected value of the field"),
     reason: str | None = typer.Option(None, "--reason", help="reason for the change (DATA-2)"),
+    response: str | None = typer.Option(
+        None, "--response", help="a coded response of the protocol (REC-7), e.g. confirmed"
+    ),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
@@ -89,6 +101,7 @@ def answer(
             text=text,
             new_value=value,
             reason=reason,
+            response=response,
         ),
     )
     _show_query(view, json_out)
@@ -136,8 +149,9 @@ def reopen(
 def list_(
     site: str | None = typer.Option(None, "--site"),
     status: str | None = typer.Option(
-        None, "--status", help="open, answered or closed (default: all not closed)"
+        None, "--status", help="open, answered, verified or closed (default: open, answered)"
     ),
+    assignee: str | None = typer.Option(None, "--assignee", help="assigned to this user"),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
@@ -147,7 +161,7 @@ def list_(
         user,
         study,
         lambda s: data_queries.open_queries(
-            s.runtime.context, s.actor, s.study.id, site=site, status=status
+            s.runtime.context, s.actor, s.study.id, site=site, status=status, assignee=assignee
         ),
     )
     items = [v.to_dict() for v in views]
@@ -252,3 +266,41 @@ def decide_eligibility(
         print_json(data)
     else:
         typer.echo(f"{data['number']} at site {data['site']}: {data['state']}")
+
+
+# --- issue 15 (lane x15b): queries grown up (REC-7) ---------------------------------------------
+
+
+@queries_app.command("assign")
+def assign(
+    query_id: int,
+    to: str = typer.Option(..., "--to", help="a username of the site; '' for the whole site"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Assign a query to a person of the subject's site (monitor or data manager)."""
+    view = signed_in_call(
+        user,
+        study,
+        lambda s: data_queries.assign_query(
+            s.runtime.context, s.actor, s.study.id, query_id, assignee=to
+        ),
+    )
+    _show_query(view, json_out)
+
+
+@queries_app.command("verify")
+def verify(
+    query_id: int,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Accept the site's answer: the query is verified (monitor or data manager)."""
+    view = signed_in_call(
+        user,
+        study,
+        lambda s: data_queries.verify_query(s.runtime.context, s.actor, s.study.id, query_id),
+    )
+    _show_query(view, json_out)

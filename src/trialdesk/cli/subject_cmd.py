@@ -94,18 +94,27 @@ def consent(
     number: str,
     date: str = typer.Option(..., "--date"),
     version: str = typer.Option(..., "--version", help="consent form version"),
+    document: str | None = typer.Option(
+        None, "--document", help="consent document (default: the protocol's main one)"
+    ),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Record signed informed consent."""
+    """Record signed informed consent (the version must be in force at the site, REC-8)."""
     on = require_date(date, "--date")
     _run(
         user,
         study,
         json_out,
         lambda s: screening.record_consent(
-            s.runtime.context, s.actor, s.study.id, number, consent_date=on, consent_version=version
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            consent_date=on,
+            consent_version=version,
+            document=document,
         ),
     )
 

@@ -24,6 +24,7 @@ from trialdesk.services.common import (
     schedule_version,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.exits import keep_withdrawal_kind
 from trialdesk.services.forms import (
     CONCEALED_PROCEDURE_FORM,
     concealed_procedure,
@@ -35,6 +36,7 @@ from trialdesk.services.forms import (
     typed_values,
 )
 from trialdesk.services.mail import notify_crc_case, notify_emergency_unblinding
+from trialdesk.services.records.locks import freeze_at_unblinding
 from trialdesk.services.views import ArmView, SubjectView, committed_view
 from trialdesk.store.records import ProtocolVersion, Visit
 
@@ -331,11 +333,15 @@ def record_therapy(
 def record_adverse_event(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, *, values: dict[str, Any]
 ) -> SubjectView:
+    """An adverse event on the form of the version in force at the site today (PROT-2): after
+    an amendment of the form (flagship 2.0: hospitalization dates) enrolled subjects' new
+    events use the amended form, events recorded before keep theirs."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_ADVERSE_EVENT) as act:
+        version, loaded = schedule_version(act.ctx, act.uow, act.subject, act.version, act.today)
         save_form(
             act,
-            act.protocol(),
-            act.version.id,
+            loaded,
+            version.id,
             "adverse_event",
             values,
             action=Action.RECORD_ADVERSE_EVENT.value,
@@ -363,6 +369,7 @@ def unblind_subject(
             changes={"unblinded_on": act.today},
             audit_new={"signature": {"name": actor.full_name, "meaning": meaning}},
         )
+        freeze_at_unblinding(act, "scheduled")  # REC-4: before the arm is shown
         return committed_view(act)
 
 
@@ -397,6 +404,7 @@ def emergency_unblind(
             at=act.now,
         )
         notify_emergency_unblinding(act.uow, ctx, act.subject, actor)
+        freeze_at_unblinding(act, "emergency")  # REC-4: before the arm is shown
         view = committed_view(act)
         assert act.allocation is not None  # the state is randomized
         code = ctx.cipher.decrypt(act.allocation.arm_enc)
@@ -429,6 +437,8 @@ def _exit(
         changes: dict[str, Any] = {"exit_date": exit_date, "exit_reason": text}
         changes.update(extra or {})
         act.transition(action, changes=changes, reason=text)
+        if action is Action.WITHDRAW:  # REC-9: what the subject withdrew from
+            keep_withdrawal_kind(act, bool(changes.get("follow_up_contact_allowed")), exit_date)
         return committed_view(act)
 
 

@@ -23,6 +23,7 @@ from trialdesk.services.common import (
     subject_in_scope,
     version_in_force,
 )
+from trialdesk.services.consent import add_consent, checked_consent
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crc import CRC_DECISIONS as CRC_DECISIONS  # moved; re-exported
 from trialdesk.services.crc import (
@@ -101,14 +102,28 @@ def record_consent(
     *,
     consent_date: dt.date,
     consent_version: str,
+    document: str | None = None,
 ) -> SubjectView:
-    """Signed informed consent (LIFE-2): its date bounds every later study procedure."""
+    """Signed informed consent (LIFE-2): its date bounds every later study procedure. The
+    version must be one the protocol names, approved and in force at the subject's site on
+    that date (REC-8); ``ICF v1.0`` names document ICF, version v1.0."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_CONSENT) as act:
-        version = require_text(consent_version, "consent_version", "the consent form version")
+        require_text(consent_version, "consent_version", "the consent form version")
         act.check_date(consent_date, "consent", field="consent_date")
+        choice, pv_id = checked_consent(
+            ctx,
+            act.uow,
+            act.subject,
+            act.site,
+            signed_on=consent_date,
+            version=consent_version,
+            document=document,
+        )
+        add_consent(act, choice, consent_date, pv_id)
         act.transition(
             Action.RECORD_CONSENT,
-            changes={"consent_date": consent_date, "consent_version": version},
+            changes={"consent_date": consent_date, "consent_version": choice.version},
+            audit_new={"document": choice.document or None},
         )
         return committed_view(act)
 

@@ -20,17 +20,21 @@ from sqlalchemy.orm import Session
 
 from trialdesk.reports.enrolment import MonthRow, SiteFacts
 from trialdesk.store.audit import PendingEntry, VerifyResult
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.records import (
     Allocation,
     AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
     Device,
     DeviceLot,
     DeviceShipment,
     DeviceUse,
+    DqExclusion,
     FormRecord,
     ProtocolVersion,
     ScreeningLogLine,
@@ -42,6 +46,7 @@ from trialdesk.store.records import (
     Therapy,
     User,
     Visit,
+    Withdrawal,
 )
 
 
@@ -200,6 +205,10 @@ class FormRepository(Protocol):
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        """Every record of the subject, in saving order (issue 15: the data-quality rules)."""
+        ...
+
 
 class ConfirmationRepository(Protocol):
     def for_subject(self, subject_id: int) -> dict[str, bool]: ...
@@ -282,6 +291,10 @@ class DataQueryRepository(Protocol):
         text: str,
         raised_by: str,
         raised_at: dt.datetime,
+        origin: str = "manual",
+        rule_id: str | None = None,
+        discrepancy_key: str | None = None,
+        severity: str | None = None,
     ) -> DataQuery: ...
 
     def update(self, query: DataQuery, values: Mapping[str, Any]) -> DataQuery: ...
@@ -295,6 +308,14 @@ class DataQueryRepository(Protocol):
         site_ids: Collection[int] | None,
     ) -> list[tuple[DataQuery, Subject, Site]]:
         """Queries with their subjects and sites, oldest first."""
+        ...
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
+        ...
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        """``(role, site id or None)`` of an active user in the study (REC-7: assignees)."""
         ...
 
 
@@ -371,6 +392,114 @@ class AuditTrail(Protocol):
     ) -> None: ...
 
     def record(self, entry: PendingEntry) -> None: ...
+
+
+# --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
+
+
+class HoldRepository(Protocol):
+    """Records that hold (:mod:`trialdesk.store.holds`); rows are never deleted."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        """Active study locks and, with ``subject_id``, the subject's active record locks."""
+        ...
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]: ...
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None: ...
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock: ...
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        """None when someone else lifted it first."""
+        ...
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]: ...
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        """Marks, cleared ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord: ...
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        """Signatures, invalidated ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord: ...
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]: ...
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None: ...
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]: ...
 
 
 # --- supply (lane x13b, issue 13) -----------------------------------------------------------
@@ -505,6 +634,64 @@ class DatabaseMaintenance(Protocol):
     def replace_contents(self, source: Path) -> None: ...
 
 
+# --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
+
+
+class ConsentRepository(Protocol):
+    def for_subject(self, subject_id: int) -> list[Consent]: ...
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        document: str,
+        version: str,
+        signed_on: dt.date,
+        protocol_version_id: int,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Consent: ...
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None: ...
+
+    def add_withdrawal(
+        self,
+        *,
+        subject_id: int,
+        kind: str,
+        contact_allowed: bool,
+        form_record_id: int | None,
+        withdrawn_on: dt.date,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Withdrawal: ...
+
+
+class QualityExclusionRepository(Protocol):
+    def active(self, subject_id: int) -> list[DqExclusion]: ...
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        rule_id: str,
+        form_code: str,
+        visit_code: str,
+        seq: int,
+        reason: str,
+        by: str,
+        at: dt.datetime,
+    ) -> DqExclusion: ...
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -522,12 +709,16 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    holds: HoldRepository
+    guard: LockGuard
     odm_history: OdmHistoryRepository  # issue 16 (x16b)
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
 
     @property
     def session(self) -> Session:

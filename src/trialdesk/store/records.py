@@ -203,6 +203,15 @@ class DataQuery:
     closed_by: str | None
     closed_at: dt.datetime | None
     reopened: int
+    # issue 15 (x15b): REC-6, REC-7
+    origin: str = "manual"
+    rule_id: str | None = None
+    discrepancy_key: str | None = None
+    severity: str | None = None
+    assignee: str | None = None
+    response_code: str | None = None
+    verified_by: str | None = None
+    verified_at: dt.datetime | None = None
 
 
 # --- issue 16, lane x16b: what the transactional ODM export reads -----------------------------
@@ -378,3 +387,47 @@ class ScreeningLogLine:
     state: str
     screen_failure_reason: str | None
     screen_failure_detail: str | None
+
+
+# --- issue 15 (lane x15b): exclusions, consents, withdrawals ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DqExclusion:
+    id: int
+    study_id: int
+    subject_id: int
+    rule_id: str
+    form_code: str
+    visit_code: str
+    seq: int
+    reason: str
+    excluded_by: str
+    excluded_at: dt.datetime
+    revoked_by: str | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    id: int
+    study_id: int
+    subject_id: int
+    document: str
+    version: str
+    signed_on: dt.date
+    protocol_version_id: int
+    recorded_by: str
+    recorded_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    id: int
+    subject_id: int
+    kind: str
+    contact_allowed: bool
+    form_record_id: int | None
+    withdrawn_on: dt.date
+    recorded_by: str
+    recorded_at: dt.datetime

@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
+from trialdesk.store.holds import SqlHolds
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.mail_outbox import SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
@@ -29,14 +32,17 @@ from trialdesk.store.ports import (
     AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
     DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
     ReportingRepository,
     SiteRepository,
     StudyRepository,
@@ -82,6 +88,10 @@ class SqlUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -109,7 +119,12 @@ class SqlUnitOfWork:
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.consents = SqlConsents(session)  # issue 15 (x15b)
+        self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)
+        self.holds = SqlHolds(session)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = self._log = AuditLog(self._writer, protocols, self.guard)
         return self
 
     def __exit__(

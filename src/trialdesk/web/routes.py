@@ -14,6 +14,7 @@ from trialdesk.web import (
     followup_pages,
     preferences,
     protocol_pages,
+    records_pages,
     report_pages,
     signin_pages,
     statistician_pages,
@@ -33,6 +34,7 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    records_pages,  # issue 15 (x15b)
     followup_pages,  # x14a: the subject after randomization
 )
 
