@@ -30,6 +30,8 @@ UNLOCKED: dict[tuple[str, str], str] = {
     ("POST", f"{STUDY}/trial-unblinding/confirm"): "trial unblinding follows the hard lock",
     ("POST", f"{STUDY}/subjects/{{number}}/emergency-unblind"): "a patient's safety never "
     "waits for a lock (domain/locks.py)",
+    ("POST", "/subjects/{number}/emergency-unblind"): "a patient's safety never waits for a "
+    "lock (domain/locks.py)",
     ("POST", f"{STUDY}/notifications/{{notification_id}}/read"): "the reader's own mark",
     ("POST", f"{STUDY}/exports/csv"): "an export reads the locked data",
     ("POST", f"{STUDY}/exports/odm"): "an export reads the locked data",
