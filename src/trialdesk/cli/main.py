@@ -16,6 +16,7 @@ from trialdesk.cli import (
     mail_cmd,
     me_cmd,
     protocol_cmd,
+    records_cmd,
     report_cmd,
     review_cmd,
     serve_cmd,
@@ -58,6 +59,10 @@ def build_app() -> typer.Typer:
     app.command("forecast")(report_cmd.forecast)
     app.add_typer(report_cmd.report_app, name="report", help="Reports (enrolment).")
     app.add_typer(devices_cmd.app, name="devices", help="Implant devices (SUP-1, SUP-2).")
+    # issue 15, lane x15a: records that hold
+    app.add_typer(records_cmd.lock_app, name="lock", help="Locks and the database lock.")
+    app.add_typer(records_cmd.sdv_app, name="sdv", help="Source-data verification.")
+    app.add_typer(records_cmd.sign_app, name="sign", help="Investigator e-signatures.")
     return app
 
 
