@@ -1,6 +1,7 @@
-"""Records that hold (issue 15, lane x15a): locks at four levels (REC-3), the database lock
-and its checklist (REC-5), SDV (REC-1) and investigator signatures (REC-2, SIG-1). Each
-route calls one service; refusals are problem documents (a lock: ``record-locked``, 409)."""
+"""Records that hold, lane x15b of issue 15: data-quality rules run and excluded (REC-6), the
+missing-data report (REC-10), query assignment and verification (REC-7), consents and the
+re-consent worklist (REC-8), exits through the protocol's forms and contacts after a
+withdrawal (REC-9). Each route calls one service."""
 
 from __future__ import annotations
 
@@ -8,148 +9,175 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from trialdesk.api.deps import ActorDep, CtxDep, StudyDep
-from trialdesk.api.routes_subjects import Number
-from trialdesk.api.schemas import plain
+from trialdesk.api.deps import ActorDep, CtxDep, StudyDep, WindowDep
+from trialdesk.api.schemas import Page, QueryPublic, SubjectPublic, paginate, plain
 from trialdesk.api.schemas_records import (
-    ChecklistPublic,
-    DatabaseLockIn,
-    LockIn,
-    LockPublic,
-    SdvIn,
-    SdvRecordPublic,
-    SdvSummaryPublic,
-    SignaturePublic,
-    SignIn,
-    UnlockIn,
+    AssignQueryIn,
+    ConsentDuePublic,
+    ContactIn,
+    DiscrepancyPublic,
+    ExclusionIn,
+    ExclusionPublic,
+    ExitFormIn,
+    MissingRowPublic,
+    QualityRunIn,
+    QualityRunPublic,
+    ReconsentIn,
+    RevokeExclusionIn,
+    SubjectConsentsPublic,
 )
-from trialdesk.services.records import checklist, locks, review
+from trialdesk.services import consent, data_queries, exits, quality
 
-router = APIRouter(prefix="/studies/{study}", tags=["records"])
+router = APIRouter(prefix="/studies/{study}")
 
 Id = Annotated[int, Path(ge=1, le=2**62)]
-Filter = Annotated[str | None, Query(max_length=40)]
+Number = Annotated[str, Path(min_length=1, max_length=40, description="e.g. S101-0001")]
+Site = Annotated[str | None, Query(max_length=40)]
+Subject = Annotated[str | None, Query(max_length=40)]
 
 
-def _out(model: Any, view: Any) -> Any:
-    return model.model_validate(plain(view))
-
-
-@router.get("/subjects/{number}/locks", response_model=list[LockPublic])
-def subject_locks(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number) -> list[Any]:
-    """The subject's locks, lifted ones too, and the study's active database lock (REC-3)."""
-    views = locks.subject_locks(ctx, actor, study_id=study.id, number=number)
-    return [_out(LockPublic, v) for v in views]
-
-
-@router.post("/subjects/{number}/locks", response_model=LockPublic, status_code=201)
-def lock_record(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: LockIn) -> Any:
-    """Lock a form record, a visit or the casebook, with a reason and the password (REC-3)."""
-    view = locks.lock_record(
-        ctx,
-        actor,
-        study_id=study.id,
-        number=number,
-        level=body.level,
-        visit=body.visit,
-        form=body.form,
-        seq=body.seq,
-        reason=body.reason,
-        password=body.password,
-    )
-    return _out(LockPublic, view)
-
-
-@router.post("/locks/{lock_id}/unlock", response_model=LockPublic)
-def unlock_record(
-    ctx: CtxDep, actor: ActorDep, study: StudyDep, lock_id: Id, body: UnlockIn
-) -> Any:
-    """Lift a record lock or a freeze at unblinding, with a reason and the password."""
-    view = locks.unlock_record(
-        ctx, actor, study_id=study.id, lock_id=lock_id, reason=body.reason, password=body.password
-    )
-    return _out(LockPublic, view)
-
-
-@router.get("/database-lock", response_model=list[LockPublic])
-def database_lock(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> list[Any]:
-    """Every database lock of the study, lifted ones too (REC-5)."""
-    return [_out(LockPublic, v) for v in locks.database_lock_status(ctx, actor, study_id=study.id)]
-
-
-@router.post("/database-lock", response_model=LockPublic, status_code=201)
-def lock_database(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: DatabaseLockIn) -> Any:
-    """The soft (interim, reversible) or hard (final) database lock (REC-5)."""
-    view = locks.lock_database(
-        ctx, actor, study_id=study.id, kind=body.kind, reason=body.reason, password=body.password
-    )
-    return _out(LockPublic, view)
-
-
-@router.post("/database-lock/unlock", response_model=LockPublic)
-def unlock_database(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: UnlockIn) -> Any:
-    """Lift the soft database lock; the hard lock is final."""
-    view = locks.unlock_database(
-        ctx, actor, study_id=study.id, reason=body.reason, password=body.password
-    )
-    return _out(LockPublic, view)
-
-
-@router.get("/database-lock/checklist", response_model=ChecklistPublic)
-def lock_checklist(ctx: CtxDep, actor: ActorDep, study: StudyDep, site: Filter = None) -> Any:
-    """Everything in the way of the hard database lock, one line each (REC-5)."""
-    return _out(ChecklistPublic, checklist.lock_checklist(ctx, actor, study_id=study.id, site=site))
-
-
-@router.post("/subjects/{number}/sdv", response_model=SdvRecordPublic, status_code=201)
-def mark_sdv(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: SdvIn) -> Any:
-    """The monitor marks a saved record (or chosen fields) verified against source (REC-1)."""
-    view = review.mark_sdv(
-        ctx,
-        actor,
-        study_id=study.id,
-        number=number,
-        form=body.form,
-        visit=body.visit,
-        seq=body.seq,
-        fields=body.fields,
-    )
-    return _out(SdvRecordPublic, view)
-
-
-@router.get("/sdv", response_model=SdvSummaryPublic)
-def sdv_status(
+@router.get("/quality", response_model=Page[DiscrepancyPublic], tags=["data quality"])
+def quality_report(
     ctx: CtxDep,
     actor: ActorDep,
     study: StudyDep,
-    site: Filter = None,
-    subject: Filter = None,
-    visit: Filter = None,
-) -> Any:
-    """SDV per record and by subject, site and visit (REC-1)."""
-    view = review.sdv_status(ctx, actor, study_id=study.id, site=site, number=subject, visit=visit)
-    return _out(SdvSummaryPublic, view)
+    window: WindowDep,
+    site: Site = None,
+    subject: Subject = None,
+) -> dict[str, Any]:
+    """What the protocol's data-quality rules find now (excluded findings marked)."""
+    items = quality.quality_report(ctx, actor, study.id, number=subject, site=site)
+    return paginate([plain(d) for d in items], window.offset, window.limit)
 
 
-@router.get("/subjects/{number}/signatures", response_model=list[SignaturePublic])
-def signatures(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number) -> list[Any]:
-    """The subject's signatures, each valid or with what changed since (REC-2)."""
-    views = review.subject_signatures(ctx, actor, study_id=study.id, number=number)
-    return [_out(SignaturePublic, v) for v in views]
+@router.post("/quality/run", response_model=QualityRunPublic, tags=["data quality"])
+def run_quality(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, body: QualityRunIn
+) -> QualityRunPublic:
+    """Every rule (on-save and on-demand) on a subject, a site or the study; queries follow."""
+    run = quality.run_quality_rules(ctx, actor, study.id, number=body.subject, site=body.site)
+    return QualityRunPublic.model_validate(run.to_dict())
 
 
-@router.post("/subjects/{number}/signatures", response_model=SignaturePublic, status_code=201)
-def sign(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: SignIn) -> Any:
-    """The investigator e-signs a form, a visit or the casebook (REC-2, SIG-1)."""
-    view = review.sign_records(
+@router.post(
+    "/subjects/{number}/quality-exclusions",
+    response_model=ExclusionPublic,
+    status_code=201,
+    tags=["data quality"],
+)
+def exclude_rule(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ExclusionIn
+) -> ExclusionPublic:
+    view = quality.exclude_rule(
         ctx,
         actor,
-        study_id=study.id,
-        number=number,
-        level=body.level,
-        visit=body.visit,
-        form=body.form,
+        study.id,
+        number,
+        rule_id=body.rule,
+        form_code=body.form,
+        visit_code=body.visit,
         seq=body.seq,
-        password=body.password,
+        reason=body.reason,
     )
-    return _out(SignaturePublic, view)
+    return ExclusionPublic.model_validate(plain(view))
+
+
+@router.post(
+    "/quality-exclusions/{exclusion_id}/revoke",
+    response_model=ExclusionPublic,
+    tags=["data quality"],
+)
+def revoke_exclusion(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, exclusion_id: Id, body: RevokeExclusionIn
+) -> ExclusionPublic:
+    view = quality.revoke_exclusion(
+        ctx, actor, study.id, exclusion_id=exclusion_id, reason=body.reason
+    )
+    return ExclusionPublic.model_validate(plain(view))
+
+
+@router.get("/reports/missing-data", response_model=Page[MissingRowPublic], tags=["data quality"])
+def missing_data(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep, site: Site = None
+) -> dict[str, Any]:
+    """Expected records per visit and form: complete, incomplete, not saved, marked missing."""
+    items = quality.missing_data(ctx, actor, study.id, site=site)
+    return paginate([plain(r) for r in items], window.offset, window.limit)
+
+
+@router.post("/queries/{query_id}/assign", response_model=QueryPublic, tags=["data queries"])
+def assign_query(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, query_id: Id, body: AssignQueryIn
+) -> QueryPublic:
+    view = data_queries.assign_query(ctx, actor, study.id, query_id, assignee=body.assignee)
+    return QueryPublic.model_validate(plain(view))
+
+
+@router.post("/queries/{query_id}/verify", response_model=QueryPublic, tags=["data queries"])
+def verify_query(ctx: CtxDep, actor: ActorDep, study: StudyDep, query_id: Id) -> QueryPublic:
+    """The monitor accepts the answer (REC-7)."""
+    return QueryPublic.model_validate(
+        plain(data_queries.verify_query(ctx, actor, study.id, query_id))
+    )
+
+
+@router.get("/subjects/{number}/consents", response_model=SubjectConsentsPublic, tags=["consent"])
+def subject_consents(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number
+) -> SubjectConsentsPublic:
+    view = consent.subject_consents(ctx, actor, study.id, number)
+    return SubjectConsentsPublic.model_validate(view.to_dict())
+
+
+@router.post("/subjects/{number}/reconsent", response_model=SubjectConsentsPublic, tags=["consent"])
+def reconsent(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ReconsentIn
+) -> SubjectConsentsPublic:
+    """A re-consent, e.g. to the version an amendment brought (REC-8)."""
+    view = consent.record_reconsent(
+        ctx,
+        actor,
+        study.id,
+        number,
+        signed_on=body.signed_on,
+        version=body.version,
+        document=body.document,
+    )
+    return SubjectConsentsPublic.model_validate(view.to_dict())
+
+
+@router.get("/consent-worklist", response_model=Page[ConsentDuePublic], tags=["consent"])
+def consent_worklist(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, window: WindowDep, site: Site = None
+) -> dict[str, Any]:
+    """Subjects who must re-consent today at their site."""
+    items = consent.consent_worklist(ctx, actor, study.id, site=site)
+    return paginate([plain(d) for d in items], window.offset, window.limit)
+
+
+@router.post("/subjects/{number}/exit-form", response_model=SubjectPublic, tags=["subjects"])
+def exit_form(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ExitFormIn
+) -> SubjectPublic:
+    """Death or withdrawal on the protocol's form (REC-9)."""
+    view = exits.record_exit(
+        ctx, actor, study.id, number, exit=body.exit, values=body.values, kind=body.kind
+    )
+    return SubjectPublic.model_validate(plain(view))
+
+
+@router.post("/subjects/{number}/contacts", response_model=SubjectPublic, tags=["subjects"])
+def contact(
+    ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: ContactIn
+) -> SubjectPublic:
+    """A follow-up contact after a withdrawal that allows contact (REC-9)."""
+    view = exits.record_contact(
+        ctx,
+        actor,
+        study.id,
+        number,
+        visit_code=body.visit,
+        contact_date=body.contact_date,
+        forms=body.forms,
+    )
+    return SubjectPublic.model_validate(plain(view))

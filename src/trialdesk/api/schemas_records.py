@@ -1,119 +1,121 @@
-"""Request and response models of the records-that-hold routes (issue 15, lane x15a): locks,
-the database lock and its checklist, SDV, investigator signatures. Responses mirror the
-services' views field for field; none carries an arm."""
+"""Request and response models of the records routes of issue 15 (lane x15b): data quality,
+missing data, query assignment and verification, consents, exits through forms, contacts."""
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime as dt
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trialdesk.api.schemas import Password, Text, _In
-
-Visit = Field(default=None, max_length=40)
-Form = Field(default=None, max_length=100)
+from trialdesk.api.schemas import Text, _In
 
 
-class LockIn(_In):
-    level: Literal["form", "visit", "casebook"]
-    visit: str | None = Visit
-    form: str | None = Form
-    seq: int | None = Field(default=None, ge=1, le=10_000)
-    reason: str = Text
-    password: str = Password
+class DiscrepancyPublic(BaseModel):
+    subject: str
+    site: str
+    rule: str
+    severity: str
+    form: str
+    visit: str | None
+    seq: int
+    field: str
+    text: str
+    detail: str
+    excluded: str | None
 
 
-class UnlockIn(_In):
-    reason: str = Text
-    password: str = Password
+class QualityRunIn(_In):
+    subject: str | None = Field(default=None, max_length=40)
+    site: str | None = Field(default=None, max_length=40)
 
 
-class DatabaseLockIn(_In):
-    kind: Literal["soft", "hard"]
-    reason: str = Text
-    password: str = Password
+class QualityRunPublic(BaseModel):
+    subjects: int
+    discrepancies: list[DiscrepancyPublic]
+    opened: list[int]
+    reopened: list[int]
+    resolved: list[int]
 
 
-class SdvIn(_In):
+class ExclusionIn(_In):
+    rule: str = Field(min_length=1, max_length=40)
     form: str = Field(min_length=1, max_length=100)
     visit: str = Field(default="", max_length=40)
     seq: int = Field(default=1, ge=1, le=10_000)
-    fields: list[str] | None = Field(default=None, max_length=200)
+    reason: str = Text
 
 
-class SignIn(_In):
-    level: Literal["form", "visit", "casebook"]
-    visit: str | None = Visit
-    form: str | None = Form
-    seq: int = Field(default=1, ge=1, le=10_000)
-    password: str = Password
+class RevokeExclusionIn(_In):
+    reason: str = Text
 
 
-class LockPublic(BaseModel):
+class ExclusionPublic(BaseModel):
     id: int
-    level: str
-    kind: str
-    subject: str | None
-    visit: str | None
-    form: str | None
-    seq: int | None
-    describes: str
-    reason: str
-    locked_by: str
-    locked_name: str
-    locked_at: str
-    active: bool
-    unlocked_by: str | None
-    unlocked_name: str | None
-    unlocked_at: str | None
-    unlock_reason: str | None
-
-
-class BlockerPublic(BaseModel):
-    kind: str
-    site: str
     subject: str
-    text: str
-
-
-class ChecklistPublic(BaseModel):
-    ready: bool
-    database_lock: str | None
-    blockers: list[BlockerPublic]
-
-
-class SdvRecordPublic(BaseModel):
-    subject: str
-    site: str
+    rule: str
     form: str
-    visit: str
-    seq: int
-    status: str
-    required: bool
-    why: str
-    fields: list[str]
-    missing: list[str]
-    cleared_because: list[str]
-    marked_by: str | None
-    marked_at: str | None
-
-
-class SdvSummaryPublic(BaseModel):
-    records: list[SdvRecordPublic]
-    by_subject: dict[str, dict[str, int]]
-    by_site: dict[str, dict[str, int]]
-    by_visit: dict[str, dict[str, int]]
-
-
-class SignaturePublic(BaseModel):
-    id: int
-    subject: str
-    level: str
     visit: str | None
-    form: str | None
-    signed_by: str
-    signed_name: str
-    signed_at: str
-    meaning: str
-    valid: bool
-    invalid_because: list[str]
+    seq: int
+    reason: str
+    excluded_by: str
+    excluded_at: str
+    revoked_by: str | None = None
+    revoked_at: str | None = None
+
+
+class MissingRowPublic(BaseModel):
+    visit: str | None
+    form: str
+    expected: int
+    complete: int
+    incomplete: int
+    not_saved: int
+    marked_missing: int
+    subjects: list[str]
+
+
+class AssignQueryIn(_In):
+    assignee: str = Field(max_length=80, description="a username; empty: the site as a whole")
+
+
+class ReconsentIn(_In):
+    signed_on: dt.date
+    version: str = Field(min_length=1, max_length=100)
+    document: str | None = Field(default=None, max_length=40)
+
+
+class ConsentPublic(BaseModel):
+    document: str
+    version: str
+    signed_on: str
+    recorded_by: str
+
+
+class ConsentDuePublic(BaseModel):
+    subject: str
+    site: str
+    document: str
+    signed: str | None
+    required: str
+    since: str | None
+
+
+class SubjectConsentsPublic(BaseModel):
+    subject: str
+    consents: list[ConsentPublic]
+    due: list[ConsentDuePublic]
+
+
+class ExitFormIn(_In):
+    exit: str = Field(min_length=1, max_length=20, description="death or withdrawal")
+    values: dict[str, Any] = Field(description="the protocol's death or withdrawal form")
+    kind: str | None = Field(
+        default=None, max_length=40, description="REC-9: what the subject withdraws from"
+    )
+
+
+class ContactIn(_In):
+    visit: str = Field(min_length=1, max_length=40)
+    contact_date: dt.date
+    forms: dict[str, dict[str, Any]]

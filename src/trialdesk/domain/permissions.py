@@ -98,6 +98,14 @@ class Permission(StrEnum):
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
     GRANT_APPROVE = "admin:grant:approve"
+    # issue 15 (lane x15b): data quality, queries grown up, consent versions (REC-6..REC-9)
+    DQ_READ = "data:quality:read"
+    DQ_RUN = "data:quality:run"
+    DQ_EXCLUDE = "data:quality:exclude"
+    MISSING_DATA_READ = "data:missing:read"
+    QUERY_ASSIGN = "data:query:assign"
+    QUERY_VERIFY = "data:query:verify"
+    CONSENT_WORKLIST_READ = "subject:consent:worklist"
     # records that hold (issue 15, lane x15a): locks, database lock, SDV, sign-off
     RECORD_LOCK = "records:lock:manage"
     DATABASE_LOCK = "records:database-lock:manage"
@@ -105,6 +113,8 @@ class Permission(StrEnum):
     SDV_MARK = "records:sdv:mark"
     SDV_READ = "records:sdv:read"
     RECORD_SIGN = "records:signature:sign"
+    # x16a (issue 16): the analysis datasets are by arm
+    ADAM_EXPORT = "data:adam-export:create"
 
 
 P = Permission
@@ -142,6 +152,7 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.QUERY_CLOSE: "close data query",
     P.QUERY_REOPEN: "reopen data query",
     P.DATA_EXPORT: "export data",
+    P.ADAM_EXPORT: "export ADaM analysis datasets",
     P.LIST_READ: "view allocation lists",
     P.LIST_GENERATE: "generate allocation list",
     P.LIST_IMPORT: "import allocation list",
@@ -333,6 +344,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.INTERIM_READ,
         P.ENDPOINTS_BY_ARM_READ,
         P.DESIGN_ASSESS,
+        P.ADAM_EXPORT,  # x16a (issue 16)
     },
     Role.DSMB: _EVERYONE
     | {
@@ -408,3 +420,40 @@ def permitted_actions(roles: Iterable[Role], state: SubjectState) -> list[Action
     for role in roles:
         held |= ROLE_PERMISSIONS[role]
     return [a for a in allowed_actions(state) if ACTION_PERMISSIONS[a] in held]
+
+
+# --- issue 15 (lane x15b): data quality, queries grown up, consent versions -------------------
+
+PERMISSION_TITLES.update(
+    {
+        P.DQ_READ: "data-quality report",
+        P.DQ_RUN: "run the data-quality rules",
+        P.DQ_EXCLUDE: "exclude a data-quality rule for one record",
+        P.MISSING_DATA_READ: "missing-data report",
+        P.QUERY_ASSIGN: "assign data query",
+        P.QUERY_VERIFY: "verify a data query's answer",
+        P.CONSENT_WORKLIST_READ: "consent and re-consent worklist",
+    }
+)
+for _role, _more in {
+    Role.MANAGER: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.MONITOR: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.COORDINATOR: {P.DQ_READ, P.MISSING_DATA_READ, P.CONSENT_WORKLIST_READ},
+}.items():
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | frozenset(_more)

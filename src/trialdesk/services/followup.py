@@ -14,7 +14,7 @@ from trialdesk.domain.therapy import classify_therapy
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Visit as VisitDefinition
 from trialdesk.protocol.specs import visit_spec
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import Actor
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
@@ -24,6 +24,7 @@ from trialdesk.services.common import (
     schedule_version,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.exits import keep_withdrawal_kind
 from trialdesk.services.forms import (
     CONCEALED_PROCEDURE_FORM,
     concealed_procedure,
@@ -61,7 +62,7 @@ def record_procedure(
         save_concealed_procedure(act, loaded, act.version.id, form_code, values)
         # SUP-1: the implant arm names its device; refused with nothing saved unless in stock
         on = _procedure_date(loaded, form_code, typed_values(loaded, form_code, values))
-        devices.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
+        supply.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
         act.transition(Action.RECORD_PROCEDURE, changes={"procedure_done": True})
         return committed_view(act, for_procedure=True)
 
@@ -332,11 +333,15 @@ def record_therapy(
 def record_adverse_event(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, *, values: dict[str, Any]
 ) -> SubjectView:
+    """An adverse event on the form of the version in force at the site today (PROT-2): after
+    an amendment of the form (flagship 2.0: hospitalization dates) enrolled subjects' new
+    events use the amended form, events recorded before keep theirs."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_ADVERSE_EVENT) as act:
+        version, loaded = schedule_version(act.ctx, act.uow, act.subject, act.version, act.today)
         save_form(
             act,
-            act.protocol(),
-            act.version.id,
+            loaded,
+            version.id,
             "adverse_event",
             values,
             action=Action.RECORD_ADVERSE_EVENT.value,
@@ -432,6 +437,8 @@ def _exit(
         changes: dict[str, Any] = {"exit_date": exit_date, "exit_reason": text}
         changes.update(extra or {})
         act.transition(action, changes=changes, reason=text)
+        if action is Action.WITHDRAW:  # REC-9: what the subject withdrew from
+            keep_withdrawal_kind(act, bool(changes.get("follow_up_contact_allowed")), exit_date)
         return committed_view(act)
 
 

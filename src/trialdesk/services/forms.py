@@ -12,6 +12,7 @@ from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
 from trialdesk.services.common import Acting, loaded_protocol, require_text
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.quality import check_on_save
 from trialdesk.store.records import FormRecord
 from trialdesk.store.uow import UnitOfWork
 
@@ -133,6 +134,7 @@ def save_form(
         new={"form": form_code, "visit": visit_code or None, "values": data},
         protocol_sha256=loaded.sha256,
     )
+    check_on_save(act, form_code)  # REC-6: the protocol's data-quality rules, same transaction
     after_data_change(act, record, {k: (None, v) for k, v in data.items()}, new_record=True)
     return record
 
@@ -235,6 +237,7 @@ def correct_form(
         reason=reason,
         protocol_sha256=loaded.sha256,
     )
+    check_on_save(act, record.form_code)  # REC-6
     after_data_change(act, updated, diff, reason=reason)
     return diff
 

@@ -242,7 +242,7 @@ class DataQueryRow(Base):
     form_code: Mapped[str] = mapped_column(String(40))
     visit_code: Mapped[str] = mapped_column(String(40), default="")
     field: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(10))  # open | answered | closed
+    status: Mapped[str] = mapped_column(String(10))  # open | answered | verified | closed
     text: Mapped[str] = mapped_column(Text)
     raised_by: Mapped[str] = mapped_column(String(80))
     raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -253,6 +253,16 @@ class DataQueryRow(Base):
     closed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     reopened: Mapped[int] = mapped_column(Integer, default=0)
+    # issue 15 (x15b): automatic queries of data-quality rules, assignment, coded responses,
+    # the monitor's verification (REC-6, REC-7)
+    origin: Mapped[str] = mapped_column(String(10), default="manual")  # manual | rule
+    rule_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    discrepancy_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    severity: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    response_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    verified_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class VisitRow(Base):
@@ -640,6 +650,59 @@ class MailOutboxRow(Base):
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+# --- issue 15 (lane x15b): data-quality exclusions, consents, withdrawals -----------------------
+
+
+class DqExclusionRow(Base):
+    """A data-quality rule switched off for one form record, with a reason (REC-6); revoking
+    it brings the rule back for that record."""
+
+    __tablename__ = "dq_exclusions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    rule_id: Mapped[str] = mapped_column(String(40))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40), default="")
+    seq: Mapped[int] = mapped_column(Integer, default=1)
+    reason: Mapped[str] = mapped_column(Text)
+    excluded_by: Mapped[str] = mapped_column(String(80))
+    excluded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ConsentRow(Base):
+    """One signed consent document version (REC-8): the first consent and every re-consent.
+    The first one also fills ``subjects.consent_date/consent_version`` (LIFE-2)."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    document: Mapped[str] = mapped_column(String(40))
+    version: Mapped[str] = mapped_column(String(40))
+    signed_on: Mapped[dt.date] = mapped_column(Date)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class WithdrawalRow(Base):
+    """What a withdrawn subject withdrew from (REC-9): the protocol's withdrawal kind and the
+    withdrawal form it was recorded on."""
+
+    __tablename__ = "withdrawals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    contact_allowed: Mapped[bool] = mapped_column(Boolean)
+    form_record_id: Mapped[int | None] = mapped_column(ForeignKey("form_records.id"), nullable=True)
+    withdrawn_on: Mapped[dt.date] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 # --- issue 15 (lane x15a): records that hold: locks, SDV marks, signatures -----------------

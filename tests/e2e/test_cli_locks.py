@@ -10,8 +10,8 @@ from tests.e2e.test_cli_journey import Shell, shell  # noqa: F401  (shell is a f
 
 def test_rec5_cli_soft_lock_refuses_cli_writes_until_lifted(shell: Shell) -> None:  # noqa: F811
     """REC-5, REC-3: the study manager's soft lock from the shell refuses a registration from
-    the shell with one line naming the lock; the hard lock is refused while the checklist lists a blocker;
-    lifted with a reason, registration works again."""
+    the shell with one line naming the lock; the hard lock is refused while the checklist
+    lists a blocker; lifted with a reason, registration works again."""
     on = fd.CONSENT_DATE
     first = shell.json("subject", "register", "--site", "S101", user="coordinator", on=on)
     shell.json(
