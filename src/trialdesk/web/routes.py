@@ -12,6 +12,7 @@ from trialdesk.web import (
     crc_pages,
     devices,
     followup_pages,
+    lock_pages,
     preferences,
     protocol_pages,
     records_pages,
@@ -36,6 +37,7 @@ PAGE_MODULES = (
     audit_pages,
     records_pages,  # issue 15 (x15b)
     followup_pages,  # x14a: the subject after randomization
+    lock_pages,  # issue 15, lane x15a: locks, SDV, signatures, the lock checklist
 )
 
 
