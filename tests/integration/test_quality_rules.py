@@ -213,3 +213,5 @@ def test_rec10_missing_data_report_per_visit_and_form(trial: Trial) -> None:
     assert rows[("M1", "follow_up")].complete == 1
     assert ("M6", "follow_up") not in rows
     assert all(r.not_saved == 0 for r in rows.values() if r.visit == "M1")
+    assert rows[(None, "discharge")].complete == 1  # kept on the subject, not as a form
+    assert rows[(None, "index_procedure")].complete == 1

@@ -652,6 +652,8 @@ def _subject_slots(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) -> l
         except KeyError:
             continue
         saved[ref] = _complete(spec, json.loads(record.data))
+    if subject.discharged_on is not None:  # discharge is kept on the subject (PROC-2)
+        saved.setdefault(RecordRef(subject.number, "discharge"), True)
     marked: dict[RecordRef, str] = {}
     return fill(slots, saved, marked)
 
