@@ -86,3 +86,4 @@ docs: venv
 	$(BIN)/python scripts/traceability.py
 	$(BIN)/python scripts/cli_reference.py
 	$(BIN)/python scripts/access_reference.py
+	$(BIN)/python scripts/flagship_v2.py

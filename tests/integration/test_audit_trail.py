@@ -37,6 +37,7 @@ from trialdesk.services import (
     lists,
     report_views,
     screening,
+    submission,
 )
 from trialdesk.services.audit_trail import AuditFilter
 from trialdesk.services.auth import authenticate
@@ -230,7 +231,7 @@ def _disclosures(trial: Trial) -> list[tuple[str, str, str]]:
 def test_aud1_every_kind_of_disclosure_is_audited_without_an_arm(
     trial: Trial, tmp_path: Path
 ) -> None:
-    """AUD-1, RAND-6: unblinded CSV, ODM and SDTM exports, by-arm endpoints, the DSMB report,
+    """AUD-1, RAND-6: unblinded CSV, ODM, SDTM and ADaM exports, by-arm endpoints, the DSMB report,
     the recall list and a list download each write who, what and when, never an arm; blinded
     exports and refused requests write none."""
     number, arm = j.procedure_done(trial)
@@ -248,6 +249,7 @@ def test_aud1_every_kind_of_disclosure_is_audited_without_an_arm(
     exports.export_csv(trial.ctx, stat, trial.study_id, tmp_path / "csv", unblinded=True)
     exports.export_odm(trial.ctx, stat, trial.study_id, tmp_path / "odm", unblinded=True)
     exports.export_sdtm(trial.ctx, stat, trial.study_id, tmp_path / "sdtm", unblinded=True)
+    submission.export_adam(trial.ctx, stat, trial.study_id, tmp_path / "adam")
     endpoints.efficacy_summary(trial.ctx, dsmb, trial.study_id)
     endpoints.time_in_lab(trial.ctx, stat, trial.study_id)
     report_views.dsmb_report_html(trial.ctx, dsmb, trial.study_id)
@@ -260,6 +262,7 @@ def test_aud1_every_kind_of_disclosure_is_audited_without_an_arm(
         "disclose_export_csv",
         "disclose_export_odm",
         "disclose_export_sdtm",
+        "disclose_export_adam",
         "disclose_endpoint_by_arm",
         "disclose_dsmb_report",
         "disclose_recall_list",

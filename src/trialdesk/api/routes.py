@@ -13,6 +13,7 @@ from trialdesk.api import (
     routes_auth,
     routes_devices,
     routes_followup,
+    routes_locks,
     routes_protocol,
     routes_records,
     routes_reports,
@@ -52,5 +53,6 @@ for module in (
     routes_protocol,
     routes_audit,
     routes_records,  # issue 15 (x15b)
+    routes_locks,  # issue 15, lane x15a
 ):
     router.include_router(module.router)

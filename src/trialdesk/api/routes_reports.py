@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from trialdesk.api.deps import ActorDep, CtxDep, StudyDep, WindowDep
 from trialdesk.api.schemas import Page, QueryPublic, paginate, plain
-from trialdesk.services import dashboard, data_queries, exports, report_views, reports
+from trialdesk.services import dashboard, data_queries, exports, report_views, reports, submission
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.setup import StudyInfo
@@ -389,5 +389,13 @@ def export_odm(
 def export_sdtm(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, unblinded: Unblinded = False
 ) -> Response:
-    """SDTM datasets as SAS XPORT plus ``define.csv`` (EXP-1); blinded: ARM columns empty."""
+    """SDTM datasets as SAS XPORT v5 with Define-XML 2.1 (``define.xml``, ``define.html``) and
+    the annotated CRF (EXP-1, issue 16); blinded: arm columns empty, no TA, DI, DX or SUPPPR."""
     return _zipped(exports.export_sdtm, ctx, actor, study, unblinded)
+
+
+@router.post("/exports/adam", response_class=Response, tags=["exports"], responses=ZIP_RESPONSE)
+def export_adam(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> Response:
+    """ADaM (ADSL, ADMAE for END-1, ADHCE for END-2) with Define-XML 2.1 (issue 16): by arm,
+    so for the unblinded statistician only, and audited as a disclosure."""
+    return _zipped(submission.export_adam, ctx, actor, study, True)

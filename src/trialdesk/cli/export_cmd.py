@@ -1,4 +1,4 @@
-"""`trialdesk export {csv,odm,sdtm}`: standard exports into a new directory (EXP-1, RAND-6)."""
+"""`trialdesk export {csv,odm,sdtm,adam}`: standard exports into a new directory (EXP-1, RAND-6)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import print_json
-from trialdesk.cli.runtime import guarded, open_runtime, sign_in
-from trialdesk.services import exports
+from trialdesk.cli.options import StudyOpt, UserOpt, signed_in_call
+from trialdesk.services import exports, submission
 from trialdesk.services.exports import ExportResult
 
 app = typer.Typer(help="Standard exports (blinded unless --unblinded).", no_args_is_help=True)
@@ -18,18 +18,16 @@ Exporter = Callable[..., ExportResult]
 
 
 def _run(call: Exporter, out: Path, unblinded: bool, user: str | None, study: str | None) -> None:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        result = guarded(
-            lambda: call(runtime.context, session.actor, session.study.id, out, unblinded=unblinded)
-        )
+    result = signed_in_call(
+        user,
+        study,
+        lambda s: call(s.runtime.context, s.actor, s.study.id, out, unblinded=unblinded),
+    )
     print_json(result.to_dict())
 
 
 OutOpt = typer.Option(..., "--out", help="a new or empty directory")
 UnblindedOpt = typer.Option(False, "--unblinded", help="with arms (unblinded statistician only)")
-UserOpt = typer.Option(None, "--user")
-StudyOpt = typer.Option(None, "--study")
 
 
 @app.command("csv")
@@ -61,5 +59,15 @@ def sdtm_cmd(
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
 ) -> None:
-    """SDTM DM, DS, SV, AE, TA, TE, TV, TI, TS as SAS XPORT v5, plus define.csv."""
+    """SDTM as SAS XPORT v5 with define.xml, define.html and the annotated CRF."""
     _run(exports.export_sdtm, out, unblinded, user, study)
+
+
+@app.command("adam")
+def adam_cmd(
+    out: Path = OutOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+) -> None:
+    """ADaM ADSL, ADMAE (END-1), ADHCE (END-2) with Define-XML 2.1 (unblinded statistician)."""
+    _run(submission.export_adam, out, True, user, study)

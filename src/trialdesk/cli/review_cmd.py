@@ -7,27 +7,17 @@ returns, or JSON with ``--json``. Decisions ask for the password again to sign.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from trialdesk.cli.common import print_json
-from trialdesk.cli.runtime import Session, guarded, open_runtime, sign_in, signature_password
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
+from trialdesk.cli.runtime import Session, signature_password
 from trialdesk.services import crc, data_queries
 
 queries_app = typer.Typer(help="Data queries on saved form fields.", no_args_is_help=True)
 crc_app = typer.Typer(help="Central Review Committee work queue.", no_args_is_help=True)
-
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
-
-
-def _call(user: str | None, study: str | None, call: Callable[[Session], Any]) -> Any:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        return guarded(lambda: call(session))
 
 
 def _query_line(q: dict[str, Any]) -> str:
@@ -69,7 +59,7 @@ def raise_(
     json_out: bool = JsonOpt,
 ) -> None:
     """Raise a query on one field of a saved form (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.raise_query(
@@ -100,7 +90,7 @@ def answer(
     json_out: bool = JsonOpt,
 ) -> None:
     """Answer an open query (site coordinator), optionally correcting the value."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.answer_query(
@@ -126,7 +116,7 @@ def close(
     json_out: bool = JsonOpt,
 ) -> None:
     """Close an answered query (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.close_query(
@@ -145,7 +135,7 @@ def reopen(
     json_out: bool = JsonOpt,
 ) -> None:
     """Reopen an answered or closed query (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.reopen_query(
@@ -167,7 +157,7 @@ def list_(
     json_out: bool = JsonOpt,
 ) -> None:
     """Queries not yet closed, oldest first (site staff see their own site only)."""
-    views = _call(
+    views = signed_in_call(
         user,
         study,
         lambda s: data_queries.open_queries(
@@ -204,7 +194,9 @@ def queue(
     user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
 ) -> None:
     """Open and info-requested CRC cases, oldest first."""
-    views = _call(user, study, lambda s: crc.crc_queue(s.runtime.context, s.actor, s.study.id))
+    views = signed_in_call(
+        user, study, lambda s: crc.crc_queue(s.runtime.context, s.actor, s.study.id)
+    )
     items = [v.to_dict() for v in views]
     if json_out:
         print_json(items)
@@ -239,7 +231,7 @@ def decide_therapy(
             password=pw,
         )
 
-    data = _call(user, study, call).to_dict()
+    data = signed_in_call(user, study, call).to_dict()
     if json_out:
         print_json(data)
     else:
@@ -269,7 +261,7 @@ def decide_eligibility(
             password=pw,
         )
 
-    data = _call(user, study, call).to_dict()
+    data = signed_in_call(user, study, call).to_dict()
     if json_out:
         print_json(data)
     else:
@@ -288,7 +280,7 @@ def assign(
     json_out: bool = JsonOpt,
 ) -> None:
     """Assign a query to a person of the subject's site (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.assign_query(
@@ -306,7 +298,7 @@ def verify(
     json_out: bool = JsonOpt,
 ) -> None:
     """Accept the site's answer: the query is verified (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.verify_query(s.runtime.context, s.actor, s.study.id, query_id),

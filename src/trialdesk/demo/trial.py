@@ -36,11 +36,13 @@ from trialdesk.domain.errors import PreconditionFailed, TrialError, ValidationFa
 from trialdesk.domain.lifecycle import EVER_RANDOMIZED, ScreenFailureReason, SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import window_for
-from trialdesk.protocol.loader import LoadedProtocol
+from trialdesk.protocol.flagship_amendment import AMENDMENT_REASON, flagship_v2_path
+from trialdesk.protocol.loader import LoadedProtocol, load_protocol
 from trialdesk.protocol.models import Gate, Protocol
 from trialdesk.protocol.specs import visit_spec
 from trialdesk.services import (
     admin,
+    amendments,
     crc,
     data_queries,
     exports,
@@ -98,6 +100,13 @@ class SimulationConfig:
     """Chance of one additional therapy within 24 months of randomization."""
     query_probability: float = 0.12
     """Chance the monitor queries a field of a recorded visit."""
+    hf_hospitalizations_per_year: float = 0.15
+    """Heart-failure hospitalizations (END-2), each with its admission and discharge dates: on
+    the adverse-event form where the form in force has them (flagship 2.0), else counted at the
+    next visit (1.0 forms have counts, not dates)."""
+    amendment_on: dt.date | None = None
+    """Apply flagship amendment 1 (protocol 2.0, dated hospitalizations) with this effective
+    date; None: the study keeps its protocol."""
 
     def check(self, protocol: Protocol) -> None:
         problems: dict[str, str] = {}
@@ -111,6 +120,8 @@ class SimulationConfig:
             problems["screened_per_site_month"] = "must be positive"
         if self.as_of is not None and self.start is not None and self.as_of < self.start:
             problems["as_of"] = "before the start"
+        if self.amendment_on is not None and protocol.version != "1.0":
+            problems["amendment_on"] = "amendment 1 amends the flagship protocol 1.0 only"
         if problems:
             text = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise ValidationFailed(f"simulation settings: {text}", problems)
@@ -140,6 +151,9 @@ class SimulationSummary:
     deaths: int = 0
     withdrawals: int = 0
     lost_to_follow_up: int = 0
+    hf_hospitalizations: int = 0
+    """Dated ones (on the 2.0 adverse-event form); 1.0 visits count theirs."""
+    amended_on: str | None = None
     unblinded: int = 0
     completed: int = 0
     service_calls: int = 0
@@ -287,13 +301,13 @@ class _Forms:
             "not_released_reason": None if released else "recaptured: coronary compromise",
         }
 
-    def visit(self, form: str, on: dt.date) -> dict[str, Any]:
+    def visit(self, form: str, on: dt.date, hf_count: int = 0) -> dict[str, Any]:
         r, d = self.rng, on.isoformat()
         if form == "annual_contact":
             return {
                 "contact_date": d,
                 "vital_status": "alive",
-                "hf_hospitalizations": r.choice([0, 0, 0, 1]),
+                "hf_hospitalizations": hf_count,
                 "additional_therapies": False,
             }
         return {
@@ -307,7 +321,7 @@ class _Forms:
             "lvef_pct": round(r.uniform(22, 50), 1),
             "lvedd_mm": round(r.uniform(56, 76), 1),
             "lvesd_mm": round(r.uniform(42, 64), 1),
-            "hf_hospitalizations": r.choice([0, 0, 0, 1]),
+            "hf_hospitalizations": hf_count,
         }
 
     def adverse_event(self, on: dt.date, mae: str) -> dict[str, Any]:
@@ -322,6 +336,24 @@ class _Forms:
             "mae_category": mae,
             "resolved_date": None,
             "outcome": self.rng.choice(["recovered", "recovering"]),
+            "hospitalized": False,
+        }
+
+    def hospitalization(self, admitted: dt.date, discharged: dt.date) -> dict[str, Any]:
+        """A heart-failure hospitalization on the 2.0 adverse-event form, with its dates."""
+        return {
+            "onset_date": admitted.isoformat(),
+            "term": "Heart failure hospitalization",
+            "serious": True,
+            "severity": self.rng.choice(["moderate", "severe"]),
+            "procedure_related": "not_related",
+            "mae_category": "none",
+            "resolved_date": discharged.isoformat(),
+            "outcome": "recovered",
+            "hospitalized": True,
+            "hospitalization_reason": "heart_failure",
+            "admission_date": admitted.isoformat(),
+            "hospital_discharge_date": discharged.isoformat(),
         }
 
 
@@ -354,6 +386,8 @@ class _Subject:
     exited: bool = False
     stopped_coming: dt.date | None = None
     missed: int = 0
+    hf_uncounted: int = 0
+    """Hospitalizations not yet reported on a 1.0 visit form (which counts them)."""
     closed: bool = False
     """Screening ended (failed) or the subject left; no more screening events."""
 
@@ -436,6 +470,11 @@ class _Engine:
         self.staff: _Staff | None = None
         self.admin_actor: Actor | None = None
         self.supply = getattr(self.protocol, "supply", None)
+        self.fields_before = _fields(self.protocol)
+        self.fields_after: dict[str, set[str]] | None = None
+        self.amended_from: dt.date | None = None
+        """Form fields before and after amendment 1, in force at each site from its date."""
+        self.visit_fields: dict[tuple[str, str], set[str]] = {}
         self.stock: dict[str, list[str]] = {}
         self.lots = 0
 
@@ -872,6 +911,17 @@ class _Engine:
                 partial(self.adverse_event, subj, onset, mae),
                 minute=320,
             )
+        for _ in range(_poisson(self.rng, cfg.hf_hospitalizations_per_year * years)):
+            admitted = day0 + self.days(5, int(365 * years))
+            discharged = admitted + self.days(2, 10)
+            if subj.exit_day is not None and discharged >= subj.exit_day:
+                continue
+            self.at(
+                subj.site,
+                discharged + self.days(1, 7),
+                partial(self.hf_hospitalization, subj, admitted, discharged),
+                minute=330,
+            )
         if self.chance(cfg.therapy_probability):
             on = day0 + self.days(10, 730)
             self.at(subj.site, on + self.days(0, 10), lambda: self.therapy(subj, on), minute=340)
@@ -890,7 +940,13 @@ class _Engine:
         if not self._before_exit(subj, day):
             return
         visit = self.protocol.visit(code)
-        forms = {f: self.forms.visit(f, day) for f in visit.forms}
+        forms = {
+            f: self._in_force(subj.site, f, self.forms.visit(f, day, subj.hf_uncounted))
+            for f in visit.forms
+        }
+        self.visit_fields[(subj.number, code)] = set(forms.get("follow_up", {}))
+        if any("hf_hospitalizations" in values for values in forms.values()):
+            subj.hf_uncounted = 0
         self.call(
             followup.record_visit,
             self.staff.coordinator[subj.site],
@@ -981,9 +1037,57 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             subj.number,
-            values=self.forms.adverse_event(onset, mae),
+            values=self._in_force(subj.site, "adverse_event", self.forms.adverse_event(onset, mae)),
         )
         self.summary.adverse_events += 1
+
+    def _fields_at(self, site: str) -> dict[str, set[str]]:
+        after, since = self.fields_after, self.amended_from
+        if after is not None and since is not None and self.today(site) >= since:
+            return after
+        return self.fields_before
+
+    def _in_force(self, site: str, form: str, values: dict[str, Any]) -> dict[str, Any]:
+        """The values the form of the version in force at the site has fields for."""
+        fields = self._fields_at(site).get(form)
+        return values if fields is None else {k: v for k, v in values.items() if k in fields}
+
+    def hf_hospitalization(self, subj: _Subject, admitted: dt.date, discharged: dt.date) -> None:
+        """Dated on the adverse-event form where it has the dates (2.0), else counted at the
+        subject's next visit (1.0)."""
+        assert self.staff is not None
+        if not self._before_exit(subj, discharged) or subj.exited:
+            return
+        if "admission_date" not in self._fields_at(subj.site).get("adverse_event", set()):
+            subj.hf_uncounted += 1
+            return
+        self.call(
+            followup.record_adverse_event,
+            self.staff.coordinator[subj.site],
+            self.study_id,
+            subj.number,
+            values=self.forms.hospitalization(admitted, discharged),
+        )
+        self.summary.adverse_events += 1
+        self.summary.hf_hospitalizations += 1
+
+    def amend(self) -> None:
+        """Flagship amendment 1, signed by the study manager, effective at every site from
+        the latest site-local today (PROT-2: never retroactive)."""
+        assert self.staff is not None
+        loaded = load_protocol(flagship_v2_path())
+        effective = max(self.today(site) for site in self.zones)
+        self.call(
+            amendments.propose_amendment,
+            self.staff.manager,
+            self.study_id,
+            loaded,
+            reason=AMENDMENT_REASON,
+            password=self.staff.password,
+            effective_from=effective,
+        )
+        self.fields_after, self.amended_from = _fields(loaded.protocol), effective
+        self.summary.amended_on = effective.isoformat()
 
     def therapy(self, subj: _Subject, on: dt.date) -> None:
         assert self.staff is not None
@@ -1033,7 +1137,9 @@ class _Engine:
 
     def raise_query(self, subj: _Subject, code: str) -> None:
         assert self.staff is not None
-        fld = self.rng.choice(["kccq_overall_score", "nyha_class", "hf_hospitalizations"])
+        saved = self.visit_fields.get((subj.number, code), set())
+        candidates = ["kccq_overall_score", "nyha_class", "hf_hospitalizations"]
+        fld = self.rng.choice([c for c in candidates if c in saved])
         view = self.call(
             data_queries.raise_query,
             self.staff.monitor,
@@ -1100,6 +1206,9 @@ class _Engine:
 
     def run(self) -> SimulationSummary:
         self.setup()
+        if self.config.amendment_on is not None:
+            first = min(self.zones)
+            self.at(first, self.config.amendment_on, self.amend, minute=-60)
         while self.queue:
             moment, _seq, fn = heapq.heappop(self.queue)
             if self.stop_at is not None and moment > self.stop_at:
@@ -1118,6 +1227,10 @@ class _Engine:
     def _reader(self) -> Actor:
         assert self.staff is not None
         return self.staff.manager
+
+
+def _fields(protocol: Protocol) -> dict[str, set[str]]:
+    return {form.code: {f.code for f in form.fields} for form in protocol.forms}
 
 
 def _poisson(rng: random.Random, mean: float) -> int:

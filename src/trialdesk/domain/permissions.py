@@ -106,6 +106,15 @@ class Permission(StrEnum):
     QUERY_ASSIGN = "data:query:assign"
     QUERY_VERIFY = "data:query:verify"
     CONSENT_WORKLIST_READ = "subject:consent:worklist"
+    # records that hold (issue 15, lane x15a): locks, database lock, SDV, sign-off
+    RECORD_LOCK = "records:lock:manage"
+    DATABASE_LOCK = "records:database-lock:manage"
+    LOCK_CHECKLIST_READ = "records:lock-checklist:read"
+    SDV_MARK = "records:sdv:mark"
+    SDV_READ = "records:sdv:read"
+    RECORD_SIGN = "records:signature:sign"
+    # x16a (issue 16): the analysis datasets are by arm
+    ADAM_EXPORT = "data:adam-export:create"
 
 
 P = Permission
@@ -143,6 +152,7 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.QUERY_CLOSE: "close data query",
     P.QUERY_REOPEN: "reopen data query",
     P.DATA_EXPORT: "export data",
+    P.ADAM_EXPORT: "export ADaM analysis datasets",
     P.LIST_READ: "view allocation lists",
     P.LIST_GENERATE: "generate allocation list",
     P.LIST_IMPORT: "import allocation list",
@@ -179,6 +189,13 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.USER_MANAGE: "manage users and their roles",
     P.SITE_MANAGE: "manage sites",
     P.GRANT_APPROVE: "approve a grant of a role that can reach an arm (e-signed)",
+    # issue 15, lane x15a
+    P.RECORD_LOCK: "lock or unlock a form, visit or casebook",
+    P.DATABASE_LOCK: "lock the database (soft or hard)",
+    P.LOCK_CHECKLIST_READ: "view the database-lock checklist",
+    P.SDV_MARK: "mark source data verified",
+    P.SDV_READ: "view SDV status",
+    P.RECORD_SIGN: "e-sign a form, visit or casebook (investigator)",
 }
 """The words a refusal uses for the action ("'record discharge' needs the role ...")."""
 
@@ -327,6 +344,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.INTERIM_READ,
         P.ENDPOINTS_BY_ARM_READ,
         P.DESIGN_ASSESS,
+        P.ADAM_EXPORT,  # x16a (issue 16)
     },
     Role.DSMB: _EVERYONE
     | {
@@ -345,6 +363,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     },
 }
 """The one role -> permission table. Changing it changes what every adapter allows."""
+
+# issue 15 (lane x15a): the monitor acts as the data manager (locks, SDV, the lock checklist)
+# beside the study manager; the investigator signing records is the coordinator role today.
+_RECORDS_HOLD: dict[Role, frozenset[Permission]] = {
+    Role.MANAGER: frozenset({P.RECORD_LOCK, P.DATABASE_LOCK, P.LOCK_CHECKLIST_READ, P.SDV_READ}),
+    Role.MONITOR: frozenset(
+        {P.RECORD_LOCK, P.DATABASE_LOCK, P.LOCK_CHECKLIST_READ, P.SDV_MARK, P.SDV_READ}
+    ),
+    Role.COORDINATOR: frozenset({P.SDV_READ, P.RECORD_SIGN}),
+}
+for _role, _extra in _RECORDS_HOLD.items():
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | _extra
 
 
 def roles_with(permission: Permission) -> frozenset[Role]:
@@ -405,7 +435,7 @@ PERMISSION_TITLES.update(
         P.CONSENT_WORKLIST_READ: "consent and re-consent worklist",
     }
 )
-for _role, _extra in {
+for _role, _more in {
     Role.MANAGER: {
         P.DQ_READ,
         P.DQ_RUN,
@@ -426,4 +456,4 @@ for _role, _extra in {
     },
     Role.COORDINATOR: {P.DQ_READ, P.MISSING_DATA_READ, P.CONSENT_WORKLIST_READ},
 }.items():
-    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | frozenset(_extra)
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | frozenset(_more)

@@ -28,6 +28,13 @@ class Variable:
     label: str
     type: Literal["Char", "Num"] = "Char"
     comment: str = ""
+    # Define-XML metadata (issue 16): role, core (Req/Exp/Perm), origin type, the codelist
+    # OID in reports/define.py, the derivation method's text; length comes from the data
+    role: str = ""
+    core: str = ""
+    origin: str = ""
+    codelist: str = ""
+    method: str = ""
 
 
 @dataclass
@@ -39,6 +46,13 @@ class Dataset:
     variables: list[Variable]
     rows: list[dict[str, object]] = field(default_factory=list)
     comment: str = ""
+    # Define-XML metadata (issue 16): the observation class, the structure, the key variables
+    klass: str = ""
+    structure: str = ""
+    keys: tuple[str, ...] = ()
+    standard: str = "SDTMIG"
+    supp: list[dict[str, object]] = field(default_factory=list)
+    """Supplemental qualifiers of this domain's records (written as SUPP--)."""
 
 
 def check_dataset(ds: Dataset) -> None:

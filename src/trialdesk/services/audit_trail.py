@@ -357,6 +357,8 @@ DISCLOSURES = {
     "endpoint_by_arm": "endpoint results by arm",
     "recall_list": "device recall list",
     "list_download": "allocation list download",
+    # x16a (issue 16)
+    "export_adam": "ADaM export (by arm)",
 }
 """Kinds of disclosure, each audited as ``disclose_<kind>`` (AUD-1, RAND-6)."""
 

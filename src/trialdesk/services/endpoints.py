@@ -73,6 +73,12 @@ BASELINE_KCCQ_FORM = "kccq"
 BASELINE_KCCQ_FIELD = "overall_score"
 VISIT_KCCQ_FIELD = "kccq_overall_score"
 VISIT_HF_FIELD = "hf_hospitalizations"
+# Amendment 1 (flagship 2.0): a hospitalization is an adverse event with its own dates
+AE_HOSPITALIZED = "hospitalized"
+AE_HOSPITALIZATION_REASON = "hospitalization_reason"
+AE_ADMISSION = "admission_date"
+AE_HOSPITAL_DISCHARGE = "hospital_discharge_date"
+HF_REASON = "heart_failure"
 TRANSPLANT_OR_LVAD = frozenset({"lvad", "heart_transplant"})
 MITRAL_INTERVENTION = frozenset({"mitral_surgery", "transcatheter_mitral_repair"})
 
@@ -129,6 +135,8 @@ class SafetySummary:
     not_yet_evaluable: int
     excluded_in_error: int
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -150,6 +158,8 @@ class EfficacySummary:
     win_ratio: dict[str, Any] | None
     outcomes: tuple[SubjectOutcome, ...] = field(default_factory=tuple)
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -192,7 +202,9 @@ class _Facts:
     visits_done: dict[str, dt.date] = field(default_factory=dict)
     therapies: list[tuple[dt.date, str]] = field(default_factory=list)
     adverse_events: list[tuple[dt.date, str]] = field(default_factory=list)
-    hf_visit_dates: list[dt.date] = field(default_factory=list)
+    hf_dates: list[dt.date] = field(default_factory=list)
+    hospital_dates: list[dt.date] = field(default_factory=list)
+    """Admission and discharge dates of hospitalizations (flagship 2.0): contacts too."""
     visit_kccq: dict[str, float] = field(default_factory=dict)
     baseline_kccq: float | None = None
 
@@ -221,6 +233,7 @@ class _Facts:
         if self.discharged_on is not None and self.discharged_on <= self.cutoff:
             dates.append(self.discharged_on)
         dates += [d for d, _ in self.therapies] + [d for d, _ in self.adverse_events]
+        dates += [d for d in self.hospital_dates if d <= self.cutoff]
         if (
             self.state == SubjectState.WITHDRAWN.value
             and self.exit_date is not None
@@ -308,7 +321,7 @@ def _read_forms(
         if visit_form:
             hf = values.get(VISIT_HF_FIELD)
             if isinstance(hf, int) and hf > 0:
-                f.hf_visit_dates.append(f.visits_done[row.visit_code])
+                f.hf_dates.append(f.visits_done[row.visit_code])
             kccq = values.get(VISIT_KCCQ_FIELD)
             if isinstance(kccq, int | float):
                 f.visit_kccq[row.visit_code] = float(kccq)
@@ -316,10 +329,28 @@ def _read_forms(
             onset, category = values.get(AE_ONSET), values.get(AE_CATEGORY)
             if isinstance(onset, dt.date) and onset <= f.cutoff:
                 f.adverse_events.append((onset, str(category or NOT_MAE)))
+            admitted = hf_admission(values)
+            if admitted is not None and admitted <= f.cutoff:
+                f.hf_dates.append(admitted)
+            for key in (AE_ADMISSION, AE_HOSPITAL_DISCHARGE):
+                stay = values.get(key)
+                if isinstance(stay, dt.date):
+                    f.hospital_dates.append(stay)
         else:
             score = values.get(BASELINE_KCCQ_FIELD)
             if isinstance(score, int | float):
                 f.baseline_kccq = float(score)
+
+
+def hf_admission(values: dict[str, object]) -> dt.date | None:
+    """The admission date of a heart-failure hospitalization recorded on an adverse-event form
+    (flagship 2.0); the onset date when the admission date was left empty; None otherwise."""
+    if values.get(AE_HOSPITALIZED) is not True:
+        return None
+    if values.get(AE_HOSPITALIZATION_REASON) != HF_REASON:
+        return None
+    admitted = values.get(AE_ADMISSION) or values.get(AE_ONSET)
+    return admitted if isinstance(admitted, dt.date) else None
 
 
 # --------------------------------------------------------------------------- access
@@ -388,35 +419,16 @@ def safety_summary(
         _require_by_arm_reader(uow, actor, study_id, "safety endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "safety endpoint", as_of)
     ep = loaded.protocol.endpoints
     arm = loaded.protocol.arms[0].code
     horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
-    landmark = _later_visits(loaded, ep.safety_visit, horizon)
     maes = set(ep.major_adverse_events)
     goal = ep.safety_performance_goal if ep.safety_performance_goal is not None else DEFAULT_GOAL
 
-    def is_mae(category: str) -> bool:
-        return category in maes if maes else category != NOT_MAE
-
-    analysed: list[str] = []
-    with_event: list[str] = []
-    waiting = 0
-    for f in facts:
-        if f.in_error or ctx.cipher.decrypt(f.arm_enc) != arm:
-            continue
-        event = any(is_mae(cat) and 0 <= f.day(on) <= horizon for on, cat in f.adverse_events)
-        death = f.death_date
-        if (
-            event
-            or (death is not None and f.day(death) <= horizon)
-            or landmark & set(f.visits_done)
-        ):
-            analysed.append(f.number)
-            if event:
-                with_event.append(f.number)
-        else:
-            waiting += 1
+    analysed, with_event, not_evaluable = _safety_split(ctx, loaded, facts)
+    waiting = len(not_evaluable)
     excluded = sum(1 for f in facts if f.in_error)
     common: dict[str, Any] = {
         "as_of": as_of.isoformat() if as_of else None,
@@ -439,6 +451,7 @@ def safety_summary(
             meets_goal=False,
             method="Clopper-Pearson exact one-sided lower bound",
             note="no intervention subject has 12 months of follow-up yet",
+            changed_after_unblinding=changed,
             **common,
         )
     result = safety_bound(len(with_event), len(analysed), goal=float(goal))
@@ -451,6 +464,7 @@ def safety_summary(
         goal=result.goal,
         meets_goal=result.meets_goal,
         method=result.method,
+        changed_after_unblinding=changed,
         **common,
     )
 
@@ -486,7 +500,7 @@ def _outcome(f: _Facts, arm: str, horizon: int, landmark: str | None) -> Subject
         mitral_intervention_day=first(
             [f.day(on) for on, kind in f.therapies if kind in MITRAL_INTERVENTION], end
         ),
-        hf_hospitalization_day=first([f.day(on) for on in f.hf_visit_dates], end),
+        hf_hospitalization_day=first([f.day(on) for on in f.hf_dates], end),
         kccq_change=change,
     )
 
@@ -498,14 +512,17 @@ def efficacy_summary(
 
     Follow-up ends at death, else at the last contact (a done visit, an adverse event onset, a
     therapy, the discharge, a withdrawal), capped at 730 days (the efficacy visit's target
-    day). The first heart-failure hospitalization is dated at the first visit whose form reports
-    ``hf_hospitalizations`` > 0 (the form has counts, not dates). KCCQ change is the M24 score
+    day). The first heart-failure hospitalization is the earliest admission date of an adverse
+    event recorded as a heart-failure hospitalization (flagship 2.0 forms), or the first visit
+    whose 1.0 form counts ``hf_hospitalizations`` > 0 (those forms have counts, not dates: the
+    visit that reports it dates it). KCCQ change is the M24 score
     minus the screening score, None if either is missing.
     """
     with ctx.uow(readonly=True) as uow:
         _require_by_arm_reader(uow, actor, study_id, "efficacy endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "efficacy endpoint", as_of)
     ep = loaded.protocol.endpoints
     arms = loaded.protocol.arms
@@ -541,10 +558,33 @@ def efficacy_summary(
         win_ratio=result,
         outcomes=analysed,
         note=note,
+        changed_after_unblinding=changed,
     )
 
 
 # --------------------------------------------------------------------------- END-3
+
+
+def changed_after_unblinding(uow: UnitOfWork, study_id: int) -> tuple[dict[str, Any], ...]:
+    """The flagged values (REC-4): subject, form, visit, field, old and new value, when, who
+    and why; the endpoint outputs and the DSMB report list them beside the results."""
+    rows = uow.holds.unblinding_changes(study_id)
+    numbers = uow.holds.subject_numbers([r.subject_id for r in rows])
+    return tuple(
+        {
+            "subject": numbers.get(r.subject_id, ""),
+            "form": r.form_code,
+            "visit": r.visit_code,
+            "field": r.field,
+            "flag": r.flag,
+            "old": json.loads(r.old),
+            "new": json.loads(r.new),
+            "changed_at": r.changed_at.isoformat(),
+            "changed_by": r.changed_by,
+            "reason": r.reason,
+        }
+        for r in rows
+    )
 
 
 def _past_12_months_on(f: _Facts, landmark: str | None, days: int) -> dt.date | None:
@@ -646,3 +686,76 @@ def time_in_lab(ctx: ServiceContext, actor: Actor, study_id: int) -> TimeInLab:
             "max": minutes[-1] if minutes else None,
         }
     return TimeInLab(arms=arms)
+
+
+# --- issue 16, lane x16b: who the primary outcomes analyse (the CONSORT analysis boxes) -------
+
+
+def _safety_split(
+    ctx: ServiceContext, loaded: LoadedProtocol, facts: list[_Facts]
+) -> tuple[list[str], list[str], list[str]]:
+    """END-1's analysed subjects, those of them with an event, and the safety arm's subjects
+    not yet evaluable (no 12 months of follow-up, no event, no death): the rules of
+    :func:`safety_summary`."""
+    ep = loaded.protocol.endpoints
+    arm = loaded.protocol.arms[0].code
+    horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
+    landmark = _later_visits(loaded, ep.safety_visit, horizon)
+    maes = set(ep.major_adverse_events)
+
+    def is_mae(category: str) -> bool:
+        return category in maes if maes else category != NOT_MAE
+
+    analysed: list[str] = []
+    with_event: list[str] = []
+    waiting: list[str] = []
+    for f in facts:
+        if f.in_error or ctx.cipher.decrypt(f.arm_enc) != arm:
+            continue
+        event = any(is_mae(cat) and 0 <= f.day(on) <= horizon for on, cat in f.adverse_events)
+        death = f.death_date
+        if (
+            event
+            or (death is not None and f.day(death) <= horizon)
+            or landmark & set(f.visits_done)
+        ):
+            analysed.append(f.number)
+            if event:
+                with_event.append(f.number)
+        else:
+            waiting.append(f.number)
+    return analysed, with_event, waiting
+
+
+@dataclass(frozen=True)
+class AnalysisSets:
+    """Who each primary endpoint analyses, per arm, by the rules of :func:`safety_summary`
+    (END-1, the intervention arm) and :func:`efficacy_summary` (END-2, every arm, intention
+    to treat); randomizations in error are in neither."""
+
+    efficacy: dict[str, list[str]]
+    safety_arm: str
+    safety: list[str]
+    safety_not_evaluable: list[str]
+    in_error: list[str]
+
+
+def analysis_sets(
+    ctx: ServiceContext, uow: UnitOfWork, actor: Actor, study_id: int, as_of: dt.date | None
+) -> AnalysisSets:
+    """The analysis sets for a by-arm reader the caller has already checked (the CONSORT
+    flow records its own disclosure)."""
+    loaded = _protocol(ctx, uow, study_id)
+    facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    efficacy: dict[str, list[str]] = {a.code: [] for a in loaded.protocol.arms}
+    for f in facts:
+        if not f.in_error:
+            efficacy.setdefault(ctx.cipher.decrypt(f.arm_enc), []).append(f.number)
+    safety, _events, waiting = _safety_split(ctx, loaded, facts)
+    return AnalysisSets(
+        efficacy=efficacy,
+        safety_arm=loaded.protocol.arms[0].code,
+        safety=safety,
+        safety_not_evaluable=waiting,
+        in_error=[f.number for f in facts if f.in_error],
+    )

@@ -7,10 +7,7 @@ unblinded statistician (holding no blinded role) may ask for ``unblinded=True``;
 refused with the ``blinded`` code. Monitors, study managers and statisticians may export
 blinded.
 
-SDTM decision for blinded exports: DM keeps ARMCD, ARM, ACTARMCD and ACTARM in their SDTMIG
-places but writes them empty (the define listing says "withheld: blinded export"), so the
-structure of a blinded and an unblinded DM is the same; TA (arms by element) is not written at
-all, and TE names one neutral "index procedure" element instead of each arm's procedure.
+SDTM, ADaM and their Define-XML are in :mod:`trialdesk.services.submission` (issue 16).
 """
 
 from __future__ import annotations
@@ -32,15 +29,12 @@ from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import FieldType, Form
 from trialdesk.reports.csv_cells import write_csv
 from trialdesk.reports.exports import (
-    Dataset,
-    Variable,
     odm,
     odm_bytes,
     sub,
     translated,
-    write_define,
-    write_xpt,
 )
+from trialdesk.reports.odm_audit import seal_metadata_version
 from trialdesk.services import audit_trail
 from trialdesk.services.access import Actor, require
 from trialdesk.services.audit_trail import AuditFilter
@@ -50,6 +44,8 @@ from trialdesk.services.context import ServiceContext
 from trialdesk.services.devices import DEVICE_USE_TABLES
 from trialdesk.services.endpoints import ArmsBlinded
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
+from trialdesk.services.odm_audit import FILE_NAME as ODM_AUDIT_FILE
+from trialdesk.services.odm_audit import build_transactional_odm
 from trialdesk.store.tables import (
     AuditEntryRow,
     Base,
@@ -344,7 +340,6 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     forms = [f for f in protocol.forms if f.code not in hidden]
     visit_forms = {code for v in protocol.visits for code in v.forms}
     study_oid = _oid("ST", snap.study.code)
-    mdv_oid = _oid("MDV", protocol.version, snap.loaded.sha256[:12])
     now = ctx.now().isoformat()
     stamp = _stamp_for(unblinded)
     root = ET.Element(
@@ -363,7 +358,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     sub(glob, "StudyName").text = snap.study.code
     sub(glob, "StudyDescription").text = protocol.title
     sub(glob, "ProtocolName").text = f"{protocol.name} {protocol.version}"
-    mdv = sub(study, "MetaDataVersion", OID=mdv_oid, Name=f"protocol {protocol.version}")
+    mdv = sub(study, "MetaDataVersion", OID="", Name=f"protocol {protocol.version}")
     events: list[tuple[str, str, str, list[str]]] = [
         (
             COMMON_EVENT,
@@ -436,6 +431,10 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
                     item = sub(cl, "CodeListItem", CodedValue=choice.code)
                     translated(item, "Decode", choice.label)
 
+    # issue 16 (x16b): distinct content, distinct OID (blinding and a digest of the content)
+    mdv_oid = seal_metadata_version(
+        mdv, protocol.version, snap.loaded.sha256, blinded=not unblinded
+    )
     admin = sub(root, "AdminData", StudyOID=study_oid)
     users = sorted(
         {a.actor for a in snap.audits} | {f.created_by for s in snap.subjects for f in s.forms}
@@ -453,7 +452,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
             "MetaDataVersionRef",
             StudyOID=study_oid,
             MetaDataVersionOID=mdv_oid,
-            EffectiveDate=snap.protocol_row.loaded_at.date().isoformat(),
+            EffectiveDate=_effective_date(snap).isoformat(),
         )
 
     audits_by_entity: dict[str, list[AuditEntryRow]] = {}
@@ -528,6 +527,17 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     return odm_bytes(root)
 
 
+def _effective_date(snap: _Snapshot) -> dt.date:
+    """The date the exported protocol version took effect (issue 16): its ``effective_from``,
+    else (the first version) the earlier of its loading and the study's first data."""
+    row = snap.protocol_row
+    if row.effective_from is not None:
+        return row.effective_from
+    firsts = [s.row.registered_on for s in snap.subjects]
+    firsts += [dt.date.fromisoformat(a.at[:10]) for a in snap.audits]
+    return min([row.loaded_at.date(), *firsts])
+
+
 def _stamp_for(unblinded: bool) -> Callable[[str], str]:
     """ODM audit times: as stored for the unblinded, whole seconds for blinded readers (the
     blinded audit projection's resolution, services/audit_trail.py)."""
@@ -587,440 +597,30 @@ def export_odm(
     out = _out(out_dir)
     with ctx.uow(readonly=True) as uow:
         document = build_odm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
+        # issue 16 (x16b): the audit trail as a transactional ODM file beside the snapshot
+        transactional = build_transactional_odm(ctx, uow, study_id, unblinded=unblinded)
     (out / "odm.xml").write_bytes(document)
+    (out / ODM_AUDIT_FILE).write_bytes(transactional)
     if unblinded:
         audit_trail.record_disclosure(ctx, actor, study_id, "export_odm", what="odm")
-    notes = [] if unblinded else ["blinded export: no arm, no arm-specific procedure form"]
-    return ExportResult("odm", str(out), not unblinded, ["odm.xml"], notes)
+    notes = (
+        []
+        if unblinded
+        else [
+            "blinded export: no arm, no arm-specific procedure form; the audit trail "
+            f"({ODM_AUDIT_FILE}) as the blinded audit projection"
+        ]
+    )
+    return ExportResult("odm", str(out), not unblinded, ["odm.xml", ODM_AUDIT_FILE], notes)
 
 
 # --------------------------------------------------------------------------- SDTM
-
-ALPHA3 = {
-    "US": "USA", "CA": "CAN", "DE": "DEU", "FR": "FRA", "NL": "NLD", "PL": "POL", "CZ": "CZE",
-    "GB": "GBR", "IT": "ITA", "AU": "AUS", "ES": "ESP", "BE": "BEL", "AT": "AUT", "CH": "CHE",
-    "SE": "SWE", "DK": "DNK", "NO": "NOR", "FI": "FIN", "IE": "IRL", "PT": "PRT", "NZ": "NZL",
-}  # fmt: skip
-SEX = {"female": "F", "male": "M"}
-AESEV = {"mild": "MILD", "moderate": "MODERATE", "severe": "SEVERE"}
-AEREL = {"not_related": "NOT RELATED", "possibly": "POSSIBLY RELATED", "related": "RELATED"}
-AEOUT = {
-    "recovered": "RECOVERED/RESOLVED",
-    "recovering": "RECOVERING/RESOLVING",
-    "not_recovered": "NOT RECOVERED/NOT RESOLVED",
-    "fatal": "FATAL",
-    "unknown": "UNKNOWN",
-}
-EXIT_DECOD = {
-    "screen_failed": ("SCREEN FAILURE", "SCREENING"),
-    "completed": ("COMPLETED", "FOLLOW-UP"),
-    "withdrawn": ("WITHDRAWAL BY SUBJECT", "FOLLOW-UP"),
-    "lost_to_follow_up": ("LOST TO FOLLOW-UP", "FOLLOW-UP"),
-    "died": ("DEATH", "FOLLOW-UP"),
-}
-
-
-def V(name: str, label: str, kind: str = "Char", comment: str = "") -> Variable:  # noqa: N802
-    return Variable(name, label, "Num" if kind == "Num" else "Char", comment)
-
-
-def _arm_var(name: str, label: str, unblinded: bool) -> Variable:
-    return V(name, label, comment="" if unblinded else BLINDED_NOTE)
-
-
-def dm_variables(unblinded: bool) -> list[Variable]:
-    """DM variables in SDTMIG 3.4 order (the subset this system collects)."""
-    return [
-        V("STUDYID", "Study Identifier"),
-        V("DOMAIN", "Domain Abbreviation"),
-        V("USUBJID", "Unique Subject Identifier"),
-        V("SUBJID", "Subject Identifier for the Study"),
-        V("RFSTDTC", "Subject Reference Start Date/Time"),
-        V("RFENDTC", "Subject Reference End Date/Time"),
-        V("RFICDTC", "Date/Time of Informed Consent"),
-        V("DTHDTC", "Date/Time of Death"),
-        V("DTHFL", "Subject Death Flag"),
-        V("SITEID", "Study Site Identifier"),
-        V("AGE", "Age", "Num"),
-        V("AGEU", "Age Units"),
-        V("SEX", "Sex"),
-        _arm_var("ARMCD", "Planned Arm Code", unblinded),
-        _arm_var("ARM", "Description of Planned Arm", unblinded),
-        _arm_var("ACTARMCD", "Actual Arm Code", unblinded),
-        _arm_var("ACTARM", "Description of Actual Arm", unblinded),
-        V("ARMNRS", "Reason Arm and/or Actual Arm is Null"),
-        V("COUNTRY", "Country"),
-        V("DMDTC", "Date/Time of Collection"),
-    ]
-
-
-DS_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("USUBJID", "Unique Subject Identifier"),
-    V("DSSEQ", "Sequence Number", "Num"),
-    V("DSTERM", "Reported Term for the Disposition Event"),
-    V("DSDECOD", "Standardized Disposition Term"),
-    V("DSCAT", "Category for Disposition Event"),
-    V("EPOCH", "Epoch"),
-    V("DSSTDTC", "Start Date/Time of Disposition Event"),
-]
-SV_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("USUBJID", "Unique Subject Identifier"),
-    V("VISITNUM", "Visit Number", "Num"),
-    V("VISIT", "Visit Name"),
-    V("SVPRESP", "Pre-specified"),
-    V("SVOCCUR", "Occurrence"),
-    V("SVREASOC", "Reason for Occur Value"),
-    V("VISITDY", "Planned Study Day of Visit", "Num"),
-    V("EPOCH", "Epoch"),
-    V("SVSTDTC", "Start Date/Time of Observation"),
-    V("SVENDTC", "End Date/Time of Observation"),
-]
-AE_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("USUBJID", "Unique Subject Identifier"),
-    V("AESEQ", "Sequence Number", "Num"),
-    V("AESPID", "Sponsor-Defined Identifier"),
-    V("AETERM", "Reported Term for the Adverse Event"),
-    V("AESEV", "Severity/Intensity"),
-    V("AESER", "Serious Event"),
-    V("AEREL", "Causality"),
-    V("AEOUT", "Outcome of Adverse Event"),
-    V("EPOCH", "Epoch"),
-    V("AESTDTC", "Start Date/Time of Adverse Event"),
-    V("AEENDTC", "End Date/Time of Adverse Event"),
-]
-TA_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("ARMCD", "Planned Arm Code"),
-    V("ARM", "Description of Planned Arm"),
-    V("TAETORD", "Planned Order of Element within Arm", "Num"),
-    V("ETCD", "Element Code"),
-    V("ELEMENT", "Description of Element"),
-    V("EPOCH", "Epoch"),
-]
-TE_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("ETCD", "Element Code"),
-    V("ELEMENT", "Description of Element"),
-    V("TESTRL", "Rule for Start of Element"),
-    V("TEENRL", "Rule for End of Element"),
-]
-TV_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("VISITNUM", "Visit Number", "Num"),
-    V("VISIT", "Visit Name"),
-    V("VISITDY", "Planned Study Day of Visit", "Num"),
-    V("TVSTRL", "Visit Start Rule"),
-    V("TVENRL", "Visit End Rule"),
-]
-TI_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("IETESTCD", "Incl/Excl Criterion Short Name"),
-    V("IETEST", "Inclusion/Exclusion Criterion"),
-    V("IECAT", "Inclusion/Exclusion Category"),
-    V("TIVERS", "Protocol Criteria Versions"),
-]
-TS_VARIABLES = [
-    V("STUDYID", "Study Identifier"),
-    V("DOMAIN", "Domain Abbreviation"),
-    V("TSSEQ", "Sequence Number", "Num"),
-    V("TSPARMCD", "Trial Summary Parameter Short Name"),
-    V("TSPARM", "Trial Summary Parameter"),
-    V("TSVAL", "Parameter Value"),
-]
-
-
-def _latest(subj: _Subject, ctx: ServiceContext, code: str, visit: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for record in subj.forms:
-        if record.form_code == code and record.visit_code == visit:
-            found = dict(json.loads(record.data))
-    return found
-
-
-def _ietestcd(criterion_id: str) -> str:
-    code = re.sub(r"[^A-Z0-9]", "", criterion_id.upper())
-    return code[:8] if code and code[0].isalpha() else ("C" + code)[:8]
-
-
-def build_sdtm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> list[Dataset]:
-    """DM, DS, SV, AE and the trial design datasets; arm content only when unblinded."""
-    protocol = snap.loaded.protocol
-    studyid = snap.study.code
-    real = [s for s in snap.subjects if not s.row.test_subject]
-    usubjid = {s.row.id: f"{studyid}-{s.row.number}" for s in real}
-    visit_num = {v.code: i for i, v in enumerate(protocol.visits, start=1)}
-
-    dm = Dataset("DM", "Demographics", dm_variables(unblinded))
-    ds = Dataset("DS", "Disposition", DS_VARIABLES)
-    sv = Dataset("SV", "Subject Visits", SV_VARIABLES)
-    ae = Dataset("AE", "Adverse Events", AE_VARIABLES)
-    for subj in real:
-        row, uid = subj.row, usubjid[subj.row.id]
-        demo = _latest(subj, ctx, "demographics")
-        death = _latest(subj, ctx, "death")
-        armcd = arm = actcd = act = ""
-        nrs = ""
-        if subj.rand is None:
-            nrs = "SCREEN FAILURE" if row.state == "screen_failed" else "NOT ASSIGNED"
-        elif unblinded:
-            armcd = ctx.cipher.decrypt(subj.rand.arm_enc)
-            arm = protocol.arm(armcd).label
-            if row.procedure_done:
-                actcd, act = armcd, arm
-            else:
-                nrs = "ASSIGNED, NOT TREATED"
-        dm.rows.append(
-            {
-                "STUDYID": studyid,
-                "DOMAIN": "DM",
-                "USUBJID": uid,
-                "SUBJID": row.number,
-                "RFSTDTC": _d(row.randomized_on),
-                "RFENDTC": _d(row.exit_date),
-                "RFICDTC": _d(row.consent_date),
-                "DTHDTC": str(death.get("death_date", "")),
-                "DTHFL": "Y" if death else "",
-                "SITEID": subj.site.code,
-                "AGE": demo.get("age_years"),
-                "AGEU": "YEARS" if demo.get("age_years") is not None else "",
-                "SEX": SEX.get(str(demo.get("sex")), "U"),
-                "ARMCD": armcd,
-                "ARM": arm,
-                "ACTARMCD": actcd,
-                "ACTARM": act,
-                "ARMNRS": nrs,
-                "COUNTRY": ALPHA3.get(subj.site.country, ""),
-                "DMDTC": str(demo.get("assessment_date", "")),
-            }
-        )
-        events: list[tuple[str, str, str, str, str]] = []
-        if row.consent_date:
-            events.append(
-                (
-                    "INFORMED CONSENT OBTAINED",
-                    "INFORMED CONSENT OBTAINED",
-                    "PROTOCOL MILESTONE",
-                    "SCREENING",
-                    _d(row.consent_date),
-                )
-            )
-        if subj.rand is not None:
-            events.append(
-                (
-                    "RANDOMIZED",
-                    "RANDOMIZED",
-                    "PROTOCOL MILESTONE",
-                    "SCREENING",
-                    _d(row.randomized_on),
-                )
-            )
-        if row.state in EXIT_DECOD:
-            decod, epoch = EXIT_DECOD[row.state]
-            term = row.screen_failure_reason or row.exit_reason or decod
-            exit_on = row.exit_date or row.updated_at.date()
-            events.append((term[:200], decod, "DISPOSITION EVENT", epoch, _d(exit_on)))
-        for seq, (term, decod, cat, epoch, when) in enumerate(events, start=1):
-            ds.rows.append(
-                {
-                    "STUDYID": studyid,
-                    "DOMAIN": "DS",
-                    "USUBJID": uid,
-                    "DSSEQ": seq,
-                    "DSTERM": term,
-                    "DSDECOD": decod,
-                    "DSCAT": cat,
-                    "EPOCH": epoch,
-                    "DSSTDTC": when,
-                }
-            )
-        for visit in sorted(subj.visits, key=lambda v: visit_num.get(v.visit_code, 0)):
-            spec = protocol.visit(visit.visit_code)
-            done = visit.status == "done"
-            sv.rows.append(
-                {
-                    "STUDYID": studyid,
-                    "DOMAIN": "SV",
-                    "USUBJID": uid,
-                    "VISITNUM": visit_num[visit.visit_code],
-                    "VISIT": spec.name.upper(),
-                    "SVPRESP": "Y",
-                    "SVOCCUR": "Y" if done else "N",
-                    "SVREASOC": "" if done else (visit.missed_reason or "")[:200],
-                    "VISITDY": spec.target_day,
-                    "EPOCH": "FOLLOW-UP",
-                    "SVSTDTC": _d(visit.visit_date) if done else "",
-                    "SVENDTC": _d(visit.visit_date) if done else "",
-                }
-            )
-        aes = [
-            (r.seq, dict(json.loads(r.data))) for r in subj.forms if r.form_code == "adverse_event"
-        ]
-        aes.sort(key=lambda item: (str(item[1].get("onset_date", "")), item[0]))
-        for seq, (spid, values) in enumerate(aes, start=1):
-            ae.rows.append(
-                {
-                    "STUDYID": studyid,
-                    "DOMAIN": "AE",
-                    "USUBJID": uid,
-                    "AESEQ": seq,
-                    "AESPID": str(spid),
-                    "AETERM": str(values.get("term", ""))[:200],
-                    "AESEV": AESEV.get(str(values.get("severity")), ""),
-                    "AESER": _yn(values.get("serious")),
-                    "AEREL": AEREL.get(str(values.get("procedure_related")), ""),
-                    "AEOUT": AEOUT.get(str(values.get("outcome")), ""),
-                    "EPOCH": "FOLLOW-UP",
-                    "AESTDTC": str(values.get("onset_date", "")),
-                    "AEENDTC": str(values.get("resolved_date") or ""),
-                }
-            )
-
-    te = Dataset("TE", "Trial Elements", TE_VARIABLES)
-    elements: list[tuple[str, str, str, str]] = [
-        ("SCRN", "Screening", "Informed consent", "Randomization"),
-    ]
-    proc_codes: dict[str, str] = {}
-    if unblinded:
-        for i, a in enumerate(protocol.arms, start=1):
-            name = protocol.form(a.procedure_form).name if a.procedure_form else a.label
-            proc_codes[a.code] = f"PROC{i}"
-            elements.append((f"PROC{i}", name[:200], "Randomization", "Discharge"))
-    else:
-        elements.append(("PROC", "Index procedure (concealed)", "Randomization", "Discharge"))
-    elements.append(("FU", "Follow-up", "Discharge", "End of follow-up"))
-    for code, name, start, end in elements:
-        te.rows.append(
-            {
-                "STUDYID": studyid,
-                "DOMAIN": "TE",
-                "ETCD": code,
-                "ELEMENT": name,
-                "TESTRL": start,
-                "TEENRL": end,
-            }
-        )
-    out = [dm, ds, sv, ae]
-    if unblinded:
-        ta = Dataset("TA", "Trial Arms", TA_VARIABLES)
-        names = {code: name for code, name, _s, _e in elements}
-        for a in protocol.arms:
-            path = [("SCRN", "SCREENING"), (proc_codes[a.code], "TREATMENT"), ("FU", "FOLLOW-UP")]
-            for order, (etcd, epoch) in enumerate(path, start=1):
-                ta.rows.append(
-                    {
-                        "STUDYID": studyid,
-                        "DOMAIN": "TA",
-                        "ARMCD": a.code,
-                        "ARM": a.label,
-                        "TAETORD": order,
-                        "ETCD": etcd,
-                        "ELEMENT": names[etcd],
-                        "EPOCH": epoch,
-                    }
-                )
-        out.append(ta)
-    out.append(te)
-    tv = Dataset("TV", "Trial Visits", TV_VARIABLES)
-    for v in protocol.visits:
-        tv.rows.append(
-            {
-                "STUDYID": studyid,
-                "DOMAIN": "TV",
-                "VISITNUM": visit_num[v.code],
-                "VISIT": v.name.upper(),
-                "VISITDY": v.target_day,
-                "TVSTRL": f"Day {v.target_day} after randomization, {v.window_before} days before",
-                "TVENRL": f"{v.window_after} days after the target day",
-            }
-        )
-    ti = Dataset("TI", "Trial Inclusion/Exclusion Criteria", TI_VARIABLES)
-    for c in protocol.criteria:
-        ti.rows.append(
-            {
-                "STUDYID": studyid,
-                "DOMAIN": "TI",
-                "IETESTCD": _ietestcd(c.id),
-                "IETEST": c.text[:200],
-                "IECAT": c.kind.upper(),
-                "TIVERS": protocol.version,
-            }
-        )
-    ts = Dataset("TS", "Trial Summary", TS_VARIABLES)
-    params = [
-        ("TITLE", "Trial Title", protocol.title[:200]),
-        ("SDTIGVER", "SDTM IG Version", "3.4"),
-        ("STYPE", "Study Type", "INTERVENTIONAL"),
-        ("RANDOM", "Trial is Randomized", "Y"),
-        ("TBLIND", "Trial Blinding Schema", "DOUBLE BLIND"),
-        ("TCNTRL", "Control Type", "PLACEBO"),
-        ("NARMS", "Planned Number of Arms", str(len(protocol.arms))),
-        ("PLANSUB", "Planned Number of Subjects", str(protocol.enrolment.target_subjects)),
-    ]
-    for seq, (code, label, value) in enumerate(params, start=1):
-        ts.rows.append(
-            {
-                "STUDYID": studyid,
-                "DOMAIN": "TS",
-                "TSSEQ": seq,
-                "TSPARMCD": code,
-                "TSPARM": label,
-                "TSVAL": value,
-            }
-        )
-    out += [tv, ti, ts]
-    if not unblinded:
-        dm.comment = "ARMCD, ARM, ACTARMCD, ACTARM written empty: blinded export"
-    return out
-
-
-def _yn(value: object) -> str:
-    return "Y" if value is True else "N" if value is False else ""
-
-
-def _d(value: dt.date | None) -> str:
-    return value.isoformat() if value is not None else ""
 
 
 def export_sdtm(
     ctx: ServiceContext, actor: Actor, study_id: int, out_dir: Path, *, unblinded: bool = False
 ) -> ExportResult:
-    """SDTM datasets as SAS XPORT v5 (``dm.xpt`` ...) plus ``define.csv`` (EXP-1). Every
-    dataset is checked (names, labels, lengths) before the first file is written."""
-    _authorize(actor, study_id, unblinded, "export sdtm")
-    with ctx.uow(readonly=True) as uow:
-        datasets = build_sdtm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
-    from trialdesk.reports.exports import check_dataset
+    """SDTM with Define-XML 2.1: :func:`trialdesk.services.submission.export_sdtm` (issue 16)."""
+    from trialdesk.services.submission import export_sdtm as submission_sdtm
 
-    for dataset in datasets:
-        check_dataset(dataset)
-    out = _out(out_dir)
-    files: list[str] = []
-    for dataset in datasets:
-        name = f"{dataset.name.lower()}.xpt"
-        write_xpt(dataset, out / name)
-        files.append(name)
-    write_define(datasets, out / "define.csv")
-    files.append("define.csv")
-    if unblinded:
-        audit_trail.record_disclosure(
-            ctx, actor, study_id, "export_sdtm", what="sdtm", detail={"files": len(files)}
-        )
-    notes = (
-        []
-        if unblinded
-        else [
-            "blinded export: DM ARMCD, ARM, ACTARMCD and ACTARM are written empty; "
-            "TA (trial arms) is not written"
-        ]
-    )
-    return ExportResult("sdtm", str(out), not unblinded, files, notes)
+    return submission_sdtm(ctx, actor, study_id, out_dir, unblinded=unblinded)

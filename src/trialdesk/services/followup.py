@@ -14,7 +14,7 @@ from trialdesk.domain.therapy import classify_therapy
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Visit as VisitDefinition
 from trialdesk.protocol.specs import visit_spec
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import Actor
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
@@ -36,6 +36,7 @@ from trialdesk.services.forms import (
     typed_values,
 )
 from trialdesk.services.mail import notify_crc_case, notify_emergency_unblinding
+from trialdesk.services.records.locks import freeze_at_unblinding
 from trialdesk.services.views import ArmView, SubjectView, committed_view
 from trialdesk.store.records import ProtocolVersion, Visit
 
@@ -61,7 +62,7 @@ def record_procedure(
         save_concealed_procedure(act, loaded, act.version.id, form_code, values)
         # SUP-1: the implant arm names its device; refused with nothing saved unless in stock
         on = _procedure_date(loaded, form_code, typed_values(loaded, form_code, values))
-        devices.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
+        supply.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
         act.transition(Action.RECORD_PROCEDURE, changes={"procedure_done": True})
         return committed_view(act, for_procedure=True)
 
@@ -332,11 +333,15 @@ def record_therapy(
 def record_adverse_event(
     ctx: ServiceContext, actor: Actor, study_id: int, number: str, *, values: dict[str, Any]
 ) -> SubjectView:
+    """An adverse event on the form of the version in force at the site today (PROT-2): after
+    an amendment of the form (flagship 2.0: hospitalization dates) enrolled subjects' new
+    events use the amended form, events recorded before keep theirs."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_ADVERSE_EVENT) as act:
+        version, loaded = schedule_version(act.ctx, act.uow, act.subject, act.version, act.today)
         save_form(
             act,
-            act.protocol(),
-            act.version.id,
+            loaded,
+            version.id,
             "adverse_event",
             values,
             action=Action.RECORD_ADVERSE_EVENT.value,
@@ -364,6 +369,7 @@ def unblind_subject(
             changes={"unblinded_on": act.today},
             audit_new={"signature": {"name": actor.full_name, "meaning": meaning}},
         )
+        freeze_at_unblinding(act, "scheduled")  # REC-4: before the arm is shown
         return committed_view(act)
 
 
@@ -398,6 +404,7 @@ def emergency_unblind(
             at=act.now,
         )
         notify_emergency_unblinding(act.uow, ctx, act.subject, actor)
+        freeze_at_unblinding(act, "emergency")  # REC-4: before the arm is shown
         view = committed_view(act)
         assert act.allocation is not None  # the state is randomized
         code = ctx.cipher.decrypt(act.allocation.arm_enc)

@@ -135,6 +135,7 @@ def save_form(
         protocol_sha256=loaded.sha256,
     )
     check_on_save(act, form_code)  # REC-6: the protocol's data-quality rules, same transaction
+    after_data_change(act, record, {k: (None, v) for k, v in data.items()}, new_record=True)
     return record
 
 
@@ -221,7 +222,8 @@ def correct_form(
     }
     if not diff:
         raise ValidationFailed("nothing changed", {"values": "same as saved"})
-    if act.uow.forms.update_data(record, json.dumps(new, sort_keys=True), act.now) is None:
+    updated = act.uow.forms.update_data(record, json.dumps(new, sort_keys=True), act.now)
+    if updated is None:
         raise Conflict(
             f"form {record.form_code} of {act.subject.number} was corrected by someone else; "
             "reload and try again"
@@ -236,7 +238,23 @@ def correct_form(
         protocol_sha256=loaded.sha256,
     )
     check_on_save(act, record.form_code)  # REC-6
+    after_data_change(act, updated, diff, reason=reason)
     return diff
+
+
+def after_data_change(
+    act: Acting,
+    record: FormRecord,
+    diff: dict[str, tuple[Any, Any]],
+    *,
+    reason: str | None = None,
+    new_record: bool = False,
+) -> None:
+    """SDV marks cleared, signatures invalidated, "changed after unblinding" flagged (issue
+    15: :mod:`trialdesk.services.records.changes`)."""
+    from trialdesk.services.records.changes import after_data_change as consequences
+
+    consequences(act, record, diff, reason=reason, new_record=new_record)
 
 
 def form_record_protocol(

@@ -703,3 +703,88 @@ class WithdrawalRow(Base):
     withdrawn_on: Mapped[dt.date] = mapped_column(Date)
     recorded_by: Mapped[str] = mapped_column(String(80))
     recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+# --- issue 15 (lane x15a): records that hold: locks, SDV marks, signatures -----------------
+
+
+class RecordLockRow(Base):
+    """A lock of a form record, a visit, a casebook (``manual`` or ``freeze``) or the study
+    (``soft``/``hard`` database lock, REC-3, REC-5). Never deleted: an unlock fills the
+    ``unlocked_*`` columns, so the record shows it was locked and by whom it was lifted."""
+
+    __tablename__ = "record_locks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
+    visit_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    form_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    locked_by: Mapped[str] = mapped_column(String(80))
+    locked_name: Mapped[str] = mapped_column(String(200))
+    locked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    locked_meaning: Mapped[str] = mapped_column(Text)
+    unlocked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    unlocked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    unlocked_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    unlock_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SdvMarkRow(Base):
+    """A monitor's source-data verification of a form record's fields (REC-1): each field's
+    value fingerprint at marking; ``cleared_*`` when a later change cleared it, with why."""
+
+    __tablename__ = "sdv_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    form_record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"))
+    fields: Mapped[str] = mapped_column(Text)  # JSON list
+    fingerprints: Mapped[str] = mapped_column(Text)  # JSON {field: sha256}
+    marked_by: Mapped[str] = mapped_column(String(80))
+    marked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    cleared_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RecordSignatureRow(Base):
+    """An investigator's e-signature of a form record, a visit or a casebook (REC-2, SIG-1):
+    printed name, time, meaning, and each covered record's version and fingerprint."""
+
+    __tablename__ = "record_signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))
+    visit_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    form_record_id: Mapped[int | None] = mapped_column(ForeignKey("form_records.id"), nullable=True)
+    signed_by: Mapped[str] = mapped_column(String(80))
+    signed_name: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    meaning: Mapped[str] = mapped_column(Text)
+    covered: Mapped[str] = mapped_column(Text)  # JSON {record id: [version, fingerprint]}
+    invalidated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    invalidated_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class UnblindingChangeRow(Base):
+    """A value of the frozen blinded phase changed (or first entered) after its subject was
+    unblinded (REC-4): what the endpoint outputs and the DSMB report flag."""
+
+    __tablename__ = "unblinding_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    form_record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40))
+    field: Mapped[str] = mapped_column(String(80))
+    flag: Mapped[str] = mapped_column(String(30))
+    old: Mapped[str] = mapped_column(Text)  # JSON value
+    new: Mapped[str] = mapped_column(Text)  # JSON value
+    changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    changed_by: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

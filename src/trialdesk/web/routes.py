@@ -11,6 +11,7 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    followup_pages,
     preferences,
     protocol_pages,
     records_pages,
@@ -34,6 +35,7 @@ PAGE_MODULES = (
     account_pages,
     audit_pages,
     records_pages,  # issue 15 (x15b)
+    followup_pages,  # x14a: the subject after randomization
 )
 
 
