@@ -68,6 +68,14 @@ PARITY: dict[str, str] = {
     "UserPublic": "UserInfo",
     "VisitItemPublic": "VisitItem",
     "VisitPublic": "VisitView",
+    # issue 15 (x15b): data quality, missing data, consents
+    "DiscrepancyPublic": "DiscrepancyView",
+    "QualityRunPublic": "QualityRun",
+    "ExclusionPublic": "ExclusionView",
+    "MissingRowPublic": "MissingRow",
+    "ConsentPublic": "ConsentView",
+    "ConsentDuePublic": "ConsentDueView",
+    "SubjectConsentsPublic": "SubjectConsents",
 }
 """API model -> the service view it mirrors (by class name, wherever the service lives)."""
 
