@@ -670,6 +670,11 @@ class FakeDataQueries(_Repo):
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
 
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (q for q in self.t.queries.values() if q.subject_id == subject_id), key=lambda q: q.id
+        )
+
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         return sorted(
             (

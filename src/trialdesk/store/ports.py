@@ -387,6 +387,10 @@ class DataQueryRepository(Protocol):
         """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
         ...
 
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        """Every query on the subject's records (issue 15: "not available" answers)."""
+        ...
+
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
         """``(role, site id or None)`` of an active user in the study (REC-7: assignees)."""
         ...
