@@ -154,10 +154,12 @@ def test_exp1_exports_are_zip_archives_of_the_services_files(trial: Trial) -> No
     odm = _unzipped(_export(api, "manager", "odm"))
     assert list(odm) == ["odm.xml"] and b'ODMVersion="1.3.2"' in odm["odm.xml"]
     sdtm = _unzipped(_export(api, "statistician", "sdtm"))
-    assert {"dm.xpt", "ds.xpt", "sv.xpt", "define.csv"} <= set(sdtm)
+    assert {"dm.xpt", "ds.xpt", "sv.xpt", "define.xml", "define.html", "acrf.html"} <= set(sdtm)
     assert "ta.xpt" not in sdtm  # blinded: no trial arms dataset
     full = _unzipped(_export(api, "statistician", "sdtm", unblinded=True))
     assert "ta.xpt" in full
+    adam = _unzipped(_export(api, "statistician", "adam"))
+    assert {"adsl.xpt", "admae.xpt", "adhce.xpt", "define.xml"} <= set(adam)
     arms = _unzipped(_export(api, "statistician", "csv", unblinded=True))["randomizations.csv"]
     assert arms.splitlines()[0].endswith(b",arm") and leaks(arms.decode())
 

@@ -26,7 +26,7 @@ from trialdesk.reports.define import define_problems
 from trialdesk.reports.sdtm import TS_PARAMETERS
 from trialdesk.services import endpoints, submission
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
-from trialdesk.store.tables import FormRecordRow, RandomizationRow, SubjectRow
+from trialdesk.store.tables import FormRecordRow, RandomizationRow, SubjectRow, VisitRow
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
 
@@ -91,6 +91,10 @@ def test_dm_deaths_reference_dates_and_actual_arm_match_the_database(
                 select(FormRecordRow).where(FormRecordRow.form_code == CONCEALED_PROCEDURE_FORM)
             )
         }
+        finals = {
+            v.subject_id: v.visit_date
+            for v in uow.session.scalars(select(VisitRow).where(VisitRow.visit_code == "Y5"))
+        }
         deaths = {
             f.subject_id: json.loads(f.data)["death_date"]
             for f in uow.session.scalars(
@@ -117,7 +121,10 @@ def test_dm_deaths_reference_dates_and_actual_arm_match_the_database(
             assert row["ARMCD"] == row["ACTARMCD"] == ""
             assert row["ARMNRS"] in ("SCREEN FAILURE", "NOT ASSIGNED")
             continue
-        assert row["RFENDTC"] == _iso(s.exit_date)
+        ended = s.exit_date
+        if s.state == "completed" and ended is None:  # completion records no exit date
+            ended = finals.get(s.id)
+        assert row["RFENDTC"] == _iso(ended)
         arm = t.ctx.cipher.decrypt(rand.arm_enc)
         assert row["ARMCD"] == arm
         if s.id not in procedures:

@@ -33,6 +33,7 @@ from trialdesk.store.records import (
     Therapy,
     Visit,
 )
+from trialdesk.store.submission import StudySubmission
 
 
 class StudyRepository(Protocol):
@@ -359,6 +360,12 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+class SubmissionReader(Protocol):
+    """The study as the submission exports read it (issue 16, x16a)."""
+
+    def read(self, study_id: int) -> StudySubmission: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -376,6 +383,7 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    submission: SubmissionReader
 
     @property
     def session(self) -> Session:

@@ -35,6 +35,7 @@ from trialdesk.store.ports import (
     SiteRepository,
     StudyRepository,
     SubjectRepository,
+    SubmissionReader,
     VisitRepository,
 )
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
@@ -43,6 +44,7 @@ from trialdesk.store.protocols import SqlProtocols
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
+from trialdesk.store.submission import SqlSubmission
 from trialdesk.store.visits import SqlVisits
 
 _STUDY_ROW = select(STUDY.table.c.id).where(STUDY.table.c.id == bindparam("id"))
@@ -66,6 +68,7 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    submission: SubmissionReader
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -87,6 +90,7 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.submission = SqlSubmission(session)
         self.audit = self._log = AuditLog(self._writer, protocols)
         return self
 
