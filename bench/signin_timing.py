@@ -30,8 +30,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from trialdesk.api.app import create_app
-from trialdesk.bootstrap import bootstrap
+from trialdesk.bootstrap import bootstrap, create_app
 from trialdesk.config import Settings
 from trialdesk.protocol.loader import load_protocol
 from trialdesk.services import admin

@@ -68,3 +68,25 @@ def ready_at_sites(t: Trial, sites: list[str], count: int) -> list[str]:
         for i, site in enumerate(sites)
     }
     return [next(per_site[sites[i % len(sites)]]) for i in range(count)]
+
+
+def hard_lock(t: Trial, *, reason: str = "final lock (test set-up)") -> None:
+    """Put the study under the hard database lock directly, as trial-level unblinding needs
+    (REC-5), for tests of what follows it; the lock service and its checklist are tested in
+    tests/integration/test_records_hold.py."""
+    with t.ctx.uow() as uow:
+        uow.holds.add_lock(
+            study_id=t.study_id,
+            level="study",
+            kind="hard",
+            subject_id=None,
+            visit_code=None,
+            form_code=None,
+            seq=None,
+            reason=reason,
+            locked_by="manager",
+            locked_name="Study Manager",
+            locked_at=t.clock(),
+            locked_meaning="I lock the study database (hard).",
+        )
+        uow.commit()

@@ -12,45 +12,71 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
 from sqlalchemy.orm import Session
 
-from trialdesk.store.audit import PendingEntry
+from trialdesk.domain.audit import canonical_json, utc_iso
+from trialdesk.reports.enrolment import MonthRow, SiteFacts, month_rows
+from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
+    DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
+    ReportingRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
     SubmissionReader,
+    SupplyRepository,
     UnitOfWork,
     UnitOfWorkFactory,
+    UserRepository,
     VisitRepository,
 )
 from trialdesk.store.records import (
     Allocation,
+    AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
+    Device,
+    DeviceLot,
+    DeviceShipment,
+    DeviceUse,
+    DqExclusion,
     FormRecord,
+    HistoryVersion,
     ProtocolVersion,
+    ScreeningLogLine,
     Site,
     Study,
+    StudyHistory,
     Subject,
     SubjectRead,
     Therapy,
+    User,
     Visit,
+    Withdrawal,
 )
 from trialdesk.store.submission import (
     StoredAllocation,
@@ -105,6 +131,23 @@ class Tables:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[PendingEntry] = field(default_factory=list)
     last_id: int = 0
+    # supply (lane x13b)
+    lots: dict[int, DeviceLot] = field(default_factory=dict)
+    devices: dict[int, Device] = field(default_factory=dict)
+    shipments: dict[int, DeviceShipment] = field(default_factory=dict)
+    device_events: list[dict[str, Any]] = field(default_factory=list)
+    users: dict[int, User] = field(default_factory=dict)
+    # issue 15 (x15b)
+    consents: dict[int, Consent] = field(default_factory=dict)
+    withdrawals: dict[int, Withdrawal] = field(default_factory=dict)
+    exclusions: dict[int, DqExclusion] = field(default_factory=dict)
+    grants: dict[tuple[int, str], list[tuple[str, int | None]]] = field(default_factory=dict)
+    """Role grants by (study, username); the tests set them."""
+    # issue 15 (lane x15a): records that hold
+    locks: dict[int, RecordLock] = field(default_factory=dict)
+    sdv_marks: dict[int, SdvMarkRecord] = field(default_factory=dict)
+    signatures: dict[int, SignatureRecord] = field(default_factory=dict)
+    unblinding_changes: dict[int, UnblindingChange] = field(default_factory=dict)
 
     def copy(self) -> Tables:
         copied = Tables(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -154,6 +197,9 @@ class FakeSites(_Repo):
         seq = self.t.next_subject_seq.get(site_id, 1)
         self.t.next_subject_seq[site_id] = seq + 1
         return seq
+
+    def of_study(self, study_id: int) -> list[Site]:
+        return sorted((s for s in self.t.sites.values() if s.study_id == study_id), key=_code)
 
 
 class FakeProtocols(_Repo):
@@ -388,6 +434,11 @@ class FakeForms(_Repo):
         self.t.forms[record.id] = updated
         return updated
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
 
 class FakeConfirmations(_Repo):
     def for_subject(self, subject_id: int) -> dict[str, bool]:
@@ -493,7 +544,8 @@ class FakeDataQueries(_Repo):
             (
                 q.id
                 for q in self.t.queries.values()
-                if (q.form_record_id, q.field) == (form_record_id, field) and q.status != "closed"
+                if (q.form_record_id, q.field) == (form_record_id, field)
+                and q.status in ("open", "answered")
             ),
             None,
         )
@@ -538,6 +590,80 @@ class FakeDataQueries(_Repo):
                 continue
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (
+                q
+                for q in self.t.queries.values()
+                if q.subject_id == subject_id and q.origin == "rule"
+            ),
+            key=lambda q: q.id,
+        )
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        return list(self.t.grants.get((study_id, username), []))
+
+
+# --- issue 15 (x15b) -----------------------------------------------------------------------------
+
+
+class FakeConsents(_Repo):
+    def for_subject(self, subject_id: int) -> list[Consent]:
+        return sorted(
+            (c for c in self.t.consents.values() if c.subject_id == subject_id), key=lambda c: c.id
+        )
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]:
+        return {i: self.for_subject(i) for i in subject_ids}
+
+    def add(self, **values: Any) -> Consent:
+        consent = Consent(id=self.t.new_id(), **values)
+        self.t.consents[consent.id] = consent
+        return consent
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None:
+        return next((w for w in self.t.withdrawals.values() if w.subject_id == subject_id), None)
+
+    def add_withdrawal(self, **values: Any) -> Withdrawal:
+        if self.withdrawal(values["subject_id"]) is not None:
+            raise AssertionError("unique (subject_id) violated")
+        withdrawal = Withdrawal(id=self.t.new_id(), **values)
+        self.t.withdrawals[withdrawal.id] = withdrawal
+        return withdrawal
+
+
+class FakeExclusions(_Repo):
+    def active(self, subject_id: int) -> list[DqExclusion]:
+        return sorted(
+            (
+                e
+                for e in self.t.exclusions.values()
+                if e.subject_id == subject_id and e.revoked_at is None
+            ),
+            key=lambda e: e.id,
+        )
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None:
+        found = self.t.exclusions.get(exclusion_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add(self, *, by: str, at: dt.datetime, **values: Any) -> DqExclusion:
+        exclusion = DqExclusion(
+            id=self.t.new_id(),
+            excluded_by=by,
+            excluded_at=at,
+            revoked_by=None,
+            revoked_at=None,
+            **values,
+        )
+        self.t.exclusions[exclusion.id] = exclusion
+        return exclusion
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion:
+        updated = replace(self.t.exclusions[exclusion.id], revoked_by=by, revoked_at=at)
+        self.t.exclusions[exclusion.id] = updated
+        return updated
 
 
 class FakeNotifications(_Repo):
@@ -644,6 +770,468 @@ class FakeSubmission(_Repo):
         return StudySubmission(study_id, study.code, study.name, versions, subjects)
 
 
+class FakeOdmHistory(_Repo):
+    """Issue 16 (x16b): the export's reading; the fake keeps no audit trail once committed,
+    so the history is the study, its protocol versions and sites, with no entries."""
+
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        study = self.t.studies.get(study_id)
+        if study is None:
+            return None
+        versions = [
+            HistoryVersion(v.id, v.version, "", v.sha256, v.status, dt.date.min, v.effective_from)
+            for v in sorted(self.t.versions.values(), key=lambda v: v.id)
+            if v.study_id == study_id
+        ]
+        sites = {s.code: s.name for s in self.t.sites.values() if s.study_id == study_id}
+        return StudyHistory(study.code, study.name, versions, sites, {}, {}, {}, [])
+
+
+def _code(site: Site) -> str:
+    return site.code
+
+
+# --- supply (lane x13b) ---------------------------------------------------------------------
+
+
+class FakeSupply(_Repo):
+    def lot(self, study_id: int, lot_number: str) -> DeviceLot | None:
+        return next(
+            (
+                lot
+                for lot in self.t.lots.values()
+                if lot.study_id == study_id and lot.lot_number == lot_number
+            ),
+            None,
+        )
+
+    def lot_by_id(self, lot_id: int) -> DeviceLot:
+        return self.t.lots[lot_id]
+
+    def lots(self, study_id: int) -> list[DeviceLot]:
+        found = [lot for lot in self.t.lots.values() if lot.study_id == study_id]
+        return sorted(found, key=lambda lot: lot.lot_number)
+
+    def add_lot(self, **values: Any) -> DeviceLot:
+        lot = DeviceLot(id=self.t.new_id(), quarantine_reason=None, **values)
+        self.t.lots[lot.id] = lot
+        return lot
+
+    def update_lot(self, lot: DeviceLot, values: Mapping[str, Any]) -> DeviceLot:
+        new = self.t.lots[lot.id] = replace(self.t.lots[lot.id], **values)
+        return new
+
+    def _devices(self) -> list[Device]:
+        return sorted(self.t.devices.values(), key=lambda d: d.serial)
+
+    def device(self, study_id: int, serial: str) -> Device | None:
+        return next(
+            (d for d in self._devices() if d.study_id == study_id and d.serial == serial), None
+        )
+
+    def registered(self, study_id: int, serials: Collection[str]) -> list[str]:
+        return [d.serial for d in self._devices() if d.study_id == study_id and d.serial in serials]
+
+    def add_device(self, **values: Any) -> Device:
+        device = Device(
+            id=self.t.new_id(), site_id=None, shipment_id=None, subject_enc=None, **values
+        )
+        self.t.devices[device.id] = device
+        return device
+
+    def devices_of_lot(self, lot_id: int, statuses: Collection[str] | None = None) -> list[Device]:
+        return [
+            d
+            for d in self._devices()
+            if d.lot_id == lot_id and (statuses is None or d.status in statuses)
+        ]
+
+    def devices_of_shipment(self, shipment_id: int) -> list[Device]:
+        return [d for d in self._devices() if d.shipment_id == shipment_id]
+
+    def devices_at_site(self, site_id: int) -> list[tuple[Device, DeviceLot]]:
+        return [(d, self.t.lots[d.lot_id]) for d in self._devices() if d.site_id == site_id]
+
+    def count_at_site(self, site_id: int, status: str, *, usable_on: dt.date | None = None) -> int:
+        return sum(
+            1
+            for d, lot in self.devices_at_site(site_id)
+            if d.status == status and (usable_on is None or lot.expiry >= usable_on)
+        )
+
+    def move(
+        self, device: Device, sources: Collection[str], values: Mapping[str, Any]
+    ) -> Device | None:
+        now = self.t.devices[device.id]
+        if now.version != device.version or now.status not in sources:
+            return None
+        moved = self.t.devices[device.id] = replace(now, version=now.version + 1, **values)
+        return moved
+
+    def add_event(self, **values: Any) -> None:
+        self.t.device_events.append({"id": self.t.new_id(), **values})
+
+    def count_events(self, site_id: int, kind: str) -> int:
+        return sum(1 for e in self.t.device_events if e["site_id"] == site_id and e["kind"] == kind)
+
+    def last_return_site(self, device_id: int) -> int | None:
+        returns = [
+            e["site_id"]
+            for e in self.t.device_events
+            if e["device_id"] == device_id and e["kind"] == "returned"
+        ]
+        return returns[-1] if returns else None
+
+    def stocked_sites(self, study_id: int) -> set[int]:
+        held = {d.site_id for d in self.t.devices.values() if d.study_id == study_id}
+        logged = {e["site_id"] for e in self.t.device_events if e["study_id"] == study_id}
+        return {i for i in held | logged if i is not None}
+
+    def uses(self, lot_id: int) -> list[DeviceUse]:
+        return [
+            DeviceUse(self.t.devices[e["device_id"]].serial, e["site_id"], e["detail_enc"])
+            for e in self.t.device_events
+            if e["kind"] in ("implanted", "used_not_released")
+            and self.t.devices[e["device_id"]].lot_id == lot_id
+        ]
+
+    def shipment(self, study_id: int, number: str) -> DeviceShipment | None:
+        return next(
+            (s for s in self.t.shipments.values() if s.study_id == study_id and s.number == number),
+            None,
+        )
+
+    def shipment_by_id(self, shipment_id: int) -> DeviceShipment:
+        return self.t.shipments[shipment_id]
+
+    def shipments(self, study_id: int) -> list[DeviceShipment]:
+        return sorted(
+            (s for s in self.t.shipments.values() if s.study_id == study_id), key=lambda s: s.id
+        )
+
+    def count_shipments(self, study_id: int) -> int:
+        return len(self.shipments(study_id))
+
+    def add_shipment(self, **values: Any) -> DeviceShipment:
+        shipment = DeviceShipment(id=self.t.new_id(), received_on=None, received_by=None, **values)
+        self.t.shipments[shipment.id] = shipment
+        return shipment
+
+    def update_shipment(
+        self, shipment: DeviceShipment, values: Mapping[str, Any]
+    ) -> DeviceShipment:
+        new = self.t.shipments[shipment.id] = replace(self.t.shipments[shipment.id], **values)
+        return new
+
+    def in_transit_shipments(self, study_id: int) -> set[int]:
+        return {s.id for s in self.shipments(study_id) if s.status == "in_transit"}
+
+    def supplied_sites(self, study_id: int) -> set[int]:
+        return {s.site_id for s in self.shipments(study_id)}
+
+    def shipped_serials(self, shipment_id: int) -> list[str]:
+        return sorted(
+            self.t.devices[e["device_id"]].serial
+            for e in self.t.device_events
+            if e["shipment_id"] == shipment_id and e["kind"] == "shipped"
+        )
+
+
+# --- users, audit reads, reporting (lane x13b) ------------------------------------------------
+
+
+class FakeUsers(_Repo):
+    def get(self, user_id: int) -> User | None:
+        return self.t.users.get(user_id)
+
+    def set_timezone(self, user_id: int, zone: str | None) -> None:
+        self.t.users[user_id] = replace(self.t.users[user_id], timezone=zone)
+
+
+class FakeAuditEntries(_Repo):
+    def stream(self, stream: str) -> list[AuditEntry]:
+        """Committed entries of the stream, numbered in order (no hashes: not chained)."""
+        entries = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditEntry(
+                id=seq,
+                stream=e.stream,
+                seq=seq,
+                prev_hash="",
+                hash="",
+                at=utc_iso(e.at),
+                actor=e.actor,
+                action=e.action,
+                study_id=e.study_id,
+                subject_id=e.subject_id,
+                entity=e.entity,
+                entity_id=e.entity_id,
+                old=canonical_json(e.old),
+                new=canonical_json(e.new),
+                reason=e.reason,
+                protocol_sha256=e.protocol_sha256,
+            )
+            for seq, e in enumerate(entries, start=1)
+        ]
+
+
+class FakeReporting(_Repo):
+    def _live(self, study_id: int) -> list[Subject]:
+        return [
+            s for s in self.t.subjects.values() if s.study_id == study_id and not s.test_subject
+        ]
+
+    def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for s in self._live(study_id):
+            if as_of is None or s.registered_on <= as_of:
+                counts[s.site_id] = counts.get(s.site_id, 0) + 1
+        return counts
+
+    def randomized_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for s in self._live(study_id):
+            allocation = self.t.allocations.get(s.id)
+            if allocation is not None and (as_of is None or allocation.randomized_on <= as_of):
+                counts[s.site_id] = counts.get(s.site_id, 0) + 1
+        return counts
+
+    def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
+        lines = [
+            ScreeningLogLine(
+                s.number,
+                self.t.sites[s.site_id].code,
+                s.registered_on,
+                s.state,
+                s.screen_failure_reason,
+                s.screen_failure_detail,
+            )
+            for s in self._live(study_id)
+            if as_of is None or s.registered_on <= as_of
+        ]
+        return sorted(lines, key=lambda line: (line.registered_on, line.number))
+
+    def site_facts(
+        self, study_id: int, as_of: dt.date, randomized: dict[str, int]
+    ) -> list[SiteFacts]:
+        first: dict[int, dt.date] = {}
+        for s in self._live(study_id):
+            if s.registered_on <= as_of:
+                first[s.site_id] = min(first.get(s.site_id, s.registered_on), s.registered_on)
+        sites = sorted((s for s in self.t.sites.values() if s.study_id == study_id), key=_code)
+        return [
+            SiteFacts(
+                s.code, s.active, s.planned_activation, first.get(s.id), randomized.get(s.code, 0)
+            )
+            for s in sites
+        ]
+
+    def month_rows(self, study_id: int, as_of: dt.date) -> list[MonthRow]:
+        live = self._live(study_id)
+        registered = [s.registered_on for s in live if s.registered_on <= as_of]
+        randomized = [
+            a.randomized_on
+            for s in live
+            if (a := self.t.allocations.get(s.id)) is not None and a.randomized_on <= as_of
+        ]
+        return month_rows(registered, randomized, as_of)
+
+
+class FakeDatabase(_Repo):
+    """Verification over the committed entries' count only; backup and restore need a real
+    database (tests/integration, tests/e2e)."""
+
+    backend = "memory"
+
+    def verify_audit(self) -> VerifyResult:
+        streams = {e.stream for e in self.t.audit}
+        return VerifyResult(len(self.t.audit), len(streams), "", None)
+
+    def schema_revision(self) -> str | None:
+        return None
+
+    def snapshot(self, target: Path) -> str:
+        raise AssertionError("no snapshot of the fake database: test backups on a real one")
+
+    def holds_data(self) -> bool:
+        return bool(self.t.studies)
+
+    def replace_contents(self, source: Path) -> None:
+        raise AssertionError("no restore into the fake database: test restores on a real one")
+
+
+class FakeHolds(_Repo):
+    """Issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and lock.unlocked_at is None
+            and (lock.subject_id is None or lock.subject_id == subject_id)
+        ]
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]:
+        return [
+            lock
+            for lock in sorted(self.t.locks.values(), key=lambda lock: lock.id)
+            if lock.study_id == study_id
+            and (subject_id is None or lock.subject_id == subject_id)
+            and not (active_only and lock.unlocked_at is not None)
+        ]
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None:
+        found = self.t.locks.get(lock_id)
+        return found if found is not None and found.study_id == study_id else None
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock:
+        lock = RecordLock(
+            self.t.new_id(), study_id, level, kind, subject_id, visit_code, form_code, seq,
+            reason, locked_by, locked_name, locked_at, locked_meaning, None, None, None, None,
+        )  # fmt: skip
+        self.t.locks[lock.id] = lock
+        return lock
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        stored = self.t.locks[lock.id]
+        if stored.unlocked_at is not None:
+            return None
+        done = replace(stored, unlocked_at=at, unlocked_by=by, unlocked_name=name,
+                       unlock_reason=reason)  # fmt: skip
+        self.t.locks[lock.id] = done
+        return done
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        return [
+            m
+            for m in sorted(self.t.sdv_marks.values(), key=lambda m: m.id)
+            if (study_id is None or m.study_id == study_id)
+            and (subject_id is None or m.subject_id == subject_id)
+        ]
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord:
+        mark = SdvMarkRecord(
+            self.t.new_id(), study_id, subject_id, form_record_id, fields, fingerprints,
+            marked_by, marked_at, None, None,
+        )  # fmt: skip
+        self.t.sdv_marks[mark.id] = mark
+        return mark
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None:
+        mark = self.t.sdv_marks[mark_id]
+        if mark.cleared_at is None:
+            self.t.sdv_marks[mark_id] = replace(mark, cleared_at=at, cleared_reason=reason)
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        return [
+            s
+            for s in sorted(self.t.signatures.values(), key=lambda s: s.id)
+            if (study_id is None or s.study_id == study_id)
+            and (subject_id is None or s.subject_id == subject_id)
+        ]
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord:
+        sig = SignatureRecord(
+            self.t.new_id(), study_id, subject_id, level, visit_code, form_record_id,
+            signed_by, signed_name, signed_at, meaning, covered, None, None,
+        )  # fmt: skip
+        self.t.signatures[sig.id] = sig
+        return sig
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None:
+        sig = self.t.signatures[signature_id]
+        if sig.invalidated_at is None:
+            self.t.signatures[signature_id] = replace(
+                sig, invalidated_at=at, invalidated_reason=reason
+            )
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]:
+        return sorted(
+            (f for f in self.t.forms.values() if f.subject_id == subject_id), key=lambda f: f.id
+        )
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None:
+        change = UnblindingChange(
+            self.t.new_id(), study_id, subject_id, form_record_id, form_code, visit_code,
+            field, flag, old, new, changed_at, changed_by, reason,
+        )  # fmt: skip
+        self.t.unblinding_changes[change.id] = change
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]:
+        return [
+            c
+            for c in sorted(self.t.unblinding_changes.values(), key=lambda c: c.id)
+            if c.study_id == study_id and (subject_id is None or c.subject_id == subject_id)
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -669,6 +1257,16 @@ class FakeUnitOfWork:
     notifications: NotificationRepository
     mail: MailOutboxRepository
     submission: SubmissionReader
+    odm_history: OdmHistoryRepository
+    supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
+    database: DatabaseMaintenance
+    consents: ConsentRepository
+    exclusions: QualityExclusionRepository
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, store: FakeStore, *, readonly: bool = False) -> None:
         self.store = store
@@ -687,8 +1285,18 @@ class FakeUnitOfWork:
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
         self.submission = FakeSubmission(self)
+        self.odm_history = FakeOdmHistory(self)
+        self.supply = FakeSupply(self)
+        self.users = FakeUsers(self)
+        self.audit_entries = FakeAuditEntries(self)
+        self.reporting = FakeReporting(self)
+        self.database = FakeDatabase(self)
+        self.consents = FakeConsents(self)
+        self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()
-        self.audit = AuditLog(self._pending, self.protocols)
+        self.holds = FakeHolds(self)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = AuditLog(self._pending, self.protocols, self.guard)
 
     @property
     def session(self) -> Session:

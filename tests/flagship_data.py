@@ -43,6 +43,16 @@ _ANATOMY_FAILURES: dict[str, tuple[str, str, Any]] = {
 }
 INVESTIGATOR_CRITERIA = ("INC-8", "INC-9", "EXC-6")
 """Flagship criteria without a rule: the investigator confirms them (ELIG-1)."""
+
+
+def web_answer(criterion: str, *, satisfied: bool = True) -> str:
+    """The pages' answer to a criterion (issue 14): an exclusion "applies" or "does not
+    apply", an inclusion is "met" or "not met"; ``satisfied`` is the eligible answer."""
+    if criterion.startswith("EXC"):
+        return "does_not_apply" if satisfied else "applies"
+    return "met" if satisfied else "not_met"
+
+
 SCREENING_RULE_CRITERIA = tuple(_SCREENING_FAILURES)
 ANATOMY_RULE_CRITERIA = tuple(_ANATOMY_FAILURES)
 

@@ -11,7 +11,7 @@ from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
-from trialdesk.services import devices, followup, randomization, screening
+from trialdesk.services import followup, randomization, screening, supply
 from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.setup import create_user
 from trialdesk.store.tables import DeviceLotRow, DeviceRow, SiteRow
@@ -20,6 +20,8 @@ SITE = "S101"
 CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
 SCREENING = dt.date.fromisoformat(fd.SCREENING_DATE)
 PROCEDURE = dt.date.fromisoformat(fd.PROCEDURE_DATE)
+CONSENT_VERSION = "v1.0"
+"""The flagship's consent version (REC-8); a test of another protocol monkeypatches it."""
 
 
 def staff(t: Trial, role: str, site: str = SITE) -> Actor:
@@ -65,7 +67,7 @@ def consented(t: Trial, site: str = SITE, *, test: bool = False) -> str:
         t.study_id,
         number,
         consent_date=CONSENT,
-        consent_version="v1.0",
+        consent_version=CONSENT_VERSION,
     )
     return number
 
@@ -154,19 +156,19 @@ def device_udi(t: Trial, site: str = SITE) -> str:
     lot = f"LOT{9000 + (lots or 0)}"
     serials = [f"{lot}-{n}" for n in range(1, 6)]
     manager = t.actor("manager")
-    devices.register_lot(
+    supply.register_lot(
         t.ctx,
         manager,
         t.study_id,
         lot_number=lot,
         model="Test implant",
-        gtin=devices.DEMO_GTIN,
+        gtin=supply.DEMO_GTIN,
         manufacturer="Test Devices Inc.",
         expiry=dt.date(2031, 12, 31),
         serials=serials,
     )
-    shipment = devices.ship_devices(t.ctx, manager, t.study_id, site, serials)
-    devices.receive_shipment(t.ctx, staff(t, "coordinator", site), t.study_id, shipment.number)
+    shipment = supply.ship_devices(t.ctx, manager, t.study_id, site, serials)
+    supply.receive_shipment(t.ctx, staff(t, "coordinator", site), t.study_id, shipment.number)
     return device_udi(t, site)
 
 

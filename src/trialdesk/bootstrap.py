@@ -1,10 +1,16 @@
-"""Composition root: the one place an engine is made."""
+"""Composition root: the one place an engine and an application are made.
+
+The adapters (api, web, cli) never build either themselves and never import the store: the
+CLI opens its database through :func:`open_engine` / :func:`schema_revision`, ``serve`` and
+the tests get the whole application (API + web pages) from :func:`create_app`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -13,7 +19,11 @@ from trialdesk.config import Settings
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import AllocationCipher
 from trialdesk.store.database import make_engine, migrate
+from trialdesk.store.database import schema_revision as _schema_revision
 from trialdesk.store.uow import SqlUnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def utc_now() -> dt.datetime:
@@ -58,3 +68,25 @@ def bootstrap(
 
         ctx.mail = MailDispatcher(ctx)
     return Runtime(engine=engine, context=ctx)
+
+
+def open_engine(database_url: str) -> Engine:
+    """An engine on the database at ``database_url`` (nothing migrated)."""
+    return make_engine(database_url)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at; None when it was never initialised."""
+    return _schema_revision(engine)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The whole ASGI application: the API (api/) and the web pages (web/) on one app, so
+    neither adapter imports the other."""
+    from trialdesk.api.app import build_api
+    from trialdesk.web.render import error_page
+    from trialdesk.web.routes import install_pages
+
+    app = build_api(runtime, page_errors=error_page)
+    install_pages(app)
+    return app

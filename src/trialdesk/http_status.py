@@ -13,6 +13,7 @@ from trialdesk.domain.errors import (
     TrialError,
     ValidationFailed,
 )
+from trialdesk.domain.locks import RecordLocked
 
 STATUS: list[tuple[type[TrialError], int]] = [
     (ActionNotAllowed, 409),
@@ -22,6 +23,7 @@ STATUS: list[tuple[type[TrialError], int]] = [
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (PreconditionFailed, 409),
+    (RecordLocked, 409),  # issue 15: a lock covers the write
 ]
 
 

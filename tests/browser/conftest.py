@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import Database, Trial, build_trial, flagship
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.store.database import make_engine
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
+GUIDE_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+"""Screenshots the user guide shows, under stable names (docs/user-guide.md links them)."""
 START_UP_LIMIT_S = 20.0
 
 
@@ -85,3 +87,14 @@ def browser() -> Iterator[object]:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+def guide_shot(page: object, name: str) -> Path:
+    """Save the page as ``docs/img/<name>.png`` for the user guide (stable names, rewritten on
+    each run), and a copy under test-artifacts/screens/ for the test run's record."""
+    GUIDE_IMAGES.mkdir(parents=True, exist_ok=True)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    path = GUIDE_IMAGES / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    (SCREENS / f"guide-{name}.png").write_bytes(path.read_bytes())
+    return path

@@ -34,14 +34,14 @@ from tests.conftest import PASSWORD, Database, Trial, build_trial, flagship
 from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import CSRF, sign_in
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.roles import Role
-from trialdesk.services import devices, followup, lists, randomization
+from trialdesk.services import followup, lists, randomization, supply
 from trialdesk.services.access import operator_actor
 from trialdesk.services.setup import create_user
 from trialdesk.store.database import make_engine
 
-USED = devices.DEMO_SERIALS[0]
+USED = supply.DEMO_SERIALS[0]
 """SN000123: implanted by A in world X, on the shelf (or quarantined) in world Y."""
 SPARE = "SNB001"
 """A device of a second lot at S101, unused in both worlds."""
@@ -149,19 +149,19 @@ def populate_world(
             roles=roles,
         )
     manager = t.actor("manager")
-    devices.register_lot(
+    supply.register_lot(
         t.ctx,
         manager,
         t.study_id,
         lot_number="LOTB",
         model="Coronary-sinus implant XE",
-        gtin=devices.DEMO_GTIN,
+        gtin=supply.DEMO_GTIN,
         manufacturer="Example Devices Inc.",
         expiry=dt.date(2031, 12, 31),
         serials=SPARE_LOT,
     )
-    shipped = devices.ship_devices(t.ctx, manager, t.study_id, j.SITE, SPARE_LOT)
-    devices.receive_shipment(t.ctx, t.actor("coordinator"), t.study_id, shipped.number)
+    shipped = supply.ship_devices(t.ctx, manager, t.study_id, j.SITE, SPARE_LOT)
+    supply.receive_shipment(t.ctx, t.actor("coordinator"), t.study_id, shipped.number)
     world.a = j.anatomy_suitable(t)
     world.b = j.anatomy_suitable(t)
     for number in (world.a, world.b):
@@ -211,11 +211,11 @@ class Pair:
             return
         self.quarantined = True
         for w in self.worlds:
-            devices.quarantine_lot(
+            supply.quarantine_lot(
                 w.trial.ctx,
                 w.trial.actor("manager"),
                 w.trial.study_id,
-                devices.DEMO_LOT,
+                supply.DEMO_LOT,
                 "field safety notice",
             )
             w.take_snapshot()

@@ -91,6 +91,8 @@ API_VALUES = {
     "link": "a-link-nobody-was-sent",
     "token": "a-link-nobody-was-sent",
     "list_id": "1",
+    "exclusion_id": "1",  # issue 15 (x15b): a data-quality rule exclusion
+    "lock_id": "1",  # issue 15: the first record lock (a freeze at unblinding)
 }
 """Path parameters of the API other than ``{number}``: the study, a visit, a form, a
 criterion, the first record of a kind."""
@@ -139,6 +141,7 @@ def web_fillers() -> dict[str, list[dict[str, str]]]:
         "/subjects/{number}/forms/{code}": [{"code": c} for c in screening_forms],
         "/subjects/{number}/visits/{code}": [{"code": v.code} for v in protocol.visits],
         "/subjects/{number}/visits/{code}/missed": [{"code": "M6"}],
+        "/subjects/{number}/forms/{code}/correct": [{"code": "follow_up"}],  # x14a
         "/crc/{number}": [{}],
         "/reports/{filename}": [
             {"filename": f"{name}.{ext}"} for name in REPORT_DOWNLOADS for ext in ("json", "csv")

@@ -18,7 +18,7 @@ from tests.e2e.sweep_support import app_routes
 from tests.e2e.test_api_support import API, STUDY
 from tests.e2e.test_web_pages import ARM_TEXT, CSRF, client, sign_in
 from tests.mailbox import links_in, outbox_mails, token_of
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.roles import SITE_SCOPED, Role
 from trialdesk.services import accounts
 from trialdesk.services.access import operator_actor

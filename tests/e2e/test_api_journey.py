@@ -12,6 +12,7 @@ from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
 from tests.e2e.test_api_support import Api, problem_code
+from tests.factory import hard_lock
 from trialdesk.store.tables import RandomizationRow
 
 
@@ -232,6 +233,7 @@ def test_rand3_statistician_routes(trial: Trial) -> None:
 
 
 def test_rand7_trial_unblinding_needs_two_signatures(trial: Trial) -> None:
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     api = Api(trial)
     assert api.get("monitor", "/trial-unblinding").json()["status"] == "blinded"
     body = {"reason": "study end", "password": PASSWORD}

@@ -152,7 +152,7 @@ def test_exp1_exports_are_zip_archives_of_the_services_files(trial: Trial) -> No
     assert "subjects.csv" in csv_files and "randomizations.csv" in csv_files
     assert csv_files["randomizations.csv"].count(b"\n") == 8  # header + seven randomizations
     odm = _unzipped(_export(api, "manager", "odm"))
-    assert list(odm) == ["odm.xml"] and b'ODMVersion="1.3.2"' in odm["odm.xml"]
+    assert list(odm) == ["odm.xml", "odm_audit.xml"] and b'ODMVersion="1.3.2"' in odm["odm.xml"]
     sdtm = _unzipped(_export(api, "statistician", "sdtm"))
     assert {"dm.xpt", "ds.xpt", "sv.xpt", "define.xml", "define.html", "acrf.html"} <= set(sdtm)
     assert "ta.xpt" not in sdtm  # blinded: no trial arms dataset

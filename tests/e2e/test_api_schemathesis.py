@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests import journey as j
 from tests.conftest import Trial
 from tests.e2e.test_api_support import Api
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 
 
 def test_api_conforms_to_its_schema_and_never_fails(trial: Trial) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import PASSWORD, Trial
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 
 API = "/api/v1"
 STUDY = f"{API}/studies/FLAGSHIP"

@@ -14,7 +14,7 @@ from tests import journey as j
 from tests.conftest import Trial
 from tests.e2e.test_api_support import STUDY, Api
 from tests.e2e.test_cli_export import Shell
-from trialdesk.services import devices
+from trialdesk.services import supply
 
 DISCLOSED = {
     "disclose_export_csv",
@@ -42,7 +42,7 @@ def test_aud1_api_lists_every_disclosure_kind_and_filters(trial: Trial) -> None:
     assert api.client.get(f"{STUDY}/endpoints/safety", headers=stat).status_code == 200
     assert api.client.get(f"{STUDY}/reports/dsmb", headers=api.headers("dsmb")).status_code == 200
     recall = api.client.post(
-        f"{STUDY}/devices/lots/{devices.DEMO_LOT}/recall", json={}, headers=stat
+        f"{STUDY}/devices/lots/{supply.DEMO_LOT}/recall", json={}, headers=stat
     )
     assert recall.status_code == 200, recall.text
     assert api.client.get(f"{STUDY}/lists/1/download", headers=stat).status_code == 200

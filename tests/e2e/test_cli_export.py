@@ -67,6 +67,7 @@ def test_exp1_cli_exports_blinded_by_default(sh: Shell, tmp_path: Path) -> None:
         for path in out.iterdir():
             assert not ARM_WORD.search(path.read_bytes().decode("latin-1")), path.name
     assert odm_problems((tmp_path / "out-odm" / "odm.xml").read_bytes()) == []
+    assert odm_problems((tmp_path / "out-odm" / "odm_audit.xml").read_bytes()) == []
     assert (
         "ta.xpt"
         not in json.loads(sh.run("export", "sdtm", "--out", str(tmp_path / "again")).stdout)[

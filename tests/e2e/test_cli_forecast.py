@@ -18,6 +18,7 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Database, build_trial, flagship
 from trialdesk.cli.main import build_app
 from trialdesk.reports.enrolment import FORECAST_LABEL
+from trialdesk.services import admin
 from trialdesk.stats.forecast import closed_form_quantiles
 from trialdesk.store.database import make_engine
 
@@ -93,7 +94,8 @@ class Shell:
 
 @pytest.fixture
 def shell(tmp_path: Path) -> Shell:
-    """A SQLite demo trial with two randomized subjects at S101 and one at S301."""
+    """A SQLite demo trial with two randomized subjects at S101 and one at S301; S302 not
+    active yet."""
     url = f"sqlite:///{tmp_path / 'trial.db'}"
     engine = make_engine(url)
     t = build_trial(Database("sqlite", url, engine), tmp_path, flagship())
@@ -101,6 +103,8 @@ def shell(tmp_path: Path) -> Shell:
         j.randomized(t)
         j.randomized(t)
         j.randomized(t, "S301")
+        # issue 16: S302 not active yet (its plan is 2027-04-12); the rest open since creation
+        admin.deactivate_site(t.ctx, t.actor("admin"), t.study_id, "S302")
     finally:
         t.runtime.close()
         engine.dispose()
@@ -124,7 +128,7 @@ def test_rep1_forecast_from_the_database(shell: Shell) -> None:
     assert fc["simulations"] == 500 and fc["remaining"] == data["target"] - 3
     assert fc["date_p05"] < fc["date_p50"] < fc["date_p95"]
     sites = {s["code"]: s for s in data["sites"]}
-    assert sites["S101"]["randomized"] == 2 and sites["S101"]["opened_on"] == "2027-01-04"
+    assert sites["S101"]["randomized"] == 2 and sites["S101"]["opened_on"] == "2027-01-25"
     assert sites["S302"]["opens_on"] == "2027-04-12"
     text = shell.run("forecast", "--seed", "4", "--simulations", "500")
     assert text.exit_code == 0 and f"median {fc['date_p50']}" in text.stdout

@@ -38,7 +38,8 @@ def test_rep2_consort_json_is_pooled_for_a_blinded_user_and_writes_figures(
     result = run(env, "report", "consort", "--json", "--user", "manager", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"assessed", "excluded", "randomized"}
+    assert set(data) == {"phases", "assessed", "excluded", "randomized"}
+    assert data["phases"] == ["Enrolment"]
     assert set(data["excluded"]) == {
         "criteria_not_met",
         "crc_rejected",

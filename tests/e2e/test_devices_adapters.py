@@ -17,13 +17,13 @@ from tests.conftest import PASSWORD, Trial
 from tests.e2e.test_api_support import Api, problem_code
 from tests.e2e.test_web_pages import csrf_of, signed_in, web_values
 from trialdesk.cli.main import build_app
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.queries import get_subject
 
 LOT = {
     "lot_number": "LOTW",
     "model": "Coronary-sinus implant XE",
-    "gtin": devices.DEMO_GTIN,
+    "gtin": supply.DEMO_GTIN,
     "manufacturer": "Example Devices Inc.",
     "expiry": "2030-06-30",
     "serials": ["W1", "W2", "W3"],
@@ -96,18 +96,18 @@ def test_sup1_web_procedure_page_lists_stock_and_refuses_an_unavailable_device(
     is shown on the form with nothing saved; the coordinator receives on the Devices page;
     the manager's supply page has no per-arm usage."""
     trial.clock.set_day(j.CONSENT)
-    devices.register_lot(
+    supply.register_lot(
         trial.ctx,
         trial.actor("manager"),
         trial.study_id,
         lot_number="LOTW",
         model="M",
-        gtin=devices.DEMO_GTIN,
+        gtin=supply.DEMO_GTIN,
         manufacturer="Maker",
         expiry=fd_date("2030-06-30"),
         serials=["W1"],
     )
-    shipment = devices.ship_devices(
+    shipment = supply.ship_devices(
         trial.ctx, trial.actor("manager"), trial.study_id, "S101", ["W1"]
     )
     number = _int_subject(trial)
@@ -137,8 +137,8 @@ def test_sup1_web_procedure_page_lists_stock_and_refuses_an_unavailable_device(
     assert response.status_code == 303, response.text
     assert number not in coord.get("/devices").text
     manager = signed_in(trial, "manager")
-    supply = manager.get("/supply")
-    assert supply.status_code == 200 and "LOTW" in supply.text and number not in supply.text
+    page = manager.get("/supply")
+    assert page.status_code == 200 and "LOTW" in page.text and number not in page.text
     assert coord.get("/supply").status_code == 403
     form = {"lot_number": "LOTW", "reason": "FSCA 2027-02", "csrf_token": csrf_of(manager)}
     wrong = manager.post("/supply/recall", data={**form, "password": "wrong"})
@@ -173,7 +173,7 @@ def test_sup1_cli_devices_commands(tmp_path: Path) -> None:
     assert init.exit_code == 0, init.stderr
     assert json.loads(init.stdout)["demo_devices"] == 10
     lot = ok(
-        "devices", "lot", "add", "LOTC", "--model", "M", "--gtin", devices.DEMO_GTIN,
+        "devices", "lot", "add", "LOTC", "--model", "M", "--gtin", supply.DEMO_GTIN,
         "--manufacturer", "Maker", "--expiry", "2030-01-31", "--serial", "C1,C2,C3",
         user="manager",
     )  # fmt: skip

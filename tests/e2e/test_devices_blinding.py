@@ -21,7 +21,7 @@ from tests.conftest import Trial
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import signed_in
 from trialdesk.domain.errors import TrialError
-from trialdesk.services import devices, followup
+from trialdesk.services import followup, supply
 from trialdesk.services.access import Actor
 
 BLINDED = ("coordinator", "manager", "monitor", "admin")
@@ -63,11 +63,11 @@ def _snapshot(
     """Everything ``actor`` can read of device supply, through every adapter."""
     ctx, study = t.ctx, t.study_id
     views: Snapshot = {
-        "inventory": _service(lambda: devices.site_inventory(ctx, actor, study)),
-        "inventory at site": _service(lambda: devices.site_inventory(ctx, actor, study, site)),
-        "lots": _service(lambda: devices.list_lots(ctx, actor, study)),
-        "warnings": _service(lambda: devices.stock_warnings(ctx, actor, study)),
-        "shipments": _service(lambda: devices.list_shipments(ctx, actor, study)),
+        "inventory": _service(lambda: supply.site_inventory(ctx, actor, study)),
+        "inventory at site": _service(lambda: supply.site_inventory(ctx, actor, study, site)),
+        "lots": _service(lambda: supply.list_lots(ctx, actor, study)),
+        "warnings": _service(lambda: supply.stock_warnings(ctx, actor, study)),
+        "shipments": _service(lambda: supply.list_shipments(ctx, actor, study)),
     }
     for path, params in (
         ("/devices/inventory", {}),
@@ -98,22 +98,22 @@ def test_sup2_rand6_blinded_device_views_identical_before_and_after_an_implant(
     t = trial
     site, first = _first_implant_site(t)
     manager = t.actor("manager")
-    devices.register_lot(
+    supply.register_lot(
         t.ctx,
         manager,
         t.study_id,
         lot_number="LOTB",
         model="Coronary-sinus implant XE",
-        gtin=devices.DEMO_GTIN,
+        gtin=supply.DEMO_GTIN,
         manufacturer="Example Devices Inc.",
         expiry=j.PROCEDURE.replace(year=j.PROCEDURE.year + 3),
         serials=["B1", "B2", "B3", "B4", "B5"],
     )
     coordinator = j.staff(t, "coordinator", site)
     implanter = j.staff(t, "implanter", site)
-    received = devices.ship_devices(t.ctx, manager, t.study_id, site, ["B1", "B2", "B3"])
-    devices.receive_shipment(t.ctx, coordinator, t.study_id, received.number)
-    devices.ship_devices(t.ctx, manager, t.study_id, site, ["B4"])  # stays in transit
+    received = supply.ship_devices(t.ctx, manager, t.study_id, site, ["B1", "B2", "B3"])
+    supply.receive_shipment(t.ctx, coordinator, t.study_id, received.number)
+    supply.ship_devices(t.ctx, manager, t.study_id, site, ["B4"])  # stays in transit
     t.clock.set_day(j.PROCEDURE)
 
     api = Api(t)

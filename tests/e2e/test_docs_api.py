@@ -20,7 +20,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import PASSWORD, Trial
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "api.md"

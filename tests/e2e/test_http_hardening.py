@@ -27,7 +27,7 @@ from tests.conftest import Trial
 from tests.e2e.sweep_support import digest
 from tests.e2e.test_api_support import Api
 from tests.server import Server
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.cli.main import build_app
 from trialdesk.reports.csv_cells import FORMULA_START
 from trialdesk.services import data_queries, followup

@@ -20,8 +20,7 @@ from tests.e2e.test_api_support import API, STUDY
 from tests.e2e.test_web_pages import ARM_TEXT, CSRF, sign_in
 from tests.mailbox import MailServer, links_in, smtp_server, token_of
 from tests.server import free_port
-from trialdesk.api.app import create_app
-from trialdesk.bootstrap import Runtime, bootstrap
+from trialdesk.bootstrap import Runtime, bootstrap, create_app
 from trialdesk.services import accounts, followup
 from trialdesk.services.access import operator_actor
 from trialdesk.services.mail import MailDispatcher, flush_outbox, list_outbox

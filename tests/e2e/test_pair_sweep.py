@@ -29,7 +29,8 @@ from tests import flagship_data as fd
 from tests.conftest import PASSWORD
 from tests.e2e import pair_support as ps
 from tests.e2e import sweep_support as sw
-from trialdesk.services import devices
+from trialdesk.services import supply
+from trialdesk.services.supply import shipments
 
 DAY = "2027-03-20"
 SHIPMENT = "SHP-0002"
@@ -137,7 +138,7 @@ def _values(pair: ps.Pair) -> dict[str, str]:
     return {
         **sw.API_VALUES,
         "shipment": SHIPMENT,
-        "lot": devices.DEMO_LOT,
+        "lot": supply.DEMO_LOT,
         "serial": ps.USED,
         "username": "monitor",
     }
@@ -239,7 +240,7 @@ BASE_BODY: dict[str, Any] = {
     "blocks": 1,
     "lot_number": "LOTC",
     "model": "Implant",
-    "gtin": devices.DEMO_GTIN,
+    "gtin": supply.DEMO_GTIN,
     "manufacturer": "Example",
     "expiry": "2031-12-31",
     "serials": [ps.USED],
@@ -293,7 +294,7 @@ WEB_FORM: dict[str, str] = {
     "consent_version": "v1.0",
     "decision": "approve",
     "criterion": "INC-8",
-    "confirmed": "yes",
+    "answer": "met",
     "text": "pair sweep",
     "role": "monitor",
     "username": "pair-user",
@@ -301,7 +302,7 @@ WEB_FORM: dict[str, str] = {
     "timezone": "UTC",
     "idempotency_key": "pair-key",
     "model": "Implant",
-    "gtin": devices.DEMO_GTIN,
+    "gtin": supply.DEMO_GTIN,
     "manufacturer": "Example",
     "expiry": "2031-12-31",
 }
@@ -412,9 +413,9 @@ def test_rand6_pair_sweep_catches_a_refusal_that_tells_device_state(
     """The sweep can fail: put back a ship refusal naming the device's status and the same
     probes (the manager shipping SN000123 through the API and the supply page) differ."""
     monkeypatch.setattr(
-        devices,
-        "_not_shippable",
-        lambda device: f"is {device.status.replace('_', ' ')}, not at the depot",
+        shipments,
+        "not_shippable",
+        lambda state, shipped: f"is {state.replace('_', ' ')}, not at the depot",
     )
     probes = [
         p

@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import PASSWORD, Trial
 from tests.e2e.test_api_support import API, STUDY
 from tests.e2e.test_web_pages import CSRF, client, sign_in
-from trialdesk.api.app import create_app
-from trialdesk.bootstrap import Runtime, bootstrap
+from trialdesk.bootstrap import Runtime, bootstrap, create_app
 from trialdesk.domain.errors import AuthenticationFailed
 from trialdesk.services import accounts, admin
 from trialdesk.services.access import operator_actor

@@ -27,13 +27,21 @@ from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_access_sweep import _body
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import csrf_of, signed_in
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.permissions import Permission, roles_with
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import flagship_path
-from trialdesk.services import accounts, admin, crc, data_queries, devices, followup
+from trialdesk.services import (
+    accounts,
+    admin,
+    crc,
+    data_queries,
+    followup,
+    quality,
+    supply,
+)
 from trialdesk.services.access import operator_actor
-from trialdesk.services.devices import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
+from trialdesk.services.supply import DEMO_GTIN, DEMO_LOT, DEMO_SERIALS, stock_demo_site
 
 ROLES = tuple(username for username, _name, _role in DEMO_USERS)
 ANYONE = frozenset(ROLES)
@@ -99,7 +107,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/devices/lots"): frozenset({"manager"}),
     ("POST", f"{STUDY}/devices/lots/{{lot}}/quarantine"): frozenset({"manager"}),
     # a recall lists implanted subjects, so it tells arms: roles that may see arms, and the
-    # blinded manager with a reason and an e-signature (services/devices.py recall_subjects)
+    # blinded manager with a reason and an e-signature (services/supply/procedure.py)
     ("POST", f"{STUDY}/devices/lots/{{lot}}/recall"): frozenset(
         {"manager", "statistician", "dsmb", "implanter"}
     ),
@@ -125,6 +133,18 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/subjects/{number}/discharge"): COORDINATOR,
     ("POST", "/subjects/{number}/visits/{code}/missed"): COORDINATOR,
     ("POST", "/crc/{number}"): frozenset({"crc"}),
+    # the subject's actions on the pages (issue 14, x14a): the same rules as the API
+    ("POST", "/subjects/{number}/decline"): COORDINATOR,
+    ("POST", "/subjects/{number}/screen-failure"): COORDINATOR,
+    ("POST", "/subjects/{number}/forms/{code}/correct"): COORDINATOR,
+    ("POST", "/subjects/{number}/adverse-events"): COORDINATOR,
+    ("POST", "/subjects/{number}/therapies"): COORDINATOR,
+    ("POST", "/subjects/{number}/emergency-unblind"): COORDINATOR,
+    ("POST", "/subjects/{number}/unblind"): COORDINATOR,
+    ("POST", "/subjects/{number}/withdraw"): COORDINATOR,
+    ("POST", "/subjects/{number}/lost-to-follow-up"): COORDINATOR,
+    ("POST", "/subjects/{number}/death"): COORDINATOR,
+    ("POST", "/subjects/{number}/complete"): COORDINATOR,
     ("POST", "/admin/invitations"): frozenset({"admin"}),
     ("POST", "/admin/invitations/{invitation_id}/cancel"): frozenset({"admin"}),
     ("POST", "/admin/users/{username}/{change}"): frozenset({"admin"}),
@@ -160,6 +180,28 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/protocol/preview"): frozenset({"manager", "statistician"}),
     ("POST", "/protocol/amend"): frozenset({"manager"}),
     ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"statistician"}),
+    # issue 15 (x15b): data quality (REC-6) and query verification (REC-7) by the monitor or
+    # the manager as data manager; re-consent, exits through forms and contacts by the site
+    ("POST", f"{STUDY}/quality/run"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/quality-exclusions/{{exclusion_id}}/revoke"): frozenset(
+        {"monitor", "manager"}
+    ),
+    ("POST", f"{STUDY}/queries/{{query_id}}/assign"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/queries/{{query_id}}/verify"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): COORDINATOR,
+    ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): COORDINATOR,
+    ("POST", f"{STUDY}/subjects/{{number}}/contacts"): COORDINATOR,
+    ("POST", "/quality/run"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/reconsent"): COORDINATOR,
+    # records that hold (issue 15, lane x15a): the monitor as data manager and the study
+    # manager lock; the monitor verifies source data; the investigator (coordinator) signs
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/database-lock/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): frozenset({"monitor"}),
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -228,6 +270,18 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/subjects/{number}/discharge"): P.DISCHARGE_RECORD,
     ("POST", "/subjects/{number}/visits/{code}/missed"): P.VISIT_RECORD,
     ("POST", "/crc/{number}"): P.CRC_ELIGIBILITY_DECIDE,
+    # x14a (issue 14)
+    ("POST", "/subjects/{number}/decline"): P.CONSENT_RECORD,
+    ("POST", "/subjects/{number}/screen-failure"): P.SCREEN_FAIL,
+    ("POST", "/subjects/{number}/forms/{code}/correct"): P.FORM_CORRECT,
+    ("POST", "/subjects/{number}/adverse-events"): P.ADVERSE_EVENT_RECORD,
+    ("POST", "/subjects/{number}/therapies"): P.THERAPY_RECORD,
+    ("POST", "/subjects/{number}/emergency-unblind"): P.SUBJECT_EMERGENCY_UNBLIND,
+    ("POST", "/subjects/{number}/unblind"): P.SUBJECT_UNBLIND,
+    ("POST", "/subjects/{number}/withdraw"): P.SUBJECT_EXIT,
+    ("POST", "/subjects/{number}/lost-to-follow-up"): P.SUBJECT_EXIT,
+    ("POST", "/subjects/{number}/death"): P.SUBJECT_EXIT,
+    ("POST", "/subjects/{number}/complete"): P.SUBJECT_COMPLETE,
     ("POST", "/admin/invitations"): P.USER_MANAGE,
     ("POST", "/admin/invitations/{invitation_id}/cancel"): P.USER_MANAGE,
     ("POST", "/account/approvals/{approval_id}/{decision}"): P.GRANT_APPROVE,
@@ -256,6 +310,24 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/protocol/preview"): P.AMENDMENT_PREVIEW,
     ("POST", "/protocol/amend"): P.AMENDMENT_PROPOSE,
     ("POST", "/protocol/amendments/{amendment_id}/sign"): P.AMENDMENT_SIGN,
+    # issue 15 (x15b)
+    ("POST", f"{STUDY}/quality/run"): P.DQ_RUN,
+    ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): P.DQ_EXCLUDE,
+    ("POST", f"{STUDY}/quality-exclusions/{{exclusion_id}}/revoke"): P.DQ_EXCLUDE,
+    ("POST", f"{STUDY}/queries/{{query_id}}/assign"): P.QUERY_ASSIGN,
+    ("POST", f"{STUDY}/queries/{{query_id}}/verify"): P.QUERY_VERIFY,
+    ("POST", f"{STUDY}/subjects/{{number}}/reconsent"): P.CONSENT_RECORD,
+    ("POST", f"{STUDY}/subjects/{{number}}/exit-form"): P.SUBJECT_EXIT,
+    ("POST", f"{STUDY}/subjects/{{number}}/contacts"): P.VISIT_RECORD,
+    ("POST", "/quality/run"): P.DQ_RUN,
+    ("POST", "/subjects/{number}/reconsent"): P.CONSENT_RECORD,
+    # issue 15, lane x15a
+    ("POST", f"{STUDY}/subjects/{{number}}/locks"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): P.RECORD_LOCK,
+    ("POST", f"{STUDY}/database-lock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/database-lock/unlock"): P.DATABASE_LOCK,
+    ("POST", f"{STUDY}/subjects/{{number}}/sdv"): P.SDV_MARK,
+    ("POST", f"{STUDY}/subjects/{{number}}/signatures"): P.RECORD_SIGN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -342,6 +414,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         text="Confirm NYHA",
         visit_code="M1",
     )
+    quality.exclude_rule(  # exclusion 1, for the revoke route (issue 15, x15b)
+        t.ctx, t.actor("monitor"), t.study_id, number, rule_id="DQ-8", form_code="follow_up",
+        visit_code="M1", reason="authorisation sweep",
+    )  # fmt: skip
     other, _arm = j.procedure_done(t)
     followup.emergency_unblind(
         t.ctx, coordinator, t.study_id, other, reason="deterioration", password=PASSWORD
@@ -356,7 +432,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     )
     stock_demo_site(t.ctx, operator_actor(), t.study_id)  # a lot, a shipment, devices at S101
     therapy_case = max(c.id for c in crc.crc_queue(t.ctx, t.actor("crc"), t.study_id))
-    (shipment,) = devices.list_shipments(t.ctx, t.actor("manager"), t.study_id)
+    (shipment,) = supply.list_shipments(t.ctx, t.actor("manager"), t.study_id)
     t.clock.set_day(sw.READ_DAY)
     app = create_app(t.runtime)
     api = Api(t)
@@ -384,6 +460,7 @@ ROUTE_VALUES = {
     f"{STUDY}/subjects/{{number}}/visits/{{code}}": {"code": "M6"},
     f"{STUDY}/subjects/{{number}}/visits/{{code}}/missed": {"code": "M6"},
     "/subjects/{number}/forms/{code}": {"code": "tte"},
+    "/subjects/{number}/forms/{code}/correct": {"code": "follow_up"},
 }
 """Path values per route where one name means different things (a visit, a form, a site)."""
 
@@ -432,6 +509,31 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         "/supply/ship": {"serials": DEMO_SERIALS[3], "site": "S101"},
         "/supply/quarantine": {"lot_number": DEMO_LOT},
         "/supply/recall": {"lot_number": DEMO_LOT},
+        # issue 15 (x15b): bodies valid for every caller, refused after the role check
+        f"{STUDY}/subjects/{{number}}/quality-exclusions": {"rule": "DQ-8", "visit": "M1"},
+        f"{STUDY}/queries/{{query_id}}/assign": {"assignee": "coordinator"},
+        f"{STUDY}/subjects/{{number}}/reconsent": {
+            "signed_on": sw.READ_DAY.isoformat(),
+            "version": "v1.0",
+        },
+        f"{STUDY}/subjects/{{number}}/exit-form": {
+            "exit": "withdrawal",
+            "values": {},
+            "kind": "further_data",
+        },
+        "/subjects/{number}/reconsent": {"signed_on": sw.READ_DAY.isoformat(), "version": "v1.0"},
+        f"{STUDY}/subjects/{{number}}/contacts": {
+            "visit": "Y3",
+            "contact_date": sw.READ_DAY.isoformat(),
+            "forms": {},
+        },
+        # issue 15: a visit not yet recorded (locking M1 would refuse the other routes'
+        # writes); the hard lock is refused by the checklist (the open query), so nothing
+        # is locked by the sweep
+        f"{STUDY}/subjects/{{number}}/locks": {"level": "visit", "visit": "M18"},
+        f"{STUDY}/database-lock": {"kind": "hard"},
+        f"{STUDY}/subjects/{{number}}/sdv": {"form": "follow_up", "visit": "M1"},
+        f"{STUDY}/subjects/{{number}}/signatures": {"level": "visit", "visit": "M1"},
     }
 
 
@@ -484,7 +586,9 @@ def web_form(setup: Setup, role: str, path: str) -> dict[str, Any]:
         "csrf_token": setup.csrf[role],
         **{k: str(v) for k, v in field_values(setup).items()},
         "criterion": "INC-8",
-        "confirmed": "yes",
+        "answer": "met",
+        "lost_on": today,
+        "lost_reason": "authorisation sweep",
         "effective_from": today,
         "username": "sweep-user",
         "full_name": "Sweep User",

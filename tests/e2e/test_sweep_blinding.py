@@ -24,9 +24,9 @@ from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import signed_in
 from tests.integration.test_blinding_sweep import populate
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.domain.roles import Role
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import BLINDED_ROLES, operator_actor
 from trialdesk.services.queries import list_subjects
 
@@ -49,7 +49,7 @@ class Swept:
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
     trial = sw.sqlite_trial(tmp_path_factory.mktemp("blinding"))
     # devices at S101: implant-arm subjects use them, so device reads are swept too (SUP-2)
-    devices.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
+    supply.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
     unblinded, arm = sw.unblinded_at(trial, "S102")
     arms = {unblinded: arm}
     population = populate(trial)
@@ -156,6 +156,13 @@ def without_ct_wording(text: str) -> str:
     return text
 
 
+SWEPT_EXPORT_FILES = {
+    "odm.xml",
+    "odm_audit.xml",  # issue 16 (x16b): the transactional ODM audit trail
+}
+"""Files the export sweep must have read (a new export file is added here)."""
+
+
 def test_rand6_no_export_file_names_an_arm_for_a_blinded_role(swept: Swept) -> None:
     """RAND-6, EXP-1: every file of every export (SAS XPORT read back into rows) as every
     blinded user; asking for an unblinded export is refused without an arm in the refusal."""
@@ -185,6 +192,7 @@ def test_rand6_no_export_file_names_an_arm_for_a_blinded_role(swept: Swept) -> N
     assert not leaks, "\n".join(leaks)
     assert exported >= 6  # manager and monitor export, each kind
     assert swept_files >= SUBMISSION_FILES, SUBMISSION_FILES - swept_files
+    assert swept_files >= SWEPT_EXPORT_FILES, SWEPT_EXPORT_FILES - swept_files
 
 
 def test_rand6_the_detector_finds_the_arms_an_unblinded_reader_is_shown(swept: Swept) -> None:

@@ -31,8 +31,8 @@ from tests.e2e import sweep_support as sw
 from tests.e2e.test_api_access_sweep import _body
 from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import csrf_of, signed_in
-from trialdesk.api.app import create_app
-from trialdesk.services import data_queries, devices, followup, screening
+from trialdesk.bootstrap import create_app
+from trialdesk.services import data_queries, followup, screening, supply
 from trialdesk.services.access import operator_actor
 
 SITE_USERS = ("coordinator", "implanter")
@@ -103,7 +103,7 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twins]:
     own = sw.sqlite_trial(tmp_path_factory.mktemp("own"))
     full = sw.sqlite_trial(tmp_path_factory.mktemp("full"))
     for t in (own, full):  # devices at S101 in both: device reads are compared too
-        devices.stock_demo_site(t.ctx, operator_actor(), t.study_id)
+        supply.stock_demo_site(t.ctx, operator_actor(), t.study_id)
     own_numbers = site_activity(own, "S101")
     assert site_activity(full, "S101") == own_numbers
     other_numbers = [n for site in OTHER_SITES for n in site_activity(full, site)]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tests import flagship_data as fd
 from tests import journey
 from tests.conftest import PASSWORD, Trial
-from trialdesk.api.app import create_app
+from trialdesk.bootstrap import create_app
 from trialdesk.services.queries import get_subject, list_subjects
 
 BLINDED = ("admin", "manager", "coordinator", "crc", "monitor")
@@ -258,7 +258,7 @@ def test_life1_journey_through_the_pages(trial: Trial) -> None:
         f"/subjects/{number}/confirm",
         data={
             "criterion": "INC-8",
-            "confirmed": "yes",
+            "answer": "met",
             "password": "wrong!!!",
             "csrf_token": token,
         },
@@ -269,7 +269,7 @@ def test_life1_journey_through_the_pages(trial: Trial) -> None:
             f"/subjects/{number}/confirm",
             data={
                 "criterion": criterion,
-                "confirmed": "yes",
+                "answer": fd.web_answer(criterion),
                 "password": PASSWORD,
                 "csrf_token": token,
             },
@@ -304,7 +304,8 @@ def test_life1_journey_through_the_pages(trial: Trial) -> None:
     assert response.status_code == 303
     assert "Randomize" in implanter.get(f"/subjects/{number}").text
     response = implanter.post(f"/subjects/{number}/randomize", data={"csrf_token": itoken})
-    assert response.status_code == 200
+    assert response.status_code == 303
+    response = implanter.get(response.headers["location"])
     assert ARM_TEXT.search(response.text)
     assert "Randomized, number S101-R" in response.text
 

@@ -86,14 +86,15 @@ def test_rand2_design_assessment_bad_input_is_one_clear_message(
 
 def test_rand6_dsmb_sees_endpoints_but_not_lists_or_design(trial: Trial) -> None:
     """A DSMB member reads the by-arm endpoints; list status and the design form are the
-    statistician's, so those panels show the service's refusal, and a design POST is 403."""
+    statistician's, so those panels are left out (no red refusal, issue 14), and a design
+    POST is 403."""
     journey.randomized(trial)
     c = signed_in(trial, "dsmb")
     page = c.get("/statistician")
     assert page.status_code == 200
     assert "arm INT" in page.text
-    assert "view allocation list status" in page.text and "design assessment" in page.text
-    assert 'id="design-result"' not in page.text
+    assert 'id="lists"' not in page.text and 'id="design"' not in page.text
+    assert 'class="refusal"' not in page.text and 'id="design-result"' not in page.text
     response = c.post(
         "/statistician/design", data={**DESIGN, "csrf_token": csrf_of(c, "/statistician")}
     )

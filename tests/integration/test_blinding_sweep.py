@@ -25,6 +25,7 @@ import trialdesk.services
 from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
+from tests.factory import hard_lock
 from tests.protocol_variants import design_changed
 from trialdesk.domain.errors import NotFound, TrialError
 from trialdesk.domain.roles import Role
@@ -486,6 +487,7 @@ def populate(t: Trial) -> Population:
     )
     pop.subjects["m24_done_still_blinded"] = number
 
+    hard_lock(t)  # REC-5: trial unblinding needs the hard database lock
     pop.results.append(
         (
             "trial unblinding requested",

@@ -18,8 +18,9 @@ import pytest
 from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
+from tests.factory import hard_lock
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
-from trialdesk.services import data_queries, followup, queries, screening, unblinding
+from trialdesk.services import data_queries, endpoints, followup, queries, screening, unblinding
 from trialdesk.services.report_views import consort, consort_figure
 
 DAY0 = j.PROCEDURE
@@ -173,6 +174,7 @@ def build_dataset(t: Trial) -> Dataset:
     followup.emergency_unblind(
         t.ctx, coord, t.study_id, visits, reason="acute deterioration", password=PASSWORD
     )
+    hard_lock(t)  # REC-5: trial unblinding needs the hard database lock
     unblinding.request_trial_unblinding(
         t.ctx, t.actor("manager"), t.study_id, "final analysis", PASSWORD
     )
@@ -199,6 +201,7 @@ def _expected_arm(data: Dataset, arm: str) -> dict[str, int]:
 
 
 POOLED = {
+    "phases": ["Enrolment"],
     "assessed": 14,
     "excluded": {
         "criteria_not_met": 1,
@@ -218,9 +221,14 @@ def test_rep2_consort_boxes_match_the_dataset_per_arm_for_the_statistician(
     received with reasons, lost, discontinued with reasons, analysed, all as counted by hand."""
     flow = consort(trial.ctx, trial.actor("statistician"), trial.study_id)
     doc = flow.to_json()
-    assert {k: doc[k] for k in POOLED} == POOLED
+    assert {k: doc[k] for k in POOLED if k != "phases"} == {
+        k: v for k, v in POOLED.items() if k != "phases"
+    }
+    assert doc["phases"] == ["Enrolment", "Allocation", "Follow-up", "Analysis"]
     assert flow.in_screening == 2
-    assert doc["arms"] == {arm: _expected_arm(dataset, arm) for arm in ("INT", "CTRL")}
+    for arm in ("INT", "CTRL"):
+        expected = _expected_arm(dataset, arm)
+        assert {k: doc["arms"][arm][k] for k in expected} == expected
     assert flow.arms is not None
     by_code = {a.code: a for a in flow.arms}
     in_error_arm = dataset.arms[dataset.roles["in_error"]]
@@ -281,3 +289,49 @@ def test_rep2_site_roles_and_bad_format_are_refused(trial: Trial, dataset: Datas
         consort(trial.ctx, trial.actor("coordinator"), trial.study_id)
     with pytest.raises(ValidationFailed, match="unknown figure format 'pdf'"):
         consort_figure(trial.ctx, trial.actor("manager"), trial.study_id, fmt="pdf")
+
+
+def test_rep2_consort_2025_reasons_for_each_loss_and_analysed_as_the_endpoints_define(
+    trial: Trial, dataset: Dataset
+) -> None:
+    """REP-2, END-1, END-2 (issue 16): each loss with its recorded reason; "analysed" is the
+    primary endpoints' analysis set as the endpoint code computes it (END-2: every randomized
+    subject in its arm but randomizations in error; END-1: intervention subjects with 12
+    months of follow-up or an event or death within them), the others with their reason."""
+    stat = trial.actor("statistician")
+    doc = consort(trial.ctx, stat, trial.study_id).to_json()
+    roles, arms = dataset.roles, dataset.arms
+    lost_arm, withdrawn_arm = arms[roles["lost"]], arms[roles["withdrawn"]]
+    assert doc["arms"][lost_arm]["reasons"]["lost_to_follow_up"] == {"unreachable": 1}
+    assert doc["arms"][withdrawn_arm]["reasons"]["discontinued"].get("withdrew consent") == 1
+    other = "CTRL" if lost_arm == "INT" else "INT"
+    assert doc["arms"][other]["reasons"]["lost_to_follow_up"] == {}
+
+    efficacy = endpoints.efficacy_summary(trial.ctx, stat, trial.study_id)
+    safety = endpoints.safety_summary(trial.ctx, stat, trial.study_id)
+    assert doc["arms"]["INT"]["analysed"] == efficacy.n_intervention
+    assert doc["arms"]["CTRL"]["analysed"] == efficacy.n_control
+    assert doc["arms"]["INT"]["analysed_safety"] == safety.subjects
+    assert "analysed_safety" not in doc["arms"]["CTRL"]
+    # by hand: in the intervention arm only the death (day 100) is evaluable at 12 months
+    treated = [n for n, a in arms.items() if a == "INT" and n != roles["in_error"]]
+    evaluable = [n for n in treated if n == roles["died"]]
+    assert doc["arms"]["INT"]["analysed_safety"] == len(evaluable)
+    waiting = len(treated) - len(evaluable)
+    not_analysed = doc["arms"]["INT"]["reasons"]["not_analysed_safety"]
+    assert not_analysed == ({"12 months of follow-up not yet reached": waiting} if waiting else {})
+
+
+def test_rep2_figure_labels_the_four_phases_for_the_statistician_enrolment_only_blinded(
+    trial: Trial, dataset: Dataset
+) -> None:
+    """REP-2 (CONSORT 2025): phase labels on the diagram; a blinded reader's pooled diagram
+    labels enrolment only (the other phases are per arm)."""
+    svg = consort_figure(trial.ctx, trial.actor("statistician"), trial.study_id).decode()
+    for phase in ("Enrolment", "Allocation", "Follow-up", "Analysis"):
+        assert phase in svg
+    assert "primary efficacy" in svg and "primary safety" in svg
+    assert "unreachable (n=1)" in svg
+    blinded = consort_figure(trial.ctx, trial.actor("manager"), trial.study_id).decode()
+    assert "Enrolment" in blinded
+    assert not [p for p in ("Allocation", "Follow-up", "Analysis") if p in blinded]

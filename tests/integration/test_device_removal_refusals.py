@@ -14,7 +14,7 @@ import pytest
 from tests import journey as j
 from tests.conftest import Trial
 from trialdesk.domain.errors import PermissionDenied, PreconditionFailed
-from trialdesk.services import devices, exports
+from trialdesk.services import exports, supply
 from trialdesk.services.access import operator_actor
 
 
@@ -22,14 +22,14 @@ from trialdesk.services.access import operator_actor
 def test_sup1_removal_by_a_role_outside_the_supply_chain_is_refused_by_role(
     trial: Trial, role: str
 ) -> None:
-    devices.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
-    serial = devices.DEMO_SERIALS[0]
+    supply.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
+    serial = supply.DEMO_SERIALS[0]
     implanter = trial.actor("implanter")
-    devices.return_device(trial.ctx, implanter, trial.study_id, serial, "damaged packaging")
+    supply.return_device(trial.ctx, implanter, trial.study_id, serial, "damaged packaging")
     with pytest.raises(PreconditionFailed):  # the implanting team is told the state
-        devices.return_device(trial.ctx, implanter, trial.study_id, serial, "again")
-    for remove in (devices.return_device, devices.destroy_device):
-        for device in (serial, devices.DEMO_SERIALS[1]):  # returned, and held at the site
+        supply.return_device(trial.ctx, implanter, trial.study_id, serial, "again")
+    for remove in (supply.return_device, supply.destroy_device):
+        for device in (serial, supply.DEMO_SERIALS[1]):  # returned, and held at the site
             with pytest.raises(PermissionDenied):
                 remove(trial.ctx, trial.actor(role), trial.study_id, device, "no business here")
 
@@ -40,13 +40,13 @@ def test_sup2_the_blinded_manager_learns_no_site_devices_state(trial: Trial) -> 
     while not any(arm == "INT" for _n, arm in [j.procedure_done(trial)]):
         pass  # until one device is implanted
     manager = trial.actor("manager")
-    stock = devices.site_inventory(trial.ctx, trial.actor("implanter"), trial.study_id, "S101")
+    stock = supply.site_inventory(trial.ctx, trial.actor("implanter"), trial.study_id, "S101")
     states = {d.serial: d.status for d in stock.sites[0].devices}
     assert "implanted" not in states.values()  # implanted devices are listed under 'used'
     used = stock.sites[0].used
     assert used is not None and len(used) == 1
     for serial in [used[0].serial, *states]:
-        for remove in (devices.return_device, devices.destroy_device):
+        for remove in (supply.return_device, supply.destroy_device):
             with pytest.raises(PermissionDenied, match="implanting"):
                 remove(trial.ctx, manager, trial.study_id, serial, "scrap")
 
@@ -58,8 +58,8 @@ def test_sup2_blinded_csv_export_has_lot_level_supply_entries_without_values(
     quarantine writes one entry per device still on a shelf (the implanted one is missing):
     the blinded export keeps lot- and shipment-level entries without their values and no
     per-device entry; the unblinded statistician's export keeps every entry with values."""
-    devices.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
-    devices.quarantine_lot(trial.ctx, trial.actor("manager"), trial.study_id, "LOT2701", "recall")
+    supply.stock_demo_site(trial.ctx, operator_actor(), trial.study_id)
+    supply.quarantine_lot(trial.ctx, trial.actor("manager"), trial.study_id, "LOT2701", "recall")
 
     def supply_rows(actor_name: str, unblinded: bool) -> list[dict[str, str]]:
         out = tmp_path / f"{actor_name}-{unblinded}"

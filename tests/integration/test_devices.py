@@ -28,12 +28,12 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.protocol.loader import parse_protocol
-from trialdesk.services import devices, exports, followup
+from trialdesk.services import exports, followup, supply
 from trialdesk.services.queries import get_subject
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import AuditEntryRow, DeviceEventRow
 
-GTIN = devices.DEMO_GTIN
+GTIN = supply.DEMO_GTIN
 EXPIRY = dt.date(2030, 6, 30)
 
 
@@ -51,7 +51,7 @@ def digest(t: Trial) -> str:
 
 
 def lot(t: Trial, number: str, serials: list[str], expiry: dt.date = EXPIRY) -> None:
-    devices.register_lot(
+    supply.register_lot(
         t.ctx,
         t.actor("manager"),
         t.study_id,
@@ -65,11 +65,9 @@ def lot(t: Trial, number: str, serials: list[str], expiry: dt.date = EXPIRY) -> 
 
 
 def stock(t: Trial, site: str, serials: list[str], *, receive: bool = True) -> str:
-    shipment = devices.ship_devices(t.ctx, t.actor("manager"), t.study_id, site, serials)
+    shipment = supply.ship_devices(t.ctx, t.actor("manager"), t.study_id, site, serials)
     if receive:
-        devices.receive_shipment(
-            t.ctx, j.staff(t, "coordinator", site), t.study_id, shipment.number
-        )
+        supply.receive_shipment(t.ctx, j.staff(t, "coordinator", site), t.study_id, shipment.number)
     return shipment.number
 
 
@@ -127,31 +125,31 @@ def test_sup1_recall_lists_exactly_the_subjects_implanted_from_the_lot(trial: Tr
             if serial.startswith("A"):
                 expected_a.add((number, site, fd.PROCEDURE_DATE, serial))
 
-    def rows(view: devices.RecallView) -> set[tuple[str, str, str, str]]:
+    def rows(view: supply.RecallView) -> set[tuple[str, str, str, str]]:
         return {(e.subject, e.site, e.procedure_date, e.serial) for e in view.subjects}
 
-    stat = devices.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOTA")
+    stat = supply.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOTA")
     assert rows(stat) == expected_a and len(stat.subjects) == 4
     assert not stat.disclosed_by_signature
-    lot_b = devices.recall_subjects(t.ctx, t.actor("dsmb"), t.study_id, "LOTB")
+    lot_b = supply.recall_subjects(t.ctx, t.actor("dsmb"), t.study_id, "LOTB")
     assert {e.serial for e in lot_b.subjects} == {"B1", "B2"}
-    own = devices.recall_subjects(t.ctx, j.staff(t, "implanter", "S102"), t.study_id, "LOTA")
+    own = supply.recall_subjects(t.ctx, j.staff(t, "implanter", "S102"), t.study_id, "LOTA")
     assert rows(own) == {r for r in expected_a if r[1] == "S102"}
 
     for role in ("coordinator", "monitor", "crc", "admin"):
         actor = t.actor(role)
-        error = refused(t, partial(devices.recall_subjects, t.ctx, actor, t.study_id, "LOTA"))
+        error = refused(t, partial(supply.recall_subjects, t.ctx, actor, t.study_id, "LOTA"))
         assert isinstance(error, PermissionDenied)
     manager = t.actor("manager")
     missing = refused(
-        t, lambda: devices.recall_subjects(t.ctx, manager, t.study_id, "LOTA", reason="recall")
+        t, lambda: supply.recall_subjects(t.ctx, manager, t.study_id, "LOTA", reason="recall")
     )
     assert isinstance(missing, ValidationFailed) and "password" in missing.problems
     with pytest.raises(AuthenticationFailed):
-        devices.recall_subjects(
+        supply.recall_subjects(
             t.ctx, manager, t.study_id, "LOTA", reason="FSCA 2027-01", password="wrong"
         )
-    disclosed = devices.recall_subjects(
+    disclosed = supply.recall_subjects(
         t.ctx, manager, t.study_id, "LOTA", reason="FSCA 2027-01", password=PASSWORD
     )
     assert rows(disclosed) == expected_a and disclosed.disclosed_by_signature
@@ -166,19 +164,17 @@ def test_sup1_recall_lists_exactly_the_subjects_implanted_from_the_lot(trial: Tr
         assert not any(number in entry.new for number, *_ in expected_a)
 
     # the recall quarantines what is left of lot A, wherever it is
-    devices.quarantine_lot(t.ctx, manager, t.study_id, "LOTA", "field safety notice")
-    held = refused(
-        t, lambda: devices.ship_devices(t.ctx, manager, t.study_id, "S101", ["A5", "B3"])
-    )
+    supply.quarantine_lot(t.ctx, manager, t.study_id, "LOTA", "field safety notice")
+    held = refused(t, lambda: supply.ship_devices(t.ctx, manager, t.study_id, "S101", ["A5", "B3"]))
     assert "A5 is quarantined at the depot" in held.message
-    lots = {v.lot_number: v for v in devices.list_lots(t.ctx, manager, t.study_id)}
+    lots = {v.lot_number: v for v in supply.list_lots(t.ctx, manager, t.study_id)}
     assert lots["LOTA"].status == "quarantined"
     # the blinded manager: never-shipped devices apart, everything delivered merged
     assert lots["LOTA"].counts == {"at_sites": 4, "quarantined_at_depot": 2}
-    stat_lots = {v.lot_number: v for v in devices.list_lots(t.ctx, t.actor("dsmb"), t.study_id)}
+    stat_lots = {v.lot_number: v for v in supply.list_lots(t.ctx, t.actor("dsmb"), t.study_id)}
     assert stat_lots["LOTA"].counts == {"implanted": 4, "quarantined": 2}
     with pytest.raises(NotFound):
-        devices.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOTZ")
+        supply.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOTZ")
 
 
 # --------------------------------------------------------------------------- implant refusals
@@ -199,8 +195,8 @@ def test_sup1_implant_naming_an_unavailable_device_is_refused_and_changes_nothin
     stock(t, "S102", ["A1"])
     stock(t, "S101", ["A2", "A3", "Q1", "X1"])
     stock(t, "S101", ["A4"], receive=False)
-    devices.destroy_device(t.ctx, t.actor("implanter"), t.study_id, "A3", "package seal broken")
-    devices.quarantine_lot(t.ctx, t.actor("manager"), t.study_id, "LOTQ", "quality hold")
+    supply.destroy_device(t.ctx, t.actor("implanter"), t.study_id, "A3", "package seal broken")
+    supply.quarantine_lot(t.ctx, t.actor("manager"), t.study_id, "LOTQ", "quality hold")
     first = randomized_in(t, "S101", "INT")
     implant(t, first, "A2")
     number = randomized_in(t, "S101", "INT")
@@ -230,7 +226,7 @@ def test_sup1_implant_naming_an_unavailable_device_is_refused_and_changes_nothin
     assert "not in stock at site S101" in at_depot.message
     stock(t, "S101", ["A5"])
     implant(t, number, udi("A5", "LOTA"))
-    stat = devices.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
+    stat = supply.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
     (site,) = stat.sites
     assert site.used is not None
     assert {(u.serial, u.subject, u.released) for u in site.used} == {
@@ -245,24 +241,24 @@ def test_sup1_sham_names_no_device_and_not_released_quarantines_it(trial: Trial)
     return; the recall still lists that subject (exposed)."""
     t = trial
     t.clock.set_day(j.CONSENT)
-    before = devices.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
+    before = supply.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
     sham = randomized_in(t, "S101", "CTRL")
     (values,) = fd.sham_procedure_forms().values()
     t.clock.set_day(j.PROCEDURE)
     followup.record_procedure(t.ctx, t.actor("implanter"), t.study_id, sham, values=values)
-    after = devices.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
+    after = supply.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101")
     assert after.sites[0].on_hand == before.sites[0].on_hand
     number = randomized_in(t, "S101", "INT")
     device = j.device_udi(t)
     implant(t, number, device, released=False)
-    recall = devices.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOT2701")
+    recall = supply.recall_subjects(t.ctx, t.actor("statistician"), t.study_id, "LOT2701")
     assert [(e.subject, e.released) for e in recall.subjects] == [(number, False)]
     serial = device.rsplit("(21)", 1)[1]
-    view = devices.site_inventory(t.ctx, t.actor("implanter"), t.study_id, "S101").sites[0]
+    view = supply.site_inventory(t.ctx, t.actor("implanter"), t.study_id, "S101").sites[0]
     assert (serial, "quarantined") in {(d.serial, d.status) for d in view.devices}
-    blinded = devices.site_inventory(t.ctx, t.actor("coordinator"), t.study_id, "S101").sites[0]
+    blinded = supply.site_inventory(t.ctx, t.actor("coordinator"), t.study_id, "S101").sites[0]
     assert (blinded.quarantined, blinded.devices) == (None, [])
-    returned = devices.return_device(
+    returned = supply.return_device(
         t.ctx, t.actor("implanter"), t.study_id, serial, "recaptured; back to manufacturer"
     )
     assert (returned.status, returned.site) == ("returned", None)
@@ -280,33 +276,33 @@ def test_sup1_only_the_receiving_sites_coordinator_receives(trial: Trial) -> Non
     lot(t, "LOTA", ["A1", "A2"])
     number = stock(t, "S102", ["A1", "A2"], receive=False)
     error = refused(
-        t, lambda: devices.receive_shipment(t.ctx, t.actor("coordinator"), t.study_id, number)
+        t, lambda: supply.receive_shipment(t.ctx, t.actor("coordinator"), t.study_id, number)
     )
     assert isinstance(error, NotFound)
     implanter = j.staff(t, "implanter", "S102")  # made before the digest
     coordinator = j.staff(t, "coordinator", "S102")
-    error = refused(t, lambda: devices.receive_shipment(t.ctx, implanter, t.study_id, number))
+    error = refused(t, lambda: supply.receive_shipment(t.ctx, implanter, t.study_id, number))
     assert isinstance(error, PermissionDenied)
     early = j.CONSENT - dt.timedelta(days=1)
     error = refused(
-        t, lambda: devices.receive_shipment(t.ctx, coordinator, t.study_id, number, early)
+        t, lambda: supply.receive_shipment(t.ctx, coordinator, t.study_id, number, early)
     )
     assert "before the shipping date" in error.message
-    view = devices.receive_shipment(t.ctx, coordinator, t.study_id, number)
+    view = supply.receive_shipment(t.ctx, coordinator, t.study_id, number)
     assert (view.status, view.received_by, view.serials) == (
         "received",
         coordinator.username,
         ["A1", "A2"],
     )
-    again = refused(t, lambda: devices.receive_shipment(t.ctx, coordinator, t.study_id, number))
+    again = refused(t, lambda: supply.receive_shipment(t.ctx, coordinator, t.study_id, number))
     assert isinstance(again, PreconditionFailed)
     shipping = refused(
         t,
-        lambda: devices.ship_devices(t.ctx, t.actor("coordinator"), t.study_id, "S101", ["A1"]),
+        lambda: supply.ship_devices(t.ctx, t.actor("coordinator"), t.study_id, "S101", ["A1"]),
     )
     assert isinstance(shipping, PermissionDenied)
     twice = refused(
-        t, lambda: devices.ship_devices(t.ctx, t.actor("manager"), t.study_id, "S101", ["A1"])
+        t, lambda: supply.ship_devices(t.ctx, t.actor("manager"), t.study_id, "S101", ["A1"])
     )
     assert "A1 is not in depot stock (it was shipped)" in twice.message
 
@@ -326,7 +322,7 @@ def test_sup1_registration_refuses_bad_or_disagreeing_identifiers(trial: Trial) 
             "expiry": EXPIRY,
         }
         args.update(kw)
-        devices.register_lot(t.ctx, manager, t.study_id, **args)
+        supply.register_lot(t.ctx, manager, t.study_id, **args)
 
     cases: dict[str, dict[str, Any]] = {
         "does not agree with lot LOTR": {"udis": [udi("R1", "LOTS")]},
@@ -342,7 +338,7 @@ def test_sup1_registration_refuses_bad_or_disagreeing_identifiers(trial: Trial) 
         assert message in error.message, (message, error.message)
     error = refused(
         t,
-        lambda: devices.register_lot(
+        lambda: supply.register_lot(
             t.ctx,
             t.actor("coordinator"),
             t.study_id,
@@ -356,7 +352,7 @@ def test_sup1_registration_refuses_bad_or_disagreeing_identifiers(trial: Trial) 
     )
     assert isinstance(error, PermissionDenied)
     register(udis=[udi("R1", "LOTR")], serials=["R2"])
-    lots = {v.lot_number: v for v in devices.list_lots(t.ctx, manager, t.study_id)}
+    lots = {v.lot_number: v for v in supply.list_lots(t.ctx, manager, t.study_id)}
     assert lots["LOTR"].counts == {"at_depot": 2}
 
 
@@ -370,17 +366,17 @@ def test_sup2_low_stock_warning_at_or_below_the_reorder_level(trial: Trial) -> N
     t = trial
     t.clock.set_day(j.CONSENT)
     lot(t, "LOTA", ["A1", "A2", "A3"])
-    supply = flagship().protocol.supply
-    assert supply is not None and supply.reorder_level == 2
+    spec = flagship().protocol.supply
+    assert spec is not None and spec.reorder_level == 2
     stock(t, "S102", ["A1", "A2", "A3"])
 
     def flagged(role: str = "statistician") -> dict[str, int]:
         study_wide = ("manager", "monitor", "admin", "statistician", "dsmb")
         actor = t.actor(role) if role in study_wide else j.staff(t, role, "S102")
-        return {w.site: w.on_hand for w in devices.stock_warnings(t.ctx, actor, t.study_id)}
+        return {w.site: w.on_hand for w in supply.stock_warnings(t.ctx, actor, t.study_id)}
 
     assert flagged() == {}
-    devices.destroy_device(
+    supply.destroy_device(
         t.ctx, j.staff(t, "implanter", "S102"), t.study_id, "A1", "dropped on the floor"
     )
     assert flagged() == {"S102": 2}
@@ -388,7 +384,7 @@ def test_sup2_low_stock_warning_at_or_below_the_reorder_level(trial: Trial) -> N
     assert flagged("dsmb") == {"S102": 2}
     for blinded in ("manager", "monitor", "admin", "coordinator"):
         assert flagged(blinded) == {}, blinded
-    assert devices.stock_warnings(t.ctx, t.actor("implanter"), t.study_id) == []  # S101's
+    assert supply.stock_warnings(t.ctx, t.actor("implanter"), t.study_id) == []  # S101's
     assert "S101" not in flagged()  # 10 demo devices on hand
 
 
@@ -401,7 +397,7 @@ def test_sup2_reorder_level_per_site_and_protocol_without_supply(make_trial: Any
     )
     assert override != text
     t = make_trial(parse_protocol(override))
-    warnings = devices.stock_warnings(t.ctx, t.actor("implanter"), t.study_id)
+    warnings = supply.stock_warnings(t.ctx, t.actor("implanter"), t.study_id)
     assert [(w.site, w.on_hand, w.reorder_level) for w in warnings] == [("S101", 10, 25)]
     plain = parse_protocol(text[: text.index("\nsupply:")] + "\n")
     assert plain.protocol.supply is None
@@ -418,12 +414,12 @@ def test_sup2_blinded_roles_see_received_and_in_transit_but_no_per_arm_usage(
     implanted = randomized_in(t, "S101", "INT")
     implant(t, implanted, j.device_udi(t))
     serial = j.device_udi(t).rsplit("(21)", 1)[1]
-    devices.return_device(t.ctx, t.actor("implanter"), t.study_id, serial, "damaged box")
+    supply.return_device(t.ctx, t.actor("implanter"), t.study_id, serial, "damaged box")
     lot(t, "LOTA", ["A1", "A2", "A3"])
     stock(t, "S101", ["A1", "A2"], receive=False)  # what the coordinator is to receive
     numbers = {implanted}
     for role in ("coordinator", "manager", "monitor", "admin"):
-        view = devices.site_inventory(t.ctx, t.actor(role), t.study_id, "S101")
+        view = supply.site_inventory(t.ctx, t.actor(role), t.study_id, "S101")
         assert not view.per_arm_usage_visible
         (site,) = view.sites
         assert (site.by_status, site.used) == (None, None)
@@ -438,21 +434,21 @@ def test_sup2_blinded_roles_see_received_and_in_transit_but_no_per_arm_usage(
         assert not any(n in text for n in numbers), role
         assert "implanted" not in text, role
     for role in ("manager", "monitor", "admin"):
-        lots = devices.list_lots(t.ctx, t.actor(role), t.study_id)
+        lots = supply.list_lots(t.ctx, t.actor(role), t.study_id)
         assert "implanted" not in json.dumps([dataclasses.asdict(v) for v in lots])
         assert {v.lot_number: v.counts for v in lots} == {
             "LOT2701": {"at_sites": 10},
             "LOTA": {"at_depot": 1, "in_transit": 2},
         }
-    stat = devices.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101").sites[0]
+    stat = supply.site_inventory(t.ctx, t.actor("statistician"), t.study_id, "S101").sites[0]
     assert stat.by_status == {"implanted": 1, "returned": 1, "destroyed": 0}
     assert (stat.on_hand, stat.left_stock, stat.received) == (8, 2, 10)
-    impl = devices.site_inventory(t.ctx, t.actor("implanter"), t.study_id, "S101").sites[0]
+    impl = supply.site_inventory(t.ctx, t.actor("implanter"), t.study_id, "S101").sites[0]
     assert impl.used is not None and [u.subject for u in impl.used] == [implanted]
     with pytest.raises(NotFound):
-        devices.site_inventory(t.ctx, t.actor("coordinator"), t.study_id, "S102")
+        supply.site_inventory(t.ctx, t.actor("coordinator"), t.study_id, "S102")
     with pytest.raises(PermissionDenied):
-        devices.site_inventory(t.ctx, t.actor("crc"), t.study_id)
+        supply.site_inventory(t.ctx, t.actor("crc"), t.study_id)
 
 
 # --------------------------------------------------------------------------- audit
@@ -467,10 +463,10 @@ def test_sup1_every_movement_has_an_audit_entry_without_subject_or_arm(trial: Tr
     t.clock.set_day(j.CONSENT)
     lot(t, "LOTA", ["A1", "A2", "A3", "A4"])
     stock(t, "S101", ["A1", "A2", "A3"])
-    devices.return_device(t.ctx, t.actor("implanter"), t.study_id, "A1", "excess")
-    devices.destroy_device(t.ctx, t.actor("manager"), t.study_id, "A1", "returned, scrap")
-    devices.destroy_device(t.ctx, t.actor("implanter"), t.study_id, "A2", "sterility")
-    devices.quarantine_lot(t.ctx, t.actor("manager"), t.study_id, "LOTA", "recall")
+    supply.return_device(t.ctx, t.actor("implanter"), t.study_id, "A1", "excess")
+    supply.destroy_device(t.ctx, t.actor("manager"), t.study_id, "A1", "returned, scrap")
+    supply.destroy_device(t.ctx, t.actor("implanter"), t.study_id, "A2", "sterility")
+    supply.quarantine_lot(t.ctx, t.actor("manager"), t.study_id, "LOTA", "recall")
     numbers = [j.procedure_done(t)[0] for _ in range(3)]
     with t.ctx.uow(readonly=True) as uow:
         entries = uow.session.scalars(

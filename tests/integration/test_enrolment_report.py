@@ -91,46 +91,46 @@ def test_rep1_as_of_cuts_off_later_subjects(enrolled: Trial) -> None:
     assert report.forecast is not None and report.forecast.randomized == 0
 
 
+CREATED = dt.date(2027, 1, 25)
+"""The trial's sites are created (so activated, by the record) on the study's first day."""
+
+
 def _expected_states(as_of: dt.date) -> list[SiteState]:
-    """The opening rule written out from the protocol and the data of ``enrolled``."""
-    first = {"S101": j.CONSENT, "S102": j.CONSENT, "S301": j.CONSENT, "S201": LATE}
+    """The opening rule written out from the record of ``enrolled``: every site active since
+    its creation (no later registration is earlier)."""
     recruited = {"S101": 2, "S301": 1}
-    states = []
-    for site in flagship().protocol.sites:
-        planned = site.planned_activation
-        seen = [d for d in (first.get(site.code), planned) if d is not None and d <= as_of]
-        if seen:
-            months = (as_of - min(seen)).days / DAYS_PER_MONTH
-            states.append(SiteState(site.code, recruited.get(site.code, 0), months))
-        elif planned is not None:
-            states.append(SiteState(site.code, 0, 0.0, (planned - as_of).days / DAYS_PER_MONTH))
-        else:
-            states.append(SiteState(site.code, 0, 0.0))
-    return states
+    months = (as_of - CREATED).days / DAYS_PER_MONTH
+    return [
+        SiteState(site.code, recruited.get(site.code, 0), months)
+        for site in flagship().protocol.sites
+    ]
 
 
 def test_rep1_slow_site_posterior_mean_is_where_the_model_says(enrolled: Trial) -> None:
-    """S102 opened at its planned activation (2027-01-18, before its first registration) and
-    randomized nobody: its rate is (α + 0) / (β + τ); S101 (2 randomized) is faster."""
+    """S102 opened at its recorded activation (its creation, 2027-01-25, not its plan of
+    2027-01-18) and randomized nobody: its rate is (α + 0) / (β + τ); S101 (2 randomized) is
+    faster."""
     t = enrolled
     fc = reports.forecast_from_database(t.ctx, t.actor("dsmb"), t.study_id, seed=7)
     alpha, beta = fit_prior(_expected_states(AS_OF))
     assert (fc.alpha, fc.beta) == pytest.approx((alpha, beta))
     slow = fc.site("S102")
-    tau = (AS_OF - dt.date(2027, 1, 18)).days / DAYS_PER_MONTH
-    assert slow.opened_on == dt.date(2027, 1, 18)
+    tau = (AS_OF - CREATED).days / DAYS_PER_MONTH
+    assert slow.opened_on == CREATED
     assert slow.months_open == pytest.approx(tau)
     assert slow.posterior_mean == pytest.approx(alpha / (beta + tau))
     fast = fc.site("S101")
-    tau_fast = (AS_OF - dt.date(2027, 1, 4)).days / DAYS_PER_MONTH
-    assert fast.posterior_mean == pytest.approx((alpha + 2) / (beta + tau_fast))
+    assert fast.posterior_mean == pytest.approx((alpha + 2) / (beta + tau))
     assert fast.posterior_mean > slow.posterior_mean
-    # S201 was planned for 2027-01-25 and registered in March: open since its planned date
-    assert fc.site("S201").opened_on == dt.date(2027, 1, 25)
+    # S201 was planned for 2027-01-25 and registered in March: open since its activation
+    assert fc.site("S201").opened_on == CREATED
 
 
 def test_rep1_future_sites_join_at_their_planned_activation(enrolled: Trial) -> None:
+    """REP-1 (issue 16): a site not active yet, which has registered nobody, joins at its
+    planned activation."""
     t = enrolled
+    admin.deactivate_site(t.ctx, t.actor("admin"), t.study_id, "S302")
     fc = reports.forecast_from_database(t.ctx, t.actor("monitor"), t.study_id, seed=1)
     later = fc.site("S302")  # planned 2027-04-12
     assert later.opens_on == dt.date(2027, 4, 12) and later.opened_on is None
@@ -142,6 +142,49 @@ def test_rep1_future_sites_join_at_their_planned_activation(enrolled: Trial) -> 
     assert f.date_p50 == AS_OF + dt.timedelta(days=round(f.p50 * DAYS_PER_MONTH))
     again = reports.forecast_from_database(t.ctx, t.actor("monitor"), t.study_id, seed=1)
     assert again.forecast == f
+
+
+def test_rep1_forecast_reads_recorded_activations_that_differ_from_plans(
+    enrolled: Trial,
+) -> None:
+    """REP-1 (issue 16 deliver 7): S103 (planned 2027-02-08) opened late and S302 (planned
+    2027-04-12) early, both on 2027-03-15 by the record; S104 (planned 2027-03-08) never
+    opened. The forecast reads the record: S103 and S302 open since 2027-03-15, S104 left
+    out; on 2027-03-01 the plans count for sites not active yet (S302 and S104 at their plans
+    still ahead, S103 past its plan without opening: left out)."""
+    t = enrolled
+    administrator = t.actor("admin")
+    t.clock.set_day(dt.date(2027, 2, 1))
+    for code in ("S103", "S104", "S302"):
+        admin.deactivate_site(t.ctx, administrator, t.study_id, code)
+    opened = dt.date(2027, 3, 15)
+    t.clock.set_day(opened)
+    for code in ("S103", "S302"):
+        admin.activate_site(t.ctx, administrator, t.study_id, code)
+    t.clock.set_day(AS_OF)
+    fc = reports.forecast_from_database(t.ctx, t.actor("manager"), t.study_id, seed=3)
+    plans = {s.code: s.planned_activation for s in flagship().protocol.sites}
+    for code in ("S103", "S302"):
+        row = fc.site(code)
+        assert row.opened_on == opened != plans[code]
+        assert row.opens_on is None and row.opens_in_months == 0
+        assert row.months_open == pytest.approx((AS_OF - opened).days / DAYS_PER_MONTH)
+    assert "S104" in fc.excluded_sites
+    assert fc.site("S101").opened_on == CREATED
+    # under its plan S103 would have been open since 2027-02-08: longer than by the record
+    planned = plans["S103"]
+    assert planned is not None
+    assert fc.site("S103").months_open < (AS_OF - planned).days / DAYS_PER_MONTH
+
+    earlier = dt.date(2027, 3, 1)
+    before = reports.forecast_from_database(
+        t.ctx, t.actor("manager"), t.study_id, as_of=earlier, seed=3
+    )
+    assert before.site("S302").opens_on == plans["S302"]
+    assert before.site("S302").opened_on is None
+    assert before.site("S104").opens_on == plans["S104"]  # 2027-03-08, still ahead
+    assert "S103" in before.excluded_sites  # its plan passed without opening
+    assert before.site("S101").opened_on == CREATED
 
 
 def test_rep1_deactivated_site_counts_but_recruits_no_more(enrolled: Trial) -> None:

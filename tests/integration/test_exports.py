@@ -113,7 +113,7 @@ def test_exp1_odm_validates_against_the_xsd_and_a_broken_document_fails(
         out = tmp_path / f"odm-{username}"
         result = run(trial, "odm", username, out, unblinded=unblinded)
         document = (out / "odm.xml").read_bytes()
-        assert result.files == ["odm.xml"]
+        assert result.files == ["odm.xml", "odm_audit.xml"]
         assert odm_problems(document) == []
         text = document.decode()
         # metadata comes from the protocol; clinical data carries audit records

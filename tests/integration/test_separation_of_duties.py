@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
+from tests.factory import hard_lock
 from tests.mailbox import accept_from_outbox, outbox_mails
 from trialdesk.domain.errors import (
     AuthenticationFailed,
@@ -139,6 +140,7 @@ def test_rand6_an_administrator_alone_reaches_no_arm_through_the_services(trial:
 def test_rand7_two_person_unblinding_refuses_a_self_granted_requester(trial: Trial) -> None:
     """The administrator gives itself the study-manager role (blinded, so at once) and asks
     for trial-level unblinding: refused, its manager role was granted by itself."""
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     admin.grant_role(trial.ctx, trial.actor("admin"), trial.study_id, "admin", "manager")
     boss = authenticate(trial.ctx, "admin", PASSWORD)
     with pytest.raises(PermissionDenied, match="two-person rule"):
@@ -155,6 +157,7 @@ def test_rand7_two_accounts_minted_by_one_person_do_not_make_two_people(trial: T
     (the statistician approved by a real unblinded member who was misled): the minted manager
     may ask, but the minted statistician cannot confirm, because both roles were asked for by
     the same person. The demo statistician (granted by the local operator) can."""
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     _mint(trial, "manager")
     _mint(trial, "statistician")
     (request,) = accounts.list_approvals(trial.ctx, trial.actor("admin"), trial.study_id)
@@ -185,6 +188,7 @@ def test_rand7_two_accounts_minted_by_one_person_do_not_make_two_people(trial: T
 def test_rand7_the_confirmer_may_not_owe_its_role_to_the_requester(trial: Trial) -> None:
     """A statistician whose role was approved by the requester of the unblinding (someone who
     holds both the manager and an unblinded role) cannot confirm that request."""
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     create_user(
         trial.ctx, operator_actor(), trial.study_id, username="boss2", full_name="Boss Two",
         password=PASSWORD, roles=[(Role.MANAGER, None), (Role.DSMB, None)],

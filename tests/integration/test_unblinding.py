@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
+from tests.factory import hard_lock
 from tests.integration.test_blinding_sweep import arm_leaks
 from trialdesk.domain.errors import (
     AuthenticationFailed,
@@ -192,6 +193,7 @@ def test_rand7_trial_unblinding_needs_manager_then_statistician(trial: Trial) ->
     """RAND-7, SIG-1: the manager requests, a statistician confirms; only then do site and
     study roles see arms. Both signatures are audited with name and meaning."""
     number, arm = j.procedure_done(trial)
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     manager, stat = trial.actor("manager"), trial.actor("statistician")
     blinded = ["manager", "coordinator", "crc", "monitor"]
 
@@ -233,6 +235,7 @@ def test_rand7_trial_unblinding_same_person_cannot_sign_twice(trial: Trial) -> N
     """SIG-1 two-person rule: a user holding manager and statistician roles cannot confirm
     their own request; another statistician can."""
     number, _arm = j.procedure_done(trial)
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     both = _user(trial, "boss", [(Role.MANAGER, None), (Role.STATISTICIAN, None)])
     unblinding.request_trial_unblinding(trial.ctx, both, trial.study_id, "study end", PASSWORD)
     with pytest.raises(PermissionDenied, match="two-person"):
@@ -250,6 +253,7 @@ def test_rand7_trial_unblinding_same_person_cannot_sign_twice(trial: Trial) -> N
 def test_rand7_trial_unblinding_roles_order_and_repeats_are_refused(trial: Trial) -> None:
     """RAND-7: each step needs its own role; no confirmation without a request; no second
     request while one is pending or after unblinding."""
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     manager, stat = trial.actor("manager"), trial.actor("statistician")
     with pytest.raises(PreconditionFailed, match="has not been requested"):
         unblinding.confirm_trial_unblinding(trial.ctx, stat, trial.study_id, PASSWORD)
@@ -279,6 +283,7 @@ def test_rand7_trial_unblinding_roles_order_and_repeats_are_refused(trial: Trial
 def test_rand7_sig1_trial_unblinding_wrong_password_refused_and_audited(trial: Trial) -> None:
     """SIG-1: a wrong password at either step is refused, audited as a failed signature, and
     leaves the study blinded."""
+    hard_lock(trial)  # REC-5: trial unblinding needs the hard database lock
     manager, stat = trial.actor("manager"), trial.actor("statistician")
     with pytest.raises(AuthenticationFailed):
         unblinding.request_trial_unblinding(trial.ctx, manager, trial.study_id, "end", WRONG)

@@ -1,13 +1,14 @@
-"""The ASGI application: the API under /api/v1, the web pages, security headers.
+"""The API application: the API under /api/v1, security headers, error answers.
 
-Built by :func:`create_app` from a :class:`trialdesk.bootstrap.Runtime`; nothing is created at
-import time.
+Built by :func:`build_api` from a :class:`trialdesk.bootstrap.Runtime`; nothing is created at
+import time. The whole application (API and web pages) is assembled by the composition root,
+:func:`trialdesk.bootstrap.create_app`: the API never imports the web layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,8 +19,14 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from trialdesk import __version__
 from trialdesk.api.hardening import BodyLimit, install_docs, nested_too_deep, security_headers
 from trialdesk.api.problems import problem, trial_error_response
-from trialdesk.bootstrap import Runtime
 from trialdesk.domain.errors import TrialError, ValidationFailed
+
+if TYPE_CHECKING:
+    from trialdesk.bootstrap import Runtime
+
+PageErrors = Callable[[Request, TrialError], Response]
+"""How a refusal outside /api/ is answered (the web layer's error page), given by the
+composition root."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -47,7 +54,8 @@ class SecurityHeaders(BaseHTTPMiddleware):
         return response
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def build_api(runtime: Runtime, *, page_errors: PageErrors | None = None) -> FastAPI:
+    """The app with the API under /api/v1; refusals outside /api/ go to ``page_errors``."""
     app = FastAPI(
         title="trialdesk",
         version=__version__,
@@ -68,11 +76,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(TrialError)
     async def _trial_error(request: Request, exc: TrialError) -> Response:
-        if request.url.path.startswith("/api/"):
+        if page_errors is None or request.url.path.startswith("/api/"):
             return trial_error_response(request, exc)
-        from trialdesk.web.render import error_page  # the web layer renders its own errors
-
-        return error_page(request, exc)
+        return page_errors(request, exc)  # the web layer renders its own errors
 
     @app.exception_handler(DataError)
     async def _data_error(request: Request, exc: DataError) -> Response:
@@ -100,8 +106,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
 
     from trialdesk.api.routes import router as api_router
-    from trialdesk.web.routes import install_pages
 
     app.include_router(api_router, prefix="/api/v1")
-    install_pages(app)
     return app

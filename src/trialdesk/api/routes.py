@@ -13,7 +13,9 @@ from trialdesk.api import (
     routes_auth,
     routes_devices,
     routes_followup,
+    routes_locks,
     routes_protocol,
+    routes_records,
     routes_reports,
     routes_review,
     routes_studies,
@@ -50,5 +52,7 @@ for module in (
     routes_devices,
     routes_protocol,
     routes_audit,
+    routes_records,  # issue 15 (x15b)
+    routes_locks,  # issue 15, lane x15a
 ):
     router.include_router(module.router)

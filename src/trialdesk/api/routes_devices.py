@@ -23,7 +23,7 @@ from trialdesk.api.schemas_devices import (
     ShipmentPublic,
     StockWarningPublic,
 )
-from trialdesk.services import devices
+from trialdesk.services import supply
 
 router = APIRouter(prefix="/studies/{study}/devices", tags=["devices"])
 
@@ -40,24 +40,24 @@ def inventory(
     site: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
 ) -> dict[str, Any]:
     """Stock by site; implants apart and subject links only for callers who may see arms."""
-    return plain(devices.site_inventory(ctx, actor, study.id, site))
+    return plain(supply.site_inventory(ctx, actor, study.id, site))
 
 
 @router.get("/stock-warnings", response_model=list[StockWarningPublic])
 def stock_warnings(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> list[dict[str, Any]]:
     """Supplied sites at or below the protocol's reorder level (SUP-2)."""
-    return [plain(w) for w in devices.stock_warnings(ctx, actor, study.id)]
+    return [plain(w) for w in supply.stock_warnings(ctx, actor, study.id)]
 
 
 @router.get("/lots", response_model=list[LotPublic])
 def lots(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> list[dict[str, Any]]:
-    return [plain(v) for v in devices.list_lots(ctx, actor, study.id)]
+    return [plain(v) for v in supply.list_lots(ctx, actor, study.id)]
 
 
 @router.post("/lots", response_model=LotPublic, status_code=201)
 def register_lot(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: LotIn) -> dict[str, Any]:
     """The study manager registers a lot and its devices at the depot (SUP-1)."""
-    view = devices.register_lot(
+    view = supply.register_lot(
         ctx,
         actor,
         study.id,
@@ -77,7 +77,7 @@ def quarantine(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, lot: Lot, body: ReasonIn
 ) -> dict[str, Any]:
     """A recall or quality hold: the lot's devices can no longer be shipped or implanted."""
-    return plain(devices.quarantine_lot(ctx, actor, study.id, lot, body.reason))
+    return plain(supply.quarantine_lot(ctx, actor, study.id, lot, body.reason))
 
 
 @router.post("/lots/{lot}/recall", response_model=RecallPublic)
@@ -86,7 +86,7 @@ def recall(
 ) -> dict[str, Any]:
     """Every subject implanted from the lot, with site and date. Roles that may see arms; the
     study manager with a reason and password (an audited, e-signed disclosure)."""
-    view = devices.recall_subjects(
+    view = supply.recall_subjects(
         ctx, actor, study.id, lot, reason=body.reason, password=body.password
     )
     return plain(view)
@@ -94,12 +94,12 @@ def recall(
 
 @router.get("/shipments", response_model=list[ShipmentPublic])
 def shipments(ctx: CtxDep, actor: ActorDep, study: StudyDep) -> list[dict[str, Any]]:
-    return [plain(s) for s in devices.list_shipments(ctx, actor, study.id)]
+    return [plain(s) for s in supply.list_shipments(ctx, actor, study.id)]
 
 
 @router.post("/shipments", response_model=ShipmentPublic, status_code=201)
 def ship(ctx: CtxDep, actor: ActorDep, study: StudyDep, body: ShipIn) -> dict[str, Any]:
-    view = devices.ship_devices(ctx, actor, study.id, body.site, body.serials, body.shipped_on)
+    view = supply.ship_devices(ctx, actor, study.id, body.site, body.serials, body.shipped_on)
     return plain(view)
 
 
@@ -108,18 +108,18 @@ def receive(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, shipment: Shipment, body: ReceiveIn
 ) -> dict[str, Any]:
     """The receiving site's coordinator confirms receipt."""
-    return plain(devices.receive_shipment(ctx, actor, study.id, shipment, body.received_on))
+    return plain(supply.receive_shipment(ctx, actor, study.id, shipment, body.received_on))
 
 
 @router.post("/{serial}/return", response_model=DevicePublic)
 def return_device(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, serial: Serial, body: RemovalIn
 ) -> dict[str, Any]:
-    return plain(devices.return_device(ctx, actor, study.id, serial, body.reason, body.on))
+    return plain(supply.return_device(ctx, actor, study.id, serial, body.reason, body.on))
 
 
 @router.post("/{serial}/destroy", response_model=DevicePublic)
 def destroy_device(
     ctx: CtxDep, actor: ActorDep, study: StudyDep, serial: Serial, body: RemovalIn
 ) -> dict[str, Any]:
-    return plain(devices.destroy_device(ctx, actor, study.id, serial, body.reason, body.on))
+    return plain(supply.destroy_device(ctx, actor, study.id, serial, body.reason, body.on))

@@ -60,9 +60,12 @@ def list_queries(
     window: WindowDep,
     site: Site = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
+    assignee: Annotated[str | None, Query(max_length=80)] = None,
 ) -> dict[str, Any]:
     """Queries not yet closed (or of one status), oldest first; own site for site roles."""
-    items = data_queries.open_queries(ctx, actor, study.id, site=site, status=status)
+    items = data_queries.open_queries(
+        ctx, actor, study.id, site=site, status=status, assignee=assignee
+    )
     return paginate([_query(q) for q in items], window.offset, window.limit)
 
 
@@ -94,6 +97,7 @@ def answer_query(
         text=body.text,
         new_value=body.new_value,
         reason=body.reason,
+        response=body.response,
     )
     return _query(view)
 

@@ -133,6 +133,7 @@ def consent(
         number,
         consent_date=body.consent_date,
         consent_version=body.consent_version,
+        document=body.document,
     )
     return subject_out(view)
 

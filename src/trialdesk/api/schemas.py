@@ -238,6 +238,9 @@ class RegisterIn(_In):
 class ConsentIn(_In):
     consent_date: dt.date
     consent_version: str = Field(min_length=1, max_length=100)
+    document: str | None = Field(
+        default=None, max_length=40, description="REC-8: the consent document (default ICF)"
+    )
 
 
 class ReasonIn(_In):
@@ -322,6 +325,9 @@ class VisitItemPublic(BaseModel):
     window_start: str
     window_end: str
     as_of: str
+    reconsent: str | None = Field(
+        default=None, description="REC-8: the consent version to sign at this visit"
+    )
 
 
 class QueryPublic(BaseModel):
@@ -342,6 +348,18 @@ class QueryPublic(BaseModel):
     closed_by: str | None = None
     closed_at: str | None = None
     reopened: int = 0
+    # issue 15 (x15b): REC-6, REC-7
+    origin: str = "manual"
+    rule: str | None = None
+    severity: str | None = None
+    assignee: str | None = None
+    assigned_to: str = ""
+    response: str | None = None
+    verified_by: str | None = None
+    verified_at: str | None = None
+    age_days: int = 0
+    age_band: str = ""
+    overdue: bool = False
 
 
 class RaiseQueryIn(_In):
@@ -356,6 +374,9 @@ class AnswerQueryIn(_In):
     text: str = Text
     new_value: Any = Field(default=None, description="corrects the field (DATA-2) when given")
     reason: str | None = Field(default=None, max_length=4000)
+    response: str | None = Field(
+        default=None, max_length=40, description="REC-7: a coded response of the protocol"
+    )
 
 
 class CloseQueryIn(_In):

@@ -9,6 +9,7 @@ import json
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, sign_in
 from trialdesk.services.audit_trail import AuditFilter, audit_entries
 
@@ -32,9 +33,9 @@ def audit_list(
     until: str | None = typer.Option(None, "--until", help="last day, UTC (YYYY-MM-DD)"),
     offset: int = typer.Option(0, "--offset"),
     limit: int = typer.Option(100, "--limit", help="at most 1000"),
-    user: str | None = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)"),
-    study: str | None = typer.Option(None, "--study", help="study code (default: the only one)"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """The study's audit trail, oldest first, with failed sign-ins and e-signatures of its
     users. Blinded readers get it without per-device entries, hashes or sub-second times."""

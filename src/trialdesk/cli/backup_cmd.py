@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, fail_from, print_json
+from trialdesk.cli.options import JsonOpt
 from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
@@ -17,7 +18,7 @@ from trialdesk.services.maintenance import backup_database, read_backup, restore
 
 def backup(
     out: Path = typer.Option(..., "--out", help="the new backup file to write"),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Write a consistent copy of the database (safe while the server runs) with its manifest."""
     with open_runtime() as runtime:
@@ -36,7 +37,7 @@ def backup(
 def restore(
     source: Path = typer.Option(..., "--from", help="the backup file to restore"),
     force: bool = typer.Option(False, "--force", help="replace a database that already holds data"),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Replace the database's contents with a backup; refused if it holds data unless --force."""
     try:

@@ -15,31 +15,19 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
 from trialdesk.cli.runtime import (
     Session,
-    guarded,
-    open_runtime,
     parse_date,
     require_date,
-    sign_in,
     signature_password,
 )
-from trialdesk.services import devices
+from trialdesk.services import supply
 
 app = typer.Typer(
     help="Implant devices: lots, shipments, site stock, recalls.", no_args_is_help=True
 )
 lot_app = typer.Typer(help="Device lots (study manager).", no_args_is_help=True)
-
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
-
-
-def _call(user: str | None, study: str | None, call: Callable[[Session], Any]) -> Any:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        return guarded(lambda: call(session))
 
 
 def _split(values: list[str]) -> list[str]:
@@ -87,10 +75,10 @@ def lot_add(
 ) -> None:
     """Register a lot and its devices at the depot (study manager)."""
     when = require_date(expiry, "--expiry")
-    view = _call(
+    view = signed_in_call(
         user,
         study,
-        lambda s: devices.register_lot(
+        lambda s: supply.register_lot(
             s.runtime.context,
             s.actor,
             s.study.id,
@@ -111,7 +99,9 @@ def lot_list(
     user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
 ) -> None:
     """Lots with device counts by status (blinded: by place, all delivered as at_sites)."""
-    views = _call(user, study, lambda s: devices.list_lots(s.runtime.context, s.actor, s.study.id))
+    views = signed_in_call(
+        user, study, lambda s: supply.list_lots(s.runtime.context, s.actor, s.study.id)
+    )
     _show([v.to_dict() for v in views], json_out, lambda d: "\n".join(map(_lot_text, d)))
 
 
@@ -126,10 +116,10 @@ def ship(
 ) -> None:
     """Ship devices from the depot to a site (study manager)."""
     on = parse_date(shipped_on, "--on")
-    view = _call(
+    view = signed_in_call(
         user,
         study,
-        lambda s: devices.ship_devices(
+        lambda s: supply.ship_devices(
             s.runtime.context, s.actor, s.study.id, site, _split(serials), on
         ),
     )
@@ -146,10 +136,10 @@ def receive(
 ) -> None:
     """Confirm receipt of a shipment (site coordinator of the receiving site)."""
     on = parse_date(received_on, "--on")
-    view = _call(
+    view = signed_in_call(
         user,
         study,
-        lambda s: devices.receive_shipment(s.runtime.context, s.actor, s.study.id, shipment, on),
+        lambda s: supply.receive_shipment(s.runtime.context, s.actor, s.study.id, shipment, on),
     )
     _show(view.to_dict(), json_out, _shipment_text)
 
@@ -159,8 +149,8 @@ def shipments(
     user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
 ) -> None:
     """Shipments the caller may see."""
-    views = _call(
-        user, study, lambda s: devices.list_shipments(s.runtime.context, s.actor, s.study.id)
+    views = signed_in_call(
+        user, study, lambda s: supply.list_shipments(s.runtime.context, s.actor, s.study.id)
     )
     _show([v.to_dict() for v in views], json_out, lambda d: "\n".join(map(_shipment_text, d)))
 
@@ -208,8 +198,8 @@ def inventory(
     json_out: bool = JsonOpt,
 ) -> None:
     """Stock by site; which subject got which device only for roles that may see arms."""
-    view = _call(
-        user, study, lambda s: devices.site_inventory(s.runtime.context, s.actor, s.study.id, site)
+    view = signed_in_call(
+        user, study, lambda s: supply.site_inventory(s.runtime.context, s.actor, s.study.id, site)
     )
     _show(view.to_dict(), json_out, _inventory_text)
 
@@ -220,8 +210,8 @@ def stock(
 ) -> None:
     """Re-supply warnings: supplied sites at or below the protocol's reorder level (SUP-2);
     for the site's implanting team and unblinded roles, empty for blinded roles."""
-    warnings = _call(
-        user, study, lambda s: devices.stock_warnings(s.runtime.context, s.actor, s.study.id)
+    warnings = signed_in_call(
+        user, study, lambda s: supply.stock_warnings(s.runtime.context, s.actor, s.study.id)
     )
     data = [w.to_dict() for w in warnings]
     _show(
@@ -239,7 +229,7 @@ def stock(
 
 
 def _removal(kind: str) -> Callable[..., None]:
-    service = devices.return_device if kind == "return" else devices.destroy_device
+    service = supply.return_device if kind == "return" else supply.destroy_device
 
     def command(
         serial: str,
@@ -250,7 +240,7 @@ def _removal(kind: str) -> Callable[..., None]:
         json_out: bool = JsonOpt,
     ) -> None:
         when = parse_date(on, "--on")
-        view = _call(
+        view = signed_in_call(
             user,
             study,
             lambda s: service(s.runtime.context, s.actor, s.study.id, serial, reason, when),
@@ -281,12 +271,10 @@ def quarantine(
     json_out: bool = JsonOpt,
 ) -> None:
     """Quarantine a lot (recall or quality hold): nothing of it ships or is implanted."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
-        lambda s: devices.quarantine_lot(
-            s.runtime.context, s.actor, s.study.id, lot_number, reason
-        ),
+        lambda s: supply.quarantine_lot(s.runtime.context, s.actor, s.study.id, lot_number, reason),
     )
     _show(view.to_dict(), json_out, _lot_text)
 
@@ -305,13 +293,13 @@ def recall(
     Statistician, DSMB, an implanting team (its own site); the study manager with --reason
     and an e-signature."""
 
-    def run(s: Session) -> devices.RecallView:
+    def run(s: Session) -> supply.RecallView:
         password = signature_password(s.runtime.context.settings) if reason else None
-        return devices.recall_subjects(
+        return supply.recall_subjects(
             s.runtime.context, s.actor, s.study.id, lot_number, reason=reason, password=password
         )
 
-    view = _call(user, study, run)
+    view = signed_in_call(user, study, run)
     data = view.to_dict()
 
     def text(d: dict[str, Any]) -> str:

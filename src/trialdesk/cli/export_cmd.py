@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import print_json
-from trialdesk.cli.runtime import guarded, open_runtime, sign_in
+from trialdesk.cli.options import StudyOpt, UserOpt, signed_in_call
 from trialdesk.services import exports, submission
 from trialdesk.services.exports import ExportResult
 
@@ -18,18 +18,16 @@ Exporter = Callable[..., ExportResult]
 
 
 def _run(call: Exporter, out: Path, unblinded: bool, user: str | None, study: str | None) -> None:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        result = guarded(
-            lambda: call(runtime.context, session.actor, session.study.id, out, unblinded=unblinded)
-        )
+    result = signed_in_call(
+        user,
+        study,
+        lambda s: call(s.runtime.context, s.actor, s.study.id, out, unblinded=unblinded),
+    )
     print_json(result.to_dict())
 
 
 OutOpt = typer.Option(..., "--out", help="a new or empty directory")
 UnblindedOpt = typer.Option(False, "--unblinded", help="with arms (unblinded statistician only)")
-UserOpt = typer.Option(None, "--user")
-StudyOpt = typer.Option(None, "--study")
 
 
 @app.command("csv")

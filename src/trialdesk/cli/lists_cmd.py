@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, sign_in
 from trialdesk.services.lists import (
     ListImportRefused,
@@ -28,9 +29,6 @@ from trialdesk.services.lists import (
 
 app = typer.Typer(help="Allocation lists (unblinded statistician).", no_args_is_help=True)
 
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
 MODE_HELP = "live (real subjects) or test (test subjects only)"
 
 

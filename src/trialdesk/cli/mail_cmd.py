@@ -8,6 +8,7 @@ from dataclasses import asdict
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt
 from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.services.mail import flush_outbox, list_outbox, show_mail
 
@@ -17,7 +18,7 @@ app = typer.Typer(help="The mail outbox (local operator).", no_args_is_help=True
 @app.command("list")
 def list_cmd(
     all_mails: bool = typer.Option(False, "--all", help="sent mails too"),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Mails waiting (or failed, with their error); bodies with 'trialdesk mail show ID'."""
     with open_runtime() as runtime:
@@ -33,7 +34,7 @@ def list_cmd(
 
 
 @app.command("show")
-def show(mail_id: int, json_out: bool = typer.Option(False, "--json")) -> None:
+def show(mail_id: int, json_out: bool = JsonOpt) -> None:
     """One mail with its body (and link), to pass on by hand when there is no SMTP server."""
     with open_runtime() as runtime:
         row = guarded(lambda: show_mail(runtime.context, local_operator(), mail_id))

@@ -16,6 +16,7 @@ from trialdesk.cli import (
     mail_cmd,
     me_cmd,
     protocol_cmd,
+    records_cmd,
     report_cmd,
     review_cmd,
     serve_cmd,
@@ -58,6 +59,10 @@ def build_app() -> typer.Typer:
     app.command("forecast")(report_cmd.forecast)
     app.add_typer(report_cmd.report_app, name="report", help="Reports (enrolment).")
     app.add_typer(devices_cmd.app, name="devices", help="Implant devices (SUP-1, SUP-2).")
+    # issue 15 (x15b): data quality, consent versions, exits through forms
+    app.add_typer(records_cmd.quality_app, name="quality", help="Data quality (REC-6, REC-10).")
+    app.add_typer(records_cmd.consent_app, name="consent", help="Consent versions (REC-8).")
+    app.add_typer(records_cmd.exit_app, name="exit", help="Exits on forms (REC-9).")
     return app
 
 

@@ -6,7 +6,8 @@ import typer
 
 from trialdesk.bootstrap import Runtime
 from trialdesk.cli.common import fail
-from trialdesk.cli.runtime import guarded, open_runtime, sign_in, signature_password, signed_in
+from trialdesk.cli.options import StudyOpt, UserOpt, signed_in_call
+from trialdesk.cli.runtime import guarded, open_runtime, signature_password, signed_in
 from trialdesk.services import accounts
 from trialdesk.services.auth import SignedIn
 from trialdesk.services.preferences import set_time_zone
@@ -19,17 +20,12 @@ def time_zone(
     zone: str | None = typer.Argument(
         None, help="IANA zone, e.g. Australia/Sydney; omit to go back to your site's zone"
     ),
-    user: str | None = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)"),
-    study: str | None = typer.Option(None, "--study", help="study code (default: the only one)"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
 ) -> None:
     """Choose the zone timestamps are shown in (TIME-1); stored times stay UTC."""
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        shown = guarded(lambda: set_time_zone(runtime.context, session.actor, zone))
+    shown = signed_in_call(user, study, lambda s: set_time_zone(s.runtime.context, s.actor, zone))
     typer.echo(f"times are shown in {shown}" if zone else "times follow your site's zone")
-
-
-USER = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
 
 
 def _full(runtime: Runtime, user: str | None) -> SignedIn:
@@ -40,7 +36,7 @@ def _full(runtime: Runtime, user: str | None) -> SignedIn:
 
 
 @app.command("password")
-def password(user: str | None = USER) -> None:
+def password(user: str | None = UserOpt) -> None:
     """Change your own password (the current one from TRIALDESK_PASSWORD or a prompt)."""
     with open_runtime() as runtime:
         signed = _full(runtime, user)
@@ -51,7 +47,7 @@ def password(user: str | None = USER) -> None:
 
 
 @app.command("totp-status")
-def totp_status(user: str | None = USER) -> None:
+def totp_status(user: str | None = UserOpt) -> None:
     """Whether you have a second factor, and whether your roles need one."""
     with open_runtime() as runtime:
         signed = signed_in(runtime, user)
@@ -63,7 +59,7 @@ def totp_status(user: str | None = USER) -> None:
 
 
 @app.command("totp-enrol")
-def totp_enrol(user: str | None = USER) -> None:
+def totp_enrol(user: str | None = UserOpt) -> None:
     """Start enrolment: prints the secret and its otpauth:// URI once; then
     'trialdesk me totp-confirm CODE' with a code from the app."""
     with open_runtime() as runtime:
@@ -74,7 +70,7 @@ def totp_enrol(user: str | None = USER) -> None:
 
 
 @app.command("totp-confirm")
-def totp_confirm(code: str, user: str | None = USER) -> None:
+def totp_confirm(code: str, user: str | None = UserOpt) -> None:
     """Turn the second factor on with a current code from the app."""
     with open_runtime() as runtime:
         signed = signed_in(runtime, user)
@@ -83,7 +79,7 @@ def totp_confirm(code: str, user: str | None = USER) -> None:
 
 
 @app.command("totp-disable")
-def totp_disable(code: str = typer.Option(..., "--code"), user: str | None = USER) -> None:
+def totp_disable(code: str = typer.Option(..., "--code"), user: str | None = UserOpt) -> None:
     """Turn the second factor off (password and a current code), where your roles allow."""
     with open_runtime() as runtime:
         signed = _full(runtime, user)

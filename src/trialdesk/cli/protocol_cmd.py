@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date, sign_in, signature_password
 from trialdesk.protocol.checks import describe_rule
 from trialdesk.protocol.loader import LoadedProtocol, ProtocolInvalid, load_protocol
@@ -45,11 +46,6 @@ def validate(file: FileArg) -> None:
     """Check FILE; print a summary, or every problem as FILE:LINE: path: message."""
     loaded = _load_or_fail(file)
     typer.echo(f"ok: {summary(loaded)}")
-
-
-UserOpt = Annotated[str | None, typer.Option("--user", help="act as this user (or TRIALDESK_USER)")]
-StudyOpt = Annotated[str | None, typer.Option("--study", help="study code (default: the only one)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _print_preview(preview: amendments.AmendmentPreview) -> None:
@@ -101,9 +97,9 @@ def amend(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show the diff and write nothing")
     ] = False,
-    user: UserOpt = None,
-    study: StudyOpt = None,
-    json_out: JsonOpt = False,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Load FILE as a new version of the study's protocol (PROT-2): show what it changes and,
     with --yes, e-sign it as study manager. Without --yes (or with --dry-run) nothing is
@@ -157,9 +153,9 @@ def amend(
 @app.command("sign-amendment")
 def sign_amendment(
     amendment_id: Annotated[int, typer.Argument(help="amendment number", show_default=False)],
-    user: UserOpt = None,
-    study: StudyOpt = None,
-    json_out: JsonOpt = False,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Co-sign a pending amendment as unblinded statistician (allocation-design changes)."""
     with open_runtime() as runtime:
@@ -184,7 +180,9 @@ def sign_amendment(
 
 
 @app.command()
-def versions(user: UserOpt = None, study: StudyOpt = None, json_out: JsonOpt = False) -> None:
+def versions(
+    user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
+) -> None:
     """List the study's protocol versions: status, effective date and who signed them."""
     with open_runtime() as runtime:
         session = sign_in(runtime, user, study)

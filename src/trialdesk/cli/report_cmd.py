@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date, sign_in
 from trialdesk.reports.enrolment import write_plots
 from trialdesk.services import dashboard, data_queries, report_views, reports
@@ -72,9 +73,9 @@ def forecast(
     simulations: int = typer.Option(10_000, "--simulations", help="Monte Carlo runs"),
     seed: int | None = typer.Option(None, "--seed", help="random seed (reproducible output)"),
     as_of: str | None = typer.Option(None, "--as-of", help="database mode: cut-off date"),
-    json_out: bool = typer.Option(False, "--json"),
-    user: str | None = typer.Option(None, "--user"),
-    study: str | None = typer.Option(None, "--study"),
+    json_out: bool = JsonOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
 ) -> None:
     """When the randomization target is reached (Poisson–Gamma model, 5/50/95 %). With
     --target/--sites/--shape/--rate: planning mode, no database. Otherwise from the database."""
@@ -112,9 +113,9 @@ def enrolment(
     as_of: str | None = typer.Option(None, "--as-of", help="cut-off date (YYYY-MM-DD)"),
     simulations: int = typer.Option(10_000, "--simulations", help="Monte Carlo runs"),
     seed: int | None = typer.Option(None, "--seed", help="random seed"),
-    json_out: bool = typer.Option(False, "--json"),
-    user: str | None = typer.Option(None, "--user"),
-    study: str | None = typer.Option(None, "--study"),
+    json_out: bool = JsonOpt,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
 ) -> None:
     """Screened and randomized against target by site, country, region and month, with the
     forecast; writes a plot as PNG and SVG."""
@@ -185,8 +186,6 @@ def _write(out: Path | None, name: str, content: bytes | str) -> Path | None:
     return target
 
 
-UserOpt = typer.Option(None, "--user")
-StudyOpt = typer.Option(None, "--study")
 OutOpt = typer.Option(None, "--out", help="folder to write the report files to")
 AsOfOpt = typer.Option(None, "--as-of", help="cut-off date (YYYY-MM-DD)")
 
@@ -195,7 +194,7 @@ AsOfOpt = typer.Option(None, "--as-of", help="cut-off date (YYYY-MM-DD)")
 def consort(
     out: Path | None = OutOpt,
     as_of: str | None = AsOfOpt,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
 ) -> None:
@@ -229,7 +228,7 @@ def _simple(name: str, call: Callable[..., Any], doc: str) -> Callable[..., None
     def command(
         out: Path | None = OutOpt,
         as_of: str | None = AsOfOpt,
-        json_out: bool = typer.Option(False, "--json"),
+        json_out: bool = JsonOpt,
         user: str | None = UserOpt,
         study: str | None = StudyOpt,
     ) -> None:

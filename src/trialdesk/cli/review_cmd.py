@@ -7,27 +7,17 @@ returns, or JSON with ``--json``. Decisions ask for the password again to sign.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from trialdesk.cli.common import print_json
-from trialdesk.cli.runtime import Session, guarded, open_runtime, sign_in, signature_password
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
+from trialdesk.cli.runtime import Session, signature_password
 from trialdesk.services import crc, data_queries
 
 queries_app = typer.Typer(help="Data queries on saved form fields.", no_args_is_help=True)
 crc_app = typer.Typer(help="Central Review Committee work queue.", no_args_is_help=True)
-
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
-
-
-def _call(user: str | None, study: str | None, call: Callable[[Session], Any]) -> Any:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        return guarded(lambda: call(session))
 
 
 def _query_line(q: dict[str, Any]) -> str:
@@ -37,6 +27,15 @@ def _query_line(q: dict[str, Any]) -> str:
     if q["answer"]:
         changed = " (value changed)" if q["value_changed"] else ""
         line += f"\n  answer by {q['answered_by']}: {q['answer']}{changed}"
+    if q.get("assigned_to"):  # issue 15 (x15b): REC-6, REC-7
+        rule = f"rule {q['rule']}, " if q.get("rule") else ""
+        overdue = ", overdue" if q.get("overdue") else ""
+        line += (
+            f"\n  {rule}assigned to {q['assigned_to']}, {q['age_days']} days old "
+            f"({q['age_band']}{overdue})"
+        )
+    if q.get("verified_by"):
+        line += f"\n  verified by {q['verified_by']}"
     return line
 
 
@@ -60,7 +59,7 @@ def raise_(
     json_out: bool = JsonOpt,
 ) -> None:
     """Raise a query on one field of a saved form (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.raise_query(
@@ -80,15 +79,18 @@ def raise_(
 @queries_app.command("answer")
 def answer(
     query_id: int,
-    text: str = typer.Option(..., "--text", help="the site's answer"),
+    text: str = typer.Option("", "--text", help="the site's answer"),
     value: str | None = typer.Option(None, "--value", help="corrected value of the field"),
     reason: str | None = typer.Option(None, "--reason", help="reason for the change (DATA-2)"),
+    response: str | None = typer.Option(
+        None, "--response", help="a coded response of the protocol (REC-7), e.g. confirmed"
+    ),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Answer an open query (site coordinator), optionally correcting the value."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.answer_query(
@@ -99,6 +101,7 @@ def answer(
             text=text,
             new_value=value,
             reason=reason,
+            response=response,
         ),
     )
     _show_query(view, json_out)
@@ -113,7 +116,7 @@ def close(
     json_out: bool = JsonOpt,
 ) -> None:
     """Close an answered query (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.close_query(
@@ -132,7 +135,7 @@ def reopen(
     json_out: bool = JsonOpt,
 ) -> None:
     """Reopen an answered or closed query (monitor or data manager)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: data_queries.reopen_query(
@@ -146,18 +149,19 @@ def reopen(
 def list_(
     site: str | None = typer.Option(None, "--site"),
     status: str | None = typer.Option(
-        None, "--status", help="open, answered or closed (default: all not closed)"
+        None, "--status", help="open, answered, verified or closed (default: open, answered)"
     ),
+    assignee: str | None = typer.Option(None, "--assignee", help="assigned to this user"),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Queries not yet closed, oldest first (site staff see their own site only)."""
-    views = _call(
+    views = signed_in_call(
         user,
         study,
         lambda s: data_queries.open_queries(
-            s.runtime.context, s.actor, s.study.id, site=site, status=status
+            s.runtime.context, s.actor, s.study.id, site=site, status=status, assignee=assignee
         ),
     )
     items = [v.to_dict() for v in views]
@@ -190,7 +194,9 @@ def queue(
     user: str | None = UserOpt, study: str | None = StudyOpt, json_out: bool = JsonOpt
 ) -> None:
     """Open and info-requested CRC cases, oldest first."""
-    views = _call(user, study, lambda s: crc.crc_queue(s.runtime.context, s.actor, s.study.id))
+    views = signed_in_call(
+        user, study, lambda s: crc.crc_queue(s.runtime.context, s.actor, s.study.id)
+    )
     items = [v.to_dict() for v in views]
     if json_out:
         print_json(items)
@@ -225,7 +231,7 @@ def decide_therapy(
             password=pw,
         )
 
-    data = _call(user, study, call).to_dict()
+    data = signed_in_call(user, study, call).to_dict()
     if json_out:
         print_json(data)
     else:
@@ -255,8 +261,46 @@ def decide_eligibility(
             password=pw,
         )
 
-    data = _call(user, study, call).to_dict()
+    data = signed_in_call(user, study, call).to_dict()
     if json_out:
         print_json(data)
     else:
         typer.echo(f"{data['number']} at site {data['site']}: {data['state']}")
+
+
+# --- issue 15 (lane x15b): queries grown up (REC-7) ---------------------------------------------
+
+
+@queries_app.command("assign")
+def assign(
+    query_id: int,
+    to: str = typer.Option(..., "--to", help="a username of the site; '' for the whole site"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Assign a query to a person of the subject's site (monitor or data manager)."""
+    view = signed_in_call(
+        user,
+        study,
+        lambda s: data_queries.assign_query(
+            s.runtime.context, s.actor, s.study.id, query_id, assignee=to
+        ),
+    )
+    _show_query(view, json_out)
+
+
+@queries_app.command("verify")
+def verify(
+    query_id: int,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Accept the site's answer: the query is verified (monitor or data manager)."""
+    view = signed_in_call(
+        user,
+        study,
+        lambda s: data_queries.verify_query(s.runtime.context, s.actor, s.study.id, query_id),
+    )
+    _show_query(view, json_out)

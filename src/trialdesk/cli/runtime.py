@@ -17,7 +17,7 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from trialdesk.bootstrap import Runtime, bootstrap
+from trialdesk.bootstrap import Runtime, bootstrap, open_engine, schema_revision
 from trialdesk.cli.common import fail, fail_from
 from trialdesk.config import Settings, load_settings
 from trialdesk.domain.errors import TrialError
@@ -25,7 +25,6 @@ from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.auth import CODE_REQUIRED, SignedIn
 from trialdesk.services.auth import sign_in as sign_in_service
 from trialdesk.services.setup import StudyInfo, list_studies, resolve_study
-from trialdesk.store.database import make_engine, schema_revision
 
 T = TypeVar("T")
 
@@ -76,7 +75,7 @@ def open_runtime(
     ):
         fail(f"the database {where} does not exist; run 'trialdesk init' first")
     try:
-        engine = make_engine(settings.database_url)
+        engine = open_engine(settings.database_url)
         if not migrate:
             try:
                 revision = schema_revision(engine)

@@ -22,7 +22,7 @@ def serve(
     """Serve the web pages and the API (uvicorn) until interrupted."""
     import uvicorn
 
-    from trialdesk.api.app import create_app
+    from trialdesk.bootstrap import create_app
 
     with open_runtime() as runtime:
         typer.echo(f"trialdesk serving at http://{host}:{port} (API under /api/v1)")
@@ -49,8 +49,7 @@ def serve(
 
 def worker_app() -> FastAPI:
     """The app of one uvicorn worker process, from the same TRIALDESK_* settings."""
-    from trialdesk.api.app import create_app
-    from trialdesk.bootstrap import bootstrap
+    from trialdesk.bootstrap import bootstrap, create_app
     from trialdesk.config import load_settings
 
     return create_app(bootstrap(load_settings(), run_migrations=False))

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt
 from trialdesk.cli.runtime import guarded, local_operator, open_runtime
 from trialdesk.config import load_settings
 from trialdesk.domain.errors import TrialError
@@ -15,7 +16,6 @@ from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.accounts import InvitationView, invite
 from trialdesk.services.admin import grant_role
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.devices import DEMO_LOT, stock_demo_site
 from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
 from trialdesk.services.setup import (
@@ -24,6 +24,7 @@ from trialdesk.services.setup import (
     list_studies,
     resolve_study,
 )
+from trialdesk.services.supply import DEMO_LOT, stock_demo_site
 
 DEMO_PASSWORD = "trialdesk-demo"
 
@@ -49,7 +50,7 @@ def init(
     statistician_name: str | None = typer.Option(
         None, "--statistician-name", help="their full name"
     ),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Create or migrate the database, load the protocol, create the sites (and demo users);
     invite the first administrator and statistician by e-mail (their links are mailed, or
@@ -134,7 +135,7 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 
 
 @audit_app.command("verify")
-def audit_verify(json_out: bool = typer.Option(False, "--json")) -> None:
+def audit_verify(json_out: bool = JsonOpt) -> None:
     """Check every hash chain; exit 1 naming the first edited, deleted or moved entry."""
     with open_runtime() as runtime:
         result = guarded(lambda: verify_audit(runtime.context, local_operator()))
@@ -165,7 +166,7 @@ study_app = typer.Typer(help="Studies in this installation.", no_args_is_help=Tr
 
 
 @study_app.command("list")
-def study_list(json_out: bool = typer.Option(False, "--json")) -> None:
+def study_list(json_out: bool = JsonOpt) -> None:
     """List the studies of this installation (as the local operator): code, name, mode,
     protocol version and number of sites."""
     with open_runtime() as runtime:
@@ -198,7 +199,7 @@ def study_create(
     demo_password: str = typer.Option(
         DEMO_PASSWORD, "--demo-password", help="password of demo users created now"
     ),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Add another study to this installation's database ('trialdesk init' made the first)."""
     if demo and sandbox:
@@ -254,7 +255,7 @@ def study_grant(
     study: str = typer.Option(..., "--study", help="the study to give the role in"),
     role: str = typer.Option(..., "--role", help="e.g. coordinator, manager, statistician"),
     site: str | None = typer.Option(None, "--site", help="the site, for site-scoped roles"),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Give a user a role in a study (as the local operator), e.g. a user of another study;
     a study's administrator manages its own users in the web pages."""

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
 from trialdesk.cli.runtime import (
     Session,
     guarded,
@@ -23,26 +24,20 @@ from trialdesk.cli.runtime import (
     sign_in,
     signature_password,
 )
+from trialdesk.domain.audit import utc_iso
 from trialdesk.domain.timefmt import format_moment, is_time_zone
 from trialdesk.protocol.models import Gate
 from trialdesk.services import followup, queries, randomization, screening
 from trialdesk.services.history import subject_history
 from trialdesk.services.preferences import viewer_zone
-from trialdesk.store.audit import utc_iso
 
 app = typer.Typer(help="Subject actions, one per step of the journey.", no_args_is_help=True)
-
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
 
 
 def _run(
     user: str | None, study: str | None, json_out: bool, call: Callable[[Session], Any]
 ) -> None:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        result = guarded(lambda: call(session))
+    result = signed_in_call(user, study, call)
     data = result.to_dict() if hasattr(result, "to_dict") else result
     if json_out:
         print_json(data)
@@ -99,18 +94,27 @@ def consent(
     number: str,
     date: str = typer.Option(..., "--date"),
     version: str = typer.Option(..., "--version", help="consent form version"),
+    document: str | None = typer.Option(
+        None, "--document", help="consent document (default: the protocol's main one)"
+    ),
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Record signed informed consent."""
+    """Record signed informed consent (the version must be in force at the site, REC-8)."""
     on = require_date(date, "--date")
     _run(
         user,
         study,
         json_out,
         lambda s: screening.record_consent(
-            s.runtime.context, s.actor, s.study.id, number, consent_date=on, consent_version=version
+            s.runtime.context,
+            s.actor,
+            s.study.id,
+            number,
+            consent_date=on,
+            consent_version=version,
+            document=document,
         ),
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import (
     Session,
     guarded,
@@ -30,10 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-USER = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
 OPERATOR = typer.Option(False, "--operator", help="act as the local operator (no sign-in)")
-STUDY = typer.Option(None, "--study", help="study code (default: the only one)")
-JSON = typer.Option(False, "--json")
 
 
 def _who(runtime: Any, user: str | None, operator: bool, study: str | None) -> Session:
@@ -65,10 +63,10 @@ def _user_line(u: admin.UserInfo) -> str:
 
 @app.command("list")
 def list_cmd(
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
-    json_out: bool = JSON,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """The study's users with roles, pending roles, back-off and second factor."""
     with open_runtime() as runtime:
@@ -87,10 +85,10 @@ def invite(
     name: str = typer.Option(..., "--name", help="the person's full name"),
     role: str = typer.Option(..., "--role", help="e.g. coordinator, monitor, statistician"),
     site: str | None = typer.Option(None, "--site", help="the site, for site-scoped roles"),
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
-    json_out: bool = JSON,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Invite a person by e-mail; they choose their own password with the mailed link. A role
     that can reach an arm is mailed only after an unblinded member approves it."""
@@ -121,10 +119,10 @@ def invite(
 
 @app.command("invitations")
 def invitations(
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
-    json_out: bool = JSON,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """The study's invitations and their status (never their links)."""
     with open_runtime() as runtime:
@@ -141,9 +139,9 @@ def invitations(
 @app.command("cancel-invitation")
 def cancel_invitation(
     invitation_id: int = typer.Argument(..., help="the invitation's number"),
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
+    study: str | None = StudyOpt,
 ) -> None:
     """Withdraw an open invitation; its link stops working."""
     with open_runtime() as runtime:
@@ -169,7 +167,10 @@ def _change(
 
 @app.command("deactivate")
 def deactivate(
-    username: str, user: str | None = USER, operator: bool = OPERATOR, study: str | None = STUDY
+    username: str,
+    user: str | None = UserOpt,
+    operator: bool = OPERATOR,
+    study: str | None = StudyOpt,
 ) -> None:
     """Stop a user signing in; live sessions end now."""
     typer.echo(_user_line(_change(username, user, operator, study, "deactivate")))
@@ -177,7 +178,10 @@ def deactivate(
 
 @app.command("reactivate")
 def reactivate(
-    username: str, user: str | None = USER, operator: bool = OPERATOR, study: str | None = STUDY
+    username: str,
+    user: str | None = UserOpt,
+    operator: bool = OPERATOR,
+    study: str | None = StudyOpt,
 ) -> None:
     """Let a deactivated user sign in again."""
     typer.echo(_user_line(_change(username, user, operator, study, "reactivate")))
@@ -185,7 +189,10 @@ def reactivate(
 
 @app.command("clear-backoff")
 def clear_backoff(
-    username: str, user: str | None = USER, operator: bool = OPERATOR, study: str | None = STUDY
+    username: str,
+    user: str | None = UserOpt,
+    operator: bool = OPERATOR,
+    study: str | None = StudyOpt,
 ) -> None:
     """Let a user sign in at once after failures made the name back off."""
     typer.echo(_user_line(_change(username, user, operator, study, "clear-backoff")))
@@ -196,9 +203,9 @@ def grant(
     username: str,
     role: str = typer.Option(..., "--role"),
     site: str | None = typer.Option(None, "--site"),
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
+    study: str | None = StudyOpt,
 ) -> None:
     """Give a user of the study a role; one that can reach an arm awaits approval."""
     with open_runtime() as runtime:
@@ -214,9 +221,9 @@ def revoke(
     username: str,
     role: str = typer.Option(..., "--role"),
     site: str | None = typer.Option(None, "--site"),
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
+    study: str | None = StudyOpt,
 ) -> None:
     """Take a role away (not the study's last administrator grant)."""
     with open_runtime() as runtime:
@@ -229,7 +236,10 @@ def revoke(
 
 @app.command("send-reset")
 def send_reset(
-    username: str, user: str | None = USER, operator: bool = OPERATOR, study: str | None = STUDY
+    username: str,
+    user: str | None = UserOpt,
+    operator: bool = OPERATOR,
+    study: str | None = StudyOpt,
 ) -> None:
     """Mail a user a password reset link, to the user's own address (never shown here)."""
     with open_runtime() as runtime:
@@ -243,10 +253,10 @@ def send_reset(
 @app.command("approvals")
 def approvals(
     all_requests: bool = typer.Option(False, "--all", help="decided requests too"),
-    user: str | None = USER,
+    user: str | None = UserOpt,
     operator: bool = OPERATOR,
-    study: str | None = STUDY,
-    json_out: bool = JSON,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Requests for roles that can reach an arm."""
     with open_runtime() as runtime:
@@ -287,7 +297,7 @@ def _decide(
 
 
 @app.command("approve")
-def approve(approval_id: int, user: str | None = USER, study: str | None = STUDY) -> None:
+def approve(approval_id: int, user: str | None = UserOpt, study: str | None = StudyOpt) -> None:
     """Approve a request with your e-signature (an unblinded member of the study)."""
     view = _decide(approval_id, True, None, user, study)
     typer.echo(f"request {view.id} approved: {view.meaning}")
@@ -297,8 +307,8 @@ def approve(approval_id: int, user: str | None = USER, study: str | None = STUDY
 def reject(
     approval_id: int,
     reason: str = typer.Option(..., "--reason"),
-    user: str | None = USER,
-    study: str | None = STUDY,
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
 ) -> None:
     """Reject a request with your e-signature and a reason."""
     view = _decide(approval_id, False, reason, user, study)

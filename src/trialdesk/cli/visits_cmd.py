@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from trialdesk.cli.common import fail, print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, parse_date, require_date, sign_in
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.visits import planned_calendar, visit_worklist
@@ -15,7 +16,7 @@ from trialdesk.services.visits import planned_calendar, visit_worklist
 def schedule(
     randomized: str = typer.Option(..., "--randomized", help="randomization date (day 0)"),
     protocol: Path | None = typer.Option(None, "--protocol", help="default: the flagship"),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> None:
     """The planned visit calendar of a subject randomized on DATE (SCHED-1)."""
     day = require_date(randomized, "--randomized")
@@ -48,9 +49,9 @@ def due(
     as_of: str | None = typer.Option(None, "--as-of", help="date (default: today at each site)"),
     site: str | None = typer.Option(None, "--site"),
     state: list[str] = typer.Option(["due", "overdue", "missed"], "--state"),
-    user: str | None = typer.Option(None, "--user"),
-    study: str | None = typer.Option(None, "--study"),
-    json_out: bool = typer.Option(False, "--json"),
+    user: str | None = UserOpt,
+    study: str | None = StudyOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Due, overdue and missed visits, per site or overall (SCHED-2)."""
     day = parse_date(as_of, "--as-of")

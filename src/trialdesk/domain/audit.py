@@ -9,6 +9,7 @@ a stream breaks the chain, and a deleted last entry no longer matches the stream
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,13 @@ HASHED_FIELDS = (
     "reason",
     "protocol_sha256",
 )
+
+
+def utc_iso(moment: dt.datetime) -> str:
+    """The audit trail's timestamp text: UTC, microseconds, a trailing Z; naive refused."""
+    if moment.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_json(value: Any) -> str:

@@ -119,6 +119,11 @@ class Refusal(StrEnum):
     SUBJECT_LOST = "subject-lost"
     WITHDRAWN_NO_CONTACT = "withdrawn-no-contact"
     WITHDRAWN_CONTACT_ONLY = "withdrawn-contact-only"
+    # issue 15 (lane x15b): consent, queries, data quality
+    CONSENT_ALREADY_SIGNED = "consent-already-signed"
+    CONSENT_NOT_RECORDED = "consent-not-recorded"
+    QUERY_VERIFIED = "query-verified"
+    NOT_WITHDRAWN_WITH_CONTACT = "not-withdrawn-with-contact"
 
 
 REFUSALS: dict[Refusal, str] = {
@@ -243,6 +248,17 @@ REFUSALS: dict[Refusal, str] = {
     "are recorded.",
 }
 """What each code means, for docs/refusals.md."""
+
+# issue 15 (lane x15b)
+REFUSALS.update(
+    {
+        Refusal.CONSENT_ALREADY_SIGNED: "The subject has already signed that consent version.",
+        Refusal.CONSENT_NOT_RECORDED: "A re-consent needs the first consent recorded.",
+        Refusal.QUERY_VERIFIED: "The data query's answer is verified; the monitor may reopen it.",
+        Refusal.NOT_WITHDRAWN_WITH_CONTACT: "Follow-up contacts are recorded only for a subject "
+        "who withdrew and still allows contact.",
+    }
+)
 
 
 class TrialError(Exception):

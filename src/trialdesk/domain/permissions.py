@@ -98,6 +98,21 @@ class Permission(StrEnum):
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
     GRANT_APPROVE = "admin:grant:approve"
+    # issue 15 (lane x15b): data quality, queries grown up, consent versions (REC-6..REC-9)
+    DQ_READ = "data:quality:read"
+    DQ_RUN = "data:quality:run"
+    DQ_EXCLUDE = "data:quality:exclude"
+    MISSING_DATA_READ = "data:missing:read"
+    QUERY_ASSIGN = "data:query:assign"
+    QUERY_VERIFY = "data:query:verify"
+    CONSENT_WORKLIST_READ = "subject:consent:worklist"
+    # records that hold (issue 15, lane x15a): locks, database lock, SDV, sign-off
+    RECORD_LOCK = "records:lock:manage"
+    DATABASE_LOCK = "records:database-lock:manage"
+    LOCK_CHECKLIST_READ = "records:lock-checklist:read"
+    SDV_MARK = "records:sdv:mark"
+    SDV_READ = "records:sdv:read"
+    RECORD_SIGN = "records:signature:sign"
     # x16a (issue 16): the analysis datasets are by arm
     ADAM_EXPORT = "data:adam-export:create"
 
@@ -174,6 +189,13 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.USER_MANAGE: "manage users and their roles",
     P.SITE_MANAGE: "manage sites",
     P.GRANT_APPROVE: "approve a grant of a role that can reach an arm (e-signed)",
+    # issue 15, lane x15a
+    P.RECORD_LOCK: "lock or unlock a form, visit or casebook",
+    P.DATABASE_LOCK: "lock the database (soft or hard)",
+    P.LOCK_CHECKLIST_READ: "view the database-lock checklist",
+    P.SDV_MARK: "mark source data verified",
+    P.SDV_READ: "view SDV status",
+    P.RECORD_SIGN: "e-sign a form, visit or casebook (investigator)",
 }
 """The words a refusal uses for the action ("'record discharge' needs the role ...")."""
 
@@ -342,6 +364,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 """The one role -> permission table. Changing it changes what every adapter allows."""
 
+# issue 15 (lane x15a): the monitor acts as the data manager (locks, SDV, the lock checklist)
+# beside the study manager; the investigator signing records is the coordinator role today.
+_RECORDS_HOLD: dict[Role, frozenset[Permission]] = {
+    Role.MANAGER: frozenset({P.RECORD_LOCK, P.DATABASE_LOCK, P.LOCK_CHECKLIST_READ, P.SDV_READ}),
+    Role.MONITOR: frozenset(
+        {P.RECORD_LOCK, P.DATABASE_LOCK, P.LOCK_CHECKLIST_READ, P.SDV_MARK, P.SDV_READ}
+    ),
+    Role.COORDINATOR: frozenset({P.SDV_READ, P.RECORD_SIGN}),
+}
+for _role, _extra in _RECORDS_HOLD.items():
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | _extra
+
 
 def roles_with(permission: Permission) -> frozenset[Role]:
     """The roles that hold ``permission``, in no particular order."""
@@ -386,3 +420,40 @@ def permitted_actions(roles: Iterable[Role], state: SubjectState) -> list[Action
     for role in roles:
         held |= ROLE_PERMISSIONS[role]
     return [a for a in allowed_actions(state) if ACTION_PERMISSIONS[a] in held]
+
+
+# --- issue 15 (lane x15b): data quality, queries grown up, consent versions -------------------
+
+PERMISSION_TITLES.update(
+    {
+        P.DQ_READ: "data-quality report",
+        P.DQ_RUN: "run the data-quality rules",
+        P.DQ_EXCLUDE: "exclude a data-quality rule for one record",
+        P.MISSING_DATA_READ: "missing-data report",
+        P.QUERY_ASSIGN: "assign data query",
+        P.QUERY_VERIFY: "verify a data query's answer",
+        P.CONSENT_WORKLIST_READ: "consent and re-consent worklist",
+    }
+)
+for _role, _more in {
+    Role.MANAGER: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.MONITOR: {
+        P.DQ_READ,
+        P.DQ_RUN,
+        P.DQ_EXCLUDE,
+        P.MISSING_DATA_READ,
+        P.QUERY_ASSIGN,
+        P.QUERY_VERIFY,
+        P.CONSENT_WORKLIST_READ,
+    },
+    Role.COORDINATOR: {P.DQ_READ, P.MISSING_DATA_READ, P.CONSENT_WORKLIST_READ},
+}.items():
+    ROLE_PERMISSIONS[_role] = ROLE_PERMISSIONS[_role] | frozenset(_more)

@@ -20,6 +20,12 @@ EXCLUSION_LABELS: dict[str, str] = {
 }
 """Every exclusion reason (LIFE-3), in CONSORT order; all are shown, zero or not."""
 
+PHASES: tuple[str, ...] = ("Enrolment", "Allocation", "Follow-up", "Analysis")
+"""CONSORT 2025's phase labels, top to bottom; blinded flows show the first only."""
+EFFICACY_ANALYSIS = "primary efficacy (win ratio at 24 months, intention to treat)"
+SAFETY_ANALYSIS = "primary safety (freedom from major adverse events at 12 months)"
+SAFETY_WAITING = "12 months of follow-up not yet reached"
+
 FigureFormat = Literal["svg", "png"]
 FORMATS: tuple[str, ...] = ("svg", "png")
 
@@ -39,16 +45,34 @@ class ArmFlow:
     discontinued_reasons: dict[str, int] = field(default_factory=dict)
     analysed: int = 0
     excluded_from_analysis: dict[str, int] = field(default_factory=dict)
+    lost_reasons: dict[str, int] = field(default_factory=dict)
+    analysed_safety: int | None = None
+    """Subjects the primary safety endpoint analyses; None for an arm it does not cover."""
+    safety_not_evaluable: int = 0
 
-    def to_json(self) -> dict[str, int]:
-        return {
+    def to_json(self) -> dict[str, Any]:
+        """Counts per phase box; ``analysed`` is the primary efficacy analysis set (the SAP:
+        every randomized subject in its arm, randomizations in error excluded)."""
+        out: dict[str, Any] = {
             "allocated": self.allocated,
             "received": self.received,
             "not_received": self.not_received,
             "lost_to_follow_up": self.lost_to_follow_up,
             "discontinued": self.discontinued,
             "analysed": self.analysed,
+            "reasons": {
+                "not_received": dict(self.not_received_reasons),
+                "lost_to_follow_up": dict(self.lost_reasons),
+                "discontinued": dict(self.discontinued_reasons),
+                "excluded_from_analysis": dict(self.excluded_from_analysis),
+            },
         }
+        if self.analysed_safety is not None:
+            out["analysed_safety"] = self.analysed_safety
+            out["reasons"]["not_analysed_safety"] = (
+                {SAFETY_WAITING: self.safety_not_evaluable} if self.safety_not_evaluable else {}
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,9 +89,15 @@ class ConsortFlow:
     in_screening: int
     arms: list[ArmFlow] | None = None
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this flow shows: enrolment for everyone, the rest by arm."""
+        return PHASES if self.arms is not None else PHASES[:1]
+
     def to_json(self) -> dict[str, Any]:
         """The ``trialdesk report consort --json`` document."""
         out: dict[str, Any] = {
+            "phases": list(self.phases),
             "assessed": self.assessed,
             "excluded": dict(self.excluded),
             "randomized": self.randomized,
@@ -104,13 +134,20 @@ def _arm_texts(arm: ArmFlow) -> tuple[str, str, str]:
     ]
     follow_up = [
         f"Lost to follow-up (n={arm.lost_to_follow_up})",
+        *_reasons(arm.lost_reasons),
         f"Discontinued (n={arm.discontinued})",
         *_reasons(arm.discontinued_reasons),
     ]
-    analysis = [f"Analysed (n={arm.analysed})"]
+    analysis = [f"Analysed (n={arm.analysed})", f"  for the {EFFICACY_ANALYSIS}"]
     excluded = sum(arm.excluded_from_analysis.values())
     analysis.append(f"  Excluded from analysis (n={excluded})")
     analysis += ["  " + line for line in _reasons(arm.excluded_from_analysis)]
+    if arm.analysed_safety is not None:
+        analysis.append(f"Analysed (n={arm.analysed_safety})")
+        analysis.append(f"  for the {SAFETY_ANALYSIS}")
+        analysis.append(f"  Not yet evaluable (n={arm.safety_not_evaluable})")
+        if arm.safety_not_evaluable:
+            analysis.append(f"    {SAFETY_WAITING} (n={arm.safety_not_evaluable})")
     return "\n".join(allocation), "\n".join(follow_up), "\n".join(analysis)
 
 
@@ -125,8 +162,8 @@ def render_consort(flow: ConsortFlow, fmt: str = "svg") -> bytes:
     from matplotlib.figure import Figure
 
     arms = flow.arms or []
-    height = 5.0 + (4.5 if arms else 0.0)
-    width = max(8.0, 5.0 * len(arms))
+    height = 5.0 + (6.0 if arms else 0.0)
+    width = max(8.0, 5.5 * len(arms) + 1.0)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "trialdesk-consort"}):
         fig = Figure(figsize=(width, height))
         FigureCanvasAgg(fig)
@@ -136,6 +173,12 @@ def render_consort(flow: ConsortFlow, fmt: str = "svg") -> bytes:
         ax.axis("off")
         box = {"boxstyle": "square,pad=0.5", "facecolor": "white", "edgecolor": "black"}
         top = height - 0.6
+        phase_box = {"boxstyle": "round,pad=0.4", "facecolor": "#dde8f5", "edgecolor": "black"}
+        rows = (top - 1.5, top - 5.2, top - 6.9, top - 8.6)
+        for label, y in zip(flow.phases, rows, strict=False):
+            ax.text(
+                0.25, y, label, ha="center", va="center", rotation=90, bbox=phase_box, fontsize=9
+            )
         assessed, excluded, randomized = _enrolment_texts(flow)
         centre = width / 2
         ax.text(centre, top, assessed, ha="center", va="top", bbox=box, fontsize=9)
@@ -151,16 +194,16 @@ def render_consort(flow: ConsortFlow, fmt: str = "svg") -> bytes:
                 fontsize=7,
                 style="italic",
             )
-        column = width / max(len(arms), 1)
+        column = (width - 1.0) / max(len(arms), 1)
         for i, arm in enumerate(arms):
-            x = column * (i + 0.5)
+            x = 1.0 + column * (i + 0.5)
             allocation, follow_up, analysis = _arm_texts(arm)
             ax.annotate("", (x, top - 4.6), (centre, top - 4.0), arrowprops={"arrowstyle": "->"})
-            for y, text in ((top - 4.7, allocation), (top - 6.2, follow_up), (top - 7.6, analysis)):
+            for y, text in ((top - 4.7, allocation), (top - 6.3, follow_up), (top - 8.0, analysis)):
                 ax.text(
                     x, y, text, ha="center", va="top", multialignment="left", bbox=box, fontsize=8
                 )
-            for start, end in ((top - 5.5, top - 6.1), (top - 6.95, top - 7.5)):
+            for start, end in ((top - 5.6, top - 6.2), (top - 7.4, top - 7.9)):
                 ax.annotate("", (x, end), (x, start), arrowprops={"arrowstyle": "->"})
         buffer = io.BytesIO()
         metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {}

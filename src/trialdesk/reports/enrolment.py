@@ -3,10 +3,15 @@ plot (PNG and SVG) with the Poisson–Gamma forecast drawn on it.
 
 Counts only: nothing here reads an arm (RAND-6). Test subjects are left out everywhere.
 
-When a site opened (the forecast's ``τ`` starts there): the earlier of its first registration
-and its planned activation, where a planned activation still in the future does not count.
-A site with neither opens at ``as_of``. A site not yet open enters the forecast at its
-planned activation. A deactivated site recruits no more: its subjects count, its rate does not.
+When a site opened (the forecast's ``τ`` starts there), issue 16: its recorded activation,
+the site-local date it last became active on or before ``as_of`` (sites are created active,
+so a site never deactivated opened at its creation), or its first registration if that is
+earlier (a site closed and reopened keeps its earlier time). Planned activation dates count
+only for sites not active at ``as_of`` that have registered nobody: they enter the forecast
+at their plan if it is still ahead. A site closed after recruiting, or not active and with
+no plan ahead, recruits no more: its subjects count, its rate does not. A site with no
+recorded openings at all (none expected) falls back to the earlier of its first registration
+and its planned activation.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trialdesk.stats.forecast import DAYS_PER_MONTH, Forecast, SiteState
+from trialdesk.store.site_activity import site_activity
 from trialdesk.store.tables import RandomizationRow, SiteRow, SubjectRow
 
 FORECAST_LABEL = "Forecast (expected, Poisson-Gamma)"
@@ -57,6 +64,8 @@ class SiteFacts:
     planned_activation: dt.date | None
     first_registration: dt.date | None
     randomized: int
+    activity: tuple[tuple[dt.date, bool], ...] = ()
+    """Recorded openings and closings (site-local date, active after it), oldest first."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,7 @@ def load_site_facts(
     sites = session.scalars(
         select(SiteRow).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
     ).all()
+    recorded = site_activity(session, study_id)
     return [
         SiteFacts(
             code=s.code,
@@ -174,9 +184,20 @@ def load_site_facts(
             planned_activation=s.planned_activation,
             first_registration=first.get(s.id),
             randomized=int(randomized.get(s.code, 0)),
+            activity=tuple(
+                (local_date(at, s.timezone), active) for at, active in recorded.get(s.code, [])
+            ),
         )
         for s in sites
     ]
+
+
+def local_date(at: str, zone: str) -> dt.date:
+    """The site-local date of a stored UTC time."""
+    moment = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(ZoneInfo(zone)).date()
 
 
 def load_month_rows(session: Session, study_id: int, as_of: dt.date) -> list[MonthRow]:
@@ -223,21 +244,44 @@ def month_rows(
 
 
 def opened_on(facts: SiteFacts, as_of: dt.date) -> dt.date | None:
-    """When the site opened, as the module docstring says; ``None`` if not open yet."""
+    """When the site opened, as the module docstring says; ``None`` if not open at ``as_of``."""
+    if facts.activity:
+        active, since = activation(facts, as_of)
+        if not active or since is None:
+            return None
+        first = facts.first_registration
+        return min(since, first) if first is not None and first <= as_of else since
     candidates = [d for d in (facts.first_registration, facts.planned_activation) if d]
     candidates = [d for d in candidates if d <= as_of]
     return min(candidates) if candidates else None
 
 
-def site_state(facts: SiteFacts, as_of: dt.date) -> tuple[SiteState, dt.date | None]:
-    """The forecast's view of one site and the date it opens (or opened)."""
+def activation(facts: SiteFacts, as_of: dt.date) -> tuple[bool, dt.date | None]:
+    """Whether the site was active at the end of ``as_of`` by its record, and since when."""
+    active, since = False, None
+    for day, opens in facts.activity:
+        if day > as_of:
+            break
+        if opens and not active:
+            since = day
+        active = opens
+    return active, since if active else None
+
+
+def site_state(facts: SiteFacts, as_of: dt.date) -> tuple[SiteState, dt.date | None] | None:
+    """The forecast's view of one site and the date it opens (or opened); ``None`` for a site
+    that recruits no more (closed, or not active with no plan ahead)."""
     opened = opened_on(facts, as_of)
     if opened is not None:
         months = (as_of - opened).days / DAYS_PER_MONTH
         return SiteState(facts.code, facts.randomized, months), opened
     planned = facts.planned_activation
+    if facts.activity and facts.first_registration is not None:
+        return None  # closed after recruiting
     if planned is not None and planned > as_of:
         return SiteState(facts.code, 0, 0.0, (planned - as_of).days / DAYS_PER_MONTH), planned
+    if facts.activity:
+        return None
     return SiteState(facts.code, 0, 0.0), as_of
 
 

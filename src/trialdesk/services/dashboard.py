@@ -4,17 +4,13 @@ enrolment counts against target (REP-1). Counts only: nothing here reads an arm 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from sqlalchemy import func, select
 
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
-from trialdesk.services.common import current_protocol_row, protocol_of
+from trialdesk.services.common import loaded_protocol, version_in_force
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.tables import RandomizationRow, SiteRow, SubjectRow
 
 READERS = list(Role)
 ENROLMENT_READERS = [Role.MANAGER, Role.MONITOR, Role.ADMIN, Role.STATISTICIAN, Role.DSMB]
@@ -24,18 +20,19 @@ def current_protocol(ctx: ServiceContext, actor: Actor, study_id: int) -> Loaded
     """The study's current protocol (form definitions for entry pages); any study role."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, READERS, action="read the protocol")
-        return protocol_of(ctx, current_protocol_row(uow, study_id))
+        return loaded_protocol(ctx, uow, version_in_force(uow, study_id))
 
 
 def my_sites(ctx: ServiceContext, actor: Actor, study_id: int) -> list[str]:
     """Codes of the active sites the actor works at (all active sites for study-wide roles)."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, READERS, action="list sites")
-        stmt = select(SiteRow.code).where(SiteRow.study_id == study_id, SiteRow.active.is_(True))
         allowed = actor.site_ids(study_id)
-        if allowed is not None:
-            stmt = stmt.where(SiteRow.id.in_(allowed))
-        return list(uow.session.scalars(stmt.order_by(SiteRow.code)))
+        return [
+            s.code
+            for s in uow.sites.of_study(study_id)
+            if s.active and (allowed is None or s.id in allowed)
+        ]
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,6 @@ class Enrolment:
     by_region: list[EnrolmentRow] = field(default_factory=list)
 
 
-def _counts(rows: Iterable[tuple[int, int]]) -> dict[int, int]:
-    # not dict(result): a Result has keys(), so dict() would read it as a mapping
-    return {int(key): int(count) for key, count in rows}
-
-
 def enrolment(
     ctx: ServiceContext, actor: Actor, study_id: int, as_of: dt.date | None = None
 ) -> Enrolment:
@@ -69,27 +61,10 @@ def enrolment(
     ``as_of`` counts only subjects registered (randomized) on or before that clinical date."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, ENROLMENT_READERS, action="enrolment dashboard")
-        loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
-        sites = uow.session.scalars(
-            select(SiteRow).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
-        ).all()
-        registered_stmt = select(SubjectRow.site_id, func.count()).where(
-            SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False)
-        )
-        randomized_stmt = (
-            select(SubjectRow.site_id, func.count())
-            .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
-            .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
-        )
-        if as_of is not None:
-            registered_stmt = registered_stmt.where(SubjectRow.registered_on <= as_of)
-            randomized_stmt = randomized_stmt.where(RandomizationRow.randomized_on <= as_of)
-        registered: dict[int, int] = _counts(
-            uow.session.execute(registered_stmt.group_by(SubjectRow.site_id)).tuples()
-        )
-        randomized: dict[int, int] = _counts(
-            uow.session.execute(randomized_stmt.group_by(SubjectRow.site_id)).tuples()
-        )
+        loaded = loaded_protocol(ctx, uow, version_in_force(uow, study_id))
+        sites = uow.sites.of_study(study_id)
+        registered = uow.reporting.registered_by_site(study_id, as_of)
+        randomized = uow.reporting.randomized_by_site(study_id, as_of)
         by: dict[str, dict[str, list[int]]] = {"site": {}, "country": {}, "region": {}}
         for site in sites:
             counts = (int(registered.get(site.id, 0)), int(randomized.get(site.id, 0)))
@@ -138,31 +113,14 @@ def screening_log(
     ``as_of``: subjects registered by then (their state is today's)."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, SCREENING_LOG_READERS, action="screening log")
-        rows = uow.session.execute(
-            select(
-                SubjectRow.number,
-                SiteRow.code,
-                SubjectRow.registered_on,
-                SubjectRow.state,
-                SubjectRow.screen_failure_reason,
-                SubjectRow.screen_failure_detail,
-            )
-            .join(SiteRow, SiteRow.id == SubjectRow.site_id)
-            .where(
-                SubjectRow.study_id == study_id,
-                SubjectRow.test_subject.is_(False),
-                SubjectRow.registered_on <= (as_of or dt.date.max),
-            )
-            .order_by(SubjectRow.registered_on, SubjectRow.number)
-        ).tuples()
         return [
             ScreeningLogRow(
-                number=number,
-                site=site,
-                registered_on=registered_on.isoformat(),
-                state=state,
-                screen_failure_reason=reason,
-                screen_failure_detail=detail,
+                number=line.number,
+                site=line.site,
+                registered_on=line.registered_on.isoformat(),
+                state=line.state,
+                screen_failure_reason=line.screen_failure_reason,
+                screen_failure_detail=line.screen_failure_detail,
             )
-            for number, site, registered_on, state, reason, detail in rows
+            for line in uow.reporting.screening_log(study_id, as_of)
         ]

@@ -11,9 +11,26 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from trialdesk.domain.errors import NotFound, PreconditionFailed, Refusal, ValidationFailed
+from trialdesk.domain.errors import (
+    ActionNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Refusal,
+    ValidationFailed,
+)
 from trialdesk.domain.lifecycle import Action
-from trialdesk.domain.permissions import Permission
+from trialdesk.domain.permissions import ROLE_PERMISSIONS, Permission
+from trialdesk.domain.queries import (
+    QueryAction,
+    QueryStatus,
+    age_band,
+    age_days,
+    apply_query_action,
+    check_response,
+    overdue,
+)
+from trialdesk.domain.roles import Role
+from trialdesk.protocol.specs import response_specs
 from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import (
     acting_with,
@@ -28,8 +45,13 @@ from trialdesk.store.records import DataQuery, Site, Subject
 from trialdesk.store.uow import UnitOfWork
 
 OPEN, ANSWERED, CLOSED = "open", "answered", "closed"
-STATUSES = (OPEN, ANSWERED, CLOSED)
-_NOT_OPEN = {ANSWERED: Refusal.QUERY_ANSWERED, CLOSED: Refusal.QUERY_CLOSED}
+VERIFIED = "verified"  # issue 15 (x15b): the monitor accepted the answer (REC-7)
+STATUSES = (OPEN, ANSWERED, VERIFIED, CLOSED)
+_NOT_OPEN = {
+    ANSWERED: Refusal.QUERY_ANSWERED,
+    CLOSED: Refusal.QUERY_CLOSED,
+    VERIFIED: Refusal.QUERY_VERIFIED,
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,19 @@ class QueryView:
     closed_by: str | None = None
     closed_at: str | None = None
     reopened: int = 0
+    # issue 15 (x15b): REC-6, REC-7
+    origin: str = "manual"
+    rule: str | None = None
+    severity: str | None = None
+    assignee: str | None = None
+    assigned_to: str = ""
+    """The person the query is assigned to, else its site (``site S101``)."""
+    response: str | None = None
+    verified_by: str | None = None
+    verified_at: str | None = None
+    age_days: int = 0
+    age_band: str = ""
+    overdue: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +95,20 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def _view(row: DataQuery, subject: Subject, site: Site) -> QueryView:
+def _view(
+    row: DataQuery,
+    subject: Subject,
+    site: Site,
+    *,
+    today: dt.date | None = None,
+    overdue_after: int | None = None,
+) -> QueryView:
+    ended = row.verified_at or row.closed_at
+    age = age_days(
+        row.raised_at.date(),
+        today=today or row.raised_at.date(),
+        ended_on=None if ended is None or row.status not in (VERIFIED, CLOSED) else ended.date(),
+    )
     return QueryView(
         id=row.id,
         subject=subject.number,
@@ -79,6 +127,17 @@ def _view(row: DataQuery, subject: Subject, site: Site) -> QueryView:
         closed_by=row.closed_by,
         closed_at=_iso(row.closed_at),
         reopened=row.reopened,
+        origin=row.origin,
+        rule=row.rule_id,
+        severity=row.severity,
+        assignee=row.assignee,
+        assigned_to=row.assignee or f"site {site.code}",
+        response=row.response_code,
+        verified_by=row.verified_by,
+        verified_at=_iso(row.verified_at),
+        age_days=age,
+        age_band=age_band(age),
+        overdue=overdue_after is not None and overdue(QueryStatus(row.status), age, overdue_after),
     )
 
 
@@ -163,7 +222,7 @@ def raise_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def answer_query(
@@ -175,9 +234,13 @@ def answer_query(
     text: str,
     new_value: object = None,
     reason: str | None = None,
+    response: str | None = None,
 ) -> QueryView:
     """The site's answer. With ``new_value`` the field is corrected in the same transaction,
-    through the DATA-2 correction path (reason required, audit keeps old and new)."""
+    through the DATA-2 correction path (reason required, audit keeps old and new).
+    ``response`` is one of the protocol's coded responses (REC-7: "data corrected" needs the
+    correction, "confirmed as is" forbids one, some need an explanation); without one the
+    answer is free text."""
     now = ctx.now()
     with ctx.uow() as uow:
         row = _load(uow, actor, study_id, query_id, Permission.QUERY_ANSWER)
@@ -191,10 +254,19 @@ def answer_query(
                 f"query {query_id} is {row.status}; only an open query can be answered ({hint})",
                 _NOT_OPEN[row.status],
             )
-        answer = require_text(text, "text", "the answer")
         act = acting_with(
             ctx, uow, actor, uow.subjects.read_of(uow.subjects.by_id(row.subject_id)), now
         )
+        coded = None
+        if response is not None:
+            coded = check_response(
+                response_specs(act.protocol().protocol),
+                response,
+                text or "",
+                value_changed=new_value is not None,
+            )
+        answer = (text or "").strip() or (coded.label if coded is not None else "")
+        answer = require_text(answer, "text", "the answer")
         correction: dict[str, Any] | None = None
         if new_value is not None:
             why = require_text(reason, "reason", "a reason for changing the value")
@@ -213,6 +285,7 @@ def answer_query(
                 "answered_by": actor.label,
                 "answered_at": now,
                 "value_changed": correction is not None,
+                "response_code": coded.code if coded is not None else None,
             },
         )
         act.audit(
@@ -220,10 +293,16 @@ def answer_query(
             entity="data_query",
             entity_id=str(row.id),
             old={"status": OPEN},
-            new={"status": ANSWERED, "answer": answer, "correction": correction},
+            new={
+                "status": ANSWERED,
+                "answer": answer,
+                "correction": correction,
+                "response": coded.code if coded is not None else None,
+                "marks_missing": bool(coded and coded.marks_missing),
+            },
         )
         uow.commit()
-        return _view(row, act.subject, act.site)
+        return _fresh_view(ctx, uow, row, act.read)
 
 
 def close_query(
@@ -256,7 +335,7 @@ def close_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, read.subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def reopen_query(
@@ -283,6 +362,9 @@ def reopen_query(
                 "answered_at": None,
                 "closed_at": None,
                 "value_changed": False,
+                "verified_by": None,
+                "verified_at": None,
+                "response_code": None,
             },
         )
         read = uow.subjects.read_of(uow.subjects.by_id(row.subject_id))
@@ -299,7 +381,7 @@ def reopen_query(
             protocol_sha256=read.version.sha256,
         )
         uow.commit()
-        return _view(row, read.subject, read.site)
+        return _fresh_view(ctx, uow, row, read)
 
 
 def open_queries(
@@ -309,6 +391,7 @@ def open_queries(
     *,
     site: str | None = None,
     status: str | None = None,
+    assignee: str | None = None,
 ) -> list[QueryView]:
     """Queries not yet closed (or of one ``status``), oldest first; a site-scoped user sees
     only their own site's (ACC-1)."""
@@ -332,4 +415,105 @@ def open_queries(
             site_id=site_id,
             site_ids=actor.site_ids(study_id),
         )
-        return [_view(q, s, st) for q, s, st in rows]
+        today = ctx.now().date()
+        return [
+            _view(q, s, st, today=today, overdue_after=_overdue_after(ctx, uow, s))
+            for q, s, st in rows
+            if assignee is None or q.assignee == assignee
+        ]
+
+
+# --- issue 15 (lane x15b): queries grown up (REC-7) ---------------------------------------------
+
+
+def _overdue_after(ctx: ServiceContext, uow: UnitOfWork, subject: Subject) -> int | None:
+    section = loaded_protocol(ctx, uow, uow.protocols.get(subject.protocol_version_id))
+    queries = section.protocol.queries
+    return None if queries is None else queries.overdue_after_days
+
+
+def _fresh_view(ctx: ServiceContext, uow: UnitOfWork, row: DataQuery, read: Any) -> QueryView:
+    return _view(
+        row,
+        read.subject,
+        read.site,
+        today=ctx.now().date(),
+        overdue_after=_overdue_after(ctx, uow, read.subject),
+    )
+
+
+def assign_query(
+    ctx: ServiceContext, actor: Actor, study_id: int, query_id: int, *, assignee: str
+) -> QueryView:
+    """Assign an open or answered query to a person of the subject's site who may answer it
+    (REC-7); an empty assignee hands it back to the site as a whole."""
+    now = ctx.now()
+    with ctx.uow() as uow:
+        row = _load(uow, actor, study_id, query_id, Permission.QUERY_ASSIGN)
+        apply_query_action(QueryStatus(row.status), QueryAction.ASSIGN, label=f"query {query_id}")
+        read = uow.subjects.read_of(uow.subjects.by_id(row.subject_id))
+        person = assignee.strip() or None
+        if person is not None:
+            grants = uow.queries.grants_of(study_id, person)
+            answers = any(
+                Permission.QUERY_ANSWER in ROLE_PERMISSIONS[Role(role)]
+                and (site_id is None or site_id == read.subject.site_id)
+                for role, site_id in grants
+            )
+            if not answers:
+                raise ValidationFailed(
+                    f"{person} cannot answer queries of site {read.site.code}: assign the query "
+                    "to a person of that site who answers queries",
+                    {"assignee": "cannot answer this query"},
+                )
+        old = row.assignee
+        row = uow.queries.update(row, {"assignee": person})
+        uow.audit.subject(
+            actor.label,
+            read.subject,
+            "assign_query",
+            at=now,
+            entity="data_query",
+            entity_id=str(row.id),
+            old={"assignee": old},
+            new={"assignee": person or f"site {read.site.code}"},
+            protocol_sha256=read.version.sha256,
+        )
+        uow.commit()
+        return _fresh_view(ctx, uow, row, read)
+
+
+def verify_query(ctx: ServiceContext, actor: Actor, study_id: int, query_id: int) -> QueryView:
+    """The monitor accepts the site's answer: the query is verified (REC-7) and no longer
+    blocks the database lock."""
+    now = ctx.now()
+    with ctx.uow() as uow:
+        row = _load(uow, actor, study_id, query_id, Permission.QUERY_VERIFY)
+        status = QueryStatus(row.status)
+        if status is not QueryStatus.ANSWERED:
+            code = {
+                QueryStatus.OPEN: Refusal.QUERY_OPEN,
+                QueryStatus.VERIFIED: Refusal.QUERY_VERIFIED,
+                QueryStatus.CLOSED: Refusal.QUERY_CLOSED,
+            }[status]
+            try:
+                apply_query_action(status, QueryAction.VERIFY, label=f"query {query_id}")
+            except ActionNotAllowed as exc:
+                raise PreconditionFailed(exc.message, code) from None
+        row = uow.queries.update(
+            row, {"status": VERIFIED, "verified_by": actor.label, "verified_at": now}
+        )
+        read = uow.subjects.read_of(uow.subjects.by_id(row.subject_id))
+        uow.audit.subject(
+            actor.label,
+            read.subject,
+            "verify_query",
+            at=now,
+            entity="data_query",
+            entity_id=str(row.id),
+            old={"status": ANSWERED},
+            new={"status": VERIFIED, "response": row.response_code},
+            protocol_sha256=read.version.sha256,
+        )
+        uow.commit()
+        return _fresh_view(ctx, uow, row, read)

@@ -135,6 +135,8 @@ class SafetySummary:
     not_yet_evaluable: int
     excluded_in_error: int
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -156,6 +158,8 @@ class EfficacySummary:
     win_ratio: dict[str, Any] | None
     outcomes: tuple[SubjectOutcome, ...] = field(default_factory=tuple)
     note: str | None = None
+    changed_after_unblinding: tuple[dict[str, Any], ...] = ()
+    """Values of the frozen blinded phase changed after their subject's unblinding (REC-4)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _json(self)
@@ -415,35 +419,16 @@ def safety_summary(
         _require_by_arm_reader(uow, actor, study_id, "safety endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "safety endpoint", as_of)
     ep = loaded.protocol.endpoints
     arm = loaded.protocol.arms[0].code
     horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
-    landmark = _later_visits(loaded, ep.safety_visit, horizon)
     maes = set(ep.major_adverse_events)
     goal = ep.safety_performance_goal if ep.safety_performance_goal is not None else DEFAULT_GOAL
 
-    def is_mae(category: str) -> bool:
-        return category in maes if maes else category != NOT_MAE
-
-    analysed: list[str] = []
-    with_event: list[str] = []
-    waiting = 0
-    for f in facts:
-        if f.in_error or ctx.cipher.decrypt(f.arm_enc) != arm:
-            continue
-        event = any(is_mae(cat) and 0 <= f.day(on) <= horizon for on, cat in f.adverse_events)
-        death = f.death_date
-        if (
-            event
-            or (death is not None and f.day(death) <= horizon)
-            or landmark & set(f.visits_done)
-        ):
-            analysed.append(f.number)
-            if event:
-                with_event.append(f.number)
-        else:
-            waiting += 1
+    analysed, with_event, not_evaluable = _safety_split(ctx, loaded, facts)
+    waiting = len(not_evaluable)
     excluded = sum(1 for f in facts if f.in_error)
     common: dict[str, Any] = {
         "as_of": as_of.isoformat() if as_of else None,
@@ -466,6 +451,7 @@ def safety_summary(
             meets_goal=False,
             method="Clopper-Pearson exact one-sided lower bound",
             note="no intervention subject has 12 months of follow-up yet",
+            changed_after_unblinding=changed,
             **common,
         )
     result = safety_bound(len(with_event), len(analysed), goal=float(goal))
@@ -478,6 +464,7 @@ def safety_summary(
         goal=result.goal,
         meets_goal=result.meets_goal,
         method=result.method,
+        changed_after_unblinding=changed,
         **common,
     )
 
@@ -535,6 +522,7 @@ def efficacy_summary(
         _require_by_arm_reader(uow, actor, study_id, "efficacy endpoint")
         loaded = _protocol(ctx, uow, study_id)
         facts = _load_facts(ctx, uow, actor, study_id, as_of)
+        changed = changed_after_unblinding(uow, study_id)
     _disclosed(ctx, actor, study_id, "efficacy endpoint", as_of)
     ep = loaded.protocol.endpoints
     arms = loaded.protocol.arms
@@ -570,10 +558,33 @@ def efficacy_summary(
         win_ratio=result,
         outcomes=analysed,
         note=note,
+        changed_after_unblinding=changed,
     )
 
 
 # --------------------------------------------------------------------------- END-3
+
+
+def changed_after_unblinding(uow: UnitOfWork, study_id: int) -> tuple[dict[str, Any], ...]:
+    """The flagged values (REC-4): subject, form, visit, field, old and new value, when, who
+    and why; the endpoint outputs and the DSMB report list them beside the results."""
+    rows = uow.holds.unblinding_changes(study_id)
+    numbers = uow.holds.subject_numbers([r.subject_id for r in rows])
+    return tuple(
+        {
+            "subject": numbers.get(r.subject_id, ""),
+            "form": r.form_code,
+            "visit": r.visit_code,
+            "field": r.field,
+            "flag": r.flag,
+            "old": json.loads(r.old),
+            "new": json.loads(r.new),
+            "changed_at": r.changed_at.isoformat(),
+            "changed_by": r.changed_by,
+            "reason": r.reason,
+        }
+        for r in rows
+    )
 
 
 def _past_12_months_on(f: _Facts, landmark: str | None, days: int) -> dt.date | None:
@@ -675,3 +686,76 @@ def time_in_lab(ctx: ServiceContext, actor: Actor, study_id: int) -> TimeInLab:
             "max": minutes[-1] if minutes else None,
         }
     return TimeInLab(arms=arms)
+
+
+# --- issue 16, lane x16b: who the primary outcomes analyse (the CONSORT analysis boxes) -------
+
+
+def _safety_split(
+    ctx: ServiceContext, loaded: LoadedProtocol, facts: list[_Facts]
+) -> tuple[list[str], list[str], list[str]]:
+    """END-1's analysed subjects, those of them with an event, and the safety arm's subjects
+    not yet evaluable (no 12 months of follow-up, no event, no death): the rules of
+    :func:`safety_summary`."""
+    ep = loaded.protocol.endpoints
+    arm = loaded.protocol.arms[0].code
+    horizon = _visit_day(loaded, ep.safety_visit, DEFAULT_SAFETY_DAYS)
+    landmark = _later_visits(loaded, ep.safety_visit, horizon)
+    maes = set(ep.major_adverse_events)
+
+    def is_mae(category: str) -> bool:
+        return category in maes if maes else category != NOT_MAE
+
+    analysed: list[str] = []
+    with_event: list[str] = []
+    waiting: list[str] = []
+    for f in facts:
+        if f.in_error or ctx.cipher.decrypt(f.arm_enc) != arm:
+            continue
+        event = any(is_mae(cat) and 0 <= f.day(on) <= horizon for on, cat in f.adverse_events)
+        death = f.death_date
+        if (
+            event
+            or (death is not None and f.day(death) <= horizon)
+            or landmark & set(f.visits_done)
+        ):
+            analysed.append(f.number)
+            if event:
+                with_event.append(f.number)
+        else:
+            waiting.append(f.number)
+    return analysed, with_event, waiting
+
+
+@dataclass(frozen=True)
+class AnalysisSets:
+    """Who each primary endpoint analyses, per arm, by the rules of :func:`safety_summary`
+    (END-1, the intervention arm) and :func:`efficacy_summary` (END-2, every arm, intention
+    to treat); randomizations in error are in neither."""
+
+    efficacy: dict[str, list[str]]
+    safety_arm: str
+    safety: list[str]
+    safety_not_evaluable: list[str]
+    in_error: list[str]
+
+
+def analysis_sets(
+    ctx: ServiceContext, uow: UnitOfWork, actor: Actor, study_id: int, as_of: dt.date | None
+) -> AnalysisSets:
+    """The analysis sets for a by-arm reader the caller has already checked (the CONSORT
+    flow records its own disclosure)."""
+    loaded = _protocol(ctx, uow, study_id)
+    facts = _load_facts(ctx, uow, actor, study_id, as_of)
+    efficacy: dict[str, list[str]] = {a.code: [] for a in loaded.protocol.arms}
+    for f in facts:
+        if not f.in_error:
+            efficacy.setdefault(ctx.cipher.decrypt(f.arm_enc), []).append(f.number)
+    safety, _events, waiting = _safety_split(ctx, loaded, facts)
+    return AnalysisSets(
+        efficacy=efficacy,
+        safety_arm=loaded.protocol.arms[0].code,
+        safety=safety,
+        safety_not_evaluable=waiting,
+        in_error=[f.number for f in facts if f.in_error],
+    )

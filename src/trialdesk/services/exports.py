@@ -34,6 +34,7 @@ from trialdesk.reports.exports import (
     sub,
     translated,
 )
+from trialdesk.reports.odm_audit import seal_metadata_version
 from trialdesk.services import audit_trail
 from trialdesk.services.access import Actor, require
 from trialdesk.services.audit_trail import AuditFilter
@@ -43,6 +44,8 @@ from trialdesk.services.context import ServiceContext
 from trialdesk.services.devices import DEVICE_USE_TABLES
 from trialdesk.services.endpoints import ArmsBlinded
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
+from trialdesk.services.odm_audit import FILE_NAME as ODM_AUDIT_FILE
+from trialdesk.services.odm_audit import build_transactional_odm
 from trialdesk.store.tables import (
     AuditEntryRow,
     Base,
@@ -337,7 +340,6 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     forms = [f for f in protocol.forms if f.code not in hidden]
     visit_forms = {code for v in protocol.visits for code in v.forms}
     study_oid = _oid("ST", snap.study.code)
-    mdv_oid = _oid("MDV", protocol.version, snap.loaded.sha256[:12])
     now = ctx.now().isoformat()
     stamp = _stamp_for(unblinded)
     root = ET.Element(
@@ -356,7 +358,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     sub(glob, "StudyName").text = snap.study.code
     sub(glob, "StudyDescription").text = protocol.title
     sub(glob, "ProtocolName").text = f"{protocol.name} {protocol.version}"
-    mdv = sub(study, "MetaDataVersion", OID=mdv_oid, Name=f"protocol {protocol.version}")
+    mdv = sub(study, "MetaDataVersion", OID="", Name=f"protocol {protocol.version}")
     events: list[tuple[str, str, str, list[str]]] = [
         (
             COMMON_EVENT,
@@ -429,6 +431,10 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
                     item = sub(cl, "CodeListItem", CodedValue=choice.code)
                     translated(item, "Decode", choice.label)
 
+    # issue 16 (x16b): distinct content, distinct OID (blinding and a digest of the content)
+    mdv_oid = seal_metadata_version(
+        mdv, protocol.version, snap.loaded.sha256, blinded=not unblinded
+    )
     admin = sub(root, "AdminData", StudyOID=study_oid)
     users = sorted(
         {a.actor for a in snap.audits} | {f.created_by for s in snap.subjects for f in s.forms}
@@ -446,7 +452,7 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
             "MetaDataVersionRef",
             StudyOID=study_oid,
             MetaDataVersionOID=mdv_oid,
-            EffectiveDate=snap.protocol_row.loaded_at.date().isoformat(),
+            EffectiveDate=_effective_date(snap).isoformat(),
         )
 
     audits_by_entity: dict[str, list[AuditEntryRow]] = {}
@@ -521,6 +527,17 @@ def build_odm(ctx: ServiceContext, snap: _Snapshot, *, unblinded: bool) -> bytes
     return odm_bytes(root)
 
 
+def _effective_date(snap: _Snapshot) -> dt.date:
+    """The date the exported protocol version took effect (issue 16): its ``effective_from``,
+    else (the first version) the earlier of its loading and the study's first data."""
+    row = snap.protocol_row
+    if row.effective_from is not None:
+        return row.effective_from
+    firsts = [s.row.registered_on for s in snap.subjects]
+    firsts += [dt.date.fromisoformat(a.at[:10]) for a in snap.audits]
+    return min([row.loaded_at.date(), *firsts])
+
+
 def _stamp_for(unblinded: bool) -> Callable[[str], str]:
     """ODM audit times: as stored for the unblinded, whole seconds for blinded readers (the
     blinded audit projection's resolution, services/audit_trail.py)."""
@@ -580,11 +597,21 @@ def export_odm(
     out = _out(out_dir)
     with ctx.uow(readonly=True) as uow:
         document = build_odm(ctx, _snapshot(ctx, uow, study_id), unblinded=unblinded)
+        # issue 16 (x16b): the audit trail as a transactional ODM file beside the snapshot
+        transactional = build_transactional_odm(ctx, uow, study_id, unblinded=unblinded)
     (out / "odm.xml").write_bytes(document)
+    (out / ODM_AUDIT_FILE).write_bytes(transactional)
     if unblinded:
         audit_trail.record_disclosure(ctx, actor, study_id, "export_odm", what="odm")
-    notes = [] if unblinded else ["blinded export: no arm, no arm-specific procedure form"]
-    return ExportResult("odm", str(out), not unblinded, ["odm.xml"], notes)
+    notes = (
+        []
+        if unblinded
+        else [
+            "blinded export: no arm, no arm-specific procedure form; the audit trail "
+            f"({ODM_AUDIT_FILE}) as the blinded audit projection"
+        ]
+    )
+    return ExportResult("odm", str(out), not unblinded, ["odm.xml", ODM_AUDIT_FILE], notes)
 
 
 # --------------------------------------------------------------------------- SDTM

@@ -14,7 +14,7 @@ from trialdesk.domain.therapy import classify_therapy
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Visit as VisitDefinition
 from trialdesk.protocol.specs import visit_spec
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.services.access import Actor
 from trialdesk.services.auth import reauthenticate
 from trialdesk.services.common import (
@@ -24,6 +24,7 @@ from trialdesk.services.common import (
     schedule_version,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.exits import keep_withdrawal_kind
 from trialdesk.services.forms import (
     CONCEALED_PROCEDURE_FORM,
     concealed_procedure,
@@ -35,6 +36,7 @@ from trialdesk.services.forms import (
     typed_values,
 )
 from trialdesk.services.mail import notify_crc_case, notify_emergency_unblinding
+from trialdesk.services.records.locks import freeze_at_unblinding
 from trialdesk.services.views import ArmView, SubjectView, committed_view
 from trialdesk.store.records import ProtocolVersion, Visit
 
@@ -60,7 +62,7 @@ def record_procedure(
         save_concealed_procedure(act, loaded, act.version.id, form_code, values)
         # SUP-1: the implant arm names its device; refused with nothing saved unless in stock
         on = _procedure_date(loaded, form_code, typed_values(loaded, form_code, values))
-        devices.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
+        supply.use_for_procedure(act.uow, ctx, actor, act.subject, loaded, arm, values, on)
         act.transition(Action.RECORD_PROCEDURE, changes={"procedure_done": True})
         return committed_view(act, for_procedure=True)
 
@@ -367,6 +369,7 @@ def unblind_subject(
             changes={"unblinded_on": act.today},
             audit_new={"signature": {"name": actor.full_name, "meaning": meaning}},
         )
+        freeze_at_unblinding(act, "scheduled")  # REC-4: before the arm is shown
         return committed_view(act)
 
 
@@ -401,6 +404,7 @@ def emergency_unblind(
             at=act.now,
         )
         notify_emergency_unblinding(act.uow, ctx, act.subject, actor)
+        freeze_at_unblinding(act, "emergency")  # REC-4: before the arm is shown
         view = committed_view(act)
         assert act.allocation is not None  # the state is randomized
         code = ctx.cipher.decrypt(act.allocation.arm_enc)
@@ -433,6 +437,8 @@ def _exit(
         changes: dict[str, Any] = {"exit_date": exit_date, "exit_reason": text}
         changes.update(extra or {})
         act.transition(action, changes=changes, reason=text)
+        if action is Action.WITHDRAW:  # REC-9: what the subject withdrew from
+            keep_withdrawal_kind(act, bool(changes.get("follow_up_contact_allowed")), exit_date)
         return committed_view(act)
 
 

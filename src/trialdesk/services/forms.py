@@ -12,6 +12,7 @@ from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import form_spec
 from trialdesk.services.common import Acting, loaded_protocol, require_text
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.quality import check_on_save
 from trialdesk.store.records import FormRecord
 from trialdesk.store.uow import UnitOfWork
 
@@ -133,6 +134,8 @@ def save_form(
         new={"form": form_code, "visit": visit_code or None, "values": data},
         protocol_sha256=loaded.sha256,
     )
+    check_on_save(act, form_code)  # REC-6: the protocol's data-quality rules, same transaction
+    after_data_change(act, record, {k: (None, v) for k, v in data.items()}, new_record=True)
     return record
 
 
@@ -219,7 +222,8 @@ def correct_form(
     }
     if not diff:
         raise ValidationFailed("nothing changed", {"values": "same as saved"})
-    if act.uow.forms.update_data(record, json.dumps(new, sort_keys=True), act.now) is None:
+    updated = act.uow.forms.update_data(record, json.dumps(new, sort_keys=True), act.now)
+    if updated is None:
         raise Conflict(
             f"form {record.form_code} of {act.subject.number} was corrected by someone else; "
             "reload and try again"
@@ -233,7 +237,24 @@ def correct_form(
         reason=reason,
         protocol_sha256=loaded.sha256,
     )
+    check_on_save(act, record.form_code)  # REC-6
+    after_data_change(act, updated, diff, reason=reason)
     return diff
+
+
+def after_data_change(
+    act: Acting,
+    record: FormRecord,
+    diff: dict[str, tuple[Any, Any]],
+    *,
+    reason: str | None = None,
+    new_record: bool = False,
+) -> None:
+    """SDV marks cleared, signatures invalidated, "changed after unblinding" flagged (issue
+    15: :mod:`trialdesk.services.records.changes`)."""
+    from trialdesk.services.records.changes import after_data_change as consequences
+
+    consequences(act, record, diff, reason=reason, new_record=new_record)
 
 
 def form_record_protocol(

@@ -15,16 +15,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
 from trialdesk.services.audit_trail import ARM_REVEALING_ENTITIES
 from trialdesk.services.blinding import may_see_arm
-from trialdesk.services.common import load_subject
+from trialdesk.services.common import subject_in_scope
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.unblinding import trial_unblinded
-from trialdesk.store.tables import AuditEntryRow
 
 
 @dataclass(frozen=True)
@@ -44,19 +40,16 @@ def subject_history(
     """The subject's audit entries in chain order, for anyone who may see the subject."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, list(Role), action="view subject history")
-        subject = load_subject(uow, actor, study_id, number)
+        read = subject_in_scope(uow, actor, study_id, number)
+        subject = read.subject
         sees_arm = may_see_arm(
             actor,
             study_id,
             subject.site_id,
             subject_unblinded=subject.unblinded_on is not None,
-            trial_unblinded=trial_unblinded(uow, study_id),
+            trial_unblinded=read.trial_unblinded,
         )
-        rows = uow.session.scalars(
-            select(AuditEntryRow)
-            .where(AuditEntryRow.stream == f"subject:{subject.id}")
-            .order_by(AuditEntryRow.seq)
-        ).all()
+        rows = uow.audit_entries.stream(f"subject:{subject.id}")
         return [
             HistoryEntry(
                 seq=row.seq,

@@ -8,13 +8,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, text
-
 from trialdesk.domain.errors import Conflict, PermissionDenied, PreconditionFailed, ValidationFailed
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import AllocationCipher
-from trialdesk.store.audit import PendingEntry, VerifyResult, verify_chain
+from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.backup import (
     FORMAT_VERSION,
     BackupInvalid,
@@ -22,10 +20,7 @@ from trialdesk.store.backup import (
     describe,
     first_allocation,
     head_revision,
-    holds_data,
     read_manifest,
-    replace_contents,
-    snapshot,
     verify_backup,
 )
 
@@ -35,7 +30,7 @@ def verify_audit(ctx: ServiceContext, actor: Actor) -> VerifyResult:
     if not actor.operator:
         raise PermissionDenied("audit verification is run by the local operator")
     with ctx.uow(readonly=True) as uow:
-        result = verify_chain(uow.session)
+        result = uow.database.verify_audit()
     if result.ok:
         with ctx.uow() as uow:
             uow.record(
@@ -73,9 +68,7 @@ def backup_database(ctx: ServiceContext, actor: Actor, out: Path) -> Manifest:
     if not out.parent.is_dir():
         raise PreconditionFailed(f"the folder {out.parent} does not exist", reason="no-folder")
     with ctx.uow(readonly=True) as uow:
-        engine = uow.session.get_bind()
-        assert isinstance(engine, Engine)
-        revision = uow.session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        revision = uow.database.schema_revision()
     if revision != head_revision():
         raise PreconditionFailed(
             f"the database is at schema revision {revision}, this trialdesk at "
@@ -84,10 +77,10 @@ def backup_database(ctx: ServiceContext, actor: Actor, out: Path) -> Manifest:
         )
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
-        method = snapshot(engine, partial)
-        manifest = describe(
-            partial, created_at=ctx.now(), source_backend=engine.dialect.name, method=method
-        )
+        with ctx.uow(readonly=True) as uow:
+            method = uow.database.snapshot(partial)
+            backend = uow.database.backend
+        manifest = describe(partial, created_at=ctx.now(), source_backend=backend, method=method)
         partial.replace(out)
     except BackupInvalid as exc:
         raise PreconditionFailed(f"no backup made: {exc}", reason="audit-chain-broken") from exc
@@ -151,16 +144,15 @@ def restore_database(
         raise PermissionDenied("restores are made by the local operator")
     manifest = read_backup(source, ctx.cipher)
     with ctx.uow() as uow:
-        conn = uow.session.connection()
-        had_data = holds_data(conn)
+        had_data = uow.database.holds_data()
         if had_data and not force:
             raise PreconditionFailed(
                 "the database already holds data; restore into an empty database, or give "
                 "--force to replace everything in it",
                 reason="database-not-empty",
             )
-        replace_contents(conn, source)
-        restored = verify_chain(uow.session)
+        uow.database.replace_contents(source)
+        restored = uow.database.verify_audit()
         if not restored.ok or restored.root != manifest.audit_root:
             raise Conflict("the restored audit chain does not match the backup; nothing changed")
         uow.record(

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.timefmt import UTC_ZONE, is_time_zone
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.audit import PendingEntry
-from trialdesk.store.tables import SiteRow, UserRow
 
 
 def set_time_zone(ctx: ServiceContext, actor: Actor, zone: str | None) -> str:
@@ -29,23 +25,21 @@ def set_time_zone(ctx: ServiceContext, actor: Actor, zone: str | None) -> str:
             {"timezone": "unknown zone"},
         )
     with ctx.uow() as uow:
-        user = uow.session.get(UserRow, actor.user_id)
+        user = uow.users.get(actor.user_id)
         if user is None or not user.active:
             raise PermissionDenied("this account is not active")
         old = user.timezone
         if old != zone:
-            user.timezone = zone
-            uow.record(
-                PendingEntry(
-                    stream=f"user:{user.id}",
-                    at=ctx.now(),
-                    actor=actor.label,
-                    action="set_time_zone",
-                    entity="user",
-                    entity_id=user.username,
-                    old={"timezone": old},
-                    new={"timezone": zone},
-                )
+            uow.users.set_timezone(user.id, zone)
+            uow.audit.stream(
+                f"user:{user.id}",
+                actor.label,
+                "set_time_zone",
+                at=ctx.now(),
+                entity="user",
+                entity_id=user.username,
+                old={"timezone": old},
+                new={"timezone": zone},
             )
         uow.commit()
     return viewer_zone(ctx, actor, None)
@@ -57,7 +51,7 @@ def viewer_zone(ctx: ServiceContext, actor: Actor, study_id: int | None) -> str:
     Sydney time without setting anything); otherwise UTC."""
     with ctx.uow(readonly=True) as uow:
         if actor.user_id is not None:
-            chosen = uow.session.get(UserRow, actor.user_id)
+            chosen = uow.users.get(actor.user_id)
             if chosen is not None and chosen.timezone:
                 return chosen.timezone
         if study_id is None:
@@ -65,9 +59,5 @@ def viewer_zone(ctx: ServiceContext, actor: Actor, study_id: int | None) -> str:
         sites = actor.site_ids(study_id)
         if not sites:
             return UTC_ZONE
-        zones = set(
-            uow.session.scalars(
-                select(SiteRow.timezone).where(SiteRow.study_id == study_id, SiteRow.id.in_(sites))
-            )
-        )
+        zones = {s.timezone for s in uow.sites.of_study(study_id) if s.id in sites}
     return zones.pop() if len(zones) == 1 else UTC_ZONE

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.lifecycle import Action, SubjectState
 from trialdesk.domain.permissions import Permission
 from trialdesk.services.access import Actor, offered_actions, require
-from trialdesk.services.common import subject_in_scope
+from trialdesk.services.common import loaded_protocol, site_today, subject_in_scope
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.forms import concealed_form_codes
 from trialdesk.services.views import SubjectView, subject_view
 from trialdesk.store.records import SubjectRead
+from trialdesk.store.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,59 @@ def subject_actions(ctx: ServiceContext, actor: Actor, study_id: int, number: st
     with ctx.uow(readonly=True) as uow:
         read = subject_in_scope(uow, actor, study_id, number)
         view = subject_view(ctx, uow, actor, read)
-    subject = read.subject
-    offered = offered_actions(actor, study_id, subject.site_id, SubjectState(subject.state))
-    return [a.value for a in offered if _facts_allow(a, read, view)]
+        subject = read.subject
+        offered = offered_actions(actor, study_id, subject.site_id, SubjectState(subject.state))
+        facts = _Facts(
+            today=site_today(read.site, ctx.now()),
+            missed=uow.visits.count_missed(subject.id)
+            if Action.MARK_LOST_TO_FOLLOW_UP in offered
+            else 0,
+            lost_after=loaded_protocol(
+                ctx, uow, read.version
+            ).protocol.follow_up.lost_after_missed_contacts,
+            final_visit=_final_visit(ctx, uow, read),
+            saved_forms=Action.CORRECT_DATA in offered and _has_correctable_form(ctx, uow, read),
+            unsaved_screening=_unsaved_screening(ctx, uow, read),
+        )
+    return [a.value for a in offered if _facts_allow(a, read, view, facts)]
 
 
-def _facts_allow(action: Action, read: SubjectRead, view: SubjectView) -> bool:
+@dataclass(frozen=True)
+class _Facts:
+    """What the services check beyond state and role, read once for the offer."""
+
+    today: dt.date
+    missed: int
+    lost_after: int
+    final_visit: str
+    saved_forms: bool
+    unsaved_screening: bool
+
+
+def _final_visit(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) -> str:
+    protocol = loaded_protocol(ctx, uow, read.version).protocol
+    return protocol.follow_up.completion_visit or protocol.visits[-1].code
+
+
+def _has_correctable_form(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) -> bool:
+    """A saved form the correction service accepts (not a concealed procedure record)."""
+    concealed = concealed_form_codes(loaded_protocol(ctx, uow, read.version))
+    codes = [""] + [v.visit_code for v in uow.visits.for_subject(read.subject.id)]
+    return any(
+        r.form_code not in concealed
+        for code in codes
+        for r in uow.forms.for_subject(read.subject.id, visit_code=code)
+    )
+
+
+def _unsaved_screening(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) -> bool:
+    """A screening form not saved yet (a saved one changes by correction only)."""
+    wanted = loaded_protocol(ctx, uow, read.version).protocol.screening.forms
+    saved = {r.form_code for r in uow.forms.for_subject(read.subject.id)}
+    return any(code not in saved for code in wanted)
+
+
+def _facts_allow(action: Action, read: SubjectRead, view: SubjectView, facts: _Facts) -> bool:
     subject = read.subject
     if action in (Action.ANATOMY_SUITABLE, Action.ANATOMY_UNSUITABLE):
         return subject.anatomy_suitable is None
@@ -53,8 +103,21 @@ def _facts_allow(action: Action, read: SubjectRead, view: SubjectView) -> bool:
         return subject.procedure_done and subject.discharged_on is None
     if action is Action.UNBLIND:
         return view.unblinding_due
-    if action in (Action.RECORD_VISIT, Action.MISS_VISIT):
+    if action is Action.RECORD_VISIT:
         return any(v.status == "planned" for v in view.visits)
+    if action is Action.MISS_VISIT:  # only once a window has opened (issue 12)
+        return any(
+            v.status == "planned" and dt.date.fromisoformat(v.window_start) <= facts.today
+            for v in view.visits
+        )
+    if action is Action.MARK_LOST_TO_FOLLOW_UP and subject.randomized_on is not None:
+        return facts.missed >= facts.lost_after
+    if action is Action.COMPLETE:
+        return any(v.code == facts.final_visit and v.status != "planned" for v in view.visits)
+    if action is Action.CORRECT_DATA:
+        return facts.saved_forms
+    if action is Action.RECORD_SCREENING_FORM:
+        return facts.unsaved_screening
     return True
 
 

@@ -76,6 +76,7 @@ EXITED_BEFORE = "left the study before the procedure"
 WITHDREW = "withdrew consent"
 DIED = "died"
 IN_ERROR = "randomized in error"
+LOST_UNSTATED = "no reason recorded"
 
 
 def _live_subjects(uow: UnitOfWork, actor: Actor, study_id: int) -> list[SubjectRow]:
@@ -109,8 +110,10 @@ def _arm_flows(
     loaded: LoadedProtocol,
     subjects: list[SubjectRow],
     cutoff: dt.date | None,
+    sets: endpoints.AnalysisSets,
 ) -> list[ArmFlow]:
-    """Per-arm boxes; decrypts allocations and concealed procedures (by-arm readers only)."""
+    """Per-arm boxes; decrypts allocations and concealed procedures (by-arm readers only).
+    Analysed: the primary endpoints' analysis sets as the endpoint code defines them."""
     ids = [s.id for s in subjects]
     rands = {
         r.subject_id: r
@@ -152,6 +155,7 @@ def _arm_flows(
             box["not_received"][NOT_YET_DONE] += 1
         if exited and subject.state == SubjectState.LOST_TO_FOLLOW_UP.value:
             box["n"]["lost"] += 1
+            box["lost"][subject.exit_reason or LOST_UNSTATED] += 1
         elif exited and subject.state == SubjectState.WITHDRAWN.value:
             box["discontinued"][WITHDREW] += 1
         elif exited and subject.state == SubjectState.DIED.value:
@@ -173,8 +177,13 @@ def _arm_flows(
                 lost_to_follow_up=box["n"]["lost"],
                 discontinued=sum(box["discontinued"].values()),
                 discontinued_reasons=dict(box["discontinued"]),
-                analysed=allocated - sum(box["excluded"].values()),
+                analysed=len(sets.efficacy.get(arm.code, [])),
                 excluded_from_analysis=dict(box["excluded"]),
+                lost_reasons=dict(box["lost"]),
+                analysed_safety=len(sets.safety) if arm.code == sets.safety_arm else None,
+                safety_not_evaluable=(
+                    len(sets.safety_not_evaluable) if arm.code == sets.safety_arm else 0
+                ),
             )
         )
     return flows
@@ -186,11 +195,14 @@ def consort(
     """The CONSORT flow from live data (REP-2): pooled for everyone, per arm only for by-arm
     readers (the unblinded statistician, DSMB members holding no blinded role).
 
-    Assessed: every registered live subject (registered by ``as_of``). Excluded: screen
-    failures by reason. Per arm (intention to treat): received = the arm's procedure recorded
-    (for the implant, released); lost and discontinued (withdrawn, died) by exit date;
-    analysed = allocated minus randomizations flagged in error. ``as_of`` is a clinical-date
-    cut-off; None counts everything recorded.
+    Phases (CONSORT 2025): enrolment, allocation, follow-up, analysis. Assessed: every
+    registered live subject (registered by ``as_of``). Excluded: screen failures by reason.
+    Per arm (intention to treat): received = the arm's procedure recorded (for the implant,
+    released); lost (with the recorded reason) and discontinued (withdrawn, died) by exit
+    date; analysed = the primary efficacy analysis set of :func:`endpoints.analysis_sets`
+    (every randomized subject, randomizations in error excluded), and for the intervention
+    arm the primary safety set (12 months of follow-up, or an event or death within them).
+    ``as_of`` is a clinical-date cut-off; None counts everything recorded.
     """
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, STUDY_READERS, action="CONSORT flow")
@@ -206,7 +218,8 @@ def consort(
                 randomized += 1
         arms = None
         if may_see_arm_definitions(actor, study_id):
-            arms = _arm_flows(ctx, uow, loaded, subjects, as_of)
+            sets = endpoints.analysis_sets(ctx, uow, actor, study_id, as_of)
+            arms = _arm_flows(ctx, uow, loaded, subjects, as_of, sets)
     if arms is not None:
         record_disclosure(ctx, actor, study_id, "endpoint_by_arm", what="CONSORT flow by arm")
     return ConsortFlow(
@@ -482,7 +495,8 @@ def _dsmb_arms(
 ) -> list[DsmbArm]:
     sites = _site_codes(uow, study_id)
     subjects = _live_subjects(uow, actor, study_id)
-    flows = {f.code: f for f in _arm_flows(ctx, uow, loaded, subjects, as_of)}
+    sets = endpoints.analysis_sets(ctx, uow, actor, study_id, as_of)
+    flows = {f.code: f for f in _arm_flows(ctx, uow, loaded, subjects, as_of, sets)}
     ids = [s.id for s in subjects]
     rands = {
         r.subject_id: r

@@ -19,8 +19,6 @@ from trialdesk.reports.enrolment import (
     EnrolmentReport,
     SiteForecastRow,
     count_rows,
-    load_month_rows,
-    load_site_facts,
     site_state,
 )
 from trialdesk.services import dashboard
@@ -79,14 +77,16 @@ def _forecast(
 ) -> DatabaseForecast:
     randomized = {row.key: row.randomized for row in counts.by_site}
     with ctx.uow(readonly=True) as uow:
-        facts = load_site_facts(uow.session, study_id, day, randomized)
+        facts = uow.reporting.site_facts(study_id, day, randomized)
     states: list[tuple[SiteState, dt.date | None]] = []
     excluded: list[str] = []
     for f in facts:
-        if f.active:
-            states.append(site_state(f, day))
-        else:
+        # issue 16: open since its recorded activation; a plan only for a site not yet active
+        seen = site_state(f, day) if f.active or f.activity else None
+        if seen is None:
             excluded.append(f.code)
+        else:
+            states.append(seen)
     if not states:
         raise PreconditionFailed("no active site to forecast from", reason="no-active-site")
     sites = [s for s, _ in states]
@@ -146,7 +146,7 @@ def enrolment_report(
     day = _check_as_of(ctx, as_of)
     counts = dashboard.enrolment(ctx, actor, study_id, as_of=day)
     with ctx.uow(readonly=True) as uow:
-        months = load_month_rows(uow.session, study_id, day)
+        months = uow.reporting.month_rows(study_id, day)
     try:
         predicted: DatabaseForecast | None = _forecast(
             ctx, study_id, day, counts, simulations, seed

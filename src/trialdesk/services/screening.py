@@ -10,6 +10,7 @@ from trialdesk.domain.eligibility import EligibilityResult, evaluate
 from trialdesk.domain.errors import NotFound, PreconditionFailed, Refusal, ValidationFailed
 from trialdesk.domain.lifecycle import Action, ScreenFailureReason
 from trialdesk.domain.permissions import Permission
+from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.models import Gate
 from trialdesk.protocol.specs import criterion_specs
 from trialdesk.services.access import Actor, require
@@ -22,6 +23,7 @@ from trialdesk.services.common import (
     subject_in_scope,
     version_in_force,
 )
+from trialdesk.services.consent import add_consent, checked_consent
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crc import CRC_DECISIONS as CRC_DECISIONS  # moved; re-exported
 from trialdesk.services.crc import (
@@ -100,14 +102,28 @@ def record_consent(
     *,
     consent_date: dt.date,
     consent_version: str,
+    document: str | None = None,
 ) -> SubjectView:
-    """Signed informed consent (LIFE-2): its date bounds every later study procedure."""
+    """Signed informed consent (LIFE-2): its date bounds every later study procedure. The
+    version must be one the protocol names, approved and in force at the subject's site on
+    that date (REC-8); ``ICF v1.0`` names document ICF, version v1.0."""
     with acting_on(ctx, actor, study_id, number, Action.RECORD_CONSENT) as act:
-        version = require_text(consent_version, "consent_version", "the consent form version")
+        require_text(consent_version, "consent_version", "the consent form version")
         act.check_date(consent_date, "consent", field="consent_date")
+        choice, pv_id = checked_consent(
+            ctx,
+            act.uow,
+            act.subject,
+            act.site,
+            signed_on=consent_date,
+            version=consent_version,
+            document=document,
+        )
+        add_consent(act, choice, consent_date, pv_id)
         act.transition(
             Action.RECORD_CONSENT,
-            changes={"consent_date": consent_date, "consent_version": version},
+            changes={"consent_date": consent_date, "consent_version": choice.version},
+            audit_new={"document": choice.document or None},
         )
         return committed_view(act)
 
@@ -179,7 +195,7 @@ def confirm_criterion(
                 f"criterion {criterion_id} is checked from form data; it needs no confirmation",
                 {"criterion": "has a rule"},
             )
-    meaning = f"I confirm criterion {criterion_id} is {'met' if confirmed else 'not met'}"
+    meaning = confirmation_meaning(criterion.id, criterion.kind, criterion.text, confirmed)
     reauthenticate(ctx, actor, password, meaning=meaning)
     with acting_on(ctx, actor, study_id, number, Action.CONFIRM_CRITERION) as act:
         previous = act.uow.confirmations.get(act.subject.id, criterion_id)
@@ -207,6 +223,28 @@ def confirm_criterion(
         return committed_view(act)
 
 
+def confirmation_meaning(criterion_id: str, kind: str, text: str, confirmed: bool) -> str:
+    """What the investigator's signature says, spelled out so it cannot be read backwards
+    (issue 14): an exclusion *applies* (the subject is excluded) or *does not apply*; an
+    inclusion is met or not met. ``confirmed`` is "the criterion is satisfied" in both."""
+    if kind == "exclusion":
+        if confirmed:
+            return (
+                f"I confirm exclusion criterion {criterion_id} does not apply to this subject "
+                f"({text.rstrip('.')}: no); the subject is not excluded by it"
+            )
+        return (
+            f"I confirm exclusion criterion {criterion_id} applies to this subject "
+            f"({text.rstrip('.')}: yes); the subject is excluded and fails screening"
+        )
+    if confirmed:
+        return f"I confirm inclusion criterion {criterion_id} is met ({text.rstrip('.')})"
+    return (
+        f"I confirm inclusion criterion {criterion_id} is not met ({text.rstrip('.')}); "
+        "the subject fails screening"
+    )
+
+
 def eligibility(
     ctx: ServiceContext, uow: UnitOfWork, subject: Subject, gate: Gate
 ) -> EligibilityResult:
@@ -226,17 +264,29 @@ def check_eligibility(
         return eligibility(ctx, uow, subject, gate)
 
 
-def _pending_message(result: EligibilityResult) -> str:
+def _pending_message(result: EligibilityResult, loaded: LoadedProtocol) -> str:
+    """Which criteria still wait and for what, in the words of the forms (no field codes)."""
     parts = []
     for outcome in result.outcomes:
         if outcome.id in result.pending_ids:
             what = (
-                ("missing " + ", ".join(outcome.missing))
+                ("missing " + ", ".join(field_label(loaded, f) for f in outcome.missing))
                 if outcome.missing
                 else "awaiting the investigator's confirmation"
             )
             parts.append(f"{outcome.id} ({what})")
     return "; ".join(parts)
+
+
+def field_label(loaded: LoadedProtocol, dotted: str) -> str:
+    """``demographics.age_years`` as "Age (years) on form Demographics"."""
+    form_code, _, name = dotted.partition(".")
+    try:
+        form = loaded.protocol.form(form_code)
+    except KeyError:
+        return dotted
+    found = next((f for f in form.fields if f.code == name), None)
+    return f"{found.label if found else name.replace('_', ' ')} on form {form.name}"
 
 
 def complete_screening(
@@ -258,7 +308,8 @@ def complete_screening(
             )
         elif result.pending_ids:
             raise PreconditionFailed(
-                f"screening of {number} is not complete: {_pending_message(result)}",
+                f"screening of {number} is not complete: "
+                f"{_pending_message(result, act.protocol())}",
                 Refusal.SCREENING_INCOMPLETE,
             )
         else:
@@ -322,7 +373,7 @@ def record_anatomy(
             )
         elif result.pending_ids:
             raise PreconditionFailed(
-                f"anatomy assessment incomplete: {_pending_message(result)}",
+                f"anatomy assessment incomplete: {_pending_message(result, loaded)}",
                 Refusal.ANATOMY_INCOMPLETE,
             )
         else:

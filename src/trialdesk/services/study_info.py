@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
 from trialdesk.services.blinding import may_see_arm_definitions
-from trialdesk.services.common import current_protocol_row, protocol_of
+from trialdesk.services.common import loaded_protocol, version_in_force
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.tables import SiteRow
 
 READERS = list(Role)
 
@@ -51,9 +48,9 @@ def protocol_summary(ctx: ServiceContext, actor: Actor, study_id: int) -> Protoc
     """The protocol the study runs now: visits and windows, criteria, forms, caps."""
     require(actor, study_id, READERS, action="view protocol")
     with ctx.uow(readonly=True) as uow:
-        row = current_protocol_row(uow, study_id)
-        sha256 = row.sha256
-        p = protocol_of(ctx, row).protocol
+        version = version_in_force(uow, study_id)
+        sha256 = version.sha256
+        p = loaded_protocol(ctx, uow, version).protocol
     unblinded = may_see_arm_definitions(actor, study_id)
     arms = (
         [{"code": a.code, "label": a.label, "ratio": a.ratio} for a in p.arms]
@@ -98,10 +95,7 @@ def list_sites(ctx: ServiceContext, actor: Actor, study_id: int) -> list[SiteInf
     """Sites of the study; a site-scoped user sees only its own (ACC-1)."""
     require(actor, study_id, READERS, action="list sites")
     with ctx.uow(readonly=True) as uow:
-        stmt = select(SiteRow).where(SiteRow.study_id == study_id).order_by(SiteRow.code)
         allowed = actor.site_ids(study_id)
-        if allowed is not None:
-            stmt = stmt.where(SiteRow.id.in_(allowed))
         return [
             SiteInfo(
                 code=s.code,
@@ -115,5 +109,6 @@ def list_sites(ctx: ServiceContext, actor: Actor, study_id: int) -> list[SiteInf
                 else None,
                 cap=s.cap,
             )
-            for s in uow.session.scalars(stmt)
+            for s in uow.sites.of_study(study_id)
+            if allowed is None or s.id in allowed
         ]

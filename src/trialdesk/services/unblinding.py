@@ -41,6 +41,7 @@ from trialdesk.services.common import (
     subject_protocol,
 )
 from trialdesk.services.context import ServiceContext
+from trialdesk.services.records.locks import require_hard_lock
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.tables import (
     NotificationRow,
@@ -270,6 +271,7 @@ def request_trial_unblinding(
         require(actor, study_id, [Role.MANAGER], action="request trial-level unblinding")
         study = study_by_id(uow, study_id)
         _refuse_if_unblinded(study)
+        require_hard_lock(uow, study_id)  # REC-5: trial unblinding needs the database lock
         _refuse_if_pending(uow, study)
         _require_independent(uow, study_id, actor.user_id, Role.MANAGER, {actor.user_id})
         code = study.code
@@ -390,6 +392,7 @@ def confirm_trial_unblinding(
     with ctx.uow() as uow:
         study = _lock_study(uow, study_id)
         _refuse_if_unblinded(study)
+        require_hard_lock(uow, study_id)  # REC-5
         pending = _pending_or_refuse(uow, study, actor)
         _pair_is_independent(uow, study_id, pending, actor)
         now = ctx.now()

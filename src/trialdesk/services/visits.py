@@ -14,6 +14,7 @@ from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import visit_specs
 from trialdesk.services.access import Actor, require
 from trialdesk.services.common import schedule_version, site_today
+from trialdesk.services.consent import reconsent_due
 from trialdesk.services.context import ServiceContext
 
 
@@ -43,6 +44,8 @@ class VisitItem:
     window_start: str
     window_end: str
     as_of: str
+    reconsent: str | None = None
+    """Issue 15 (REC-8): the consent version the subject must sign at this visit, if any."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,7 @@ def visit_worklist(
             own = uow.protocols.get(subject.protocol_version_id)
             _version, loaded = schedule_version(ctx, uow, subject, own, day)
             planned = plan_visits(subject.randomized_on, visit_specs(loaded.protocol))
+            due = "; ".join(reconsent_due(ctx, uow, subject, site_row, day)) or None
             for status in visit_statuses(planned, recorded, day):
                 if status.state.value in states:
                     items.append(
@@ -99,6 +103,7 @@ def visit_worklist(
                             window_start=status.planned.window_start.isoformat(),
                             window_end=status.planned.window_end.isoformat(),
                             as_of=day.isoformat(),
+                            reconsent=due,
                         )
                     )
     return items

@@ -28,6 +28,9 @@ from trialdesk.domain.audit import (
     root_digest,
     verify_stream,
 )
+from trialdesk.domain.audit import (
+    utc_iso as utc_iso,
+)
 from trialdesk.store.tables import AuditEntryRow, AuditHeadRow
 
 
@@ -45,12 +48,6 @@ class PendingEntry:
     new: Any = None
     reason: str | None = None
     protocol_sha256: str | None = None
-
-
-def utc_iso(moment: dt.datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("audit timestamps must be timezone-aware")
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
@@ -21,13 +22,23 @@ class _Writer(Protocol):
 class AuditLog:
     """Builds entries from what the service knows; the writer decides ids, chains and hashes."""
 
-    def __init__(self, writer: AuditWriter | _Writer, versions: _Versions) -> None:
+    def __init__(
+        self,
+        writer: AuditWriter | _Writer,
+        versions: _Versions,
+        guard: Callable[[PendingEntry], None] | None = None,
+    ) -> None:
         self.writer = writer
         self._versions = versions
+        self.guard = guard
+        """Called with each entry before it is kept: the lock guard (issue 15,
+        :mod:`trialdesk.store.lock_guard`) refuses the write the entry records."""
         self.unwritten = 0
         """Entries recorded since the unit of work last committed."""
 
     def record(self, entry: PendingEntry) -> None:
+        if self.guard is not None:
+            self.guard(entry)
         self.unwritten += 1
         self.writer.record(entry)
 

@@ -13,7 +13,7 @@ from trialdesk.store.records import DataQuery, Site, Subject
 from trialdesk.store.sites import SITE
 from trialdesk.store.sql import Columns, Sql, for_update, plain_update, table_of
 from trialdesk.store.subjects import SUBJECT
-from trialdesk.store.tables import DataQueryRow
+from trialdesk.store.tables import DataQueryRow, RoleGrantRow, UserRow
 
 QUERY = Columns(table_of(DataQueryRow), DataQuery)
 _Q = QUERY.table
@@ -35,7 +35,7 @@ class SqlDataQueries:
             .where(
                 _Q.c.form_record_id == form_record_id,
                 _Q.c.field == field,
-                _Q.c.status != "closed",
+                _Q.c.status.in_(("open", "answered")),
             )
             .limit(1)
         ).scalar()
@@ -53,6 +53,10 @@ class SqlDataQueries:
         text: str,
         raised_by: str,
         raised_at: dt.datetime,
+        origin: str = "manual",
+        rule_id: str | None = None,
+        discrepancy_key: str | None = None,
+        severity: str | None = None,
     ) -> DataQuery:
         row = self._run(
             insert(_Q)
@@ -69,6 +73,10 @@ class SqlDataQueries:
                 raised_at=raised_at,
                 value_changed=False,
                 reopened=0,
+                origin=origin,
+                rule_id=rule_id,
+                discrepancy_key=discrepancy_key,
+                severity=severity,
             )
             .returning(*QUERY.columns)
         ).one()
@@ -102,3 +110,23 @@ class SqlDataQueries:
             (QUERY.of(row), SUBJECT.of(row, subject_at), SITE.of(row, site_at))
             for row in self._run(stmt)
         ]
+
+    # issue 15 (x15b): the queries data-quality rules opened, for their reruns (REC-6)
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        stmt = (
+            QUERY.select()
+            .where(_Q.c.subject_id == subject_id, _Q.c.origin == "rule")
+            .order_by(_Q.c.id)
+        )
+        return [QUERY.of(row) for row in self._run(stmt)]
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        """``(role, site id or None)`` of an active user in the study: whom a query may be
+        assigned to (issue 15, REC-7)."""
+        u, g = table_of(UserRow), table_of(RoleGrantRow)
+        stmt = (
+            select(g.c.role, g.c.site_id)
+            .join(u, u.c.id == g.c.user_id)
+            .where(u.c.username == username, u.c.active.is_(True), g.c.study_id == study_id)
+        )
+        return [(str(role), site_id) for role, site_id in self._run(stmt)]

@@ -97,6 +97,11 @@ class SqlForms:
             {"data": data, "updated_at": at, "version": record.version + 1},
         )
 
+    # issue 15 (x15b): every record of a subject, for the data-quality rules (REC-6)
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        stmt = FORM.select().where(_F.c.subject_id == subject_id).order_by(_F.c.id)
+        return [FORM.of(row) for row in self._run(stmt)]
+
 
 class SqlConfirmations:
     def __init__(self, session: Session) -> None:

@@ -12,26 +12,41 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from sqlalchemy.orm import Session
 
-from trialdesk.store.audit import PendingEntry
+from trialdesk.reports.enrolment import MonthRow, SiteFacts
+from trialdesk.store.audit import PendingEntry, VerifyResult
+from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, UnblindingChange
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.records import (
     Allocation,
+    AuditEntry,
     CaseDetail,
     Confirmation,
+    Consent,
     CrcCase,
     DataQuery,
+    Device,
+    DeviceLot,
+    DeviceShipment,
+    DeviceUse,
+    DqExclusion,
     FormRecord,
     ProtocolVersion,
+    ScreeningLogLine,
     Site,
     Study,
+    StudyHistory,
     Subject,
     SubjectRead,
     Therapy,
+    User,
     Visit,
+    Withdrawal,
 )
 from trialdesk.store.submission import StudySubmission
 
@@ -47,6 +62,10 @@ class SiteRepository(Protocol):
 
     def take_subject_number(self, site_id: int) -> int:
         """The site's next subject sequence number, taken atomically (no gaps, no twins)."""
+        ...
+
+    def of_study(self, study_id: int) -> list[Site]:
+        """Every site of the study, by code."""
         ...
 
 
@@ -187,6 +206,10 @@ class FormRepository(Protocol):
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
 
+    def all_of_subject(self, subject_id: int) -> list[FormRecord]:
+        """Every record of the subject, in saving order (issue 15: the data-quality rules)."""
+        ...
+
 
 class ConfirmationRepository(Protocol):
     def for_subject(self, subject_id: int) -> dict[str, bool]: ...
@@ -269,6 +292,10 @@ class DataQueryRepository(Protocol):
         text: str,
         raised_by: str,
         raised_at: dt.datetime,
+        origin: str = "manual",
+        rule_id: str | None = None,
+        discrepancy_key: str | None = None,
+        severity: str | None = None,
     ) -> DataQuery: ...
 
     def update(self, query: DataQuery, values: Mapping[str, Any]) -> DataQuery: ...
@@ -282,6 +309,14 @@ class DataQueryRepository(Protocol):
         site_ids: Collection[int] | None,
     ) -> list[tuple[DataQuery, Subject, Site]]:
         """Queries with their subjects and sites, oldest first."""
+        ...
+
+    def of_rules(self, subject_id: int) -> list[DataQuery]:
+        """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
+        ...
+
+    def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
+        """``(role, site id or None)`` of an active user in the study (REC-7: assignees)."""
         ...
 
 
@@ -366,6 +401,304 @@ class SubmissionReader(Protocol):
     def read(self, study_id: int) -> StudySubmission: ...
 
 
+# --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
+
+
+class HoldRepository(Protocol):
+    """Records that hold (:mod:`trialdesk.store.holds`); rows are never deleted."""
+
+    def active_locks(self, study_id: int, subject_id: int | None) -> list[RecordLock]:
+        """Active study locks and, with ``subject_id``, the subject's active record locks."""
+        ...
+
+    def locks(
+        self, study_id: int, *, subject_id: int | None = None, active_only: bool = False
+    ) -> list[RecordLock]: ...
+
+    def lock(self, study_id: int, lock_id: int) -> RecordLock | None: ...
+
+    def add_lock(
+        self,
+        *,
+        study_id: int,
+        level: str,
+        kind: str,
+        subject_id: int | None,
+        visit_code: str | None,
+        form_code: str | None,
+        seq: int | None,
+        reason: str,
+        locked_by: str,
+        locked_name: str,
+        locked_at: dt.datetime,
+        locked_meaning: str,
+    ) -> RecordLock: ...
+
+    def unlock(
+        self, lock: RecordLock, *, at: dt.datetime, by: str, name: str, reason: str
+    ) -> RecordLock | None:
+        """None when someone else lifted it first."""
+        ...
+
+    def subject_numbers(self, subject_ids: list[int]) -> dict[int, str]: ...
+
+    def sdv_marks(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SdvMarkRecord]:
+        """Marks, cleared ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_sdv_mark(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        fields: str,
+        fingerprints: str,
+        marked_by: str,
+        marked_at: dt.datetime,
+    ) -> SdvMarkRecord: ...
+
+    def clear_sdv_mark(self, mark_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def signatures(
+        self, *, study_id: int | None = None, subject_id: int | None = None
+    ) -> list[SignatureRecord]:
+        """Signatures, invalidated ones too (x16b's ODM export reads them by study)."""
+        ...
+
+    def add_signature(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        level: str,
+        visit_code: str | None,
+        form_record_id: int | None,
+        signed_by: str,
+        signed_name: str,
+        signed_at: dt.datetime,
+        meaning: str,
+        covered: str,
+    ) -> SignatureRecord: ...
+
+    def invalidate_signature(self, signature_id: int, *, at: dt.datetime, reason: str) -> None: ...
+
+    def subject_forms(self, subject_id: int) -> list[FormRecord]: ...
+
+    def add_unblinding_change(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        form_record_id: int,
+        form_code: str,
+        visit_code: str,
+        field: str,
+        flag: str,
+        old: str,
+        new: str,
+        changed_at: dt.datetime,
+        changed_by: str,
+        reason: str | None,
+    ) -> None: ...
+
+    def unblinding_changes(
+        self, study_id: int, *, subject_id: int | None = None
+    ) -> list[UnblindingChange]: ...
+
+
+# --- supply (lane x13b, issue 13) -----------------------------------------------------------
+
+
+class SupplyRepository(Protocol):
+    """Lots, shipments, devices and the device log (SUP-1, SUP-2)."""
+
+    def lot(self, study_id: int, lot_number: str) -> DeviceLot | None: ...
+
+    def lot_by_id(self, lot_id: int) -> DeviceLot: ...
+
+    def lots(self, study_id: int) -> list[DeviceLot]:
+        """By lot number."""
+        ...
+
+    def add_lot(self, **values: Any) -> DeviceLot: ...
+
+    def update_lot(self, lot: DeviceLot, values: Mapping[str, Any]) -> DeviceLot: ...
+
+    def device(self, study_id: int, serial: str) -> Device | None: ...
+
+    def registered(self, study_id: int, serials: Collection[str]) -> list[str]:
+        """Which of ``serials`` the study already has."""
+        ...
+
+    def add_device(self, **values: Any) -> Device: ...
+
+    def devices_of_lot(self, lot_id: int, statuses: Collection[str] | None = None) -> list[Device]:
+        """By serial; only those in ``statuses`` when given."""
+        ...
+
+    def devices_of_shipment(self, shipment_id: int) -> list[Device]: ...
+
+    def devices_at_site(self, site_id: int) -> list[tuple[Device, DeviceLot]]:
+        """Devices assigned to the site (any state), each with its lot, by serial."""
+        ...
+
+    def count_at_site(self, site_id: int, status: str, *, usable_on: dt.date | None = None) -> int:
+        """Devices of the site in ``status``; with ``usable_on``, only lots not expired then."""
+        ...
+
+    def move(
+        self, device: Device, sources: Collection[str], values: Mapping[str, Any]
+    ) -> Device | None:
+        """The guarded status change (version and one of ``sources``); None when the device
+        changed meanwhile."""
+        ...
+
+    def add_event(self, **values: Any) -> None: ...
+
+    def count_events(self, site_id: int, kind: str) -> int: ...
+
+    def last_return_site(self, device_id: int) -> int | None: ...
+
+    def stocked_sites(self, study_id: int) -> set[int]:
+        """Sites that hold or have held a device of the study."""
+        ...
+
+    def uses(self, lot_id: int) -> list[DeviceUse]:
+        """Every procedure use of a device of the lot, in the order recorded."""
+        ...
+
+    def shipment(self, study_id: int, number: str) -> DeviceShipment | None: ...
+
+    def shipment_by_id(self, shipment_id: int) -> DeviceShipment: ...
+
+    def shipments(self, study_id: int) -> list[DeviceShipment]: ...
+
+    def count_shipments(self, study_id: int) -> int: ...
+
+    def add_shipment(self, **values: Any) -> DeviceShipment: ...
+
+    def update_shipment(
+        self, shipment: DeviceShipment, values: Mapping[str, Any]
+    ) -> DeviceShipment: ...
+
+    def in_transit_shipments(self, study_id: int) -> set[int]: ...
+
+    def supplied_sites(self, study_id: int) -> set[int]: ...
+
+    def shipped_serials(self, shipment_id: int) -> list[str]: ...
+
+
+# --- the rest of the seam (lane x13b, issue 13) -----------------------------------------------
+
+
+class UserRepository(Protocol):
+    def get(self, user_id: int) -> User | None: ...
+
+    def set_timezone(self, user_id: int, zone: str | None) -> None: ...
+
+
+class AuditEntryRepository(Protocol):
+    def stream(self, stream: str) -> list[AuditEntry]:
+        """The stored entries of one stream, in chain order."""
+        ...
+
+
+class ReportingRepository(Protocol):
+    def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
+
+    def randomized_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
+
+    def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
+        """Live subjects registered on or before ``as_of``, by registration date and number."""
+        ...
+
+    def site_facts(
+        self, study_id: int, as_of: dt.date, randomized: dict[str, int]
+    ) -> list[SiteFacts]: ...
+
+    def month_rows(self, study_id: int, as_of: dt.date) -> list[MonthRow]: ...
+
+
+class DatabaseMaintenance(Protocol):
+    """The database as a whole, for the local operator (verification, backup, restore)."""
+
+    @property
+    def backend(self) -> str:
+        """The dialect's name (sqlite, postgresql), recorded in a backup's manifest."""
+        ...
+
+    def verify_audit(self) -> VerifyResult: ...
+
+    def schema_revision(self) -> str | None: ...
+
+    def snapshot(self, target: Path) -> str: ...
+
+    def holds_data(self) -> bool: ...
+
+    def replace_contents(self, source: Path) -> None: ...
+
+
+# --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
+
+
+class ConsentRepository(Protocol):
+    def for_subject(self, subject_id: int) -> list[Consent]: ...
+
+    def for_subjects(self, subject_ids: Collection[int]) -> dict[int, list[Consent]]: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        document: str,
+        version: str,
+        signed_on: dt.date,
+        protocol_version_id: int,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Consent: ...
+
+    def withdrawal(self, subject_id: int) -> Withdrawal | None: ...
+
+    def add_withdrawal(
+        self,
+        *,
+        subject_id: int,
+        kind: str,
+        contact_allowed: bool,
+        form_record_id: int | None,
+        withdrawn_on: dt.date,
+        recorded_by: str,
+        recorded_at: dt.datetime,
+    ) -> Withdrawal: ...
+
+
+class QualityExclusionRepository(Protocol):
+    def active(self, subject_id: int) -> list[DqExclusion]: ...
+
+    def get(self, study_id: int, exclusion_id: int) -> DqExclusion | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        subject_id: int,
+        rule_id: str,
+        form_code: str,
+        visit_code: str,
+        seq: int,
+        reason: str,
+        by: str,
+        at: dt.datetime,
+    ) -> DqExclusion: ...
+
+    def revoke(self, exclusion: DqExclusion, *, by: str, at: dt.datetime) -> DqExclusion: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction per user action; nothing is kept unless ``commit`` is called."""
 
@@ -384,6 +717,16 @@ class UnitOfWork(Protocol):
     notifications: NotificationRepository
     mail: MailOutboxRepository
     submission: SubmissionReader
+    holds: HoldRepository
+    guard: LockGuard
+    odm_history: OdmHistoryRepository  # issue 16 (x16b)
+    supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
+    database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
 
     @property
     def session(self) -> Session:
@@ -414,3 +757,13 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self, *, readonly: bool = False) -> UnitOfWork: ...
+
+
+# --- issue 16, lane x16b: the transactional ODM export's reading ---------------------------
+
+
+class OdmHistoryRepository(Protocol):
+    def study_history(self, study_id: int, *, concealed_form: str) -> StudyHistory | None:
+        """The study's audit trail, protocol versions, sites, subjects, form records and
+        users, as the transactional ODM export maps them (None: no such study)."""
+        ...

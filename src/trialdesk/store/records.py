@@ -32,6 +32,7 @@ class Site:
     timezone: str
     cap: int | None
     active: bool
+    planned_activation: dt.date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,3 +203,231 @@ class DataQuery:
     closed_by: str | None
     closed_at: dt.datetime | None
     reopened: int
+    # issue 15 (x15b): REC-6, REC-7
+    origin: str = "manual"
+    rule_id: str | None = None
+    discrepancy_key: str | None = None
+    severity: str | None = None
+    assignee: str | None = None
+    response_code: str | None = None
+    verified_by: str | None = None
+    verified_at: dt.datetime | None = None
+
+
+# --- issue 16, lane x16b: what the transactional ODM export reads -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryVersion:
+    id: int
+    version: str
+    name: str
+    sha256: str
+    status: str
+    loaded_on: dt.date
+    effective_from: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySubject:
+    id: int
+    number: str
+    site_code: str
+    protocol_version_id: int
+    test_subject: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryForm:
+    """A saved form's place; ``data`` is kept for concealed records only (the service
+    decrypts it for unblinded readers)."""
+
+    id: int
+    subject_id: int
+    form_code: str
+    visit_code: str
+    seq: int
+    protocol_version_id: int
+    data: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: int
+    stream: str
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    subject_id: int | None
+    old: str
+    new: str
+    reason: str | None
+    protocol_sha256: str | None
+
+
+# --- supply (lane x13b, issue 13): lots, shipments, devices and their log ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLot:
+    id: int
+    study_id: int
+    lot_number: str
+    model: str
+    gtin: str
+    manufacturer: str
+    expiry: dt.date
+    status: str
+    quarantine_reason: str | None
+    created_at: dt.datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceShipment:
+    id: int
+    study_id: int
+    number: str
+    site_id: int
+    status: str
+    shipped_on: dt.date
+    shipped_by: str
+    received_on: dt.date | None
+    received_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One serialised device; ``subject_enc`` is the encrypted link to its subject (RAND-6)."""
+
+    id: int
+    study_id: int
+    lot_id: int
+    serial: str
+    udi: str
+    status: str
+    site_id: int | None
+    shipment_id: int | None
+    subject_enc: bytes | None
+    version: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUse:
+    """A procedure's use of a device, from the device's log: the encrypted link and where."""
+
+    serial: str
+    site_id: int | None
+    detail_enc: bytes
+
+
+# --- the rest of the seam (lane x13b, issue 13): users, audit reads, reporting -------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person's account without its secrets (password hash, TOTP secret stay in store/)."""
+
+    id: int
+    username: str
+    full_name: str
+    active: bool
+    created_at: dt.datetime
+    timezone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One stored audit entry as read back (``old``/``new`` are the stored JSON text)."""
+
+    id: int
+    stream: str
+    seq: int
+    prev_hash: str
+    hash: str
+    at: str
+    actor: str
+    action: str
+    study_id: int | None
+    subject_id: int | None
+    entity: str
+    entity_id: str
+    old: str
+    new: str
+    reason: str | None
+    protocol_sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyHistory:
+    study_code: str
+    study_name: str
+    versions: list[HistoryVersion]
+    sites: dict[str, str]
+    """Site code -> name."""
+    subjects: dict[int, HistorySubject]
+    forms: dict[int, HistoryForm]
+    users: dict[str, str]
+    """Username -> full name."""
+    entries: list[HistoryEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningLogLine:
+    """A registered live subject as the screening log reads it (never an arm)."""
+
+    number: str
+    site: str
+    registered_on: dt.date
+    state: str
+    screen_failure_reason: str | None
+    screen_failure_detail: str | None
+
+
+# --- issue 15 (lane x15b): exclusions, consents, withdrawals ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DqExclusion:
+    id: int
+    study_id: int
+    subject_id: int
+    rule_id: str
+    form_code: str
+    visit_code: str
+    seq: int
+    reason: str
+    excluded_by: str
+    excluded_at: dt.datetime
+    revoked_by: str | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    id: int
+    study_id: int
+    subject_id: int
+    document: str
+    version: str
+    signed_on: dt.date
+    protocol_version_id: int
+    recorded_by: str
+    recorded_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    id: int
+    subject_id: int
+    kind: str
+    contact_allowed: bool
+    form_record_id: int | None
+    withdrawn_on: dt.date
+    recorded_by: str
+    recorded_at: dt.datetime

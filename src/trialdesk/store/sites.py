@@ -50,3 +50,9 @@ class SqlSites:
 
     def take_subject_number(self, site_id: int) -> int:
         return int(self._run(_TAKE_NUMBER, {"site_id": site_id}).scalar_one()) - 1
+
+    def of_study(self, study_id: int) -> list[Site]:
+        stmt = SITE.select().where(_SITE.c.study_id == study_id).order_by(_SITE.c.code)
+        sites = [SITE.of(row) for row in self._run(stmt)]
+        self._seen.update((site.id, site) for site in sites)
+        return sites

@@ -242,7 +242,7 @@ class DataQueryRow(Base):
     form_code: Mapped[str] = mapped_column(String(40))
     visit_code: Mapped[str] = mapped_column(String(40), default="")
     field: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(10))  # open | answered | closed
+    status: Mapped[str] = mapped_column(String(10))  # open | answered | verified | closed
     text: Mapped[str] = mapped_column(Text)
     raised_by: Mapped[str] = mapped_column(String(80))
     raised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
@@ -253,6 +253,16 @@ class DataQueryRow(Base):
     closed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     reopened: Mapped[int] = mapped_column(Integer, default=0)
+    # issue 15 (x15b): automatic queries of data-quality rules, assignment, coded responses,
+    # the monitor's verification (REC-6, REC-7)
+    origin: Mapped[str] = mapped_column(String(10), default="manual")  # manual | rule
+    rule_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    discrepancy_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    severity: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    response_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    verified_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class VisitRow(Base):
@@ -640,3 +650,141 @@ class MailOutboxRow(Base):
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+# --- issue 15 (lane x15b): data-quality exclusions, consents, withdrawals -----------------------
+
+
+class DqExclusionRow(Base):
+    """A data-quality rule switched off for one form record, with a reason (REC-6); revoking
+    it brings the rule back for that record."""
+
+    __tablename__ = "dq_exclusions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
+    rule_id: Mapped[str] = mapped_column(String(40))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40), default="")
+    seq: Mapped[int] = mapped_column(Integer, default=1)
+    reason: Mapped[str] = mapped_column(Text)
+    excluded_by: Mapped[str] = mapped_column(String(80))
+    excluded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ConsentRow(Base):
+    """One signed consent document version (REC-8): the first consent and every re-consent.
+    The first one also fills ``subjects.consent_date/consent_version`` (LIFE-2)."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    document: Mapped[str] = mapped_column(String(40))
+    version: Mapped[str] = mapped_column(String(40))
+    signed_on: Mapped[dt.date] = mapped_column(Date)
+    protocol_version_id: Mapped[int] = mapped_column(ForeignKey("protocol_versions.id"))
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class WithdrawalRow(Base):
+    """What a withdrawn subject withdrew from (REC-9): the protocol's withdrawal kind and the
+    withdrawal form it was recorded on."""
+
+    __tablename__ = "withdrawals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    contact_allowed: Mapped[bool] = mapped_column(Boolean)
+    form_record_id: Mapped[int | None] = mapped_column(ForeignKey("form_records.id"), nullable=True)
+    withdrawn_on: Mapped[dt.date] = mapped_column(Date)
+    recorded_by: Mapped[str] = mapped_column(String(80))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+# --- issue 15 (lane x15a): records that hold: locks, SDV marks, signatures -----------------
+
+
+class RecordLockRow(Base):
+    """A lock of a form record, a visit, a casebook (``manual`` or ``freeze``) or the study
+    (``soft``/``hard`` database lock, REC-3, REC-5). Never deleted: an unlock fills the
+    ``unlocked_*`` columns, so the record shows it was locked and by whom it was lifted."""
+
+    __tablename__ = "record_locks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id"), nullable=True)
+    visit_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    form_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    locked_by: Mapped[str] = mapped_column(String(80))
+    locked_name: Mapped[str] = mapped_column(String(200))
+    locked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    locked_meaning: Mapped[str] = mapped_column(Text)
+    unlocked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    unlocked_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    unlocked_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    unlock_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SdvMarkRow(Base):
+    """A monitor's source-data verification of a form record's fields (REC-1): each field's
+    value fingerprint at marking; ``cleared_*`` when a later change cleared it, with why."""
+
+    __tablename__ = "sdv_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    form_record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"))
+    fields: Mapped[str] = mapped_column(Text)  # JSON list
+    fingerprints: Mapped[str] = mapped_column(Text)  # JSON {field: sha256}
+    marked_by: Mapped[str] = mapped_column(String(80))
+    marked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    cleared_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RecordSignatureRow(Base):
+    """An investigator's e-signature of a form record, a visit or a casebook (REC-2, SIG-1):
+    printed name, time, meaning, and each covered record's version and fingerprint."""
+
+    __tablename__ = "record_signatures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))
+    visit_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    form_record_id: Mapped[int | None] = mapped_column(ForeignKey("form_records.id"), nullable=True)
+    signed_by: Mapped[str] = mapped_column(String(80))
+    signed_name: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    meaning: Mapped[str] = mapped_column(Text)
+    covered: Mapped[str] = mapped_column(Text)  # JSON {record id: [version, fingerprint]}
+    invalidated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    invalidated_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class UnblindingChangeRow(Base):
+    """A value of the frozen blinded phase changed (or first entered) after its subject was
+    unblinded (REC-4): what the endpoint outputs and the DSMB report flag."""
+
+    __tablename__ = "unblinding_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    form_record_id: Mapped[int] = mapped_column(ForeignKey("form_records.id"))
+    form_code: Mapped[str] = mapped_column(String(40))
+    visit_code: Mapped[str] = mapped_column(String(40))
+    field: Mapped[str] = mapped_column(String(80))
+    flag: Mapped[str] = mapped_column(String(30))
+    old: Mapped[str] = mapped_column(Text)  # JSON value
+    new: Mapped[str] = mapped_column(Text)  # JSON value
+    changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    changed_by: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

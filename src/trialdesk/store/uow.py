@@ -17,34 +17,50 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
+from trialdesk.store.holds import SqlHolds
+from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
+from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
+    AuditEntryRepository,
     AuditTrail,
     ConfirmationRepository,
+    ConsentRepository,
     CrcRepository,
+    DatabaseMaintenance,
     DataQueryRepository,
     FormRepository,
+    HoldRepository,
     MailOutboxRepository,
     NotificationRepository,
+    OdmHistoryRepository,
     ProtocolRepository,
+    QualityExclusionRepository,
+    ReportingRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
     SubmissionReader,
+    SupplyRepository,
+    UserRepository,
     VisitRepository,
 )
 from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
+from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.submission import SqlSubmission
+from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
 
 _STUDY_ROW = select(STUDY.table.c.id).where(STUDY.table.c.id == bindparam("id"))
@@ -69,6 +85,16 @@ class SqlUnitOfWork:
     notifications: NotificationRepository
     mail: MailOutboxRepository
     submission: SubmissionReader
+    odm_history: OdmHistoryRepository
+    supply: SupplyRepository
+    users: UserRepository
+    audit_entries: AuditEntryRepository
+    reporting: ReportingRepository
+    database: DatabaseMaintenance
+    consents: ConsentRepository  # issue 15 (x15b)
+    exclusions: QualityExclusionRepository  # issue 15 (x15b)
+    holds: HoldRepository
+    guard: LockGuard
 
     def __init__(self, factory: sessionmaker[Session], *, readonly: bool = False) -> None:
         self._factory = factory
@@ -91,7 +117,18 @@ class SqlUnitOfWork:
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
         self.submission = SqlSubmission(session)
+        self.odm_history = SqlOdmHistory(session)
+        self.supply = SqlSupply(session)
+        self.users = SqlUsers(session)
+        self.audit_entries = SqlAuditEntries(session)
+        self.reporting = SqlReporting(session)
+        self.database = SqlDatabase(session)
+        self.consents = SqlConsents(session)  # issue 15 (x15b)
+        self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)
+        self.holds = SqlHolds(session)
+        self.guard = LockGuard(self.holds, self.forms)
+        self.audit = self._log = AuditLog(self._writer, protocols, self.guard)
         return self
 
     def __exit__(

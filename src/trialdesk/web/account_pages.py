@@ -281,7 +281,7 @@ async def totp_confirm(request: Request) -> Response:
     except ACCOUNT_REFUSALS as exc:
         return _account_page(request, web, message=exc.message, status=status_of(exc))
     upgrade_scope(web.ctx, web.token, "web")
-    return redirect("/account")
+    return redirect("/account", flash="Second factor enrolled: sign-ins now ask for a code.")
 
 
 @router.post("/account/totp/disable", include_in_schema=False)
@@ -297,7 +297,7 @@ async def totp_disable(request: Request) -> Response:
         )
     except ACCOUNT_REFUSALS as exc:
         return _account_page(request, web, message=exc.message, status=status_of(exc))
-    return redirect("/account")
+    return redirect("/account", flash="Second factor removed.")
 
 
 @router.post("/account/password", include_in_schema=False)

@@ -99,7 +99,7 @@ async def admin_cancel_invitation(request: Request, invitation_id: int) -> Respo
         accounts.cancel_invitation(web.ctx, web.actor, web.study_id, invitation_id)
     except REFUSED_CHANGE as exc:
         return _users_page(request, web, message=exc.message, status=status_of(exc))
-    return redirect("/admin/users#invitations")
+    return redirect("/admin/users#invitations", flash="Invitation cancelled.")
 
 
 USER_ACTIONS = ("deactivate", "reactivate", "reset-link", "clear-backoff", "grant", "revoke")
@@ -134,7 +134,10 @@ async def admin_change_user(request: Request, username: str, change: str) -> Res
         return _users_page(request, web, message=exc.message, status=status_of(exc))
     if message:
         return _users_page(request, web, message=message)
-    return redirect(f"/admin/users#user-{quote(username)}")
+    return redirect(
+        f"/admin/users#user-{quote(username)}",
+        flash=f"{username}: {change.replace('-', ' ')} done.",
+    )
 
 
 def _sites_page(
@@ -164,4 +167,4 @@ async def admin_change_site(request: Request, code: str, change: str) -> Respons
             raise NotFound(f"no such change {change!r}; activate or deactivate")
     except REFUSED_CHANGE as exc:
         return _sites_page(request, web, message=exc.message, status=status_of(exc))
-    return redirect(f"/admin/sites#site-{quote(code)}")
+    return redirect(f"/admin/sites#site-{quote(code)}", flash=f"Site {code}: {change}d.")

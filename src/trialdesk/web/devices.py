@@ -17,7 +17,7 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.domain.roles import Role
-from trialdesk.services import devices
+from trialdesk.services import supply
 from trialdesk.web.forms import field_date, field_text, or_refusal
 from trialdesk.web.render import render
 from trialdesk.web.session import Web, post_form, redirect, web_session
@@ -30,11 +30,11 @@ SignedRefusal = (ValidationFailed, PreconditionFailed, AuthenticationFailed)
 
 
 def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
-    inventory = devices.site_inventory(web.ctx, web.actor, web.study_id)
+    inventory = supply.site_inventory(web.ctx, web.actor, web.study_id)
     shipments, _refused = or_refusal(
-        lambda: devices.list_shipments(web.ctx, web.actor, web.study_id)
+        lambda: supply.list_shipments(web.ctx, web.actor, web.study_id)
     )
-    warnings = devices.stock_warnings(web.ctx, web.actor, web.study_id)
+    warnings = supply.stock_warnings(web.ctx, web.actor, web.study_id)
     return render(
         request,
         "devices.html",
@@ -60,7 +60,7 @@ async def _site_action(request: Request, call: Any) -> Response:
         call(web, form)
     except Refusal as exc:
         return _inventory_page(request, web, status=422, message=exc.message)
-    return redirect("/devices")
+    return redirect("/devices", flash="Done: the inventory below shows the change.")
 
 
 def _optional_date(form: Any, name: str) -> Any:
@@ -71,7 +71,7 @@ def _optional_date(form: Any, name: str) -> Any:
 async def receive(request: Request) -> Response:
     return await _site_action(
         request,
-        lambda web, form: devices.receive_shipment(
+        lambda web, form: supply.receive_shipment(
             web.ctx,
             web.actor,
             web.study_id,
@@ -85,7 +85,7 @@ async def receive(request: Request) -> Response:
 async def return_device(request: Request) -> Response:
     return await _site_action(
         request,
-        lambda web, form: devices.return_device(
+        lambda web, form: supply.return_device(
             web.ctx, web.actor, web.study_id, field_text(form, "serial"), field_text(form, "reason")
         ),
     )
@@ -95,7 +95,7 @@ async def return_device(request: Request) -> Response:
 async def destroy_device(request: Request) -> Response:
     return await _site_action(
         request,
-        lambda web, form: devices.destroy_device(
+        lambda web, form: supply.destroy_device(
             web.ctx, web.actor, web.study_id, field_text(form, "serial"), field_text(form, "reason")
         ),
     )
@@ -116,10 +116,10 @@ def _supply_page(request: Request, web: Web, status: int = 200, **extra: Any) ->
         "supply.html",
         web,
         status=status,
-        lots=devices.list_lots(web.ctx, web.actor, web.study_id),
-        shipments=devices.list_shipments(web.ctx, web.actor, web.study_id),
-        warnings=devices.stock_warnings(web.ctx, web.actor, web.study_id),
-        inventory=devices.site_inventory(web.ctx, web.actor, web.study_id),
+        lots=supply.list_lots(web.ctx, web.actor, web.study_id),
+        shipments=supply.list_shipments(web.ctx, web.actor, web.study_id),
+        warnings=supply.stock_warnings(web.ctx, web.actor, web.study_id),
+        inventory=supply.site_inventory(web.ctx, web.actor, web.study_id),
         **extra,
     )
 
@@ -140,16 +140,16 @@ async def _supply_action(request: Request, call: Any) -> Response:
         result = call(web, form)
     except SignedRefusal as exc:
         return _supply_page(request, web, status=422, message=exc.message)
-    if isinstance(result, devices.RecallView):
+    if isinstance(result, supply.RecallView):
         return _supply_page(request, web, recall=result)
-    return redirect("/supply")
+    return redirect("/supply", flash="Done: the supply page below shows the change.")
 
 
 @router.post("/supply/lots", include_in_schema=False)
 async def add_lot(request: Request) -> Response:
     return await _supply_action(
         request,
-        lambda web, form: devices.register_lot(
+        lambda web, form: supply.register_lot(
             web.ctx,
             web.actor,
             web.study_id,
@@ -167,7 +167,7 @@ async def add_lot(request: Request) -> Response:
 async def ship(request: Request) -> Response:
     return await _supply_action(
         request,
-        lambda web, form: devices.ship_devices(
+        lambda web, form: supply.ship_devices(
             web.ctx,
             web.actor,
             web.study_id,
@@ -181,7 +181,7 @@ async def ship(request: Request) -> Response:
 async def quarantine(request: Request) -> Response:
     return await _supply_action(
         request,
-        lambda web, form: devices.quarantine_lot(
+        lambda web, form: supply.quarantine_lot(
             web.ctx,
             web.actor,
             web.study_id,
@@ -195,7 +195,7 @@ async def quarantine(request: Request) -> Response:
 async def recall(request: Request) -> Response:
     return await _supply_action(
         request,
-        lambda web, form: devices.recall_subjects(
+        lambda web, form: supply.recall_subjects(
             web.ctx,
             web.actor,
             web.study_id,

@@ -35,4 +35,4 @@ async def time_zone_save(request: Request) -> Response:
         return render(
             request, "preferences.html", web, status=422, zones=_zones(), message=exc.message
         )
-    return redirect("/me/time-zone")
+    return redirect("/me/time-zone", flash="Time zone saved: times are shown in it.")

@@ -119,7 +119,7 @@ async def protocol_amend(request: Request) -> Response:
         )
     except (ValidationFailed, PreconditionFailed, AuthenticationFailed) as exc:
         return _page(request, web, values=values, message=exc.message, status=422)
-    return redirect("/protocol")
+    return redirect("/protocol", flash="Amendment proposed and signed by you.")
 
 
 @router.post("/protocol/amendments/{amendment_id}/sign", include_in_schema=False)
@@ -131,4 +131,4 @@ async def protocol_sign(request: Request, amendment_id: int) -> Response:
         )
     except (PreconditionFailed, AuthenticationFailed) as exc:
         return _page(request, web, message=exc.message, status=422)
-    return redirect("/protocol")
+    return redirect("/protocol", flash="Amendment co-signed.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -14,7 +15,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from trialdesk.domain.errors import AuthenticationFailed, TrialError
 from trialdesk.http_status import status_of
 from trialdesk.services.setup import list_studies
-from trialdesk.web.session import SignedOut, Web, to_signin, web_session
+from trialdesk.web.session import (
+    FLASH_COOKIE,
+    SECURE_COOKIES,
+    SignedOut,
+    Web,
+    to_signin,
+    web_session,
+)
 from trialdesk.web.timezones import page_time_values
 
 HERE = Path(__file__).parent
@@ -42,6 +50,7 @@ def study_values(web: Web | None) -> dict[str, Any]:
 def render(
     request: Request, template: str, web: Web | None, status: int = 200, **values: Any
 ) -> HTMLResponse:
+    flash = unquote(request.cookies.get(FLASH_COOKIE, "")) or None
     html = (
         jinja_env()
         .get_template(template)
@@ -52,10 +61,14 @@ def render(
             csrf=web.csrf if web else "",
             **study_values(web),
             **page_time_values(web.ctx, web.actor, web.study_id) if web else {},
+            flash=flash,
             **values,
         )
     )
-    return HTMLResponse(html, status_code=status)
+    response = HTMLResponse(html, status_code=status)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, secure=SECURE_COOKIES, httponly=True)
+    return response
 
 
 def error_page(request: Request, exc: TrialError) -> Response:

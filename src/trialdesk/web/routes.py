@@ -11,8 +11,10 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    followup_pages,
     preferences,
     protocol_pages,
+    records_pages,
     report_pages,
     signin_pages,
     statistician_pages,
@@ -32,6 +34,8 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    records_pages,  # issue 15 (x15b)
+    followup_pages,  # x14a: the subject after randomization
 )
 
 

@@ -81,8 +81,24 @@ def web_session_any(request: Request) -> Web:
     return Web(ctx, found.actor, study_id, found.csrf_token or "", token, found.scope)
 
 
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
+FLASH_COOKIE = "trialdesk_flash"
+"""A one-shot success message carried across the redirect after a POST (issue 14): set by
+:func:`redirect`, shown and cleared by the next rendered page."""
+
+
+def redirect(url: str, *, flash: str | None = None) -> RedirectResponse:
+    """See other ``url``; ``flash`` is the success message the next page shows once."""
+    response = RedirectResponse(url, status_code=303)
+    if flash:
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(flash[:300], safe=" "),
+            max_age=120,
+            httponly=True,
+            secure=SECURE_COOKIES,
+            samesite="lax",
+        )
+    return response
 
 
 def to_signin(request: Request) -> RedirectResponse:

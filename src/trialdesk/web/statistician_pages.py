@@ -173,4 +173,4 @@ async def statistician_list_discard(request: Request, list_id: int) -> Response:
     web, form = await post_form(request)
     # a refusal is the error page: the statistics page would read (and audit) by-arm results
     lists.discard_list(web.ctx, web.actor, web.study_id, list_id, field_text(form, "reason"))
-    return redirect("/statistician#lists")
+    return redirect("/statistician#lists", flash=f"Allocation list {list_id} discarded.")
