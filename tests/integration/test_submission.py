@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pyreadstat
 import pytest
+from lxml import etree
 from scipy.stats import beta
 from sqlalchemy import select
 
 from tests.conftest import Trial
 from trialdesk.demo.trial import SimulationConfig, simulate_trial
 from trialdesk.domain.errors import PermissionDenied
-from trialdesk.reports.define import define_problems
+from trialdesk.reports.define import define_problems, define_schema_path
 from trialdesk.reports.sdtm import TS_PARAMETERS
 from trialdesk.services import endpoints, submission
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
@@ -151,19 +152,23 @@ def test_dm_deaths_reference_dates_and_actual_arm_match_the_database(
 
 def test_every_define_validates_and_a_broken_one_does_not(simulated: Trial, tmp_path: Path) -> None:
     """EXP-1: the blinded SDTM, unblinded SDTM and ADaM defines validate against the
-    Define-XML 2.1 XSD; the same document without an ItemDef's DataType does not."""
+    Define-XML 2.1 XSD (odmlib's copy), by trialdesk's own check (xmlschema) and
+    independently by lxml; the same document without an ItemDef's DataType does not."""
     t = simulated
     submission.export_sdtm(t.ctx, t.actor("monitor"), t.study_id, tmp_path / "b")
     submission.export_sdtm(
         t.ctx, t.actor("statistician"), t.study_id, tmp_path / "u", unblinded=True
     )
     submission.export_adam(t.ctx, t.actor("statistician"), t.study_id, tmp_path / "a")
+    schema = etree.XMLSchema(etree.parse(str(define_schema_path())))
     for folder in ("b", "u", "a"):
         document = (tmp_path / folder / "define.xml").read_bytes()
         assert define_problems(document) == [], folder
+        assert schema.validate(etree.fromstring(document)), (folder, schema.error_log)
         assert b"<html" in (tmp_path / folder / "define.html").read_bytes()
         broken = document.replace(b' DataType="text"', b"", 1)
         assert broken != document and define_problems(broken)
+        assert not schema.validate(etree.fromstring(broken))
     assert (tmp_path / "u" / "acrf.html").exists()
 
 
