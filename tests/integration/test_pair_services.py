@@ -28,9 +28,9 @@ from trialdesk.services import (
     exports,
     followup,
     history,
-    randomization,
     submission,
 )
+from trialdesk.services.allocation import randomization
 from trialdesk.store.database import make_engine
 
 Call = Callable[[ps.World, Any], object]

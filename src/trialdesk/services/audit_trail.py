@@ -33,10 +33,10 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
+from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.blinding import TRIAL_UNBLINDED_ROLES, may_see_arm_definitions
 from trialdesk.services.common import study_by_id
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.audit import PendingEntry
 from trialdesk.store.tables import AuditEntryRow, RoleGrantRow, SubjectRow
 from trialdesk.store.uow import UnitOfWork

@@ -44,11 +44,11 @@ from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
+from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.common import current_protocol_row, protocol_of, site_today, study_by_id
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure, typed_values
-from trialdesk.services.unblinding import trial_unblinded
 from trialdesk.store.tables import (
     FormRecordRow,
     ProtocolVersionRow,

@@ -95,6 +95,43 @@ class SqlReporting:
         )
         return [ScreeningLogLine(*row) for row in self._run(stmt)]
 
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        """Issue 14: one page of the log, newest registration first, and the total matching."""
+        where = [_S.c.study_id == study_id, _S.c.test_subject.is_(False)]
+        if site:
+            where.append(_SITE.c.code == site)
+        if state:
+            where.append(_S.c.state == state)
+        if search:
+            where.append(_S.c.number.contains(search, autoescape=True))
+        joined = _S.join(_SITE, _SITE.c.id == _S.c.site_id)
+        total = self._run(select(func.count()).select_from(joined).where(*where)).scalar()
+        stmt = (
+            select(
+                _S.c.number,
+                _SITE.c.code,
+                _S.c.registered_on,
+                _S.c.state,
+                _S.c.screen_failure_reason,
+                _S.c.screen_failure_detail,
+            )
+            .select_from(joined)
+            .where(*where)
+            .order_by(_S.c.registered_on.desc(), _S.c.number.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [ScreeningLogLine(*row) for row in self._run(stmt)], int(total or 0)
+
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]
     ) -> list[SiteFacts]:

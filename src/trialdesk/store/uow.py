@@ -15,8 +15,10 @@ from typing import Self
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from trialdesk.store.allocation import SqlLists, SqlRandomizations, SqlTrialUnblindings
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.audit_reads import SqlAuditReads
 from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
@@ -30,6 +32,7 @@ from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -38,17 +41,21 @@ from trialdesk.store.ports import (
     DataQueryRepository,
     FormRepository,
     HoldRepository,
+    ListRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
     QualityExclusionRepository,
+    RandomizationRepository,
     ReportingRepository,
+    RequestRepository,
     SiteRepository,
     StudyRepository,
     SubjectRepository,
     SubmissionReader,
     SupplyRepository,
+    TrialUnblindingRepository,
     UserRepository,
     VisitRepository,
 )
@@ -56,6 +63,7 @@ from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
 from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
+from trialdesk.store.requests import SqlRequests
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
@@ -85,6 +93,11 @@ class SqlUnitOfWork:
     notifications: NotificationRepository
     mail: MailOutboxRepository
     submission: SubmissionReader
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
+    requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
@@ -107,7 +120,7 @@ class SqlUnitOfWork:
         self.studies = SqlStudies(session)
         self.sites = SqlSites(session)
         self.protocols = protocols = SqlProtocols(session)
-        self.subjects = SqlSubjects(session)
+        self.subjects = SqlSubjects(session, protocols)
         self.allocations = SqlAllocations(session)
         self.visits = SqlVisits(session)
         self.forms = SqlForms(session)
@@ -117,6 +130,11 @@ class SqlUnitOfWork:
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
         self.submission = SqlSubmission(session)
+        self.lists = SqlLists(session)
+        self.randomizations = SqlRandomizations(session)
+        self.unblindings = SqlTrialUnblindings(session)
+        self.requests = SqlRequests(session)
+        self.audit_reads = SqlAuditReads(session)
         self.odm_history = SqlOdmHistory(session)
         self.supply = SqlSupply(session)
         self.users = SqlUsers(session)
