@@ -51,6 +51,7 @@ from trialdesk.store.ports import (
     StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
+    SubmissionReader,
     SupplyRepository,
     TrialUnblindingRepository,
     UnitOfWork,
@@ -102,6 +103,15 @@ from trialdesk.store.records import (
     User,
     Visit,
     Withdrawal,
+)
+from trialdesk.store.submission import (
+    StoredAllocation,
+    StoredForm,
+    StoredSubject,
+    StoredTherapy,
+    StoredVersion,
+    StoredVisit,
+    StudySubmission,
 )
 
 
@@ -1277,6 +1287,73 @@ class FakeStudyRecords(_Repo):
         return []
 
 
+class FakeSubmission(_Repo):
+    """The submission exports' read (issue 16) over the fake's tables."""
+
+    def read(self, study_id: int) -> StudySubmission:
+        t = self.t
+        study = t.studies[study_id]
+        subjects: list[StoredSubject] = []
+        for s in sorted(t.subjects.values(), key=lambda s: s.number):
+            if s.study_id != study_id:
+                continue
+            site = t.sites[s.site_id]
+            alloc = t.allocations.get(s.id)
+            subjects.append(
+                StoredSubject(
+                    id=s.id,
+                    number=s.number,
+                    site_code=site.code,
+                    site_name=site.name,
+                    country=site.country,
+                    state=s.state,
+                    test_subject=s.test_subject,
+                    registered_on=s.registered_on,
+                    consent_date=s.consent_date,
+                    consent_version=s.consent_version,
+                    screen_failure_reason=s.screen_failure_reason,
+                    randomized_on=s.randomized_on,
+                    procedure_done=s.procedure_done,
+                    discharged_on=s.discharged_on,
+                    exit_date=s.exit_date,
+                    exit_reason=s.exit_reason,
+                    allocation=None
+                    if alloc is None
+                    else StoredAllocation(
+                        alloc.number, alloc.randomized_on, alloc.arm_enc, alloc.in_error
+                    ),
+                    forms=[
+                        StoredForm(
+                            f.form_code,
+                            f.visit_code,
+                            f.seq,
+                            f.data,
+                            f.protocol_version_id,
+                            f.created_at,
+                        )
+                        for f in sorted(t.forms.values(), key=lambda f: f.id)
+                        if f.subject_id == s.id
+                    ],
+                    visits=[
+                        StoredVisit(v.visit_code, v.status, v.visit_date, v.missed_reason)
+                        for v in sorted(t.visits.values(), key=lambda v: v.id)
+                        if v.subject_id == s.id
+                    ],
+                    therapies=[
+                        StoredTherapy(x.therapy_date, x.therapy_type)
+                        for x in sorted(t.therapies.values(), key=lambda x: x.id)
+                        if x.subject_id == s.id
+                    ],
+                )
+            )
+        versions = [
+            StoredVersion(v.id, v.version, v.sha256, v.effective_from, v.current)
+            for v in sorted(t.versions.values(), key=lambda v: v.id)
+            if v.study_id == study_id
+        ]
+        return StudySubmission(study_id, study.code, study.name, versions, subjects)
+
+
 class FakeOdmHistory(_Repo):
     """Issue 16 (x16b): the export's reading; the fake keeps no audit trail once committed,
     so the history is the study, its protocol versions and sites, with no entries."""
@@ -1832,6 +1909,7 @@ class FakeUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    submission: SubmissionReader
     lists: ListRepository
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
@@ -1866,6 +1944,7 @@ class FakeUnitOfWork:
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
+        self.submission = FakeSubmission(self)
         self.lists = FakeLists(self)
         self.randomizations = FakeRandomizations(self)
         self.unblindings = FakeTrialUnblindings(self)

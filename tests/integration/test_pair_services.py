@@ -28,6 +28,7 @@ from trialdesk.services import (
     exports,
     followup,
     history,
+    submission,
 )
 from trialdesk.services.allocation import randomization
 from trialdesk.store.database import make_engine
@@ -139,6 +140,7 @@ def export_calls(tmp: Path) -> dict[str, Call]:
         ("csv", exports.export_csv),
         ("odm", exports.export_odm),
         ("sdtm", exports.export_sdtm),
+        ("adam", submission.export_adam),  # issue 16: refused alike to every blinded role
     ):
 
         def run(w: ps.World, a: Any, export: Any = export, kind: str = kind) -> object:

@@ -170,6 +170,8 @@ def _codelists(
                 out["ARMCD"] = ("Arm Code (sponsor-defined)", "", items)
             else:
                 values = sorted({str(r.get(var.name)) for r in ds.rows if r.get(var.name)})
+                if not values:
+                    continue  # a codelist needs an item (an empty dataset names none)
                 nci = {"TSPARMCD": "C66738", "COUNTRY": "C66786"}.get(var.codelist, "")
                 out[var.codelist] = (f"{var.codelist} values", nci, [(v, "", v) for v in values])
     return out

@@ -234,6 +234,18 @@ def death_date(s: StoredSubject, death_values: Mapping[str, Any]) -> str:
     return ""
 
 
+def exit_date(protocol: Protocol, s: StoredSubject) -> dt.date | None:
+    """The day the subject left the study: the recorded exit date, or for a completer whose
+    completion recorded none, the date of the completion visit (the final contact)."""
+    if s.exit_date is not None or s.state != "completed":
+        return s.exit_date
+    final = protocol.follow_up.completion_visit or (
+        protocol.visits[-1].code if protocol.visits else ""
+    )
+    done = [v.visit_date for v in s.visits if v.visit_code == final and v.status == "done"]
+    return done[0] if done else None
+
+
 def procedure_date(reading: Reading) -> str:
     return _s(reading.procedure.get("procedure_date"))
 
@@ -493,7 +505,7 @@ def _dm(data: SdtmInput, subjects: Sequence[_Subj]) -> Dataset:
                 "USUBJID": subj.uid,
                 "SUBJID": rec.number,
                 "RFSTDTC": _d(rec.randomized_on),
-                "RFENDTC": _d(rec.exit_date) if rec.randomized_on else "",
+                "RFENDTC": _d(exit_date(data.protocol, rec)) if rec.randomized_on else "",
                 "RFXSTDTC": proc,
                 "RFXENDTC": proc,
                 "RFICDTC": _d(rec.consent_date),
@@ -587,7 +599,8 @@ def _ds(data: SdtmInput, subjects: Sequence[_Subj]) -> Dataset:
                 term = "Death"
             else:
                 term = rec.exit_reason or decod.capitalize()
-            events.append((cut_words(term), decod, "DISPOSITION EVENT", epoch, _d(rec.exit_date)))
+            when = exit_date(data.protocol, rec)
+            events.append((cut_words(term), decod, "DISPOSITION EVENT", epoch, _d(when)))
         for seq, (term, decod, cat, epoch, on) in enumerate(events, start=1):
             ds.rows.append(
                 {

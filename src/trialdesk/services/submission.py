@@ -28,14 +28,14 @@ from trialdesk.services.context import ServiceContext
 from trialdesk.services.endpoints import ArmsBlinded
 from trialdesk.services.exports import ExportResult, _authorize, _out
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
-from trialdesk.store.submission import StudySubmission, read_submission
+from trialdesk.store.submission import StudySubmission
 
 
 def _read(
     ctx: ServiceContext, study_id: int, unblinded: bool
 ) -> tuple[StudySubmission, LoadedProtocol, dict[int, Reading]]:
     with ctx.uow(readonly=True) as uow:
-        study = read_submission(uow, study_id)
+        study = uow.submission.read(study_id)
         loaded = loaded_protocol(ctx, uow, version_in_force(uow, study_id))
     readings: dict[int, Reading] = {}
     for subject in study.subjects:

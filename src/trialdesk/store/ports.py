@@ -65,6 +65,7 @@ from trialdesk.store.records import (
     Visit,
     Withdrawal,
 )
+from trialdesk.store.submission import StudySubmission
 
 
 class StudyRepository(Protocol):
@@ -649,6 +650,12 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+class SubmissionReader(Protocol):
+    """The study as the submission exports read it (issue 16, x16a)."""
+
+    def read(self, study_id: int) -> StudySubmission: ...
+
+
 class AuditReadRepository(Protocol):
     """Issue 14 (x14b): a subject's audit entries read back, for query threads and the
     history of each value beside the data."""
@@ -1055,6 +1062,7 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    submission: SubmissionReader
     # lane x13a
     lists: ListRepository
     randomizations: RandomizationRepository

@@ -94,7 +94,6 @@ class StoredVersion:
     id: int
     version: str
     sha256: str
-    loaded_at: dt.datetime
     effective_from: dt.date | None
     current: bool
 
@@ -108,7 +107,7 @@ class StudySubmission:
     subjects: list[StoredSubject]
 
 
-class SubmissionRepository:
+class SqlSubmission:
     """Reads a study for the submission exports in a handful of statements."""
 
     def __init__(self, session: Session) -> None:
@@ -123,7 +122,6 @@ class SubmissionRepository:
                 id=v.id,
                 version=v.version,
                 sha256=v.sha256,
-                loaded_at=v.loaded_at,
                 effective_from=v.effective_from,
                 current=v.current,
             )
@@ -201,8 +199,3 @@ class SubmissionRepository:
             versions=versions,
             subjects=list(subjects.values()),
         )
-
-
-def read_submission(uow: Any, study_id: int) -> StudySubmission:
-    """The study as the submission exports read it, on the unit of work's connection."""
-    return SubmissionRepository(uow.session).read(study_id)

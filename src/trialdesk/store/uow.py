@@ -55,6 +55,7 @@ from trialdesk.store.ports import (
     StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
+    SubmissionReader,
     SupplyRepository,
     TrialUnblindingRepository,
     UserRepository,
@@ -69,6 +70,7 @@ from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
 from trialdesk.store.study_records import SqlStudyRecords
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
+from trialdesk.store.submission import SqlSubmission
 from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
 
@@ -93,6 +95,7 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    submission: SubmissionReader
     lists: ListRepository
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
@@ -131,6 +134,7 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.submission = SqlSubmission(session)
         self.lists = SqlLists(session)
         self.randomizations = SqlRandomizations(session)
         self.unblindings = SqlTrialUnblindings(session)
