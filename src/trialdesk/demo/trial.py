@@ -50,11 +50,11 @@ from trialdesk.services import (
     followup,
     maintenance,
     queries,
-    randomization,
     report_views,
     screening,
 )
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation import randomization
 from trialdesk.services.auth import authenticate
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.setup import StudyContents, create_user, study_contents

@@ -24,8 +24,12 @@ from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, Un
 from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.records import (
     Allocation,
+    AllocationList,
+    AllocationSlot,
     AuditEntry,
+    AuditQuery,
     AuditRecord,
+    CapCounts,
     CaseDetail,
     CaseNote,
     Confirmation,
@@ -39,14 +43,24 @@ from trialdesk.store.records import (
     DqExclusion,
     FormMark,
     FormRecord,
+    InErrorRandomization,
+    Mail,
+    NotificationRead,
     ProtocolVersion,
+    Randomization,
     ScreeningLogLine,
     Site,
+    StratumCursor,
     Study,
+    StudyHead,
     StudyHistory,
     Subject,
     SubjectRead,
+    TakenSlot,
     Therapy,
+    TokenRead,
+    TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -389,6 +403,19 @@ class NotificationRepository(Protocol):
         at: dt.datetime,
     ) -> None: ...
 
+    # lane x13a: reading them (trial unblinding's notifications service)
+    def for_roles(
+        self, study_id: int, roles: Collection[str], *, unread_only: bool
+    ) -> list[NotificationRead]:
+        """Notifications to any of ``roles``, newest first."""
+        ...
+
+    def get(self, notification_id: int) -> NotificationRead | None: ...
+
+    def mark_read(self, notification_id: int, at: dt.datetime) -> NotificationRead:
+        """Set the reading time if not set yet (the first one is kept)."""
+        ...
+
 
 class MailOutboxRepository(Protocol):
     """Mails written in the action's transaction, sent after it commits (issue 12)."""
@@ -410,6 +437,171 @@ class MailOutboxRepository(Protocol):
     ) -> None: ...
 
     def after_commit(self, wake: Callable[[], None]) -> None: ...
+
+
+# --- allocation (issue 13, lane x13a) ---------------------------------------------------------
+
+
+class ListRepository(Protocol):
+    """Allocation lists, their strata (cursors) and their encrypted slots (RAND-3)."""
+
+    def site_codes(self, study_id: int) -> list[str]:
+        """The study's site codes in order: the levels of the site stratification factor."""
+        ...
+
+    def active(self, study_id: int, mode: str) -> AllocationList | None: ...
+
+    def get(self, list_id: int) -> AllocationList | None: ...
+
+    def of_study(self, study_id: int, mode: str | None = None) -> list[AllocationList]:
+        """Every list of the study (of ``mode``), oldest first, discarded ones included."""
+        ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        mode: str,
+        method: str,
+        source: str,
+        seed_enc: bytes | None,
+        fingerprint: str,
+        at: dt.datetime,
+        by: str,
+    ) -> AllocationList: ...
+
+    def deactivate(self, lst: AllocationList) -> AllocationList: ...
+
+    def cursor(self, list_id: int, stratum: str, *, lock: bool = False) -> StratumCursor | None:
+        """``lock``: held until commit (one user of the stratum at a time)."""
+        ...
+
+    def cursors(self, list_id: int) -> list[StratumCursor]:
+        """Ordered by stratum."""
+        ...
+
+    def add_cursor(self, list_id: int, stratum: str, size: int) -> StratumCursor: ...
+
+    def update_cursor(self, cursor: StratumCursor, values: Mapping[str, Any]) -> StratumCursor:
+        """For a cursor the caller holds locked."""
+        ...
+
+    def add_slots(self, list_id: int, stratum: str, slots: Sequence[tuple[int, bytes]]) -> None:
+        """(sequence, encrypted payload) pairs."""
+        ...
+
+    def slots(self, list_id: int, stratum: str | None = None) -> list[AllocationSlot]:
+        """Ordered by stratum and sequence."""
+        ...
+
+    def last_slot(self, list_id: int, stratum: str) -> AllocationSlot | None: ...
+
+    def sizes(self, list_id: int) -> tuple[int, int]:
+        """(strata, slots)."""
+        ...
+
+    def used(self, list_id: int) -> int:
+        """Slots already drawn."""
+        ...
+
+    def draw(
+        self, study_id: int, mode: str, stratum: str, *, subject_id: int, at: dt.datetime
+    ) -> TakenSlot | None:
+        """The next unused slot of the stratum of the active list of ``mode``, marked used by
+        the subject, under the cursor's lock; None when there is no list, no such stratum or
+        no slot left."""
+        ...
+
+    def take_slot(self, cursor: StratumCursor, *, subject_id: int, at: dt.datetime) -> TakenSlot:
+        """Draw from a cursor the caller holds locked and that has a slot left."""
+        ...
+
+
+class RandomizationRepository(Protocol):
+    def read(self, study_id: int, number: str) -> tuple[SubjectRead, ProtocolVersion] | None:
+        """The subject (as :meth:`SubjectRepository.read`) and the study's newest signed
+        protocol version, in one statement."""
+        ...
+
+    def for_subject(self, subject_id: int) -> Randomization | None: ...
+
+    def by_key(self, key: str) -> Randomization | None:
+        """By stored (scoped) idempotency key."""
+        ...
+
+    def parallel_writers(self) -> int | None:
+        """An upper bound on randomizations in flight at once (the connection limit); None
+        where writers are serialized."""
+        ...
+
+    def counts(self, study_id: int, *, site_id: int, country: str) -> CapCounts: ...
+
+    def allocated(self, study_id: int) -> list[tuple[bytes, str]]:
+        """(encrypted arm, stratification levels as JSON) of each randomization not in
+        error: what minimization counts."""
+        ...
+
+    def add(
+        self,
+        *,
+        site_id: int,
+        site_code: str,
+        study_id: int,
+        subject_id: int,
+        slot_id: int | None,
+        stratum: str,
+        factors: str,
+        arm_enc: bytes,
+        detail_enc: bytes | None,
+        randomized_on: dt.date,
+        randomized_at: dt.datetime,
+        randomized_by: str,
+        idempotency_key: str | None,
+        protocol_version_id: int,
+    ) -> Randomization:
+        """Numbered ``<site>-R<NNN>`` from the site's counter, taken atomically."""
+        ...
+
+    def mark_in_error(self, rand: Randomization, reason: str) -> Randomization | None: ...
+
+
+class TrialUnblindingRepository(Protocol):
+    def pending(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def latest(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        reason: str,
+        requested_by: str,
+        requested_name: str,
+        requested_at: dt.datetime,
+        requested_meaning: str,
+    ) -> TrialUnblinding: ...
+
+    def confirm(
+        self, pending: TrialUnblinding, values: Mapping[str, Any]
+    ) -> TrialUnblinding | None: ...
+
+    def unblind_study(self, study_id: int, at: dt.datetime) -> None: ...
+
+    def in_state(self, study_id: int, state: str, site_ids: set[int] | None) -> int: ...
+
+    def user_id(self, username: str) -> int | None: ...
+
+
+class RequestRepository(Protocol):
+    """What every authenticated request reads first (one read transaction)."""
+
+    def token(self, token_hash: str, kind: str) -> TokenRead | None: ...
+
+    def study(self, code: str) -> StudyHead | None: ...
+
+    def touch(self, token_id: int, at: dt.datetime) -> None:
+        """Record the session's last use."""
+        ...
 
 
 class AuditTrail(Protocol):
@@ -666,6 +858,16 @@ class AuditEntryRepository(Protocol):
         """The stored entries of one stream, in chain order."""
         ...
 
+    def count(self, query: AuditQuery) -> int: ...
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries ``query`` selects, in the order written."""
+        ...
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]: ...
+
 
 class ReportingRepository(Protocol):
     def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
@@ -713,6 +915,65 @@ class DatabaseMaintenance(Protocol):
     def holds_data(self) -> bool: ...
 
     def replace_contents(self, source: Path) -> None: ...
+
+
+class MailDeliveryRepository(Protocol):
+    """The sender's side of the outbox: due mails, claims, outcomes, the operator's list."""
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]: ...
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        """The mail, claimed until ``until``; None when another sender holds it or it was
+        sent."""
+        ...
+
+    def get(self, mail_id: int) -> Mail | None: ...
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None: ...
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]: ...
+
+    def waiting(self) -> int: ...
+
+
+class StudyRecordsRepository(Protocol):
+    """A study's clinical records read whole, for the endpoint analyses."""
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        """Randomized live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def visits(self, study_id: int) -> list[Visit]: ...
+
+    def therapies(self, study_id: int) -> list[Therapy]: ...
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        """By subject and sequence."""
+        ...
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
+        ...
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        """Live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]: ...
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]: ...
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]: ...
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]: ...
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]: ...
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]: ...
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]: ...
 
 
 # --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
@@ -790,6 +1051,11 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    # lane x13a
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
+    requests: RequestRepository
     audit_reads: AuditReadRepository  # issue 14 (x14b)
     holds: HoldRepository
     guard: LockGuard
@@ -799,6 +1065,8 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
 

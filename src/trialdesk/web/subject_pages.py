@@ -27,7 +27,8 @@ from trialdesk.domain.errors import (
 )
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.http_status import status_of
-from trialdesk.services import followup, randomization, screening
+from trialdesk.services import followup, screening
+from trialdesk.services.allocation import randomization
 from trialdesk.services.dashboard import current_protocol, my_sites
 from trialdesk.services.data_queries import open_queries
 from trialdesk.services.history import subject_history
