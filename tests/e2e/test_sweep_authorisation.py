@@ -188,6 +188,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/queries/{query_id}/answer"): COORDINATOR,
     ("POST", "/queries/{query_id}/close"): frozenset({"monitor", "manager"}),
     ("POST", "/queries/{query_id}/reopen"): frozenset({"monitor", "manager"}),
+    ("POST", "/queries/{query_id}/verify"): frozenset({"monitor", "manager"}),
     # issue 15 (x15b): data quality (REC-6) and query verification (REC-7) by the monitor or
     # the manager as data manager; re-consent, exits through forms and contacts by the site
     ("POST", f"{STUDY}/quality/run"): frozenset({"monitor", "manager"}),
@@ -329,6 +330,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/queries/{query_id}/answer"): P.QUERY_ANSWER,
     ("POST", "/queries/{query_id}/close"): P.QUERY_CLOSE,
     ("POST", "/queries/{query_id}/reopen"): P.QUERY_REOPEN,
+    ("POST", "/queries/{query_id}/verify"): P.QUERY_VERIFY,
     # issue 15 (x15b)
     ("POST", f"{STUDY}/quality/run"): P.DQ_RUN,
     ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): P.DQ_EXCLUDE,

@@ -192,3 +192,42 @@ def test_data2_query_list_filters_by_status_site_age_subject_and_pages(trial: Tr
     assert "Showing 1–3 of 3" in aged and "Check MR grade" not in aged
     assert monitor.get("/queries", params={"per_page": "7"}).status_code == 422
     assert monitor.get("/queries", params={"status": "bogus"}).status_code == 422
+
+
+def test_rec7_data2_monitor_verifies_an_answer_on_the_page(trial: Trial) -> None:
+    """REC-7, DATA-2: an answered query offers the monitor "Verify answer" (not the site);
+    verifying it shows in the thread and the query leaves the unresolved list."""
+    number = _m1_done(trial)
+    form_page = f"/subjects/{number}/queries/follow_up?visit=M1"
+    query = data_queries.raise_query(
+        trial.ctx,
+        trial.actor("monitor"),
+        trial.study_id,
+        number,
+        form_code="follow_up",
+        field="lvef_pct",
+        text="Check LVEF against the echo report",
+        visit_code="M1",
+    )
+    data_queries.answer_query(
+        trial.ctx, trial.actor("coordinator"), trial.study_id, query.id, text="Matches the report"
+    )
+    assert "Verify answer" not in signed_in(trial, "coordinator").get(form_page).text
+    monitor = signed_in(trial, "monitor")
+    verified = monitor.post(
+        f"/queries/{query.id}/verify",
+        data={
+            "subject": number,
+            "form": "follow_up",
+            "visit": "M1",
+            "csrf_token": csrf_of(monitor, form_page),
+        },
+    )
+    assert verified.status_code == 303
+    page = monitor.get(verified.headers["location"]).text
+    assert "Answer verified." in page and "Verified</strong> by monitor" in page
+    assert query_pages.query_list(trial.ctx, trial.actor("monitor"), trial.study_id).total == 0
+    listed = query_pages.query_list(
+        trial.ctx, trial.actor("monitor"), trial.study_id, status="verified"
+    )
+    assert [line.query.id for line in listed.items] == [query.id]

@@ -20,13 +20,21 @@ from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import loaded_protocol, subject_in_scope
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crc_dossier import words
-from trialdesk.services.data_queries import ANSWERED, CLOSED, OPEN, STATUSES, QueryView, _view
+from trialdesk.services.data_queries import (
+    ANSWERED,
+    CLOSED,
+    OPEN,
+    STATUSES,
+    VERIFIED,
+    QueryView,
+    _view,
+)
 from trialdesk.services.forms import form_record_protocol, refuse_concealed, typed_values
 from trialdesk.store.records import AuditRecord
 
 UNRESOLVED = "unresolved"
 ALL = "all"
-STATUS_FILTERS = (UNRESOLVED, OPEN, ANSWERED, CLOSED, ALL)
+STATUS_FILTERS = (UNRESOLVED, OPEN, ANSWERED, VERIFIED, CLOSED, ALL)
 """The list's status choices: not yet closed (the default), one status, or every query."""
 PAGE_SIZES = (25, 50, 100)
 
@@ -128,7 +136,7 @@ class FieldLine:
 
     @property
     def in_progress(self) -> bool:
-        return any(t.query.status != CLOSED for t in self.threads)
+        return any(t.query.status not in (CLOSED, VERIFIED) for t in self.threads)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class FormQueries:
     may_correct: bool
     may_close: bool
     may_reopen: bool
+    may_verify: bool = False
 
 
 _STEPS = {
@@ -154,6 +163,8 @@ _STEPS = {
     "answer_query": "answered",
     "close_query": "closed",
     "reopen_query": "reopened",
+    "verify_query": "verified",
+    "assign_query": "assigned",
 }
 
 
@@ -242,4 +253,5 @@ def form_queries(
             may_correct=actor.may(study_id, Permission.FORM_CORRECT, at),
             may_close=actor.may(study_id, Permission.QUERY_CLOSE, at),
             may_reopen=actor.may(study_id, Permission.QUERY_REOPEN, at),
+            may_verify=actor.may(study_id, Permission.QUERY_VERIFY, at),
         )

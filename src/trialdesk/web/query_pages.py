@@ -34,6 +34,7 @@ DONE = {
     "answered": "Answer sent to the monitor.",
     "closed": "Query closed.",
     "reopened": "Query reopened.",
+    "verified": "Answer verified.",
 }
 
 
@@ -221,3 +222,14 @@ async def reopen_query(request: Request, query_id: int) -> Response:
     except (ValidationFailed, PreconditionFailed) as exc:
         return _refused(request, web, posted, query_id, exc.message)
     return _after(posted, view, "reopened")
+
+
+@router.post("/queries/{query_id}/verify", include_in_schema=False)
+async def verify_query(request: Request, query_id: int) -> Response:
+    """The monitor accepts the site's answer (REC-7, issue 15's verified status)."""
+    web, posted = await post_form(request)
+    try:
+        view = data_queries.verify_query(web.ctx, web.actor, web.study_id, query_id)
+    except (ValidationFailed, PreconditionFailed) as exc:
+        return _refused(request, web, posted, query_id, exc.message)
+    return _after(posted, view, "verified")
