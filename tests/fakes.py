@@ -38,6 +38,7 @@ from trialdesk.store.ports import (
     FormRepository,
     HoldRepository,
     ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -47,6 +48,7 @@ from trialdesk.store.ports import (
     ReportingRepository,
     RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SubmissionReader,
@@ -62,6 +64,7 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditQuery,
     AuditRecord,
     CapCounts,
     CaseDetail,
@@ -78,6 +81,8 @@ from trialdesk.store.records import (
     FormMark,
     FormRecord,
     HistoryVersion,
+    InErrorRandomization,
+    Mail,
     Notification,
     NotificationRead,
     ProtocolVersion,
@@ -94,6 +99,7 @@ from trialdesk.store.records import (
     Therapy,
     TokenRead,
     TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -674,6 +680,11 @@ class FakeDataQueries(_Repo):
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
 
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (q for q in self.t.queries.values() if q.subject_id == subject_id), key=lambda q: q.id
+        )
+
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         return sorted(
             (
@@ -1136,10 +1147,144 @@ class FakeMailOutbox(_Repo):
     ) -> None:
         self.t.outbox.append(
             {"study_id": study_id, "kind": kind, "to": recipient, "subject": subject}
+            | {"id": self.t.new_id(), "body_enc": body_enc, "created_at": at, "attempts": 0}
+            | {"next_attempt_at": at, "claimed_until": None, "last_error": None, "sent_at": None}
         )
 
     def after_commit(self, wake: Callable[[], None]) -> None:
         """Nothing is delivered from the fake; delivery is tested against a real server."""
+
+
+class FakeMailDelivery(_Repo):
+    """The outbox as the sender sees it (lane x13b); the fake sends nothing itself."""
+
+    def _mails(self) -> list[Mail]:
+        keys: tuple[str, ...] = ("id", "study_id", "kind", "to", "subject", "body_enc")
+        keys += ("created_at", "attempts", "next_attempt_at", "claimed_until")
+        keys += ("last_error", "sent_at")
+        return [Mail(*(m[k] for k in keys)) for m in self.t.outbox]
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]:
+        return [
+            m.id
+            for m in self._mails()
+            if m.sent_at is None
+            and (force or (m.attempts < max_attempts and m.next_attempt_at <= now))
+        ]
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        mail = self.get(mail_id)
+        if mail is None or mail.sent_at is not None:
+            return None
+        if mail.claimed_until is not None and mail.claimed_until >= now:
+            return None
+        self.update(mail_id, {"claimed_until": until})
+        return self.get(mail_id)
+
+    def get(self, mail_id: int) -> Mail | None:
+        return next((m for m in self._mails() if m.id == mail_id), None)
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None:
+        for n, m in enumerate(self.t.outbox):
+            if m["id"] == mail_id:
+                self.t.outbox[n] = {**m, **values}
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]:
+        return [m for m in self._mails() if not unsent_only or m.sent_at is None]
+
+    def waiting(self) -> int:
+        return len(self.listing(unsent_only=True))
+
+
+class FakeStudyRecords(_Repo):
+    """The study's records for the endpoint analyses (lane x13b)."""
+
+    def _ids(self, study_id: int) -> set[int]:
+        return {s.id for s in self.t.subjects.values() if s.study_id == study_id}
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        out = [
+            (s, self.t.allocations[s.id], self.t.sites[s.site_id])
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and s.id in self.t.allocations
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(out, key=lambda t: t[0].number)
+
+    def visits(self, study_id: int) -> list[Visit]:
+        ids = self._ids(study_id)
+        return [v for v in self.t.visits.values() if v.subject_id in ids]
+
+    def therapies(self, study_id: int) -> list[Therapy]:
+        ids = self._ids(study_id)
+        return [t for t in self.t.therapies.values() if t.subject_id in ids]
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        ids = self._ids(study_id)
+        found = [f for f in self.t.forms.values() if f.subject_id in ids]
+        return sorted(found, key=lambda f: (f.subject_id, f.seq))
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        return [
+            (f, self.t.allocations[f.subject_id].arm_enc)
+            for f in self.forms(study_id)
+            if f.form_code == form_code
+            and f.subject_id in self.t.allocations
+            and not self.t.allocations[f.subject_id].in_error
+            and not self.t.subjects[f.subject_id].test_subject
+        ]
+
+    # the operational reports (lane x13b)
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        found = [
+            s
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(found, key=lambda s: s.number)
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]:
+        return {i: a for i, a in self.t.allocations.items() if i in subject_ids}
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]:
+        return [
+            f
+            for f in self.t.forms.values()
+            if f.subject_id in subject_ids and f.form_code == form_code
+        ]
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]:
+        return [v for v in self.t.visits.values() if v.subject_id in subject_ids]
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]:
+        """The fake's allocations keep no reason."""
+        return [
+            InErrorRandomization(a.subject_id, a.randomized_on, None)
+            for a in self.t.allocations.values()
+            if a.subject_id in subject_ids and a.in_error
+        ]
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]:
+        live = {s.id for s in self.live_subjects(study_id, None)}
+        return [c for c in self.t.cases.values() if c.subject_id in live]
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]:
+        return [
+            e
+            for e in FakeAuditEntries(self._uow)._all()
+            if e.study_id == study_id and e.action in actions
+        ]
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]:
+        """The fake keeps no trial-level unblinding."""
+        return []
 
 
 class FakeSubmission(_Repo):
@@ -1390,28 +1535,53 @@ class FakeUsers(_Repo):
 class FakeAuditEntries(_Repo):
     def stream(self, stream: str) -> list[AuditEntry]:
         """Committed entries of the stream, numbered in order (no hashes: not chained)."""
-        entries = [e for e in self.t.audit if e.stream == stream]
+        return [e for e in self._all() if e.stream == stream]
+
+    def _all(self) -> list[AuditEntry]:
+        """Every committed entry, ids in the order written, seq per stream."""
+        seqs: dict[str, int] = {}
+        out = []
+        for n, e in enumerate(self.t.audit, start=1):
+            seqs[e.stream] = seq = seqs.get(e.stream, 0) + 1
+            out.append(self._stored(n, seq, e))
+        return out
+
+    def _selected(self, q: AuditQuery) -> list[AuditEntry]:
+        """The study's own entries (the fake keeps no role grants, so the users' security
+        entries the SQL query adds are not selected here)."""
         return [
-            AuditEntry(
-                id=seq,
-                stream=e.stream,
-                seq=seq,
-                prev_hash="",
-                hash="",
-                at=utc_iso(e.at),
-                actor=e.actor,
-                action=e.action,
-                study_id=e.study_id,
-                subject_id=e.subject_id,
-                entity=e.entity,
-                entity_id=e.entity_id,
-                old=canonical_json(e.old),
-                new=canonical_json(e.new),
-                reason=e.reason,
-                protocol_sha256=e.protocol_sha256,
-            )
-            for seq, e in enumerate(entries, start=1)
+            e
+            for e in self._all()
+            if e.study_id == q.study_id
+            and (q.action is None or e.action == q.action)
+            and (q.action_prefix is None or e.action.startswith(q.action_prefix))
+            and (q.actor is None or e.actor == q.actor)
+            and (q.subject_id is None or e.subject_id == q.subject_id)
+            and (q.since_at is None or e.at >= q.since_at)
+            and (q.until_at is None or e.at < q.until_at)
+            and e.entity not in q.excluded_entities
         ]
+
+    def count(self, query: AuditQuery) -> int:
+        return len(self._selected(query))
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        selected = self._selected(query)[offset:]
+        return selected if limit is None else selected[:limit]
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    @staticmethod
+    def _stored(n: int, seq: int, e: PendingEntry) -> AuditEntry:
+        return AuditEntry(
+            id=n, stream=e.stream, seq=seq, prev_hash="", hash="", at=utc_iso(e.at),
+            actor=e.actor, action=e.action, study_id=e.study_id, subject_id=e.subject_id,
+            entity=e.entity, entity_id=e.entity_id, old=canonical_json(e.old),
+            new=canonical_json(e.new), reason=e.reason, protocol_sha256=e.protocol_sha256,
+        )  # fmt: skip
 
 
 class FakeReporting(_Repo):
@@ -1751,6 +1921,8 @@ class FakeUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository
     exclusions: QualityExclusionRepository
     holds: HoldRepository
@@ -1784,6 +1956,8 @@ class FakeUnitOfWork:
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.mail_delivery = FakeMailDelivery(self)
+        self.study_records = FakeStudyRecords(self)
         self.consents = FakeConsents(self)
         self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()

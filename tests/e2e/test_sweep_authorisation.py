@@ -210,6 +210,10 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/database-lock/unlock"): frozenset({"monitor", "manager"}),
     ("POST", f"{STUDY}/subjects/{{number}}/sdv"): frozenset({"monitor"}),
     ("POST", f"{STUDY}/subjects/{{number}}/signatures"): COORDINATOR,
+    ("POST", "/subjects/{number}/records/lock"): frozenset({"monitor", "manager"}),
+    ("POST", "/records/locks/{lock_id}/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/records/sdv"): frozenset({"monitor"}),
+    ("POST", "/subjects/{number}/records/sign"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -343,6 +347,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/database-lock/unlock"): P.DATABASE_LOCK,
     ("POST", f"{STUDY}/subjects/{{number}}/sdv"): P.SDV_MARK,
     ("POST", f"{STUDY}/subjects/{{number}}/signatures"): P.RECORD_SIGN,
+    ("POST", "/subjects/{number}/records/lock"): P.RECORD_LOCK,
+    ("POST", "/records/locks/{lock_id}/unlock"): P.RECORD_LOCK,
+    ("POST", "/subjects/{number}/records/sdv"): P.SDV_MARK,
+    ("POST", "/subjects/{number}/records/sign"): P.RECORD_SIGN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -552,6 +560,9 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         f"{STUDY}/database-lock": {"kind": "hard"},
         f"{STUDY}/subjects/{{number}}/sdv": {"form": "follow_up", "visit": "M1"},
         f"{STUDY}/subjects/{{number}}/signatures": {"level": "visit", "visit": "M1"},
+        "/subjects/{number}/records/lock": {"level": "visit", "visit": "M18"},
+        "/subjects/{number}/records/sdv": {"form": "follow_up", "visit": "M1"},
+        "/subjects/{number}/records/sign": {"level": "visit", "visit": "M1"},
     }
 
 

@@ -195,3 +195,8 @@ class SqlDataQueries:
             .where(u.c.username == username, u.c.active.is_(True), g.c.study_id == study_id)
         )
         return [(str(role), site_id) for role, site_id in self._run(stmt)]
+
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        """Every query on the subject's records (issue 15: "not available" answers)."""
+        stmt = QUERY.select().where(_Q.c.subject_id == subject_id).order_by(_Q.c.id)
+        return [QUERY.of(row) for row in self._run(stmt)]

@@ -27,6 +27,7 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditQuery,
     AuditRecord,
     CapCounts,
     CaseDetail,
@@ -42,6 +43,8 @@ from trialdesk.store.records import (
     DqExclusion,
     FormMark,
     FormRecord,
+    InErrorRandomization,
+    Mail,
     NotificationRead,
     ProtocolVersion,
     Randomization,
@@ -57,6 +60,7 @@ from trialdesk.store.records import (
     Therapy,
     TokenRead,
     TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -382,6 +386,10 @@ class DataQueryRepository(Protocol):
 
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
+        ...
+
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        """Every query on the subject's records (issue 15: "not available" answers)."""
         ...
 
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
@@ -861,6 +869,16 @@ class AuditEntryRepository(Protocol):
         """The stored entries of one stream, in chain order."""
         ...
 
+    def count(self, query: AuditQuery) -> int: ...
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries ``query`` selects, in the order written."""
+        ...
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]: ...
+
 
 class ReportingRepository(Protocol):
     def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
@@ -908,6 +926,65 @@ class DatabaseMaintenance(Protocol):
     def holds_data(self) -> bool: ...
 
     def replace_contents(self, source: Path) -> None: ...
+
+
+class MailDeliveryRepository(Protocol):
+    """The sender's side of the outbox: due mails, claims, outcomes, the operator's list."""
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]: ...
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        """The mail, claimed until ``until``; None when another sender holds it or it was
+        sent."""
+        ...
+
+    def get(self, mail_id: int) -> Mail | None: ...
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None: ...
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]: ...
+
+    def waiting(self) -> int: ...
+
+
+class StudyRecordsRepository(Protocol):
+    """A study's clinical records read whole, for the endpoint analyses."""
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        """Randomized live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def visits(self, study_id: int) -> list[Visit]: ...
+
+    def therapies(self, study_id: int) -> list[Therapy]: ...
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        """By subject and sequence."""
+        ...
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
+        ...
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        """Live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]: ...
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]: ...
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]: ...
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]: ...
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]: ...
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]: ...
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]: ...
 
 
 # --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
@@ -1000,6 +1077,8 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
 

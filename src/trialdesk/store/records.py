@@ -552,6 +552,42 @@ class ScreeningLogLine:
     screen_failure_detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which stored audit entries of a study to read: the study's own entries and, from its
+    users' streams (``user:<id>`` of every user holding a role in it), those whose action ends
+    in one of ``security_suffixes``; then each given part narrows (times are the stored UTC
+    text, ``until_at`` exclusive)."""
+
+    study_id: int
+    security_suffixes: tuple[str, ...] = ()
+    action: str | None = None
+    action_prefix: str | None = None
+    actor: str | None = None
+    subject_id: int | None = None
+    since_at: str | None = None
+    until_at: str | None = None
+    excluded_entities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A mail of the outbox; ``body_enc`` is None once delivered."""
+
+    id: int
+    study_id: int | None
+    kind: str
+    recipient: str
+    subject: str
+    body_enc: bytes | None
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    claimed_until: dt.datetime | None
+    last_error: str | None
+    sent_at: dt.datetime | None
+
+
 # --- issue 15 (lane x15b): exclusions, consents, withdrawals ------------------------------------
 
 
@@ -616,6 +652,15 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class InErrorRandomization:
+    """A randomization flagged in error, as the deviations report lists it (never the arm)."""
+
+    subject_id: int
+    randomized_on: dt.date
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class FormMark:
     """Issue 14: that a form was saved for a subject (at a visit), without its data: the
     status grid reads these for many subjects at once. ``version`` above 1: corrected."""
@@ -625,3 +670,14 @@ class FormMark:
     visit_code: str
     record_id: int
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblindingEvent:
+    """A trial-level unblinding request and its confirmation: who, when and why."""
+
+    requested_at: dt.datetime
+    requested_by: str
+    reason: str
+    confirmed_at: dt.datetime | None
+    confirmed_by: str | None

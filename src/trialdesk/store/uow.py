@@ -25,7 +25,7 @@ from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.holds import SqlHolds
 from trialdesk.store.lock_guard import LockGuard
-from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.mail_outbox import SqlMailDelivery, SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.odm_history import SqlOdmHistory
@@ -42,6 +42,7 @@ from trialdesk.store.ports import (
     FormRepository,
     HoldRepository,
     ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -51,6 +52,7 @@ from trialdesk.store.ports import (
     ReportingRepository,
     RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SubmissionReader,
@@ -66,6 +68,7 @@ from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.requests import SqlRequests
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
+from trialdesk.store.study_records import SqlStudyRecords
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.submission import SqlSubmission
 from trialdesk.store.supply import SqlSupply
@@ -104,6 +107,8 @@ class SqlUnitOfWork:
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
     holds: HoldRepository
@@ -141,6 +146,8 @@ class SqlUnitOfWork:
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.mail_delivery = SqlMailDelivery(session)
+        self.study_records = SqlStudyRecords(session)
         self.consents = SqlConsents(session)  # issue 15 (x15b)
         self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)

@@ -13,6 +13,7 @@ from trialdesk.web import (
     devices,
     followup_pages,
     list_pages,
+    lock_pages,
     preferences,
     protocol_pages,
     query_pages,
@@ -40,6 +41,7 @@ PAGE_MODULES = (
     list_pages,  # issue 14 (x14b)
     records_pages,  # issue 15 (x15b)
     followup_pages,  # x14a: the subject after randomization
+    lock_pages,  # issue 15, lane x15a: locks, SDV, signatures, the lock checklist
 )
 
 
