@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 from trialdesk.protocol.loader import load_protocol
 from trialdesk.reports.define import define_problems, define_xml, sdtm_define
 from trialdesk.reports.sdtm import Reading, SdtmInput, build_sdtm, cut_words
+from trialdesk.services.submission import read_coding
 from trialdesk.store.submission import (
     StoredAllocation,
     StoredForm,
@@ -144,3 +146,28 @@ def test_the_define_of_the_mapping_validates_and_breaks_when_broken() -> None:
     xml = define_xml(doc)
     assert define_problems(xml) == []
     assert define_problems(xml.replace(b' DataType="text"', b"", 1))
+
+
+def test_imported_meddra_coding_fills_aedecod_and_aebodsys(tmp_path: Path) -> None:
+    """EXP-1: the MedDRA import place: a CSV (AETERM, AEDECOD, AEBODSYS) read by the service
+    codes the matching reported term; an uncoded term keeps its upper-case reported term."""
+    csv_file = tmp_path / "meddra.csv"
+    csv_file.write_text(
+        "AETERM,AEDECOD,AEBODSYS\nGroin haematoma,Haematoma,Vascular disorders\n",
+        encoding="utf-8",
+    )
+    coding = read_coding(csv_file)
+    ae = [
+        _form(
+            "adverse_event", {"onset_date": D.isoformat(), "term": t, "mae_category": "none"}, seq=i
+        )
+        for i, t in enumerate(("Groin haematoma", "Syncope"), start=1)
+    ]
+    study = StudySubmission(1, "FLAGSHIP", "Flagship", [], [_subject(1, "S101-001", forms=ae)])
+    data = SdtmInput(study, load_protocol().protocol, {1: Reading("INT")}, True, coding)
+    rows = {r["AETERM"]: r for r in next(d for d in build_sdtm(data) if d.name == "AE").rows}
+    assert (rows["Groin haematoma"]["AEDECOD"], rows["Groin haematoma"]["AEBODSYS"]) == (
+        "Haematoma",
+        "Vascular disorders",
+    )
+    assert (rows["Syncope"]["AEDECOD"], rows["Syncope"]["AEBODSYS"]) == ("SYNCOPE", "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -58,9 +59,13 @@ def sdtm_cmd(
     unblinded: bool = UnblindedOpt,
     user: str | None = UserOpt,
     study: str | None = StudyOpt,
+    meddra: Path | None = typer.Option(
+        None, "--meddra", help="CSV of AE coding: AETERM, AEDECOD, AEBODSYS"
+    ),
 ) -> None:
-    """SDTM as SAS XPORT v5 with define.xml, define.html and the annotated CRF."""
-    _run(exports.export_sdtm, out, unblinded, user, study)
+    """SDTM as SAS XPORT v5 with define.xml, define.html and the annotated CRF; --meddra
+    imports AE coding (CSV: AETERM, AEDECOD, AEBODSYS)."""
+    _run(partial(submission.export_sdtm, coding=meddra), out, unblinded, user, study)
 
 
 @app.command("adam")
