@@ -56,10 +56,18 @@ export RUN_HELP
 # `trialdesk simulate` then fills the demo study with a synthetic trial two years into
 # enrolment, ending today (once: a study with subjects is left as it is).
 # Then the web pages and the API are served until Ctrl-C.
+# A second `make run` on the same ./trialdesk.db finds the simulated study
+# (scripts/demo_ready.py, standard library only) and goes straight to the server, which
+# applies any new migration itself.
 run: venv
-	$(BIN)/trialdesk init --demo --demo-password '$(DEMO_PASSWORD)'
-	$(BIN)/trialdesk simulate --subjects 352 --sites 75 --as-of today --enrolment-years 2 \
-		--screened-per-site-month 0.22 --seed 1
+	@if [ -z "$$TRIALDESK_DATABASE_URL" ] && [ -f trialdesk.key ] && \
+		$(BIN)/python -S scripts/demo_ready.py trialdesk.db FLAGSHIP; then \
+		echo "trialdesk.db holds the simulated demo study: serving it"; \
+	else \
+		$(BIN)/trialdesk init --demo --demo-password '$(DEMO_PASSWORD)' && \
+		$(BIN)/trialdesk simulate --subjects 352 --sites 75 --as-of today --enrolment-years 2 \
+			--screened-per-site-month 0.22 --seed 1; \
+	fi
 	@echo "$$RUN_HELP"
 	@printf '\nOpen http://127.0.0.1:8000 and sign in as a demo user (Ctrl-C stops the server).\n'
 	$(BIN)/trialdesk serve --host 127.0.0.1 --port 8000

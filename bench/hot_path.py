@@ -146,7 +146,7 @@ def prepare(url: str, subjects: int, workdir: Path) -> dict[str, Any]:
     from tests.conftest import PASSWORD, Trial, build_trial, flagship
     from tests.factory import ready_to_randomize
 
-    from trialdesk.services import randomization
+    from trialdesk.services.allocation import randomization
     from trialdesk.store.database import make_engine
 
     name = f"td_bench_{uuid.uuid4().hex[:10]}"

@@ -38,9 +38,9 @@ from trialdesk.bootstrap import bootstrap  # noqa: E402
 from trialdesk.config import Settings  # noqa: E402
 from trialdesk.protocol.loader import load_protocol, parse_protocol  # noqa: E402
 from trialdesk.services.access import operator_actor  # noqa: E402
+from trialdesk.services.allocation.lists import generate_list  # noqa: E402
+from trialdesk.services.allocation.randomization import randomize  # noqa: E402
 from trialdesk.services.crypto import create_key_file  # noqa: E402
-from trialdesk.services.lists import generate_list  # noqa: E402
-from trialdesk.services.randomization import randomize  # noqa: E402
 from trialdesk.services.setup import create_demo_users, initialize_study  # noqa: E402
 from trialdesk.store.audit import verify_chain  # noqa: E402
 from trialdesk.store.database import make_engine  # noqa: E402

@@ -28,9 +28,9 @@ from trialdesk.demo.trial import SimulationConfig, check_consistency, simulate_t
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol, load_protocol, parse_protocol
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.services.auth import authenticate
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import create_user, initialize_study
 from trialdesk.store.database import make_engine
 

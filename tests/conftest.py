@@ -39,10 +39,10 @@ from trialdesk.bootstrap import Runtime, bootstrap
 from trialdesk.config import Settings
 from trialdesk.protocol.loader import LoadedProtocol, load_protocol
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.services.auth import authenticate
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import DEMO_USERS, create_demo_users, initialize_study
 from trialdesk.services.supply import stock_demo_site
 from trialdesk.store.database import make_engine

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, Self
 from sqlalchemy.orm import Session
 
 from trialdesk.domain.audit import canonical_json, utc_iso
+from trialdesk.domain.errors import Conflict
 from trialdesk.reports.enrolment import MonthRow, SiteFacts, month_rows
 from trialdesk.store.audit import PendingEntry, VerifyResult
 from trialdesk.store.audit_log import AuditLog
@@ -27,6 +28,7 @@ from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -35,16 +37,22 @@ from trialdesk.store.ports import (
     DataQueryRepository,
     FormRepository,
     HoldRepository,
+    ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
     QualityExclusionRepository,
+    RandomizationRepository,
     ReportingRepository,
+    RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
+    TrialUnblindingRepository,
     UnitOfWork,
     UnitOfWorkFactory,
     UserRepository,
@@ -52,8 +60,14 @@ from trialdesk.store.ports import (
 )
 from trialdesk.store.records import (
     Allocation,
+    AllocationList,
+    AllocationSlot,
     AuditEntry,
+    AuditQuery,
+    AuditRecord,
+    CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -63,16 +77,28 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
     HistoryVersion,
+    InErrorRandomization,
+    Mail,
+    Notification,
+    NotificationRead,
     ProtocolVersion,
+    Randomization,
     ScreeningLogLine,
     Site,
+    StratumCursor,
     Study,
+    StudyHead,
     StudyHistory,
     Subject,
     SubjectRead,
+    TakenSlot,
     Therapy,
+    TokenRead,
+    TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -114,6 +140,7 @@ class Tables:
     confirmations: dict[int, Confirmation] = field(default_factory=dict)
     cases: dict[int, CrcCase] = field(default_factory=dict)
     therapies: dict[int, Therapy] = field(default_factory=dict)
+    case_notes: dict[int, CaseNote] = field(default_factory=dict)
     queries: dict[int, DataQuery] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     mail_addresses: dict[tuple[int, str], list[str]] = field(default_factory=dict)
@@ -121,6 +148,17 @@ class Tables:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[PendingEntry] = field(default_factory=list)
     last_id: int = 0
+    # allocation (lane x13a)
+    lists: dict[int, AllocationList] = field(default_factory=dict)
+    cursors: dict[int, StratumCursor] = field(default_factory=dict)
+    slots: dict[int, AllocationSlot] = field(default_factory=dict)
+    randomizations: dict[int, Randomization] = field(default_factory=dict)
+    next_randomization_seq: dict[int, int] = field(default_factory=dict)
+    unblindings: dict[int, TrialUnblinding] = field(default_factory=dict)
+    tokens: dict[tuple[str, str], TokenRead] = field(default_factory=dict)
+    """Sessions by (token hash, kind); the tests set them."""
+    row_locks: list[tuple[str, int, bool]] = field(default_factory=list)
+    """Locks taken, in order: ("study", id, shared) and ("cursor", id, False)."""
     # supply (lane x13b)
     lots: dict[int, DeviceLot] = field(default_factory=dict)
     devices: dict[int, Device] = field(default_factory=dict)
@@ -158,6 +196,9 @@ class FakeStore:
     def __init__(self) -> None:
         self.tables = Tables()
         self.commits = 0
+        self.parallel_writers: int | None = None
+        """What ``uow.randomizations.parallel_writers()`` answers: None as on SQLite (writers
+        serialized), a number as on PostgreSQL (its connection limit)."""
 
 
 class _Repo:
@@ -303,6 +344,9 @@ class FakeSubjects(_Repo):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         found = [
             s
@@ -311,9 +355,24 @@ class FakeSubjects(_Repo):
             and (site_ids is None or s.site_id in site_ids)
             and (site_code is None or self.t.sites[s.site_id].code == site_code)
             and (state is None or s.state == state)
+            and (not search or search in s.number)
         ]
-        found.sort(key=lambda s: s.number)
+        keys: dict[str, Callable[[Subject], Any]] = {
+            "number": lambda s: "",
+            "registered": lambda s: s.registered_on,
+            "state": lambda s: s.state,
+            "site": lambda s: self.t.sites[s.site_id].code,
+        }
+        found.sort(key=lambda s: s.number, reverse=descending)
+        found.sort(key=keys[order], reverse=descending)
         return [self.read_of(s) for s in found[offset : offset + limit]], len(found)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.t.subjects.values():
+            if s.study_id == study_id and (site_ids is None or s.site_id in site_ids):
+                counts[s.state] = counts.get(s.state, 0) + 1
+        return counts
 
     def on_study(
         self,
@@ -384,6 +443,13 @@ class FakeForms(_Repo):
 
     def max_seq(self, subject_id: int, form_code: str, visit_code: str) -> int:
         return max((f.seq for f in self._of(subject_id, form_code, visit_code)), default=0)
+
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        found = sorted(
+            (r for r in self.t.forms.values() if r.subject_id in subject_ids),
+            key=lambda r: (r.subject_id, r.seq, r.id),
+        )
+        return [FormMark(r.subject_id, r.form_code, r.visit_code, r.id, r.version) for r in found]
 
     def for_subject(self, subject_id: int, *, visit_code: str = "") -> list[FormRecord]:
         return sorted(
@@ -503,6 +569,29 @@ class FakeCrc(_Repo):
         self.t.cases[case.id] = updated
         return updated
 
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        case = self.t.cases.get(case_id)
+        return case if case is not None and case.study_id == study_id else None
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        return sorted(
+            (n for n in self.t.case_notes.values() if n.case_id == case_id), key=lambda n: n.id
+        )
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote:
+        note = CaseNote(self.t.new_id(), case_id, kind, text, written_by, written_name, at)
+        self.t.case_notes[note.id] = note
+        return note
+
     def add_therapy(
         self,
         *,
@@ -594,6 +683,43 @@ class FakeDataQueries(_Repo):
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
         return list(self.t.grants.get((study_id, username), []))
 
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        found = [
+            (q, s, site)
+            for q, s, site in self.listing(
+                study_id, statuses=statuses, site_id=None, site_ids=site_ids
+            )
+            if (site_code is None or site.code == site_code)
+            and (raised_before is None or q.raised_at <= raised_before)
+            and (not subject or s.number.startswith(subject))
+            and (form_record_id is None or q.form_record_id == form_record_id)
+        ]
+        if newest_first:
+            found.reverse()
+        return found[offset : offset + limit], len(found)
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        return [
+            (q.subject_id, q.form_code, q.visit_code, q.status)
+            for q in self.t.queries.values()
+            if q.subject_id in subject_ids and q.status != "closed"
+        ]
+
 
 # --- issue 15 (x15b) -----------------------------------------------------------------------------
 
@@ -667,8 +793,327 @@ class FakeNotifications(_Repo):
         at: dt.datetime,
     ) -> None:
         self.t.notifications.append(
-            {"study_id": study_id, "role": recipient_role, "subject_id": subject_id, "text": text}
+            {
+                "id": self.t.new_id(),
+                "study_id": study_id,
+                "role": recipient_role,
+                "subject_id": subject_id,
+                "text": text,
+                "at": at,
+                "read_at": None,
+            }
         )
+
+    def _read(self, note: dict[str, Any]) -> NotificationRead:
+        subject = self.t.subjects.get(note["subject_id"]) if note["subject_id"] else None
+        return NotificationRead(
+            Notification(
+                note["id"],
+                note["study_id"],
+                note["role"],
+                note["subject_id"],
+                note["text"],
+                note["at"],
+                note["read_at"],
+            ),
+            subject.number if subject else None,
+            subject.site_id if subject else None,
+        )
+
+    def for_roles(
+        self, study_id: int, roles: Collection[str], *, unread_only: bool
+    ) -> list[NotificationRead]:
+        found = [
+            n
+            for n in self.t.notifications
+            if n["study_id"] == study_id
+            and n["role"] in roles
+            and not (unread_only and n["read_at"] is not None)
+        ]
+        return [self._read(n) for n in sorted(found, key=lambda n: -n["id"])]
+
+    def get(self, notification_id: int) -> NotificationRead | None:
+        found = [n for n in self.t.notifications if n["id"] == notification_id]
+        return self._read(found[0]) if found else None
+
+    def mark_read(self, notification_id: int, at: dt.datetime) -> NotificationRead:
+        notes = self.t.notifications = [dict(n) for n in self.t.notifications]
+        note = next(n for n in notes if n["id"] == notification_id)
+        if note["read_at"] is None:
+            note["read_at"] = at
+        return self._read(note)
+
+
+class FakeLists(_Repo):
+    def site_codes(self, study_id: int) -> list[str]:
+        return sorted(s.code for s in self.t.sites.values() if s.study_id == study_id)
+
+    def active(self, study_id: int, mode: str) -> AllocationList | None:
+        found = [
+            lst
+            for lst in self.t.lists.values()
+            if lst.study_id == study_id and lst.mode == mode and lst.active
+        ]
+        return max(found, key=lambda lst: lst.id, default=None)
+
+    def get(self, list_id: int) -> AllocationList | None:
+        return self.t.lists.get(list_id)
+
+    def of_study(self, study_id: int, mode: str | None = None) -> list[AllocationList]:
+        return sorted(
+            (
+                lst
+                for lst in self.t.lists.values()
+                if lst.study_id == study_id and (mode is None or lst.mode == mode)
+            ),
+            key=lambda lst: lst.id,
+        )
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        mode: str,
+        method: str,
+        source: str,
+        seed_enc: bytes | None,
+        fingerprint: str,
+        at: dt.datetime,
+        by: str,
+    ) -> AllocationList:
+        lst = AllocationList(
+            self.t.new_id(), study_id, mode, method, source, seed_enc, fingerprint, at, by, True
+        )
+        self.t.lists[lst.id] = lst
+        return lst
+
+    def deactivate(self, lst: AllocationList) -> AllocationList:
+        new = self.t.lists[lst.id] = replace(self.t.lists[lst.id], active=False)
+        return new
+
+    def cursor(self, list_id: int, stratum: str, *, lock: bool = False) -> StratumCursor | None:
+        found = next(
+            (c for c in self.t.cursors.values() if c.list_id == list_id and c.stratum == stratum),
+            None,
+        )
+        if found is not None and lock:
+            self.t.row_locks.append(("cursor", found.id, False))
+        return found
+
+    def cursors(self, list_id: int) -> list[StratumCursor]:
+        return sorted(
+            (c for c in self.t.cursors.values() if c.list_id == list_id), key=lambda c: c.stratum
+        )
+
+    def add_cursor(self, list_id: int, stratum: str, size: int) -> StratumCursor:
+        if self.cursor(list_id, stratum) is not None:
+            raise AssertionError("unique (list_id, stratum) violated")
+        cursor = StratumCursor(self.t.new_id(), list_id, stratum, 1, size, 0)
+        self.t.cursors[cursor.id] = cursor
+        return cursor
+
+    def update_cursor(self, cursor: StratumCursor, values: Mapping[str, Any]) -> StratumCursor:
+        new = self.t.cursors[cursor.id] = replace(self.t.cursors[cursor.id], **values)
+        return new
+
+    def add_slots(self, list_id: int, stratum: str, slots: Sequence[tuple[int, bytes]]) -> None:
+        held = {(s.stratum, s.sequence) for s in self.t.slots.values() if s.list_id == list_id}
+        for seq, payload in slots:
+            if (stratum, seq) in held:
+                raise AssertionError("unique (list_id, stratum, sequence) violated")
+            slot = AllocationSlot(self.t.new_id(), list_id, stratum, seq, payload, None, None)
+            self.t.slots[slot.id] = slot
+
+    def slots(self, list_id: int, stratum: str | None = None) -> list[AllocationSlot]:
+        return sorted(
+            (
+                s
+                for s in self.t.slots.values()
+                if s.list_id == list_id and (stratum is None or s.stratum == stratum)
+            ),
+            key=lambda s: (s.stratum, s.sequence),
+        )
+
+    def last_slot(self, list_id: int, stratum: str) -> AllocationSlot | None:
+        found = self.slots(list_id, stratum)
+        return found[-1] if found else None
+
+    def sizes(self, list_id: int) -> tuple[int, int]:
+        return len(self.cursors(list_id)), len(self.slots(list_id))
+
+    def used(self, list_id: int) -> int:
+        return sum(1 for s in self.slots(list_id) if s.used_by_subject_id is not None)
+
+    def draw(
+        self, study_id: int, mode: str, stratum: str, *, subject_id: int, at: dt.datetime
+    ) -> TakenSlot | None:
+        lst = self.active(study_id, mode)
+        cursor = None if lst is None else self.cursor(lst.id, stratum, lock=True)
+        if cursor is None or cursor.next_sequence > cursor.size:
+            return None
+        return self.take_slot(cursor, subject_id=subject_id, at=at)
+
+    def take_slot(self, cursor: StratumCursor, *, subject_id: int, at: dt.datetime) -> TakenSlot:
+        slot = next(
+            s
+            for s in self.slots(cursor.list_id, cursor.stratum)
+            if s.sequence == cursor.next_sequence
+        )
+        if slot.used_by_subject_id is not None or any(
+            s.used_by_subject_id == subject_id for s in self.t.slots.values()
+        ):
+            raise AssertionError("a slot is used at most once, by one subject")
+        used = self.t.slots[slot.id] = replace(slot, used_by_subject_id=subject_id, used_at=at)
+        after = self.update_cursor(cursor, {"next_sequence": cursor.next_sequence + 1})
+        return TakenSlot(used, after)
+
+
+class FakeRandomizations(_Repo):
+    def read(self, study_id: int, number: str) -> tuple[SubjectRead, ProtocolVersion] | None:
+        read = FakeSubjects(self._uow).read(study_id, number)
+        if read is None:
+            return None
+        signed = [
+            v for v in self.t.versions.values() if v.study_id == study_id and v.status == "signed"
+        ]
+        return read, max(signed, key=lambda v: v.id)
+
+    def for_subject(self, subject_id: int) -> Randomization | None:
+        return next((r for r in self.t.randomizations.values() if r.subject_id == subject_id), None)
+
+    def by_key(self, key: str) -> Randomization | None:
+        return next((r for r in self.t.randomizations.values() if r.idempotency_key == key), None)
+
+    def parallel_writers(self) -> int | None:
+        return self._uow.store.parallel_writers
+
+    def counts(self, study_id: int, *, site_id: int, country: str) -> CapCounts:
+        total = site = in_country = 0
+        for rand in self.t.randomizations.values():
+            if rand.study_id != study_id:
+                continue
+            subject_site = self.t.sites[self.t.subjects[rand.subject_id].site_id]
+            total += 1
+            site += subject_site.id == site_id
+            in_country += subject_site.country == country
+        return CapCounts(total, site, in_country)
+
+    def allocated(self, study_id: int) -> list[tuple[bytes, str]]:
+        return [
+            (r.arm_enc, r.factors)
+            for r in self.t.randomizations.values()
+            if r.study_id == study_id and not r.in_error
+        ]
+
+    def add(self, *, site_id: int, site_code: str, **values: Any) -> Randomization:
+        if self.for_subject(values["subject_id"]) is not None or (
+            values["idempotency_key"] is not None and self.by_key(values["idempotency_key"])
+        ):
+            raise Conflict("this subject was randomized by a concurrent request")
+        seq = self.t.next_randomization_seq.get(site_id, 1)
+        self.t.next_randomization_seq[site_id] = seq + 1
+        rand = Randomization(
+            id=self.t.new_id(),
+            number=f"{site_code}-R{seq:03d}",
+            in_error=False,
+            in_error_reason=None,
+            **values,
+        )
+        self.t.randomizations[rand.id] = rand
+        self.t.allocations[rand.subject_id] = Allocation(
+            rand.subject_id, rand.number, rand.arm_enc, rand.randomized_on, False
+        )
+        return rand
+
+    def mark_in_error(self, rand: Randomization, reason: str) -> Randomization | None:
+        current = self.t.randomizations[rand.id]
+        if current.in_error:
+            return None
+        new = self.t.randomizations[rand.id] = replace(
+            current, in_error=True, in_error_reason=reason
+        )
+        self.t.allocations[new.subject_id] = replace(
+            self.t.allocations[new.subject_id], in_error=True
+        )
+        return new
+
+
+class FakeRequests(_Repo):
+    def token(self, token_hash: str, kind: str) -> TokenRead | None:
+        return self.t.tokens.get((token_hash, kind))
+
+    def study(self, code: str) -> StudyHead | None:
+        study = next((s for s in self.t.studies.values() if s.code == code), None)
+        if study is None:
+            return None
+        current = [v for v in self.t.versions.values() if v.study_id == study.id and v.current]
+        version = max(current, key=lambda v: v.id, default=None)
+        return StudyHead(
+            study.id,
+            study.code,
+            study.name,
+            study.mode,
+            "" if version is None else "protocol",
+            "" if version is None else version.version,
+            "" if version is None else version.sha256,
+            sum(1 for site in self.t.sites.values() if site.study_id == study.id),
+        )
+
+    def touch(self, token_id: int, at: dt.datetime) -> None:
+        for key, token in list(self.t.tokens.items()):
+            if token.token_id == token_id:
+                self.t.tokens[key] = replace(token, last_used_at=at)
+
+
+class FakeTrialUnblindings(_Repo):
+    def pending(self, study_id: int) -> TrialUnblinding | None:
+        found = [
+            u
+            for u in self.t.unblindings.values()
+            if u.study_id == study_id and u.status == "pending"
+        ]
+        return min(found, key=lambda u: u.id, default=None)
+
+    def latest(self, study_id: int) -> TrialUnblinding | None:
+        found = [u for u in self.t.unblindings.values() if u.study_id == study_id]
+        return max(found, key=lambda u: u.id, default=None)
+
+    def add(self, **values: Any) -> TrialUnblinding:
+        row = TrialUnblinding(
+            id=self.t.new_id(),
+            status="pending",
+            confirmed_by=None,
+            confirmed_name=None,
+            confirmed_at=None,
+            confirmed_meaning=None,
+            **values,
+        )
+        self.t.unblindings[row.id] = row
+        return row
+
+    def confirm(
+        self, pending: TrialUnblinding, values: Mapping[str, Any]
+    ) -> TrialUnblinding | None:
+        current = self.t.unblindings[pending.id]
+        if current.status != "pending":
+            return None
+        new = self.t.unblindings[pending.id] = replace(current, **values)
+        return new
+
+    def unblind_study(self, study_id: int, at: dt.datetime) -> None:
+        self.t.studies[study_id] = replace(self.t.studies[study_id], trial_unblinded_at=at)
+
+    def in_state(self, study_id: int, state: str, site_ids: set[int] | None) -> int:
+        return sum(
+            1
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and s.state == state
+            and (site_ids is None or s.site_id in site_ids)
+        )
+
+    def user_id(self, username: str) -> int | None:
+        return next((u.id for u in self.t.users.values() if u.username == username), None)
 
 
 class FakeMailOutbox(_Repo):
@@ -687,10 +1132,144 @@ class FakeMailOutbox(_Repo):
     ) -> None:
         self.t.outbox.append(
             {"study_id": study_id, "kind": kind, "to": recipient, "subject": subject}
+            | {"id": self.t.new_id(), "body_enc": body_enc, "created_at": at, "attempts": 0}
+            | {"next_attempt_at": at, "claimed_until": None, "last_error": None, "sent_at": None}
         )
 
     def after_commit(self, wake: Callable[[], None]) -> None:
         """Nothing is delivered from the fake; delivery is tested against a real server."""
+
+
+class FakeMailDelivery(_Repo):
+    """The outbox as the sender sees it (lane x13b); the fake sends nothing itself."""
+
+    def _mails(self) -> list[Mail]:
+        keys: tuple[str, ...] = ("id", "study_id", "kind", "to", "subject", "body_enc")
+        keys += ("created_at", "attempts", "next_attempt_at", "claimed_until")
+        keys += ("last_error", "sent_at")
+        return [Mail(*(m[k] for k in keys)) for m in self.t.outbox]
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]:
+        return [
+            m.id
+            for m in self._mails()
+            if m.sent_at is None
+            and (force or (m.attempts < max_attempts and m.next_attempt_at <= now))
+        ]
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        mail = self.get(mail_id)
+        if mail is None or mail.sent_at is not None:
+            return None
+        if mail.claimed_until is not None and mail.claimed_until >= now:
+            return None
+        self.update(mail_id, {"claimed_until": until})
+        return self.get(mail_id)
+
+    def get(self, mail_id: int) -> Mail | None:
+        return next((m for m in self._mails() if m.id == mail_id), None)
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None:
+        for n, m in enumerate(self.t.outbox):
+            if m["id"] == mail_id:
+                self.t.outbox[n] = {**m, **values}
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]:
+        return [m for m in self._mails() if not unsent_only or m.sent_at is None]
+
+    def waiting(self) -> int:
+        return len(self.listing(unsent_only=True))
+
+
+class FakeStudyRecords(_Repo):
+    """The study's records for the endpoint analyses (lane x13b)."""
+
+    def _ids(self, study_id: int) -> set[int]:
+        return {s.id for s in self.t.subjects.values() if s.study_id == study_id}
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        out = [
+            (s, self.t.allocations[s.id], self.t.sites[s.site_id])
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and s.id in self.t.allocations
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(out, key=lambda t: t[0].number)
+
+    def visits(self, study_id: int) -> list[Visit]:
+        ids = self._ids(study_id)
+        return [v for v in self.t.visits.values() if v.subject_id in ids]
+
+    def therapies(self, study_id: int) -> list[Therapy]:
+        ids = self._ids(study_id)
+        return [t for t in self.t.therapies.values() if t.subject_id in ids]
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        ids = self._ids(study_id)
+        found = [f for f in self.t.forms.values() if f.subject_id in ids]
+        return sorted(found, key=lambda f: (f.subject_id, f.seq))
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        return [
+            (f, self.t.allocations[f.subject_id].arm_enc)
+            for f in self.forms(study_id)
+            if f.form_code == form_code
+            and f.subject_id in self.t.allocations
+            and not self.t.allocations[f.subject_id].in_error
+            and not self.t.subjects[f.subject_id].test_subject
+        ]
+
+    # the operational reports (lane x13b)
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        found = [
+            s
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(found, key=lambda s: s.number)
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]:
+        return {i: a for i, a in self.t.allocations.items() if i in subject_ids}
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]:
+        return [
+            f
+            for f in self.t.forms.values()
+            if f.subject_id in subject_ids and f.form_code == form_code
+        ]
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]:
+        return [v for v in self.t.visits.values() if v.subject_id in subject_ids]
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]:
+        """The fake's allocations keep no reason."""
+        return [
+            InErrorRandomization(a.subject_id, a.randomized_on, None)
+            for a in self.t.allocations.values()
+            if a.subject_id in subject_ids and a.in_error
+        ]
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]:
+        live = {s.id for s in self.live_subjects(study_id, None)}
+        return [c for c in self.t.cases.values() if c.subject_id in live]
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]:
+        return [
+            e
+            for e in FakeAuditEntries(self._uow)._all()
+            if e.study_id == study_id and e.action in actions
+        ]
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]:
+        """The fake keeps no trial-level unblinding."""
+        return []
 
 
 class FakeOdmHistory(_Repo):
@@ -874,28 +1453,53 @@ class FakeUsers(_Repo):
 class FakeAuditEntries(_Repo):
     def stream(self, stream: str) -> list[AuditEntry]:
         """Committed entries of the stream, numbered in order (no hashes: not chained)."""
-        entries = [e for e in self.t.audit if e.stream == stream]
+        return [e for e in self._all() if e.stream == stream]
+
+    def _all(self) -> list[AuditEntry]:
+        """Every committed entry, ids in the order written, seq per stream."""
+        seqs: dict[str, int] = {}
+        out = []
+        for n, e in enumerate(self.t.audit, start=1):
+            seqs[e.stream] = seq = seqs.get(e.stream, 0) + 1
+            out.append(self._stored(n, seq, e))
+        return out
+
+    def _selected(self, q: AuditQuery) -> list[AuditEntry]:
+        """The study's own entries (the fake keeps no role grants, so the users' security
+        entries the SQL query adds are not selected here)."""
         return [
-            AuditEntry(
-                id=seq,
-                stream=e.stream,
-                seq=seq,
-                prev_hash="",
-                hash="",
-                at=utc_iso(e.at),
-                actor=e.actor,
-                action=e.action,
-                study_id=e.study_id,
-                subject_id=e.subject_id,
-                entity=e.entity,
-                entity_id=e.entity_id,
-                old=canonical_json(e.old),
-                new=canonical_json(e.new),
-                reason=e.reason,
-                protocol_sha256=e.protocol_sha256,
-            )
-            for seq, e in enumerate(entries, start=1)
+            e
+            for e in self._all()
+            if e.study_id == q.study_id
+            and (q.action is None or e.action == q.action)
+            and (q.action_prefix is None or e.action.startswith(q.action_prefix))
+            and (q.actor is None or e.actor == q.actor)
+            and (q.subject_id is None or e.subject_id == q.subject_id)
+            and (q.since_at is None or e.at >= q.since_at)
+            and (q.until_at is None or e.at < q.until_at)
+            and e.entity not in q.excluded_entities
         ]
+
+    def count(self, query: AuditQuery) -> int:
+        return len(self._selected(query))
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        selected = self._selected(query)[offset:]
+        return selected if limit is None else selected[:limit]
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    @staticmethod
+    def _stored(n: int, seq: int, e: PendingEntry) -> AuditEntry:
+        return AuditEntry(
+            id=n, stream=e.stream, seq=seq, prev_hash="", hash="", at=utc_iso(e.at),
+            actor=e.actor, action=e.action, study_id=e.study_id, subject_id=e.subject_id,
+            entity=e.entity, entity_id=e.entity_id, old=canonical_json(e.old),
+            new=canonical_json(e.new), reason=e.reason, protocol_sha256=e.protocol_sha256,
+        )  # fmt: skip
 
 
 class FakeReporting(_Repo):
@@ -933,6 +1537,25 @@ class FakeReporting(_Repo):
             if as_of is None or s.registered_on <= as_of
         ]
         return sorted(lines, key=lambda line: (line.registered_on, line.number))
+
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        found = [
+            line
+            for line in reversed(self.screening_log(study_id, None))
+            if (not site or line.site == site)
+            and (not state or line.state == state)
+            and (not search or search in line.number)
+        ]
+        return found[offset : offset + limit], len(found)
 
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]
@@ -1155,6 +1778,31 @@ class FakeHolds(_Repo):
         ]
 
 
+class FakeAuditReads(_Repo):
+    """The committed audit entries of the fake store, read back like the SQL repository."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]:
+        stream = f"subject:{subject_id}"
+        mine = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditRecord(
+                seq,
+                utc_iso(e.at),
+                e.actor,
+                e.action,
+                e.entity,
+                e.entity_id,
+                e.old,
+                e.new,
+                e.reason,
+            )
+            for seq, e in enumerate(mine, start=1)
+            if entities is None or e.entity in entities
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -1179,12 +1827,19 @@ class FakeUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
+    requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository
     exclusions: QualityExclusionRepository
     holds: HoldRepository
@@ -1206,12 +1861,19 @@ class FakeUnitOfWork:
         self.queries = FakeDataQueries(self)
         self.notifications = FakeNotifications(self)
         self.mail = FakeMailOutbox(self)
+        self.lists = FakeLists(self)
+        self.randomizations = FakeRandomizations(self)
+        self.unblindings = FakeTrialUnblindings(self)
+        self.requests = FakeRequests(self)
+        self.audit_reads = FakeAuditReads(self)
         self.odm_history = FakeOdmHistory(self)
         self.supply = FakeSupply(self)
         self.users = FakeUsers(self)
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.mail_delivery = FakeMailDelivery(self)
+        self.study_records = FakeStudyRecords(self)
         self.consents = FakeConsents(self)
         self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()
@@ -1253,6 +1915,7 @@ class FakeUnitOfWork:
         self.store.commits += 1
 
     def lock_study(self, study_id: int, *, shared: bool = False) -> bool:
+        self.tables.row_locks.append(("study", study_id, shared))
         return study_id in self.tables.studies
 
 

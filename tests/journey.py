@@ -11,8 +11,9 @@ from tests.conftest import PASSWORD, Trial, flagship
 from trialdesk.domain.roles import Role
 from trialdesk.domain.schedule import plan_visits
 from trialdesk.protocol.specs import visit_specs
-from trialdesk.services import followup, randomization, screening, supply
+from trialdesk.services import followup, screening, supply
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation import randomization
 from trialdesk.services.setup import create_user
 from trialdesk.store.tables import DeviceLotRow, DeviceRow, SiteRow
 

@@ -18,8 +18,8 @@ from trialdesk.domain.roles import SITE_SCOPED, Role
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
 from trialdesk.services import data_queries, screening
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.services.auth import authenticate
-from trialdesk.services.lists import generate_list
 from trialdesk.services.setup import create_user, initialize_study
 
 B_CODE = "BETA"

@@ -36,8 +36,9 @@ from tests.e2e.test_api_support import Api
 from tests.e2e.test_web_pages import CSRF, sign_in
 from trialdesk.bootstrap import create_app
 from trialdesk.domain.roles import Role
-from trialdesk.services import followup, lists, randomization, supply
+from trialdesk.services import followup, supply
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation import lists, randomization
 from trialdesk.services.setup import create_user
 from trialdesk.store.database import make_engine
 

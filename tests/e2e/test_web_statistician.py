@@ -12,8 +12,8 @@ from markupsafe import escape
 from tests import journey
 from tests.conftest import Trial
 from tests.e2e.test_web_pages import ARM_TEXT, BLINDED, csrf_of, signed_in
+from trialdesk.services.allocation.lists import list_info
 from trialdesk.services.design import MAX_SIMULATIONS
-from trialdesk.services.lists import list_info
 
 DESIGN = {
     "method": "blocks",

@@ -31,7 +31,8 @@ from trialdesk.domain.errors import (
     TrialError,
     ValidationFailed,
 )
-from trialdesk.services import followup, randomization, screening
+from trialdesk.services import followup, screening
+from trialdesk.services.allocation import randomization
 from trialdesk.store.audit import VerifyResult, utc_iso, verify_chain
 from trialdesk.store.tables import AuditEntryRow, AuditHeadRow, SubjectRow
 

@@ -34,11 +34,11 @@ from trialdesk.services import (
     exports,
     followup,
     history,
-    lists,
     report_views,
     screening,
     submission,
 )
+from trialdesk.services.allocation import lists
 from trialdesk.services.audit_trail import AuditFilter
 from trialdesk.services.auth import authenticate
 from trialdesk.store.tables import AuditEntryRow

@@ -22,8 +22,9 @@ from tests.conftest import POSTGRES_URL, Database, Trial
 from trialdesk.bootstrap import Runtime, bootstrap
 from trialdesk.config import Settings
 from trialdesk.domain.errors import PermissionDenied, PreconditionFailed, ValidationFailed
-from trialdesk.services import randomization, report_views, reports
+from trialdesk.services import report_views, reports
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation import randomization
 from trialdesk.services.crypto import create_key_file
 from trialdesk.services.maintenance import backup_database, restore_database
 from trialdesk.store.audit import verify_chain

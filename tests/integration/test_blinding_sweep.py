@@ -44,19 +44,17 @@ from trialdesk.services import (
     endpoints,
     followup,
     history,
-    lists,
     preferences,
     queries,
-    randomization,
     report_views,
     reports,
     screening,
     setup,
     study_info,
-    unblinding,
     visits,
 )
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation import lists, randomization, unblinding
 from trialdesk.services.setup import create_user
 
 # --- what an arm looks like in text ----------------------------------------------------------

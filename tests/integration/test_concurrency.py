@@ -16,8 +16,9 @@ from tests import journey as j
 from tests.conftest import Trial
 from tests.factory import ready_to_randomize
 from trialdesk.domain.errors import ActionNotAllowed, Conflict, TrialError
-from trialdesk.services import randomization, screening
-from trialdesk.services.randomization import RandomizationResult
+from trialdesk.services import screening
+from trialdesk.services.allocation import randomization
+from trialdesk.services.allocation.randomization import RandomizationResult
 from trialdesk.services.views import SubjectView
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import (

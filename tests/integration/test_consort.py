@@ -20,7 +20,8 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Trial, flagship
 from tests.factory import hard_lock
 from trialdesk.domain.errors import PermissionDenied, ValidationFailed
-from trialdesk.services import data_queries, endpoints, followup, queries, screening, unblinding
+from trialdesk.services import data_queries, endpoints, followup, queries, screening
+from trialdesk.services.allocation import unblinding
 from trialdesk.services.report_views import consort, consort_figure
 
 DAY0 = j.PROCEDURE

@@ -35,8 +35,8 @@ from trialdesk.domain.errors import PermissionDenied
 from trialdesk.domain.roles import Role
 from trialdesk.services import endpoints, followup
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation.unblinding import mark_randomized_in_error
 from trialdesk.services.setup import create_user
-from trialdesk.services.unblinding import mark_randomized_in_error
 
 DAY0 = j.PROCEDURE
 PER_ARM = 5

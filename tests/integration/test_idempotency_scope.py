@@ -16,7 +16,8 @@ from sqlalchemy import select, text, update
 from tests import journey as j
 from tests.conftest import Trial
 from trialdesk.domain.errors import ActionNotAllowed, NotFound, PermissionDenied
-from trialdesk.services import exports, randomization
+from trialdesk.services import exports
+from trialdesk.services.allocation import randomization
 from trialdesk.store.database import alembic_config
 from trialdesk.store.tables import RandomizationRow
 

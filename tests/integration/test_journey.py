@@ -10,8 +10,9 @@ from tests import flagship_data as fd
 from tests import journey as j
 from tests.conftest import PASSWORD, Trial
 from trialdesk.domain.errors import PreconditionFailed
-from trialdesk.services import followup, queries, randomization, screening
+from trialdesk.services import followup, queries, screening
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation import randomization
 from trialdesk.services.maintenance import verify_audit
 
 

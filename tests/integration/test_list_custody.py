@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from tests import journey as j
 from tests.conftest import Trial
 from trialdesk.domain.errors import NotFound, PermissionDenied, PreconditionFailed, ValidationFailed
-from trialdesk.services import lists, randomization
+from trialdesk.services.allocation import lists, randomization
 from trialdesk.store.tables import AuditEntryRow, StudyRow
 
 

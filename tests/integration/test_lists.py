@@ -27,9 +27,9 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.domain.randomization import Slot, derive_seed, fingerprint, generate_blocks
-from trialdesk.services import randomization
 from trialdesk.services.access import Actor, operator_actor
-from trialdesk.services.lists import (
+from trialdesk.services.allocation import randomization
+from trialdesk.services.allocation.lists import (
     ListImportRefused,
     active_list,
     check_low_slots,
@@ -112,12 +112,7 @@ def counts(t: Trial) -> dict[str, int]:
 
 def stored_slots(t: Trial, list_id: int, stratum: str) -> list[Slot]:
     with t.ctx.uow(readonly=True) as uow:
-        rows = uow.session.scalars(
-            select(AllocationSlotRow)
-            .where(AllocationSlotRow.list_id == list_id, AllocationSlotRow.stratum == stratum)
-            .order_by(AllocationSlotRow.sequence)
-        ).all()
-        return [decode_slot(t.ctx, r) for r in rows]
+        return [decode_slot(t.ctx, r) for r in uow.lists.slots(list_id, stratum)]
 
 
 def list_audit(t: Trial, list_id: int) -> list[tuple[str, dict[str, Any], str]]:
@@ -137,20 +132,17 @@ def live_list_id(t: Trial) -> int:
         return lst.id
 
 
-def simulate_draws(t: Trial, stratum: str, draws: int) -> list[NotificationRow]:
+def simulate_draws(t: Trial, stratum: str, draws: int) -> list[str]:
     """Take ``draws`` slots the way randomization does and run the low-slot check after each."""
-    made: list[NotificationRow] = []
+    made: list[str] = []
     with t.ctx.uow() as uow:
         lst = active_list(uow, t.study_id, "live")
         assert lst is not None
-        cursor = uow.session.scalars(
-            select(StratumCursorRow).where(
-                StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == stratum
-            )
-        ).one()
+        cursor = uow.lists.cursor(lst.id, stratum, lock=True)
+        assert cursor is not None
         for _ in range(draws):
-            cursor.next_sequence += 1
-            note = check_low_slots(uow, t.ctx, lst, cursor)
+            cursor = uow.lists.update_cursor(cursor, {"next_sequence": cursor.next_sequence + 1})
+            note = check_low_slots(uow, t.ctx, cursor, flagship())
             if note is not None:
                 made.append(note)
         uow.commit()
@@ -469,13 +461,10 @@ def test_rand_3_exhausted_stratum_extends_itself_when_randomizing(trial: Trial) 
     with trial.ctx.uow() as uow:
         lst = active_list(uow, trial.study_id, "live")
         assert lst is not None
-        cursor = uow.session.scalars(
-            select(StratumCursorRow).where(
-                StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == "site=S102"
-            )
-        ).one()
+        cursor = uow.lists.cursor(lst.id, "site=S102", lock=True)
+        assert cursor is not None
         size = cursor.size
-        cursor.next_sequence = size + 1
+        cursor = uow.lists.update_cursor(cursor, {"next_sequence": size + 1})
         extend_stratum(uow, trial.ctx, implanter, lst, cursor, flagship())
         uow.commit()
     slots = stored_slots(trial, list_id, "site=S102")
@@ -504,12 +493,9 @@ def test_rand_3_imported_list_is_not_extended_but_takes_more_rows(fresh: Trial) 
     with fresh.ctx.uow() as uow:
         lst = active_list(uow, fresh.study_id, "live")
         assert lst is not None
-        cursor = uow.session.scalars(
-            select(StratumCursorRow).where(
-                StratumCursorRow.list_id == lst.id, StratumCursorRow.stratum == "site=S101"
-            )
-        ).one()
-        cursor.next_sequence = cursor.size + 1
+        cursor = uow.lists.cursor(lst.id, "site=S101", lock=True)
+        assert cursor is not None
+        cursor = uow.lists.update_cursor(cursor, {"next_sequence": cursor.size + 1})
         with pytest.raises(PreconditionFailed) as exhausted:
             extend_stratum(uow, fresh.ctx, implanter, lst, cursor, flagship())
     assert exhausted.value.code == "list-exhausted"

@@ -33,13 +33,12 @@ from trialdesk.services import (
     dashboard,
     data_queries,
     followup,
-    lists,
     queries,
-    randomization,
     screening,
     setup,
 )
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation import lists, randomization
 from trialdesk.services.maintenance import verify_audit
 from trialdesk.store.tables import AuditEntryRow, Base, RoleGrantRow, StudyRow, UserRow
 

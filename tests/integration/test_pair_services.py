@@ -28,8 +28,8 @@ from trialdesk.services import (
     exports,
     followup,
     history,
-    randomization,
 )
+from trialdesk.services.allocation import randomization
 from trialdesk.store.database import make_engine
 
 Call = Callable[[ps.World, Any], object]

@@ -17,9 +17,10 @@ from tests.conftest import PASSWORD, Trial, flagship
 from tests.factory import ready_at_sites, ready_to_randomize
 from trialdesk.domain.errors import ActionNotAllowed, PreconditionFailed
 from trialdesk.protocol.loader import LoadedProtocol, parse_protocol
-from trialdesk.services import randomization, screening
+from trialdesk.services import screening
 from trialdesk.services.access import operator_actor
-from trialdesk.services.lists import generate_list
+from trialdesk.services.allocation import randomization
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import AllocationSlotRow, RandomizationRow, SubjectRow
 

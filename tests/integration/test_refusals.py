@@ -14,7 +14,8 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Trial
 from trialdesk.domain.errors import ActionNotAllowed
 from trialdesk.domain.lifecycle import TRANSITIONS, Action, SubjectState, allowed_actions
-from trialdesk.services import followup, randomization, screening
+from trialdesk.services import followup, screening
+from trialdesk.services.allocation import randomization
 from trialdesk.services.queries import get_subject
 from trialdesk.store.audit import verify_chain
 from trialdesk.store.tables import Base

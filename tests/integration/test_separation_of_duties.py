@@ -21,8 +21,9 @@ from trialdesk.domain.errors import (
     PreconditionFailed,
 )
 from trialdesk.domain.roles import Role
-from trialdesk.services import accounts, admin, unblinding
+from trialdesk.services import accounts, admin
 from trialdesk.services.access import operator_actor
+from trialdesk.services.allocation import unblinding
 from trialdesk.services.auth import authenticate
 from trialdesk.services.blinding import may_see_arm
 from trialdesk.services.setup import create_user

@@ -24,7 +24,7 @@ from trialdesk.domain.errors import PreconditionFailed, TrialError, ValidationFa
 from trialdesk.domain.roles import Role
 from trialdesk.services import dashboard, report_views
 from trialdesk.services.access import Actor, operator_actor
-from trialdesk.services.lists import generate_list
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.services.setup import create_user, initialize_study, study_contents
 from trialdesk.store.tables import Base, SubjectRow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests import journey as j
 from tests.conftest import Trial
-from trialdesk.services.unblinding import trial_unblinding_status
+from trialdesk.services.allocation.unblinding import trial_unblinding_status
 
 
 def test_acc1_trial_unblinding_status_counts_own_site_subjects_for_site_roles(

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from tests import journey as j
 from tests.conftest import Trial
 from trialdesk.domain.errors import ValidationFailed
-from trialdesk.services import randomization, screening
+from trialdesk.services import screening
+from trialdesk.services.allocation import randomization
 from trialdesk.services.common import site_today
 from trialdesk.store.tables import SiteRow
 

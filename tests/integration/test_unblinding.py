@@ -18,8 +18,9 @@ from trialdesk.domain.errors import (
     ValidationFailed,
 )
 from trialdesk.domain.roles import Role
-from trialdesk.services import followup, queries, unblinding
+from trialdesk.services import followup, queries
 from trialdesk.services.access import Actor, operator_actor
+from trialdesk.services.allocation import unblinding
 from trialdesk.services.setup import create_user
 from trialdesk.store.tables import (
     AllocationSlotRow,

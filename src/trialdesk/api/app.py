@@ -7,14 +7,14 @@ import time. The whole application (API and web pages) is assembled by the compo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trialdesk import __version__
 from trialdesk.api.hardening import BodyLimit, install_docs, nested_too_deep, security_headers
@@ -40,18 +40,29 @@ SECURITY_HEADERS = {
 }
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    def __init__(self, app: Any, headers: dict[str, str]) -> None:
-        super().__init__(app)
-        self.headers = headers
+class SecurityHeaders:
+    """Adds the security headers to every HTTP answer that does not set them itself. Plain
+    ASGI (not ``BaseHTTPMiddleware``, which runs each request in a task of its own and
+    re-streams the answer): it only touches the start message (issue 13)."""
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in self.headers.items():
-            response.headers.setdefault(name, value)
-        return response
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
+        self.app = app
+        self.raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.raw if k not in present]
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def build_api(runtime: Runtime, *, page_errors: PageErrors | None = None) -> FastAPI:

@@ -20,13 +20,14 @@ from trialdesk.bootstrap import Runtime
 from trialdesk.domain.errors import AuthenticationFailed, ValidationFailed
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
-from trialdesk.services.sessions import TokenSession, resolve_token
-from trialdesk.services.setup import StudyInfo, resolve_study
+from trialdesk.services.request_context import RequestContext, resolve_request, study_of
+from trialdesk.services.sessions import TokenSession
+from trialdesk.services.setup import StudyInfo
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/token")
 
 
-def get_ctx(request: Request) -> ServiceContext:
+async def get_ctx(request: Request) -> ServiceContext:
     runtime: Runtime = request.app.state.runtime
     return runtime.context
 
@@ -34,7 +35,7 @@ def get_ctx(request: Request) -> ServiceContext:
 CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
 
 
-def get_token(
+async def get_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The raw bearer token; a missing or non-bearer header is one 401 problem."""
@@ -46,15 +47,24 @@ def get_token(
 TokenDep = Annotated[str, Depends(get_token)]
 
 
-def get_any_session(ctx: CtxDep, token: TokenDep) -> TokenSession:
+def get_request_context(request: Request, ctx: CtxDep, token: TokenDep) -> RequestContext:
+    """The token's session and the study of the path, in one read transaction: the one
+    dependency of a request that waits on the database (issue 13)."""
+    return resolve_request(ctx, token, kind="api", study_code=request.path_params.get("study"))
+
+
+RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
+
+
+async def get_any_session(context: RequestContextDep) -> TokenSession:
     """The token's session, also one good for second-factor enrolment only."""
-    return resolve_token(ctx, token, kind="api")
+    return context.signed_in
 
 
 AnySessionDep = Annotated[TokenSession, Depends(get_any_session)]
 
 
-def get_session(session: AnySessionDep) -> TokenSession:
+async def get_session(session: AnySessionDep) -> TokenSession:
     """A full session: a token of a user who must still enrol a second factor is refused."""
     if session.scope != "full":
         raise AuthenticationFailed(
@@ -64,11 +74,11 @@ def get_session(session: AnySessionDep) -> TokenSession:
     return session
 
 
-def get_actor(session: Annotated[TokenSession, Depends(get_session)]) -> Actor:
+async def get_actor(session: Annotated[TokenSession, Depends(get_session)]) -> Actor:
     return session.actor
 
 
-def client_of(request: Request) -> str:
+async def client_of(request: Request) -> str:
     """The client a sign-in comes from, for throttling (the peer address)."""
     return request.client.host if request.client else "unknown"
 
@@ -79,13 +89,13 @@ ClientDep = Annotated[str, Depends(client_of)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def get_study(
-    ctx: CtxDep,
+async def get_study(
+    context: RequestContextDep,
     actor: ActorDep,
     study: Annotated[str, Path(min_length=1, max_length=40, description="the study code")],
 ) -> StudyInfo:
     """The study in the path; one the actor holds no role in is 'not found' (PROT-1)."""
-    return resolve_study(ctx, actor, study)
+    return study_of(context, study)
 
 
 StudyDep = Annotated[StudyInfo, Depends(get_study)]
@@ -97,7 +107,7 @@ class Window:
     limit: int
 
 
-def get_window(
+async def get_window(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Window:

@@ -23,7 +23,8 @@ from trialdesk.api.schemas import (
     WithdrawIn,
     plain,
 )
-from trialdesk.services import followup, unblinding
+from trialdesk.services import followup
+from trialdesk.services.allocation import unblinding
 
 router = APIRouter(prefix="/studies/{study}/subjects/{number}", tags=["follow-up"])
 

@@ -25,7 +25,8 @@ from trialdesk.api.schemas import (
     plain,
 )
 from trialdesk.protocol.models import Gate
-from trialdesk.services import crc, queries, randomization, screening
+from trialdesk.services import crc, queries, screening
+from trialdesk.services.allocation import randomization
 from trialdesk.services.history import subject_history
 from trialdesk.services.views import SubjectView
 

@@ -29,7 +29,8 @@ from trialdesk.api.schemas import (
     paginate,
     plain,
 )
-from trialdesk.services import endpoints, lists, unblinding
+from trialdesk.services import endpoints
+from trialdesk.services.allocation import lists, unblinding
 
 router = APIRouter(prefix="/studies/{study}")
 

@@ -1,7 +1,7 @@
 """`trialdesk lists ...`: the unblinded statistician's allocation lists (RAND-3, RAND-6).
 
 Every command signs in as ``--user`` and calls one service of
-:mod:`trialdesk.services.lists`; nothing printed here carries an arm or a slot's content.
+:mod:`trialdesk.services.allocation.lists`; nothing printed here carries an arm or a slot's content.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from trialdesk.cli.common import fail, print_json
 from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import guarded, open_runtime, sign_in
-from trialdesk.services.lists import (
+from trialdesk.services.allocation.lists import (
     ListImportRefused,
     ListInfo,
     StratumStatus,

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt
 from trialdesk.cli.runtime import (
     Session,
     guarded,
@@ -33,9 +34,6 @@ exit_app = typer.Typer(
     help="Exits on the protocol's forms; contacts after withdrawal.", no_args_is_help=True
 )
 
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
 SiteOpt = typer.Option(None, "--site", help="one site only")
 
 

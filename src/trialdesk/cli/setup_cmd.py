@@ -15,8 +15,8 @@ from trialdesk.domain.errors import TrialError
 from trialdesk.protocol.loader import ProtocolInvalid, load_protocol
 from trialdesk.services.accounts import InvitationView, invite
 from trialdesk.services.admin import grant_role
+from trialdesk.services.allocation.lists import generate_list
 from trialdesk.services.crypto import create_key_file
-from trialdesk.services.lists import generate_list
 from trialdesk.services.maintenance import verify_audit
 from trialdesk.services.setup import (
     create_demo_users,

@@ -27,7 +27,8 @@ from trialdesk.cli.runtime import (
 from trialdesk.domain.audit import utc_iso
 from trialdesk.domain.timefmt import format_moment, is_time_zone
 from trialdesk.protocol.models import Gate
-from trialdesk.services import followup, queries, randomization, screening
+from trialdesk.services import followup, queries, screening
+from trialdesk.services.allocation import randomization
 from trialdesk.services.history import subject_history
 from trialdesk.services.preferences import viewer_zone
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from trialdesk.domain.audit import (
@@ -50,6 +48,57 @@ class PendingEntry:
     protocol_sha256: str | None = None
 
 
+_ENTRY_COLUMNS = (
+    "id",
+    "stream",
+    "seq",
+    "prev_hash",
+    "hash",
+    "at",
+    "actor",
+    "action",
+    "study_id",
+    "subject_id",
+    "entity",
+    "entity_id",
+    "old",
+    "new",
+    "reason",
+    "protocol_sha256",
+)
+_ENTRIES = cast(Table, AuditEntryRow.__table__)
+_HEADS = cast(Table, AuditHeadRow.__table__)
+
+# PostgreSQL: lock the stream's head (made if new) and draw the entries' ids, one statement
+_LOCK_HEAD_PG = text(
+    "INSERT INTO audit_heads AS h (stream, seq, hash) VALUES (:stream, 0, :genesis) "
+    "ON CONFLICT (stream) DO UPDATE SET seq = h.seq "
+    "RETURNING h.seq, h.hash, ARRAY(SELECT nextval(pg_get_serial_sequence('audit_entries', "
+    "'id')) FROM generate_series(1, :n))"
+)
+
+
+def _append_pg(count: int) -> Any:
+    """PostgreSQL: insert ``count`` entries and move the stream's head, one statement."""
+    rows = ", ".join(
+        "(" + ", ".join(f":{name}_{i}" for name in _ENTRY_COLUMNS) + ")" for i in range(count)
+    )
+    return text(
+        f"WITH added AS (INSERT INTO audit_entries ({', '.join(_ENTRY_COLUMNS)}) "
+        f"VALUES {rows} RETURNING 1) "
+        "UPDATE audit_heads SET seq = :head_seq, hash = :head_hash WHERE stream = :stream"
+    )
+
+
+_APPEND_PG: dict[int, Any] = {}
+
+# SQLite: the head, made if new, in one statement (an upsert that returns the row)
+_LOCK_HEAD_SQLITE = text(
+    "INSERT INTO audit_heads (stream, seq, hash) VALUES (:stream, 0, '" + GENESIS + "') "
+    "ON CONFLICT (stream) DO UPDATE SET seq = audit_heads.seq RETURNING seq, hash"
+)
+
+
 @dataclass
 class AuditWriter:
     session: Session
@@ -58,21 +107,36 @@ class AuditWriter:
     def record(self, entry: PendingEntry) -> None:
         self.pending.append(entry)
 
-    def flush(self) -> list[AuditEntryRow]:
-        """Chain and insert the buffered entries; called by the unit of work's commit."""
+    def flush(self) -> list[dict[str, Any]]:
+        """Chain and insert the buffered entries; called by the unit of work's commit. On
+        PostgreSQL two statements per stream: the head locked with the ids drawn, then the
+        entries inserted with the head moved."""
         if not self.pending:
             return []
-        dialect = self.session.get_bind().dialect.name
+        conn = self.session.connection()
+        postgres = conn.dialect.name == "postgresql"
         moment = utc_iso(min(entry.at for entry in self.pending))
         by_stream: dict[str, list[PendingEntry]] = {}
         for entry in self.pending:
             by_stream.setdefault(entry.stream, []).append(entry)
-        rows: list[AuditEntryRow] = []
+        written: list[dict[str, Any]] = []
+        next_id: int | None = None  # SQLite: the first free id, read once per flush
         for stream in sorted(by_stream):
-            seq, prev = self._lock_head(stream, dialect)
-            for entry in by_stream[stream]:
+            entries = by_stream[stream]
+            if postgres:
+                seq, prev, ids = conn.execute(
+                    _LOCK_HEAD_PG, {"stream": stream, "genesis": GENESIS, "n": len(entries)}
+                ).one()
+                seq, prev, ids = int(seq), str(prev), [int(i) for i in ids]
+            else:
+                seq, prev = self._lock_head(stream)
+                if next_id is None:
+                    next_id = self._next_id()
+                ids = list(range(next_id, next_id + len(entries)))
+                next_id += len(entries)
+            rows: list[dict[str, Any]] = []
+            for entry, row_id in zip(entries, ids, strict=True):
                 seq += 1
-                row_id = self._next_id(dialect)
                 values: dict[str, Any] = {
                     "id": row_id,
                     "stream": stream,
@@ -90,40 +154,37 @@ class AuditWriter:
                     "reason": entry.reason,
                     "protocol_sha256": entry.protocol_sha256,
                 }
-                values["hash"] = entry_hash(values)
-                row = AuditEntryRow(**values)
-                self.session.add(row)
-                self.session.flush([row])
-                rows.append(row)
-                prev = values["hash"]
-            self.session.execute(
-                update(AuditHeadRow).where(AuditHeadRow.stream == stream).values(seq=seq, hash=prev)
-            )
+                values["hash"] = prev = entry_hash(values)
+                rows.append(values)
+            if postgres:
+                stmt = _APPEND_PG.get(len(rows))
+                if stmt is None:
+                    stmt = _APPEND_PG.setdefault(len(rows), _append_pg(len(rows)))
+                params = {f"{k}_{i}": v for i, row in enumerate(rows) for k, v in row.items()}
+                params.update(head_seq=seq, head_hash=prev, stream=stream)
+                conn.execute(stmt, params)
+            else:
+                conn.execute(insert(_ENTRIES), rows)
+                conn.execute(
+                    update(_HEADS).where(_HEADS.c.stream == stream).values(seq=seq, hash=prev)
+                )
+            written.extend(rows)
         self.pending.clear()
-        return rows
+        return written
 
-    def _lock_head(self, stream: str, dialect: str) -> tuple[int, str]:
-        ins = pg_insert if dialect == "postgresql" else sqlite_insert
-        self.session.execute(
-            ins(AuditHeadRow)
-            .values(stream=stream, seq=0, hash=GENESIS)
-            .on_conflict_do_nothing(index_elements=["stream"])
+    def _lock_head(self, stream: str) -> tuple[int, str]:
+        """SQLite (writers serialized by BEGIN IMMEDIATE): the head, made if new."""
+        seq, head_hash = (
+            self.session.connection().execute(_LOCK_HEAD_SQLITE, {"stream": stream}).one()
         )
-        stmt = select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.stream == stream)
-        if dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        seq, head_hash = self.session.execute(stmt).one()
         return int(seq), str(head_hash)
 
-    def _next_id(self, dialect: str) -> int:
-        if dialect == "postgresql":
-            value = self.session.execute(
-                text("SELECT nextval(pg_get_serial_sequence('audit_entries', 'id'))")
-            ).scalar_one()
-        else:  # SQLite writers are serialized by BEGIN IMMEDIATE
-            value = self.session.execute(
-                select(func.coalesce(func.max(AuditEntryRow.id), 0) + 1)
-            ).scalar_one()
+    def _next_id(self) -> int:
+        value = (
+            self.session.connection()
+            .execute(select(func.coalesce(func.max(_ENTRIES.c.id), 0) + 1))
+            .scalar_one()
+        )
         return int(value)
 
 

@@ -24,8 +24,14 @@ from trialdesk.store.holds import RecordLock, SdvMarkRecord, SignatureRecord, Un
 from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.records import (
     Allocation,
+    AllocationList,
+    AllocationSlot,
     AuditEntry,
+    AuditQuery,
+    AuditRecord,
+    CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -35,15 +41,26 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
+    InErrorRandomization,
+    Mail,
+    NotificationRead,
     ProtocolVersion,
+    Randomization,
     ScreeningLogLine,
     Site,
+    StratumCursor,
     Study,
+    StudyHead,
     StudyHistory,
     Subject,
     SubjectRead,
+    TakenSlot,
     Therapy,
+    TokenRead,
+    TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -125,8 +142,17 @@ class SubjectRepository(Protocol):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
-        """Subjects (read as for a view) ordered by number, and the total matching."""
+        """Subjects (read as for a view) matching the filters (``search``: part of the
+        number), sorted by ``order`` (number, registered, state, site; ties by number), and
+        the total matching."""
+        ...
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14)."""
         ...
 
     def on_study(
@@ -201,6 +227,10 @@ class FormRepository(Protocol):
         by: str,
     ) -> FormRecord: ...
 
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        """Issue 14: every saved copy of these subjects' forms, without data, oldest first."""
+        ...
+
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
@@ -257,6 +287,26 @@ class CrcRepository(Protocol):
 
     def decide(self, case: CrcCase, values: Mapping[str, Any]) -> CrcCase: ...
 
+    # issue 14 (x14b): the dossier
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        """A case of either kind, by id within the study."""
+        ...
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        """The case's rounds (requests and replies) in the order written."""
+        ...
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote: ...
+
     def add_therapy(
         self,
         *,
@@ -310,6 +360,29 @@ class DataQueryRepository(Protocol):
         """Queries with their subjects and sites, oldest first."""
         ...
 
+    # issue 14 (x14b)
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        """One page of the queries matching the filters, and how many match in all."""
+        ...
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """(subject id, form, visit, status) of each query not closed on these subjects."""
+
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
         ...
@@ -329,6 +402,19 @@ class NotificationRepository(Protocol):
         text: str,
         at: dt.datetime,
     ) -> None: ...
+
+    # lane x13a: reading them (trial unblinding's notifications service)
+    def for_roles(
+        self, study_id: int, roles: Collection[str], *, unread_only: bool
+    ) -> list[NotificationRead]:
+        """Notifications to any of ``roles``, newest first."""
+        ...
+
+    def get(self, notification_id: int) -> NotificationRead | None: ...
+
+    def mark_read(self, notification_id: int, at: dt.datetime) -> NotificationRead:
+        """Set the reading time if not set yet (the first one is kept)."""
+        ...
 
 
 class MailOutboxRepository(Protocol):
@@ -351,6 +437,171 @@ class MailOutboxRepository(Protocol):
     ) -> None: ...
 
     def after_commit(self, wake: Callable[[], None]) -> None: ...
+
+
+# --- allocation (issue 13, lane x13a) ---------------------------------------------------------
+
+
+class ListRepository(Protocol):
+    """Allocation lists, their strata (cursors) and their encrypted slots (RAND-3)."""
+
+    def site_codes(self, study_id: int) -> list[str]:
+        """The study's site codes in order: the levels of the site stratification factor."""
+        ...
+
+    def active(self, study_id: int, mode: str) -> AllocationList | None: ...
+
+    def get(self, list_id: int) -> AllocationList | None: ...
+
+    def of_study(self, study_id: int, mode: str | None = None) -> list[AllocationList]:
+        """Every list of the study (of ``mode``), oldest first, discarded ones included."""
+        ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        mode: str,
+        method: str,
+        source: str,
+        seed_enc: bytes | None,
+        fingerprint: str,
+        at: dt.datetime,
+        by: str,
+    ) -> AllocationList: ...
+
+    def deactivate(self, lst: AllocationList) -> AllocationList: ...
+
+    def cursor(self, list_id: int, stratum: str, *, lock: bool = False) -> StratumCursor | None:
+        """``lock``: held until commit (one user of the stratum at a time)."""
+        ...
+
+    def cursors(self, list_id: int) -> list[StratumCursor]:
+        """Ordered by stratum."""
+        ...
+
+    def add_cursor(self, list_id: int, stratum: str, size: int) -> StratumCursor: ...
+
+    def update_cursor(self, cursor: StratumCursor, values: Mapping[str, Any]) -> StratumCursor:
+        """For a cursor the caller holds locked."""
+        ...
+
+    def add_slots(self, list_id: int, stratum: str, slots: Sequence[tuple[int, bytes]]) -> None:
+        """(sequence, encrypted payload) pairs."""
+        ...
+
+    def slots(self, list_id: int, stratum: str | None = None) -> list[AllocationSlot]:
+        """Ordered by stratum and sequence."""
+        ...
+
+    def last_slot(self, list_id: int, stratum: str) -> AllocationSlot | None: ...
+
+    def sizes(self, list_id: int) -> tuple[int, int]:
+        """(strata, slots)."""
+        ...
+
+    def used(self, list_id: int) -> int:
+        """Slots already drawn."""
+        ...
+
+    def draw(
+        self, study_id: int, mode: str, stratum: str, *, subject_id: int, at: dt.datetime
+    ) -> TakenSlot | None:
+        """The next unused slot of the stratum of the active list of ``mode``, marked used by
+        the subject, under the cursor's lock; None when there is no list, no such stratum or
+        no slot left."""
+        ...
+
+    def take_slot(self, cursor: StratumCursor, *, subject_id: int, at: dt.datetime) -> TakenSlot:
+        """Draw from a cursor the caller holds locked and that has a slot left."""
+        ...
+
+
+class RandomizationRepository(Protocol):
+    def read(self, study_id: int, number: str) -> tuple[SubjectRead, ProtocolVersion] | None:
+        """The subject (as :meth:`SubjectRepository.read`) and the study's newest signed
+        protocol version, in one statement."""
+        ...
+
+    def for_subject(self, subject_id: int) -> Randomization | None: ...
+
+    def by_key(self, key: str) -> Randomization | None:
+        """By stored (scoped) idempotency key."""
+        ...
+
+    def parallel_writers(self) -> int | None:
+        """An upper bound on randomizations in flight at once (the connection limit); None
+        where writers are serialized."""
+        ...
+
+    def counts(self, study_id: int, *, site_id: int, country: str) -> CapCounts: ...
+
+    def allocated(self, study_id: int) -> list[tuple[bytes, str]]:
+        """(encrypted arm, stratification levels as JSON) of each randomization not in
+        error: what minimization counts."""
+        ...
+
+    def add(
+        self,
+        *,
+        site_id: int,
+        site_code: str,
+        study_id: int,
+        subject_id: int,
+        slot_id: int | None,
+        stratum: str,
+        factors: str,
+        arm_enc: bytes,
+        detail_enc: bytes | None,
+        randomized_on: dt.date,
+        randomized_at: dt.datetime,
+        randomized_by: str,
+        idempotency_key: str | None,
+        protocol_version_id: int,
+    ) -> Randomization:
+        """Numbered ``<site>-R<NNN>`` from the site's counter, taken atomically."""
+        ...
+
+    def mark_in_error(self, rand: Randomization, reason: str) -> Randomization | None: ...
+
+
+class TrialUnblindingRepository(Protocol):
+    def pending(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def latest(self, study_id: int) -> TrialUnblinding | None: ...
+
+    def add(
+        self,
+        *,
+        study_id: int,
+        reason: str,
+        requested_by: str,
+        requested_name: str,
+        requested_at: dt.datetime,
+        requested_meaning: str,
+    ) -> TrialUnblinding: ...
+
+    def confirm(
+        self, pending: TrialUnblinding, values: Mapping[str, Any]
+    ) -> TrialUnblinding | None: ...
+
+    def unblind_study(self, study_id: int, at: dt.datetime) -> None: ...
+
+    def in_state(self, study_id: int, state: str, site_ids: set[int] | None) -> int: ...
+
+    def user_id(self, username: str) -> int | None: ...
+
+
+class RequestRepository(Protocol):
+    """What every authenticated request reads first (one read transaction)."""
+
+    def token(self, token_hash: str, kind: str) -> TokenRead | None: ...
+
+    def study(self, code: str) -> StudyHead | None: ...
+
+    def touch(self, token_id: int, at: dt.datetime) -> None:
+        """Record the session's last use."""
+        ...
 
 
 class AuditTrail(Protocol):
@@ -392,6 +643,15 @@ class AuditTrail(Protocol):
     ) -> None: ...
 
     def record(self, entry: PendingEntry) -> None: ...
+
+
+class AuditReadRepository(Protocol):
+    """Issue 14 (x14b): a subject's audit entries read back, for query threads and the
+    history of each value beside the data."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]: ...
 
 
 # --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
@@ -598,6 +858,16 @@ class AuditEntryRepository(Protocol):
         """The stored entries of one stream, in chain order."""
         ...
 
+    def count(self, query: AuditQuery) -> int: ...
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries ``query`` selects, in the order written."""
+        ...
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]: ...
+
 
 class ReportingRepository(Protocol):
     def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
@@ -606,6 +876,19 @@ class ReportingRepository(Protocol):
 
     def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
         """Live subjects registered on or before ``as_of``, by registration date and number."""
+        ...
+
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        """Issue 14 (x14b): one page of the log, newest first, and the total matching."""
         ...
 
     def site_facts(
@@ -632,6 +915,65 @@ class DatabaseMaintenance(Protocol):
     def holds_data(self) -> bool: ...
 
     def replace_contents(self, source: Path) -> None: ...
+
+
+class MailDeliveryRepository(Protocol):
+    """The sender's side of the outbox: due mails, claims, outcomes, the operator's list."""
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]: ...
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        """The mail, claimed until ``until``; None when another sender holds it or it was
+        sent."""
+        ...
+
+    def get(self, mail_id: int) -> Mail | None: ...
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None: ...
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]: ...
+
+    def waiting(self) -> int: ...
+
+
+class StudyRecordsRepository(Protocol):
+    """A study's clinical records read whole, for the endpoint analyses."""
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        """Randomized live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def visits(self, study_id: int) -> list[Visit]: ...
+
+    def therapies(self, study_id: int) -> list[Therapy]: ...
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        """By subject and sequence."""
+        ...
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
+        ...
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        """Live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]: ...
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]: ...
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]: ...
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]: ...
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]: ...
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]: ...
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]: ...
 
 
 # --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
@@ -709,6 +1051,12 @@ class UnitOfWork(Protocol):
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    # lane x13a
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
+    requests: RequestRepository
+    audit_reads: AuditReadRepository  # issue 14 (x14b)
     holds: HoldRepository
     guard: LockGuard
     odm_history: OdmHistoryRepository  # issue 16 (x16b)
@@ -717,6 +1065,8 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
 

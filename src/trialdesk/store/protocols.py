@@ -39,6 +39,16 @@ class SqlProtocols:
     def __init__(self, session: Session) -> None:
         self._run = Sql(session)
         self._seen: dict[int, ProtocolVersion] = {}
+        self._newest_signed: dict[int, ProtocolVersion] = {}
+
+    def note_newest_signed(self, version: ProtocolVersion) -> None:
+        """A version read with a subject: kept, and when it is the newest signed one of its
+        study seen so far, :meth:`in_force` answers from it while it is in force (a unit of
+        work is short: a version signed meanwhile by someone else shows on the next one)."""
+        self._keep(version)
+        known = self._newest_signed.get(version.study_id)
+        if version.status == "signed" and (known is None or version.id > known.id):
+            self._newest_signed[version.study_id] = version
 
     def _keep(self, version: ProtocolVersion | None) -> ProtocolVersion | None:
         if version is not None:
@@ -60,5 +70,8 @@ class SqlProtocols:
         return self._keep(VERSION.maybe(self._run(_NEWEST, {"study_id": study_id}).first()))
 
     def in_force(self, study_id: int, on: dt.date) -> ProtocolVersion | None:
+        newest = self._newest_signed.get(study_id)
+        if newest is not None and (newest.effective_from is None or newest.effective_from <= on):
+            return newest
         row = self._run(_IN_FORCE, {"study_id": study_id, "on": on}).first()
         return self._keep(VERSION.maybe(row))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,19 @@ class CrcCase:
 
 
 @dataclass(frozen=True, slots=True)
+class CaseNote:
+    """A round of a CRC case: the committee's request (``request``) or the site's reply."""
+
+    id: int
+    case_id: int
+    kind: str  # request | reply
+    text: str
+    written_by: str
+    written_name: str
+    written_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class CaseDetail:
     """A CRC case with what the committee reads beside it."""
 
@@ -212,6 +226,155 @@ class DataQuery:
     response_code: str | None = None
     verified_by: str | None = None
     verified_at: dt.datetime | None = None
+
+
+# --- allocation (issue 13, lane x13a): lists, slots, randomizations, trial unblinding --------
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationList:
+    id: int
+    study_id: int
+    mode: str  # live | test
+    method: str
+    source: str  # generated | imported
+    seed_enc: bytes | None
+    fingerprint: str
+    created_at: dt.datetime
+    created_by: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StratumCursor:
+    """Where a stratum of a list stands: the next sequence to draw and the slots it holds."""
+
+    id: int
+    list_id: int
+    stratum: str
+    next_sequence: int
+    size: int
+    extensions: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationSlot:
+    id: int
+    list_id: int
+    stratum: str
+    sequence: int
+    payload_enc: bytes
+    used_by_subject_id: int | None
+    used_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TakenSlot:
+    """A slot just drawn for a subject, with its stratum's cursor after the draw."""
+
+    slot: AllocationSlot
+    cursor: StratumCursor
+
+
+@dataclass(frozen=True, slots=True)
+class Randomization:
+    id: int
+    study_id: int
+    subject_id: int
+    slot_id: int | None
+    number: str
+    stratum: str
+    arm_enc: bytes
+    randomized_on: dt.date
+    randomized_at: dt.datetime
+    randomized_by: str
+    idempotency_key: str | None
+    factors: str
+    detail_enc: bytes | None
+    in_error: bool
+    in_error_reason: str | None
+    protocol_version_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapCounts:
+    """Randomized subjects of a study, of one site and of one country."""
+
+    total: int
+    site: int
+    country: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblinding:
+    id: int
+    study_id: int
+    status: str  # pending | confirmed
+    reason: str
+    requested_by: str
+    requested_name: str
+    requested_at: dt.datetime
+    requested_meaning: str
+    confirmed_by: str | None
+    confirmed_name: str | None
+    confirmed_at: dt.datetime | None
+    confirmed_meaning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    study_id: int
+    recipient_role: str
+    subject_id: int | None
+    text: str
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRead:
+    """A notification with the number and site of the subject it is about, if any."""
+
+    notification: Notification
+    subject_number: str | None
+    subject_site_id: int | None
+
+
+# --- per-request resolution (issue 13, lane x13a) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRead:
+    """A session token with its user and the user's role grants (role, study, site)."""
+
+    token_id: int
+    user_id: int
+    username: str
+    full_name: str
+    active: bool
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    csrf_token: str | None
+    study_id: int | None
+    scope: str | None
+    grants: tuple[tuple[str, int, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StudyHead:
+    """A study with its current protocol version and number of sites."""
+
+    id: int
+    code: str
+    name: str
+    mode: str
+    protocol_name: str
+    protocol_version: str
+    protocol_sha256: str
+    sites: int
 
 
 # --- issue 16, lane x16b: what the transactional ODM export reads -----------------------------
@@ -389,6 +552,42 @@ class ScreeningLogLine:
     screen_failure_detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which stored audit entries of a study to read: the study's own entries and, from its
+    users' streams (``user:<id>`` of every user holding a role in it), those whose action ends
+    in one of ``security_suffixes``; then each given part narrows (times are the stored UTC
+    text, ``until_at`` exclusive)."""
+
+    study_id: int
+    security_suffixes: tuple[str, ...] = ()
+    action: str | None = None
+    action_prefix: str | None = None
+    actor: str | None = None
+    subject_id: int | None = None
+    since_at: str | None = None
+    until_at: str | None = None
+    excluded_entities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A mail of the outbox; ``body_enc`` is None once delivered."""
+
+    id: int
+    study_id: int | None
+    kind: str
+    recipient: str
+    subject: str
+    body_enc: bytes | None
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    claimed_until: dt.datetime | None
+    last_error: str | None
+    sent_at: dt.datetime | None
+
+
 # --- issue 15 (lane x15b): exclusions, consents, withdrawals ------------------------------------
 
 
@@ -431,3 +630,54 @@ class Withdrawal:
     withdrawn_on: dt.date
     recorded_by: str
     recorded_at: dt.datetime
+
+
+# --- issue 14 (lane x14b): review pages ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry read back (issue 14): ``at`` is the ISO 8601 UTC text as hashed;
+    ``old`` and ``new`` are the decoded JSON values."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    old: Any
+    new: Any
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InErrorRandomization:
+    """A randomization flagged in error, as the deviations report lists it (never the arm)."""
+
+    subject_id: int
+    randomized_on: dt.date
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FormMark:
+    """Issue 14: that a form was saved for a subject (at a visit), without its data: the
+    status grid reads these for many subjects at once. ``version`` above 1: corrected."""
+
+    subject_id: int
+    form_code: str
+    visit_code: str
+    record_id: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblindingEvent:
+    """A trial-level unblinding request and its confirmation: who, when and why."""
+
+    requested_at: dt.datetime
+    requested_by: str
+    reason: str
+    confirmed_at: dt.datetime | None
+    confirmed_by: str | None

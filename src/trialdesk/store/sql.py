@@ -11,7 +11,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Executable, Row, Select, Table, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Executable,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 R = TypeVar("R")
@@ -50,14 +61,58 @@ class Sql:
     ORM session's per-statement work (statements built once at import with bind parameters
     also keep their compiled form and cache key)."""
 
+    __slots__ = ("_conn", "_postgres", "session")
+
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self._conn: Connection | None = None
+        self._postgres: bool | None = None
+
+    @property
+    def postgres(self) -> bool:
+        """Asked the first time it matters: a unit of work makes a score of repositories and
+        most of them run nothing."""
+        if self._postgres is None:
+            self._postgres = self.session.get_bind().dialect.name == "postgresql"
+        return self._postgres
 
     def __call__(
-        self, stmt: Executable, params: Mapping[str, Any] | None = None
+        self,
+        stmt: Executable,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> CursorResult[Any]:
-        return self.session.connection().execute(stmt, params)
+        # the session's connection, asked for once per transaction (the ORM's look-up costs
+        # more than many a statement); a commit closes it, and the next call asks again
+        conn = self._conn
+        if conn is None or conn.closed or not conn.in_transaction():
+            conn = self._conn = self.session.connection()
+        return conn.execute(stmt, params)
+
+
+_GUARDED: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], Executable] = {}
+
+
+def _guarded(
+    cols: Columns[Any], expect: Sequence[str], null: Sequence[str], names: Sequence[str]
+) -> Executable:
+    """The guarded update of these columns, built and compiled once per shape (bind
+    parameters ``w_<column>`` for the guard, ``v_<column>`` for the values; the columns in
+    ``null`` are expected to be NULL)."""
+    key = (cols.table.name, tuple(expect), tuple(null), tuple(names))
+    stmt = _GUARDED.get(key)
+    if stmt is None:
+        table = cols.table
+        conditions: list[ColumnElement[bool]] = [table.c.id == bindparam("w_id")]
+        conditions.extend(table.c[name] == bindparam(f"w_{name}") for name in expect)
+        conditions.extend(table.c[name].is_(None) for name in null)
+        stmt = _GUARDED.setdefault(
+            key,
+            update(table)
+            .where(*conditions)
+            .values({name: bindparam(f"v_{name}") for name in names})
+            .returning(*cols.columns),
+        )
+    return stmt
 
 
 def guarded_update(
@@ -70,12 +125,15 @@ def guarded_update(
     """The one guarded update: write ``values`` to row ``row_id`` only while the columns in
     ``expect`` still hold the values read earlier, and return the new record (None when the
     row changed meanwhile, so two users acting at once cannot both win)."""
-    table = cols.table
-    conditions: list[ColumnElement[bool]] = [table.c.id == row_id]
-    conditions.extend(table.c[name] == value for name, value in expect.items())
-    stmt = update(table).where(*conditions).values(**values).returning(*cols.columns)
+    null = sorted(k for k, v in expect.items() if v is None)
+    stmt = _guarded(
+        cols, sorted(k for k, v in expect.items() if v is not None), null, sorted(values)
+    )
+    params = {"w_id": row_id}
+    params.update({f"w_{k}": v for k, v in expect.items() if v is not None})
+    params.update({f"v_{k}": v for k, v in values.items()})
     run = session if isinstance(session, Sql) else session.execute
-    return cols.maybe(run(stmt).first())
+    return cols.maybe(run(stmt, params).first())
 
 
 def plain_update(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from trialdesk.store.protocols import VERSION
-from trialdesk.store.records import Allocation, Site, Subject, SubjectRead
+from trialdesk.store.records import Allocation, ProtocolVersion, Site, Subject, SubjectRead
 from trialdesk.store.sites import SITE
 from trialdesk.store.sql import Columns, Sql, guarded_update, table_of
 from trialdesk.store.tables import RandomizationRow, StudyRow, SubjectRow
@@ -42,6 +42,13 @@ def _read_select() -> Select[Any]:
 
 
 _READ = _read_select()
+SUBJECT_ORDERS = {
+    "number": _S.c.number,
+    "registered": _S.c.registered_on,
+    "state": _S.c.state,
+    "site": _SITE.c.code,
+}
+"""The subject list's sort keys (issue 14): none depends on an arm; ties by number."""
 _SITE_AT = SUBJECT.width
 _VERSION_AT = _SITE_AT + SITE.width
 _ALLOCATION_AT = _VERSION_AT + VERSION.width
@@ -62,17 +69,42 @@ _GET = SUBJECT.select().where(
     _S.c.study_id == bindparam("study_id"), _S.c.number == bindparam("number")
 )
 _BY_ID = SUBJECT.select().where(_S.c.id == bindparam("id"))
-_READ_NUMBER = _READ.where(
+# one subject: with the study's newest signed protocol version, which is the version in force
+# unless it takes effect later (SqlProtocols.in_force then needs no statement of its own)
+_NEWEST = VERSION.table.alias("newest_signed")
+_NEWEST_ID = (
+    select(func.max(VERSION.table.c.id))
+    .where(VERSION.table.c.study_id == _S.c.study_id, VERSION.table.c.status == "signed")
+    .correlate(_S)
+    .scalar_subquery()
+)
+_READ_ONE = _READ.add_columns(*(_NEWEST.c[name] for name in VERSION.names)).outerjoin(
+    _NEWEST, _NEWEST.c.id == _NEWEST_ID
+)
+_READ_NUMBER = _READ_ONE.where(
     _S.c.study_id == bindparam("study_id"), _S.c.number == bindparam("number")
 )
-_READ_ID = _READ.where(_S.c.id == bindparam("id"))
+_READ_ID = _READ_ONE.where(_S.c.id == bindparam("id"))
 _ADD = insert(_S).returning(*SUBJECT.columns)
 _ALLOCATION = ALLOCATION.select().where(_R.c.subject_id == bindparam("subject_id"))
 
 
+class _Versions(Protocol):
+    def note_newest_signed(self, version: ProtocolVersion) -> None: ...
+
+
 class SqlSubjects:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, versions: _Versions | None = None) -> None:
         self._run = Sql(session)
+        self._versions = versions
+
+    def _one(self, row: Any) -> SubjectRead:
+        read = _subject_read(row)
+        if self._versions is not None:
+            self._versions.note_newest_signed(read.version)  # the subject's own, signed
+            if row[_UNBLINDED_AT + 1] is not None:
+                self._versions.note_newest_signed(VERSION.of(row, _UNBLINDED_AT + 1))
+        return read
 
     def get(self, study_id: int, number: str) -> Subject | None:
         return SUBJECT.maybe(self._run(_GET, {"study_id": study_id, "number": number}).first())
@@ -85,10 +117,10 @@ class SqlSubjects:
 
     def read(self, study_id: int, number: str) -> SubjectRead | None:
         row = self._run(_READ_NUMBER, {"study_id": study_id, "number": number}).first()
-        return None if row is None else _subject_read(row)
+        return None if row is None else self._one(row)
 
     def read_of(self, subject: Subject) -> SubjectRead:
-        return _subject_read(self._run(_READ_ID, {"id": subject.id}).one())
+        return self._one(self._run(_READ_ID, {"id": subject.id}).one())
 
     def add(
         self,
@@ -137,8 +169,13 @@ class SqlSubjects:
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         where = [_S.c.study_id == study_id]
+        if search:  # issue 14 (x14b): the subject list's search box, a part of the number
+            where.append(_S.c.number.contains(search, autoescape=True))
         if site_ids is not None:
             where.append(_S.c.site_id.in_(list(site_ids)))
         if site_code is not None:
@@ -152,8 +189,21 @@ class SqlSubjects:
         if state is not None:
             where.append(_S.c.state == state)
         total = self._run(select(func.count()).select_from(_S).where(*where)).scalar()
-        rows = self._run(_READ.where(*where).order_by(_S.c.number).offset(offset).limit(limit))
+        key = SUBJECT_ORDERS[order]
+        first = key.desc() if descending else key
+        number = _S.c.number.desc() if descending else _S.c.number
+        keys = [number] if key is _S.c.number else [first, number]
+        rows = self._run(_READ.where(*where).order_by(*keys).offset(offset).limit(limit))
         return [_subject_read(row) for row in rows], int(total or 0)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14: the home page's summary)."""
+        stmt = (
+            select(_S.c.state, func.count()).where(_S.c.study_id == study_id).group_by(_S.c.state)
+        )
+        if site_ids is not None:
+            stmt = stmt.where(_S.c.site_id.in_(list(site_ids)))
+        return {str(state): int(n) for state, n in self._run(stmt)}
 
     def on_study(
         self,
@@ -182,3 +232,9 @@ class SqlAllocations:
 
     def for_subject(self, subject_id: int) -> Allocation | None:
         return ALLOCATION.maybe(self._run(_ALLOCATION, {"subject_id": subject_id}).first())
+
+
+# For the allocation repositories (store/allocation.py), which read a subject the same way.
+read_select = _read_select
+subject_read = _subject_read
+READ_WIDTH = _UNBLINDED_AT + 1

@@ -15,21 +15,24 @@ from typing import Self
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from trialdesk.store.allocation import SqlLists, SqlRandomizations, SqlTrialUnblindings
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.audit_reads import SqlAuditReads
 from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.holds import SqlHolds
 from trialdesk.store.lock_guard import LockGuard
-from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.mail_outbox import SqlMailDelivery, SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -38,16 +41,22 @@ from trialdesk.store.ports import (
     DataQueryRepository,
     FormRepository,
     HoldRepository,
+    ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
     ProtocolRepository,
     QualityExclusionRepository,
+    RandomizationRepository,
     ReportingRepository,
+    RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
+    TrialUnblindingRepository,
     UserRepository,
     VisitRepository,
 )
@@ -55,8 +64,10 @@ from trialdesk.store.ports import UnitOfWork as UnitOfWork
 from trialdesk.store.ports import UnitOfWorkFactory as UnitOfWorkFactory
 from trialdesk.store.protocols import SqlProtocols
 from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
+from trialdesk.store.requests import SqlRequests
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
+from trialdesk.store.study_records import SqlStudyRecords
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
@@ -82,12 +93,19 @@ class SqlUnitOfWork:
     queries: DataQueryRepository
     notifications: NotificationRepository
     mail: MailOutboxRepository
+    lists: ListRepository
+    randomizations: RandomizationRepository
+    unblindings: TrialUnblindingRepository
+    requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
     holds: HoldRepository
@@ -104,7 +122,7 @@ class SqlUnitOfWork:
         self.studies = SqlStudies(session)
         self.sites = SqlSites(session)
         self.protocols = protocols = SqlProtocols(session)
-        self.subjects = SqlSubjects(session)
+        self.subjects = SqlSubjects(session, protocols)
         self.allocations = SqlAllocations(session)
         self.visits = SqlVisits(session)
         self.forms = SqlForms(session)
@@ -113,12 +131,19 @@ class SqlUnitOfWork:
         self.queries = SqlDataQueries(session)
         self.notifications = SqlNotifications(session)
         self.mail = SqlMailOutbox(session)
+        self.lists = SqlLists(session)
+        self.randomizations = SqlRandomizations(session)
+        self.unblindings = SqlTrialUnblindings(session)
+        self.requests = SqlRequests(session)
+        self.audit_reads = SqlAuditReads(session)
         self.odm_history = SqlOdmHistory(session)
         self.supply = SqlSupply(session)
         self.users = SqlUsers(session)
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.mail_delivery = SqlMailDelivery(session)
+        self.study_records = SqlStudyRecords(session)
         self.consents = SqlConsents(session)  # issue 15 (x15b)
         self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)

@@ -17,8 +17,8 @@ from trialdesk.domain.errors import (
 from trialdesk.services import (
     design,
     endpoints,
-    lists,
 )
+from trialdesk.services.allocation import lists
 from trialdesk.web.forms import (
     field_text,
     flat_form,
