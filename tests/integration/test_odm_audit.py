@@ -27,7 +27,7 @@ from trialdesk.services import exports, followup
 from trialdesk.services.audit_trail import ARM_REVEALING_ENTITIES
 from trialdesk.services.odm_audit import whole_seconds
 from trialdesk.services.records import locks, review
-from trialdesk.store.tables import AuditEntryRow, SubjectRow
+from trialdesk.store.tables import AuditEntryRow, FormRecordRow, SubjectRow
 
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
 Q = "{http://www.cdisc.org/ns/odm/v1.3}"
@@ -134,11 +134,31 @@ def test_odm_audit_round_trips_corrections_signatures_and_states(
 
 def test_odm_audit_round_trips_a_simulated_trial(trial: Trial, tmp_path: Path) -> None:
     """EXP-1, AUD-1, SIG-1: the same round trip on a trial made by the demo simulator
-    (corrections from data queries, CRC signatures, visits, exits, missed visits)."""
+    (CRC signatures, visits, exits, missed visits, data queries; a correction of our own, as
+    the query path corrects only by chance)."""
     config = SimulationConfig(
         subjects=24, sites=3, seed=11, as_of=dt.date(2027, 9, 30), query_probability=1.0
     )
     simulate_trial(trial.ctx, "FLAGSHIP", config)
+    with trial.ctx.uow(readonly=True) as uow:  # and one correction of our own at S101
+        number, visit = uow.session.execute(
+            select(SubjectRow.number, FormRecordRow.visit_code)
+            .join(FormRecordRow, FormRecordRow.subject_id == SubjectRow.id)
+            .where(FormRecordRow.form_code == "follow_up", SubjectRow.number.like("S101-%"))
+            .order_by(FormRecordRow.id)
+        ).tuples().first() or (None, None)
+    assert number is not None and visit is not None
+    trial.clock.set_day(dt.date(2027, 9, 30))
+    followup.correct_form_data(
+        trial.ctx,
+        trial.actor("coordinator"),
+        trial.study_id,
+        number,
+        form_code="follow_up",
+        visit_code=visit,
+        changes={"kccq_overall_score": 42.5},
+        reason="transcription error against the source",
+    )
     txns = assert_round_trip(trial, tmp_path)
     assert any(t["key"][2] == "F.VISIT_STATUS" for t in txns)
 
