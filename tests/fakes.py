@@ -28,6 +28,7 @@ from trialdesk.store.lock_guard import LockGuard
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -37,6 +38,7 @@ from trialdesk.store.ports import (
     FormRepository,
     HoldRepository,
     ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -46,6 +48,7 @@ from trialdesk.store.ports import (
     ReportingRepository,
     RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
@@ -60,8 +63,11 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditQuery,
+    AuditRecord,
     CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -71,8 +77,11 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
     HistoryVersion,
+    InErrorRandomization,
+    Mail,
     Notification,
     NotificationRead,
     ProtocolVersion,
@@ -89,6 +98,7 @@ from trialdesk.store.records import (
     Therapy,
     TokenRead,
     TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -130,6 +140,7 @@ class Tables:
     confirmations: dict[int, Confirmation] = field(default_factory=dict)
     cases: dict[int, CrcCase] = field(default_factory=dict)
     therapies: dict[int, Therapy] = field(default_factory=dict)
+    case_notes: dict[int, CaseNote] = field(default_factory=dict)
     queries: dict[int, DataQuery] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     mail_addresses: dict[tuple[int, str], list[str]] = field(default_factory=dict)
@@ -333,6 +344,9 @@ class FakeSubjects(_Repo):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         found = [
             s
@@ -341,9 +355,24 @@ class FakeSubjects(_Repo):
             and (site_ids is None or s.site_id in site_ids)
             and (site_code is None or self.t.sites[s.site_id].code == site_code)
             and (state is None or s.state == state)
+            and (not search or search in s.number)
         ]
-        found.sort(key=lambda s: s.number)
+        keys: dict[str, Callable[[Subject], Any]] = {
+            "number": lambda s: "",
+            "registered": lambda s: s.registered_on,
+            "state": lambda s: s.state,
+            "site": lambda s: self.t.sites[s.site_id].code,
+        }
+        found.sort(key=lambda s: s.number, reverse=descending)
+        found.sort(key=keys[order], reverse=descending)
         return [self.read_of(s) for s in found[offset : offset + limit]], len(found)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.t.subjects.values():
+            if s.study_id == study_id and (site_ids is None or s.site_id in site_ids):
+                counts[s.state] = counts.get(s.state, 0) + 1
+        return counts
 
     def on_study(
         self,
@@ -414,6 +443,13 @@ class FakeForms(_Repo):
 
     def max_seq(self, subject_id: int, form_code: str, visit_code: str) -> int:
         return max((f.seq for f in self._of(subject_id, form_code, visit_code)), default=0)
+
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        found = sorted(
+            (r for r in self.t.forms.values() if r.subject_id in subject_ids),
+            key=lambda r: (r.subject_id, r.seq, r.id),
+        )
+        return [FormMark(r.subject_id, r.form_code, r.visit_code, r.id, r.version) for r in found]
 
     def for_subject(self, subject_id: int, *, visit_code: str = "") -> list[FormRecord]:
         return sorted(
@@ -533,6 +569,29 @@ class FakeCrc(_Repo):
         self.t.cases[case.id] = updated
         return updated
 
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        case = self.t.cases.get(case_id)
+        return case if case is not None and case.study_id == study_id else None
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        return sorted(
+            (n for n in self.t.case_notes.values() if n.case_id == case_id), key=lambda n: n.id
+        )
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote:
+        note = CaseNote(self.t.new_id(), case_id, kind, text, written_by, written_name, at)
+        self.t.case_notes[note.id] = note
+        return note
+
     def add_therapy(
         self,
         *,
@@ -611,6 +670,11 @@ class FakeDataQueries(_Repo):
             out.append((q, subject, self.t.sites[subject.site_id]))
         return out
 
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        return sorted(
+            (q for q in self.t.queries.values() if q.subject_id == subject_id), key=lambda q: q.id
+        )
+
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         return sorted(
             (
@@ -623,6 +687,43 @@ class FakeDataQueries(_Repo):
 
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
         return list(self.t.grants.get((study_id, username), []))
+
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        found = [
+            (q, s, site)
+            for q, s, site in self.listing(
+                study_id, statuses=statuses, site_id=None, site_ids=site_ids
+            )
+            if (site_code is None or site.code == site_code)
+            and (raised_before is None or q.raised_at <= raised_before)
+            and (not subject or s.number.startswith(subject))
+            and (form_record_id is None or q.form_record_id == form_record_id)
+        ]
+        if newest_first:
+            found.reverse()
+        return found[offset : offset + limit], len(found)
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        return [
+            (q.subject_id, q.form_code, q.visit_code, q.status)
+            for q in self.t.queries.values()
+            if q.subject_id in subject_ids and q.status != "closed"
+        ]
 
 
 # --- issue 15 (x15b) -----------------------------------------------------------------------------
@@ -1036,10 +1137,144 @@ class FakeMailOutbox(_Repo):
     ) -> None:
         self.t.outbox.append(
             {"study_id": study_id, "kind": kind, "to": recipient, "subject": subject}
+            | {"id": self.t.new_id(), "body_enc": body_enc, "created_at": at, "attempts": 0}
+            | {"next_attempt_at": at, "claimed_until": None, "last_error": None, "sent_at": None}
         )
 
     def after_commit(self, wake: Callable[[], None]) -> None:
         """Nothing is delivered from the fake; delivery is tested against a real server."""
+
+
+class FakeMailDelivery(_Repo):
+    """The outbox as the sender sees it (lane x13b); the fake sends nothing itself."""
+
+    def _mails(self) -> list[Mail]:
+        keys: tuple[str, ...] = ("id", "study_id", "kind", "to", "subject", "body_enc")
+        keys += ("created_at", "attempts", "next_attempt_at", "claimed_until")
+        keys += ("last_error", "sent_at")
+        return [Mail(*(m[k] for k in keys)) for m in self.t.outbox]
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]:
+        return [
+            m.id
+            for m in self._mails()
+            if m.sent_at is None
+            and (force or (m.attempts < max_attempts and m.next_attempt_at <= now))
+        ]
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        mail = self.get(mail_id)
+        if mail is None or mail.sent_at is not None:
+            return None
+        if mail.claimed_until is not None and mail.claimed_until >= now:
+            return None
+        self.update(mail_id, {"claimed_until": until})
+        return self.get(mail_id)
+
+    def get(self, mail_id: int) -> Mail | None:
+        return next((m for m in self._mails() if m.id == mail_id), None)
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None:
+        for n, m in enumerate(self.t.outbox):
+            if m["id"] == mail_id:
+                self.t.outbox[n] = {**m, **values}
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]:
+        return [m for m in self._mails() if not unsent_only or m.sent_at is None]
+
+    def waiting(self) -> int:
+        return len(self.listing(unsent_only=True))
+
+
+class FakeStudyRecords(_Repo):
+    """The study's records for the endpoint analyses (lane x13b)."""
+
+    def _ids(self, study_id: int) -> set[int]:
+        return {s.id for s in self.t.subjects.values() if s.study_id == study_id}
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        out = [
+            (s, self.t.allocations[s.id], self.t.sites[s.site_id])
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and s.id in self.t.allocations
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(out, key=lambda t: t[0].number)
+
+    def visits(self, study_id: int) -> list[Visit]:
+        ids = self._ids(study_id)
+        return [v for v in self.t.visits.values() if v.subject_id in ids]
+
+    def therapies(self, study_id: int) -> list[Therapy]:
+        ids = self._ids(study_id)
+        return [t for t in self.t.therapies.values() if t.subject_id in ids]
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        ids = self._ids(study_id)
+        found = [f for f in self.t.forms.values() if f.subject_id in ids]
+        return sorted(found, key=lambda f: (f.subject_id, f.seq))
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        return [
+            (f, self.t.allocations[f.subject_id].arm_enc)
+            for f in self.forms(study_id)
+            if f.form_code == form_code
+            and f.subject_id in self.t.allocations
+            and not self.t.allocations[f.subject_id].in_error
+            and not self.t.subjects[f.subject_id].test_subject
+        ]
+
+    # the operational reports (lane x13b)
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        found = [
+            s
+            for s in self.t.subjects.values()
+            if s.study_id == study_id
+            and not s.test_subject
+            and (site_ids is None or s.site_id in site_ids)
+        ]
+        return sorted(found, key=lambda s: s.number)
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]:
+        return {i: a for i, a in self.t.allocations.items() if i in subject_ids}
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]:
+        return [
+            f
+            for f in self.t.forms.values()
+            if f.subject_id in subject_ids and f.form_code == form_code
+        ]
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]:
+        return [v for v in self.t.visits.values() if v.subject_id in subject_ids]
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]:
+        """The fake's allocations keep no reason."""
+        return [
+            InErrorRandomization(a.subject_id, a.randomized_on, None)
+            for a in self.t.allocations.values()
+            if a.subject_id in subject_ids and a.in_error
+        ]
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]:
+        live = {s.id for s in self.live_subjects(study_id, None)}
+        return [c for c in self.t.cases.values() if c.subject_id in live]
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]:
+        return [
+            e
+            for e in FakeAuditEntries(self._uow)._all()
+            if e.study_id == study_id and e.action in actions
+        ]
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]:
+        """The fake keeps no trial-level unblinding."""
+        return []
 
 
 class FakeOdmHistory(_Repo):
@@ -1223,28 +1458,53 @@ class FakeUsers(_Repo):
 class FakeAuditEntries(_Repo):
     def stream(self, stream: str) -> list[AuditEntry]:
         """Committed entries of the stream, numbered in order (no hashes: not chained)."""
-        entries = [e for e in self.t.audit if e.stream == stream]
+        return [e for e in self._all() if e.stream == stream]
+
+    def _all(self) -> list[AuditEntry]:
+        """Every committed entry, ids in the order written, seq per stream."""
+        seqs: dict[str, int] = {}
+        out = []
+        for n, e in enumerate(self.t.audit, start=1):
+            seqs[e.stream] = seq = seqs.get(e.stream, 0) + 1
+            out.append(self._stored(n, seq, e))
+        return out
+
+    def _selected(self, q: AuditQuery) -> list[AuditEntry]:
+        """The study's own entries (the fake keeps no role grants, so the users' security
+        entries the SQL query adds are not selected here)."""
         return [
-            AuditEntry(
-                id=seq,
-                stream=e.stream,
-                seq=seq,
-                prev_hash="",
-                hash="",
-                at=utc_iso(e.at),
-                actor=e.actor,
-                action=e.action,
-                study_id=e.study_id,
-                subject_id=e.subject_id,
-                entity=e.entity,
-                entity_id=e.entity_id,
-                old=canonical_json(e.old),
-                new=canonical_json(e.new),
-                reason=e.reason,
-                protocol_sha256=e.protocol_sha256,
-            )
-            for seq, e in enumerate(entries, start=1)
+            e
+            for e in self._all()
+            if e.study_id == q.study_id
+            and (q.action is None or e.action == q.action)
+            and (q.action_prefix is None or e.action.startswith(q.action_prefix))
+            and (q.actor is None or e.actor == q.actor)
+            and (q.subject_id is None or e.subject_id == q.subject_id)
+            and (q.since_at is None or e.at >= q.since_at)
+            and (q.until_at is None or e.at < q.until_at)
+            and e.entity not in q.excluded_entities
         ]
+
+    def count(self, query: AuditQuery) -> int:
+        return len(self._selected(query))
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        selected = self._selected(query)[offset:]
+        return selected if limit is None else selected[:limit]
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]:
+        return {i: self.t.subjects[i].number for i in subject_ids if i in self.t.subjects}
+
+    @staticmethod
+    def _stored(n: int, seq: int, e: PendingEntry) -> AuditEntry:
+        return AuditEntry(
+            id=n, stream=e.stream, seq=seq, prev_hash="", hash="", at=utc_iso(e.at),
+            actor=e.actor, action=e.action, study_id=e.study_id, subject_id=e.subject_id,
+            entity=e.entity, entity_id=e.entity_id, old=canonical_json(e.old),
+            new=canonical_json(e.new), reason=e.reason, protocol_sha256=e.protocol_sha256,
+        )  # fmt: skip
 
 
 class FakeReporting(_Repo):
@@ -1282,6 +1542,25 @@ class FakeReporting(_Repo):
             if as_of is None or s.registered_on <= as_of
         ]
         return sorted(lines, key=lambda line: (line.registered_on, line.number))
+
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        found = [
+            line
+            for line in reversed(self.screening_log(study_id, None))
+            if (not site or line.site == site)
+            and (not state or line.state == state)
+            and (not search or search in line.number)
+        ]
+        return found[offset : offset + limit], len(found)
 
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]
@@ -1504,6 +1783,31 @@ class FakeHolds(_Repo):
         ]
 
 
+class FakeAuditReads(_Repo):
+    """The committed audit entries of the fake store, read back like the SQL repository."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]:
+        stream = f"subject:{subject_id}"
+        mine = [e for e in self.t.audit if e.stream == stream]
+        return [
+            AuditRecord(
+                seq,
+                utc_iso(e.at),
+                e.actor,
+                e.action,
+                e.entity,
+                e.entity_id,
+                e.old,
+                e.new,
+                e.reason,
+            )
+            for seq, e in enumerate(mine, start=1)
+            if entities is None or e.entity in entities
+        ]
+
+
 class _PendingAudit:
     """The writer side of :class:`AuditLog`: entries wait in the unit of work until commit."""
 
@@ -1532,12 +1836,15 @@ class FakeUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository
     exclusions: QualityExclusionRepository
     holds: HoldRepository
@@ -1563,12 +1870,15 @@ class FakeUnitOfWork:
         self.randomizations = FakeRandomizations(self)
         self.unblindings = FakeTrialUnblindings(self)
         self.requests = FakeRequests(self)
+        self.audit_reads = FakeAuditReads(self)
         self.odm_history = FakeOdmHistory(self)
         self.supply = FakeSupply(self)
         self.users = FakeUsers(self)
         self.audit_entries = FakeAuditEntries(self)
         self.reporting = FakeReporting(self)
         self.database = FakeDatabase(self)
+        self.mail_delivery = FakeMailDelivery(self)
+        self.study_records = FakeStudyRecords(self)
         self.consents = FakeConsents(self)
         self.exclusions = FakeExclusions(self)
         self._pending = _PendingAudit()

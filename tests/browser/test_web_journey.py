@@ -3,7 +3,8 @@ the 60-month contact (issue 14 Must-show; LIFE-1, ELIG-1, SIG-1, RAND-4, RAND-6,
 SCHED-2, DATA-2, THER-1): registration, consent, screening forms, signed confirmations
 ("does not apply" for the exclusion), the checklist, the CRC, anatomy, randomization with its
 confirmation and reload-safe result, the index procedure, discharge, an adverse event, an
-emergency unblinding, an additional therapy sent to the CRC, every visit to Y5, the scheduled
+emergency unblinding, an additional therapy adjudicated by the CRC, a query raised by the
+monitor, answered by the site and closed, every visit to Y5, the scheduled
 unblinding and completion; a second subject withdraws. No CLI or API step in between: the
 device stock is put on the shelf before the journey starts.
 
@@ -66,6 +67,49 @@ def flash(page: Any) -> str:
     return str(page.inner_text("#flash"))
 
 
+def decide(page: Any, number: str, decision: str | None, reason: str) -> None:
+    """On the CRC queue: open the subject's open case dossier and sign a decision (the
+    given one, or the first offered: nothing is preselected)."""
+    page.locator(f"tr:has-text('{number}') a:has-text('Dossier')").first.click()
+    choices = page.locator("input[name=decision]")
+    assert choices.count() > 1 and not any(
+        choices.nth(i).is_checked() for i in range(choices.count())
+    )
+    if decision is None:
+        choices.first.check()
+    else:
+        page.check(f"input[name=decision][value={decision}]")
+    page.fill("#reason", reason)
+    page.fill("#password", PASSWORD)
+    page.click("button:has-text('Sign decision')")
+
+
+def query_round_trip(browser: Any, server: str, number: str) -> None:
+    """A query raised by the monitor on the M1 NYHA class, answered by the coordinator and
+    closed by the monitor, all on the form's page (DATA-2)."""
+    url = f"{server}/subjects/{number}/queries/follow_up?visit=M1"
+    monitor = User(browser, server, "monitor")
+    page = monitor.open("/home")  # sign-in returns to the path only: then the form
+    page.goto(url)
+    page.click("summary:has-text('Raise a query on NYHA class')")
+    page.fill("#raise-nyha_class", "Source notes say NYHA III at this visit; please check.")
+    page.locator("#field-nyha_class button:has-text('Raise query')").click()
+    guide_shot(page, "query-raised")
+    coordinator = User(browser, server, "coordinator")
+    page = coordinator.open("/home")
+    page.goto(url)
+    page.locator(".query textarea[name=text]").first.fill("Checked the chart: NYHA II is right.")
+    page.click("button:has-text('Send answer')")
+    guide_shot(page, "query-answered")
+    page = monitor.open("/home")
+    page.goto(url)
+    page.click("button:has-text('Close query')")
+    assert "closed" in page.locator(".query").first.inner_text()
+    guide_shot(page, "query-closed")
+    monitor.context.close()
+    coordinator.context.close()
+
+
 def test_life1_whole_journey_to_the_60_month_contact_in_chromium(
     web_trial: Trial, server: str, browser: Any
 ) -> None:
@@ -118,13 +162,10 @@ def test_life1_whole_journey_to_the_60_month_contact_in_chromium(
     page.keyboard.type(PASSWORD)
     with page.expect_navigation():
         page.keyboard.press("Enter")
-    case = page.locator("section.card", has_text=number)
-    case.locator("select").select_option("approve")
-    case.locator("textarea").fill("Suitable on echo")
-    case.locator("input[type=password]").fill(PASSWORD)
     guide_shot(page, "crc-queue")
-    case.locator("button").click()
-    assert number not in page.inner_text("main")
+    decide(page, number, "approve", "Suitable on echo; CS device appropriate")
+    guide_shot(page, "crc-decided")
+    assert crc.open(f"/subjects/{number}").inner_text("#state") == "awaiting procedure"
 
     t.clock.set_day(journey.PROCEDURE)
     implanter = User(browser, server, "implanter")
@@ -173,6 +214,9 @@ def test_life1_whole_journey_to_the_60_month_contact_in_chromium(
             guide_shot(page, "visit-entry")
         page.click("button:has-text('Save')")
         assert f"Visit {visit} saved" in flash(page), visit
+        if visit == "M1":  # the monitor queries a value, the site answers, the monitor closes
+            query_round_trip(browser, server, number)
+            page = coord.open(f"/subjects/{number}")
         if visit == "M1":  # an adverse event reported at the 1-month visit
             page.click("a:has-text('Record an adverse event')")
             fill_forms(page, fd.adverse_event_forms(on.isoformat()))
@@ -191,6 +235,9 @@ def test_life1_whole_journey_to_the_60_month_contact_in_chromium(
             page.select_option("#therapy_type", "crt")
             page.click("button:has-text('Record therapy')")
             assert "sent to the CRC" in flash(page)
+            page = crc.open("/crc")  # the CRC adjudicates the therapy (THER-2)
+            decide(page, number, None, "CRT for worsening heart failure; follow-up continues")
+            guide_shot(page, "crc-therapy-decided")
         if visit == "M24":  # the scheduled unblinding after the 24-month evaluation
             page.fill("#unblind-pw", PASSWORD)
             page.click("button:has-text('Unblind (signed)')")

@@ -143,6 +143,12 @@ def web_fillers() -> dict[str, list[dict[str, str]]]:
         "/subjects/{number}/visits/{code}/missed": [{"code": "M6"}],
         "/subjects/{number}/forms/{code}/correct": [{"code": "follow_up"}],  # x14a
         "/crc/{number}": [{}],
+        "/crc/cases/{case_id}": [{"case_id": str(i)} for i in (1, 2, 3)],
+        # the concealed procedure record too: one refusal whatever the arm (RAND-6); the arms'
+        # own form names are refused alike, but the refusal repeats the name asked for
+        "/subjects/{number}/queries/{form}": [
+            {"form": c} for c in [*screening_forms, "index_procedure"]
+        ],
         "/reports/{filename}": [
             {"filename": f"{name}.{ext}"} for name in REPORT_DOWNLOADS for ext in ("json", "csv")
         ],

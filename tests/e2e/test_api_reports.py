@@ -75,6 +75,11 @@ def test_rep2_consort_pooled_for_blinded_by_arm_for_the_statistician(trial: Tria
     assert pooled["excluded"]["crc_rejected"] == 1 and pooled["arms"] is None
     by_arm = api.get("statistician", "/reports/consort").json()
     allocated = {a["code"]: a["allocated"] for a in by_arm["arms"]}
+    # issue 16: CONSORT 2025 phases; the primary safety set on the intervention arm only
+    assert pooled["phases"] == ["Enrolment"]
+    assert by_arm["phases"] == ["Enrolment", "Allocation", "Follow-up", "Analysis"]
+    safety = {a["code"]: a["analysed_safety"] for a in by_arm["arms"]}
+    assert safety["CTRL"] is None and isinstance(safety["INT"], int)
     assert allocated == {arm: list(data.arms.values()).count(arm) for arm in ("INT", "CTRL")}
     svg = api.get("manager", "/reports/consort", format="svg")
     assert svg.headers["content-type"] == "image/svg+xml"

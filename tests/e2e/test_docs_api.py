@@ -11,6 +11,7 @@ and must equal it afterwards; ``<name>`` in a later request is replaced by that 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import PASSWORD, Trial
 from trialdesk.bootstrap import create_app
+from trialdesk.demo.trial import SimulationConfig, simulate_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "api.md"
@@ -126,6 +128,29 @@ def test_rand5_acc1_every_api_doc_example_runs_as_documented(trial: Trial) -> No
     """Each request of docs/api.md, sent in order, gets the documented status, headers and
     fields: the RAND-5 retry returns the same randomization, the ACC-1 refusal is a 403, the
     blinded coordinator reads ``arm: null`` (RAND-6), and a revoked token is a 401."""
+    run_the_doc(trial)
+
+
+def test_the_api_doc_runs_against_a_study_full_of_simulated_subjects(trial: Trial) -> None:
+    """Issue 14: the same examples run against a demo study as ``make run`` serves it (a
+    simulated trial up to today, the clock at today): no example depends on an empty study,
+    a fixed date or the first subject number."""
+    today = trial.clock().date()
+    config = SimulationConfig(
+        subjects=16,
+        sites=3,
+        seed=2,
+        start=today - dt.timedelta(days=300),
+        as_of=today,
+        screened_per_site_month=3.0,
+    )
+    summary = simulate_trial(trial.ctx, "FLAGSHIP", config)
+    assert summary.registered > 0
+    trial.clock.now = dt.datetime.combine(today, dt.time(12, 0), tzinfo=dt.UTC)
+    run_the_doc(trial)
+
+
+def run_the_doc(trial: Trial) -> None:
     client = TestClient(create_app(trial.runtime))
     bound: dict[str, str] = {}
     for step, ex in enumerate(exchanges(DOC.read_text(encoding="utf-8")), start=1):

@@ -180,6 +180,14 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/protocol/preview"): frozenset({"manager", "statistician"}),
     ("POST", "/protocol/amend"): frozenset({"manager"}),
     ("POST", "/protocol/amendments/{amendment_id}/sign"): frozenset({"statistician"}),
+    # issue 14 (x14b): the CRC dossier's therapy form; the site replies to the CRC's request
+    ("POST", "/crc/cases/{case_id}/therapy"): frozenset({"crc"}),
+    ("POST", "/crc-requests/{case_id}"): COORDINATOR,
+    # issue 14 (x14b): data queries on the pages, as on the API
+    ("POST", "/subjects/{number}/queries/{form}"): frozenset({"monitor", "manager"}),
+    ("POST", "/queries/{query_id}/answer"): COORDINATOR,
+    ("POST", "/queries/{query_id}/close"): frozenset({"monitor", "manager"}),
+    ("POST", "/queries/{query_id}/reopen"): frozenset({"monitor", "manager"}),
     # issue 15 (x15b): data quality (REC-6) and query verification (REC-7) by the monitor or
     # the manager as data manager; re-consent, exits through forms and contacts by the site
     ("POST", f"{STUDY}/quality/run"): frozenset({"monitor", "manager"}),
@@ -202,6 +210,10 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/database-lock/unlock"): frozenset({"monitor", "manager"}),
     ("POST", f"{STUDY}/subjects/{{number}}/sdv"): frozenset({"monitor"}),
     ("POST", f"{STUDY}/subjects/{{number}}/signatures"): COORDINATOR,
+    ("POST", "/subjects/{number}/records/lock"): frozenset({"monitor", "manager"}),
+    ("POST", "/records/locks/{lock_id}/unlock"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/records/sdv"): frozenset({"monitor"}),
+    ("POST", "/subjects/{number}/records/sign"): COORDINATOR,
 }
 """Who may call each mutating route; a role listed here may still be refused by state, site
 or input, never by role. test_acc1_allowed_equals_the_permission_table checks it against the
@@ -310,6 +322,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/protocol/preview"): P.AMENDMENT_PREVIEW,
     ("POST", "/protocol/amend"): P.AMENDMENT_PROPOSE,
     ("POST", "/protocol/amendments/{amendment_id}/sign"): P.AMENDMENT_SIGN,
+    # issue 14 (x14b)
+    ("POST", "/crc/cases/{case_id}/therapy"): P.CRC_THERAPY_DECIDE,
+    ("POST", "/crc-requests/{case_id}"): P.CRC_CASE_REPLY,
+    ("POST", "/subjects/{number}/queries/{form}"): P.QUERY_RAISE,
+    ("POST", "/queries/{query_id}/answer"): P.QUERY_ANSWER,
+    ("POST", "/queries/{query_id}/close"): P.QUERY_CLOSE,
+    ("POST", "/queries/{query_id}/reopen"): P.QUERY_REOPEN,
     # issue 15 (x15b)
     ("POST", f"{STUDY}/quality/run"): P.DQ_RUN,
     ("POST", f"{STUDY}/subjects/{{number}}/quality-exclusions"): P.DQ_EXCLUDE,
@@ -328,6 +347,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/database-lock/unlock"): P.DATABASE_LOCK,
     ("POST", f"{STUDY}/subjects/{{number}}/sdv"): P.SDV_MARK,
     ("POST", f"{STUDY}/subjects/{{number}}/signatures"): P.RECORD_SIGN,
+    ("POST", "/subjects/{number}/records/lock"): P.RECORD_LOCK,
+    ("POST", "/records/locks/{lock_id}/unlock"): P.RECORD_LOCK,
+    ("POST", "/subjects/{number}/records/sdv"): P.SDV_MARK,
+    ("POST", "/subjects/{number}/records/sign"): P.RECORD_SIGN,
 }
 """The permission each route's action needs, in the code's table (domain/permissions.py)."""
 
@@ -460,6 +483,7 @@ ROUTE_VALUES = {
     f"{STUDY}/subjects/{{number}}/visits/{{code}}": {"code": "M6"},
     f"{STUDY}/subjects/{{number}}/visits/{{code}}/missed": {"code": "M6"},
     "/subjects/{number}/forms/{code}": {"code": "tte"},
+    "/subjects/{number}/queries/{form}": {"form": "follow_up"},
     "/subjects/{number}/forms/{code}/correct": {"code": "follow_up"},
 }
 """Path values per route where one name means different things (a visit, a form, a site)."""
@@ -509,6 +533,8 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         "/supply/ship": {"serials": DEMO_SERIALS[3], "site": "S101"},
         "/supply/quarantine": {"lot_number": DEMO_LOT},
         "/supply/recall": {"lot_number": DEMO_LOT},
+        "/crc/cases/{case_id}/therapy": {"decision": "continue_follow_up"},
+        "/subjects/{number}/queries/{form}": {"field": "lvef_pct", "visit": "M1"},
         # issue 15 (x15b): bodies valid for every caller, refused after the role check
         f"{STUDY}/subjects/{{number}}/quality-exclusions": {"rule": "DQ-8", "visit": "M1"},
         f"{STUDY}/queries/{{query_id}}/assign": {"assignee": "coordinator"},
@@ -534,6 +560,9 @@ def body_overrides() -> dict[str, dict[str, Any]]:
         f"{STUDY}/database-lock": {"kind": "hard"},
         f"{STUDY}/subjects/{{number}}/sdv": {"form": "follow_up", "visit": "M1"},
         f"{STUDY}/subjects/{{number}}/signatures": {"level": "visit", "visit": "M1"},
+        "/subjects/{number}/records/lock": {"level": "visit", "visit": "M18"},
+        "/subjects/{number}/records/sdv": {"form": "follow_up", "visit": "M1"},
+        "/subjects/{number}/records/sign": {"level": "visit", "visit": "M1"},
     }
 
 

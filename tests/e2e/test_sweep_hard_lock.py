@@ -30,7 +30,12 @@ UNLOCKED: dict[tuple[str, str], str] = {
     ("POST", f"{STUDY}/trial-unblinding/confirm"): "trial unblinding follows the hard lock",
     ("POST", f"{STUDY}/subjects/{{number}}/emergency-unblind"): "a patient's safety never "
     "waits for a lock (domain/locks.py)",
+    ("POST", "/subjects/{number}/emergency-unblind"): "a patient's safety never waits for a "
+    "lock (domain/locks.py)",
     ("POST", f"{STUDY}/notifications/{{notification_id}}/read"): "the reader's own mark",
+    ("POST", f"{STUDY}/quality/run"): "a rerun on locked data that finds nothing writes "
+    "nothing; a query it would open is refused by the lock",
+    ("POST", "/quality/run"): "as the API's quality run",
     ("POST", f"{STUDY}/exports/csv"): "an export reads the locked data",
     ("POST", f"{STUDY}/exports/odm"): "an export reads the locked data",
     ("POST", f"{STUDY}/exports/sdtm"): "an export reads the locked data",
@@ -41,6 +46,7 @@ UNLOCKED: dict[tuple[str, str], str] = {
 """Routes the hard lock does not refuse, and why."""
 
 NOT_TRIAL_DATA: dict[str, str] = {
+    "/exports": "an export reads the locked data (its disclosure entry is not trial data)",
     "/lists": "allocation list custody (RAND-3) is the statistician's, not trial data",
     "/statistician/lists": "allocation list custody (RAND-3)",
     "/devices": "device accountability (SUP-1) goes on after the data lock",

@@ -234,14 +234,14 @@ def test_rep3_life3_manager_dashboard_shows_screening_log_with_reasons(trial: Tr
     page = signed_in(trial, "manager").get("/dashboard")
     assert page.status_code == 200
     assert 'id="screening-log"' in page.text
-    for number in (randomized, rejected, anatomy, registered):
-        assert f"<td>{number}</td>" in page.text
+    for number in (randomized, rejected, anatomy, registered):  # the latest ten, linked
+        assert f'<a href="/subjects/{number}">{number}</a></td>' in page.text
     assert "anatomy unsuitable" in page.text and "ANAT-2" in page.text
     assert "Severe MAC" in page.text
     assert not ARM_TEXT.search(page.text)
     log = signed_in(trial, "admin").get("/dashboard")  # admin: enrolment yes, log refused
     assert log.status_code == 200 and "needs the role" in log.text
-    assert f"<td>{registered}</td>" not in log.text
+    assert f">{registered}</a></td>" not in log.text
 
 
 def test_rand6_dashboard_and_statistician_show_no_arm_to_blinded_users(trial: Trial) -> None:

@@ -27,7 +27,7 @@ from tests.conftest import DEMO_USERS, PASSWORD, Trial
 from tests.e2e import sweep_support as sw
 from tests.e2e.test_web_pages import ARM_TEXT, csrf_of, signed_in, web_values
 from trialdesk.domain.lifecycle import SubjectState
-from trialdesk.services import followup, screening
+from trialdesk.services import data_queries, followup, screening
 from trialdesk.services.queries import get_subject, subject_actions
 
 ROLES = tuple(username for username, _name, _role in DEMO_USERS)
@@ -377,3 +377,26 @@ def test_life1_success_message_shows_once_after_an_action(states: States) -> Non
     first = browser.get(response.headers["location"]).text
     assert 'id="flash"' in first and "Time zone saved" in first
     assert 'id="flash"' not in browser.get(response.headers["location"]).text
+
+
+def test_data2_form_status_shows_an_open_query(states: States) -> None:
+    """Per-form status (issue 14): a form with an open query says so on the subject page;
+    the others of the subject stay complete, and a form not entered is not started."""
+    t = states.trial
+    number = states.numbers["echo_qualified"]
+    data_queries.raise_query(
+        t.ctx,
+        t.actor("monitor"),
+        t.study_id,
+        number,
+        form_code="tte",
+        field="lvef_pct",
+        text="Source says 35 %",
+    )
+    page = signed_in(t, "coordinator").get(f"/subjects/{number}").text
+    row = page[page.index('id="form-tte"') :].split("</tr>")[0]
+    assert "has open query" in row
+    nyha = page[page.index('id="form-nyha"') :].split("</tr>")[0]
+    assert "complete" in nyha
+    angiogram = page[page.index('id="form-angiogram"') :].split("</tr>")[0]
+    assert "not started" in angiogram

@@ -36,6 +36,7 @@ from trialdesk.services import (
     admin,
     amendments,
     audit_trail,
+    consent,
     crc,
     dashboard,
     data_queries,
@@ -45,6 +46,7 @@ from trialdesk.services import (
     followup,
     history,
     preferences,
+    quality,
     queries,
     report_views,
     reports,
@@ -183,15 +185,33 @@ READ_CALLS: dict[str, ReadCall] = {
     "report_views.dsmb_report_html": lambda t, a, n: report_views.dsmb_report_html(
         t.ctx, a, t.study_id
     ),
+    # issue 15 (x15b): data quality, missing data, consents
+    "quality.quality_report": lambda t, a, n: quality.quality_report(
+        t.ctx, a, t.study_id, number=n
+    ),
+    "quality.missing_data": lambda t, a, n: quality.missing_data(t.ctx, a, t.study_id),
+    "consent.consent_worklist": lambda t, a, n: consent.consent_worklist(t.ctx, a, t.study_id),
+    "consent.subject_consents": lambda t, a, n: consent.subject_consents(t.ctx, a, t.study_id, n),
 }
 PER_SUBJECT = {
     "queries.get_subject",
     "queries.subject_actions",
     "screening.check_eligibility",
     "history.subject_history",
+    "consent.subject_consents",
+    "quality.quality_report",
 }
 
 WRITE_ACTIONS = {
+    # issue 15 (x15b)
+    "consent.record_reconsent",
+    "data_queries.assign_query",
+    "data_queries.verify_query",
+    "exits.record_contact",
+    "exits.record_exit",
+    "quality.exclude_rule",
+    "quality.revoke_exclusion",
+    "quality.run_quality_rules",
     "amendments.propose_amendment",
     "amendments.sign_amendment",
     "preferences.set_time_zone",

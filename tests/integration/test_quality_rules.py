@@ -213,3 +213,36 @@ def test_rec10_missing_data_report_per_visit_and_form(trial: Trial) -> None:
     assert rows[("M1", "follow_up")].complete == 1
     assert ("M6", "follow_up") not in rows
     assert all(r.not_saved == 0 for r in rows.values() if r.visit == "M1")
+    assert rows[(None, "discharge")].complete == 1  # kept on the subject, not as a form
+    assert rows[(None, "index_procedure")].complete == 1
+
+
+def test_rec10_a_not_available_answer_marks_the_record_missing(trial: Trial) -> None:
+    """REC-10, REC-7: the site answers a query "not available" (a code that marks missing):
+    the missing-data report counts that record as marked missing, with the reason."""
+    number, _ = j.procedure_done(trial)
+    _m1(trial, number)
+    query = dq.raise_query(
+        trial.ctx,
+        trial.actor("monitor"),
+        trial.study_id,
+        number,
+        form_code="follow_up",
+        field="six_minute_walk_m",
+        text="Walk distance not in the source",
+        visit_code="M1",
+    )
+    dq.answer_query(
+        trial.ctx,
+        trial.actor("coordinator"),
+        trial.study_id,
+        query.id,
+        text="test not done: patient in a wheelchair that day",
+        response="not_available",
+    )
+    rows = {
+        (r.visit, r.form): r
+        for r in quality.missing_data(trial.ctx, trial.actor("monitor"), trial.study_id)
+    }
+    assert rows[("M1", "follow_up")].marked_missing == 1
+    assert rows[("M1", "follow_up")].complete == 0

@@ -15,7 +15,14 @@ from tests import journey as j
 from tests.conftest import PASSWORD, Trial
 from trialdesk.domain.errors import AuthenticationFailed, PreconditionFailed, ValidationFailed
 from trialdesk.domain.locks import RecordLocked
-from trialdesk.services import data_queries, endpoints, followup, screening, unblinding
+from trialdesk.services import (
+    data_queries,
+    endpoints,
+    followup,
+    report_views,
+    screening,
+    unblinding,
+)
 from trialdesk.services.records import checklist, locks, review
 from trialdesk.store.tables import AuditEntryRow, FormRecordRow
 
@@ -121,6 +128,9 @@ def test_rec4_kccq_change_after_scheduled_unblinding_is_refused_until_unlocked_t
         75,
     )
     assert changed["flag"] == "changed_after_unblinding"
+    dsmb = report_views.dsmb_report_html(trial.ctx, trial.actor("dsmb"), trial.study_id)
+    section = dsmb.split("Data changed after unblinding", 1)[1]
+    assert number in section and "kccq_overall_score" in section and "75" in section
 
 
 def test_rec4_emergency_unblinding_freezes_from_that_moment(trial: Trial) -> None:

@@ -12,15 +12,11 @@ SERVICES = Path(__file__).resolve().parents[2] / "src" / "trialdesk" / "services
 
 STILL_HOLDING_SQL = {
     "accounts",
-    "mail",
     "admin",
     "amendments",
-    "audit_trail",
     "auth",
-    "endpoints",
     "exports",
     "orm_rows",
-    "report_views",
     "sessions",
     "setup",
 }

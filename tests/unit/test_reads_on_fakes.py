@@ -9,15 +9,32 @@ import datetime as dt
 
 import pytest
 
+from tests import flagship_data as fd
 from tests.conftest import START
 from tests.unit.test_services_on_fakes import STUDY, World, _randomized
 from tests.unit.test_services_on_fakes import world as world  # the fixture
-from trialdesk.domain.errors import PermissionDenied, ValidationFailed
+from trialdesk.domain.errors import PermissionDenied, PreconditionFailed, ValidationFailed
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
-from trialdesk.services import dashboard, history, maintenance, preferences, screening, study_info
+from trialdesk.services import (
+    audit_trail,
+    dashboard,
+    endpoints,
+    followup,
+    history,
+    mail,
+    maintenance,
+    preferences,
+    report_views,
+    screening,
+    study_info,
+    supply,
+)
 from trialdesk.services.access import operator_actor
 from trialdesk.store.records import User
+
+CONSENT = dt.date.fromisoformat(fd.CONSENT_DATE)
+PROCEDURE = dt.date.fromisoformat(fd.PROCEDURE_DATE)
 
 
 def _user(world: World, user_id: int, *, active: bool = True) -> None:
@@ -98,3 +115,77 @@ def test_aud1_audit_verification_is_the_operators_and_is_itself_audited(world: W
     assert result.ok
     (entry,) = world.store.tables.audit
     assert (entry.stream, entry.action) == ("maintenance", "verify_audit")
+
+
+def test_aud1_the_blinded_trail_leaves_device_entries_out_and_filters_by_prefix(
+    world: World,
+) -> None:
+    """AUD-1, RAND-6: a blinded reader's trail has no per-device entries and no supply
+    values; an action prefix (``register*``) narrows it; an unknown subject matches nothing."""
+    world.clock.set_day(CONSENT)
+    supply.stock_demo_site(world.ctx, operator_actor(), STUDY)
+    monitor = world.actor(Role.MONITOR, None)
+    page = audit_trail.audit_entries(world.ctx, monitor, STUDY)
+    assert page.blinded and page.total == len(page.items) > 0
+    assert {e.entity for e in page.items} == {"device_lot", "device_shipment"}
+    assert all(e.old is None and e.new is None for e in page.items)
+    where = audit_trail.AuditFilter(action="register*")
+    (lot,) = audit_trail.audit_entries(world.ctx, monitor, STUDY, where).items
+    assert lot.action == "register_device_lot"
+    nobody = audit_trail.AuditFilter(subject="S101-9999")
+    assert audit_trail.audit_entries(world.ctx, monitor, STUDY, nobody).total == 0
+
+
+def test_the_outbox_is_the_operators_and_shows_a_body_only_on_request(
+    world: World,
+) -> None:
+    """Issue 12 outbox: mails wait encrypted; the local operator lists them without bodies
+    and reads one body on request; no one else reads the outbox."""
+    with world.ctx.uow() as uow:
+        mail.enqueue(
+            uow, world.ctx, to="a@example.org", subject="Invitation", body="the link",
+            kind="invitation", study_id=STUDY,
+        )  # fmt: skip
+        uow.commit()
+    operator = operator_actor()
+    (waiting,) = mail.list_outbox(world.ctx, operator)
+    assert (waiting.recipient, waiting.status, waiting.body) == ("a@example.org", "waiting", None)
+    assert mail.show_mail(world.ctx, operator, waiting.id).body == "the link"
+    assert world.store.tables.outbox[0]["body_enc"] != b"the link"
+    with pytest.raises(PreconditionFailed, match="local operator"):
+        mail.list_outbox(world.ctx, world.actor(Role.ADMIN, None))
+
+
+def test_rand8_time_in_the_lab_by_arm_for_the_unblinded_statistician_only(world: World) -> None:
+    """RAND-8, RAND-6: both index procedures are timed alike; the durations by arm are read
+    by the unblinded statistician (a disclosure) and refused to a blinded monitor."""
+    world.clock.set_day(CONSENT)
+    supply.stock_demo_site(world.ctx, operator_actor(), STUDY)
+    world.clock.set_day(PROCEDURE)
+    implanter = world.actor(Role.IMPLANTER)
+    for arm, forms in (("INT", fd.implant_procedure_forms()), ("CTRL", fd.sham_procedure_forms())):
+        number = _randomized(world, arm=arm)
+        (values,) = forms.values()
+        followup.record_procedure(world.ctx, implanter, STUDY, number, values=values)
+    with pytest.raises(endpoints.ArmsBlinded):
+        endpoints.time_in_lab(world.ctx, world.actor(Role.MONITOR, None), STUDY)
+    view = endpoints.time_in_lab(world.ctx, world.actor(Role.STATISTICIAN, None), STUDY)
+    assert {code: arm["n"] for code, arm in view.arms.items()} == {"INT": 1, "CTRL": 1}
+    assert world.store.tables.audit[-1].action == "disclose_endpoint_by_arm"
+
+
+def test_rep3_a_missed_visit_is_counted_and_listed_as_a_deviation(world: World) -> None:
+    """REP-3, SCHED-2: a missed visit shows in visit compliance (its site and the total) and
+    in the deviations list with its reason; a coordinator sees only the own site's."""
+    number = _randomized(world, procedure_done=True, discharged_on=PROCEDURE)
+    world.clock.set_day(PROCEDURE + dt.timedelta(days=60))
+    coord = world.actor(Role.COORDINATOR)
+    followup.miss_visit(world.ctx, coord, STUDY, number, visit_code="M1", reason="away")
+    monitor = world.actor(Role.MONITOR, None)
+    compliance = report_views.visit_compliance(world.ctx, monitor, STUDY)
+    assert [(r.visit, r.site, r.missed) for r in compliance.rows] == [("M1", "S101", 1)]
+    assert [(r.visit, r.missed) for r in compliance.totals] == [("M1", 1)]
+    (deviation,) = report_views.deviations(world.ctx, monitor, STUDY)
+    assert (deviation.subject, deviation.kind, deviation.detail) == (number, "visit_missed", "away")
+    other = world.actor(Role.COORDINATOR, "S102")
+    assert report_views.deviations(world.ctx, other, STUDY) == []

@@ -127,11 +127,17 @@ class ArmFlowPublic(BaseModel):
     discontinued_reasons: dict[str, int]
     analysed: int
     excluded_from_analysis: dict[str, int]
+    # issue 16 (x16b): CONSORT 2025 reasons for loss and the primary safety analysis set
+    lost_reasons: dict[str, int] = {}
+    analysed_safety: int | None = None
+    safety_not_evaluable: int = 0
 
 
 class ConsortPublic(BaseModel):
     """The pooled flow; ``arms`` only for unblinded by-arm readers (REP-2, RAND-6)."""
 
+    phases: list[str] = []
+    """CONSORT 2025 phase labels shown (issue 16): enrolment only when blinded."""
     as_of: str | None
     assessed: int
     excluded: dict[str, int]

@@ -508,6 +508,9 @@ class SafetyPublic(BaseModel):
     not_yet_evaluable: int
     excluded_in_error: int
     note: str | None = None
+    changed_after_unblinding: list[dict[str, Any]] = []
+    """Values of the frozen blinded phase changed after unblinding (REC-4), as the view
+    lists them (found missing here by tests/unit/test_api_view_parity.py)."""
 
 
 class EfficacyPublic(BaseModel):
@@ -522,6 +525,8 @@ class EfficacyPublic(BaseModel):
     win_ratio: dict[str, Any] | None
     outcomes: list[dict[str, Any]]
     note: str | None = None
+    changed_after_unblinding: list[dict[str, Any]] = []
+    """Values of the frozen blinded phase changed after unblinding (REC-4)."""
 
 
 class InterimPublic(BaseModel):

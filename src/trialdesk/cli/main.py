@@ -13,6 +13,7 @@ from trialdesk.cli import (
     endpoints_cmd,
     export_cmd,
     lists_cmd,
+    locks_cmd,
     mail_cmd,
     me_cmd,
     protocol_cmd,
@@ -59,6 +60,10 @@ def build_app() -> typer.Typer:
     app.command("forecast")(report_cmd.forecast)
     app.add_typer(report_cmd.report_app, name="report", help="Reports (enrolment).")
     app.add_typer(devices_cmd.app, name="devices", help="Implant devices (SUP-1, SUP-2).")
+    # issue 15, lane x15a: records that hold
+    app.add_typer(locks_cmd.lock_app, name="lock", help="Locks and the database lock.")
+    app.add_typer(locks_cmd.sdv_app, name="sdv", help="Source-data verification.")
+    app.add_typer(locks_cmd.sign_app, name="sign", help="Investigator e-signatures.")
     # issue 15 (x15b): data quality, consent versions, exits through forms
     app.add_typer(records_cmd.quality_app, name="quality", help="Data quality (REC-6, REC-10).")
     app.add_typer(records_cmd.consent_app, name="consent", help="Consent versions (REC-8).")

@@ -15,13 +15,11 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import print_json
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
 from trialdesk.cli.runtime import (
     Session,
-    guarded,
-    open_runtime,
     parse_values,
     require_date,
-    sign_in,
 )
 from trialdesk.services import consent, exits, quality
 
@@ -33,9 +31,6 @@ exit_app = typer.Typer(
     help="Exits on the protocol's forms; contacts after withdrawal.", no_args_is_help=True
 )
 
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
 SiteOpt = typer.Option(None, "--site", help="one site only")
 
 
@@ -46,9 +41,7 @@ def _run(
     call: Callable[[Session], Any],
     line: Callable[[dict[str, Any]], str],
 ) -> None:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        result = guarded(lambda: call(session))
+    result = signed_in_call(user, study, call)
     items = result if isinstance(result, list) else [result]
     data = [i.to_dict() if hasattr(i, "to_dict") else i for i in items]
     if json_out:

@@ -44,6 +44,7 @@ from trialdesk.services import (
     admin,
     amendments,
     crc,
+    crc_dossier,
     data_queries,
     exports,
     followup,
@@ -60,6 +61,28 @@ from trialdesk.services.setup import StudyContents, create_user, study_contents
 from trialdesk.services.study_info import SiteInfo, list_sites
 
 SIM_MODES = ("demo", "sandbox")
+RESUPPLY_MARGIN_DAYS = 30
+"""A device expiring within this many days is not used; the site is resupplied instead."""
+QUERY_TEXTS: dict[str, tuple[str, ...]] = {
+    "kccq_overall_score": (
+        "KCCQ overall score differs from the questionnaire total; please recheck the scoring",
+        "KCCQ score entered before the questionnaire date; please confirm",
+    ),
+    "nyha_class": (
+        "NYHA class differs from the clinic letter; please confirm against the source",
+        "NYHA class improved by two classes since the last visit; please confirm",
+    ),
+    "hf_hospitalizations": (
+        "Hospitalization count does not match the discharge letters on file",
+        "Please confirm whether the admission in the notes was for heart failure",
+    ),
+}
+"""The monitor's questions, by field: real queries say what looks wrong."""
+ANSWER_TEXTS = (
+    "value confirmed in source",
+    "checked with the investigator: the entered value is right",
+    "source document re-read; value stands",
+)
 DAY = dt.timedelta(days=1)
 ProgressFn = Callable[[int, int], None]
 """Called as ``progress(randomized_so_far, target)`` after each randomization."""
@@ -91,6 +114,8 @@ class SimulationConfig:
     implant_not_released: float = 0.06
     visit_late: float = 0.07
     visit_missed: float = 0.05
+    visit_forgotten: float = 0.01
+    """Chance a visit is neither recorded nor marked missed (it shows overdue, issue 14)."""
     drop_out: float = 0.03
     """Chance a randomized subject stops coming (missed contacts, then lost to follow-up)."""
     deaths_per_year: float = 0.08
@@ -475,7 +500,8 @@ class _Engine:
         self.amended_from: dt.date | None = None
         """Form fields before and after amendment 1, in force at each site from its date."""
         self.visit_fields: dict[tuple[str, str], set[str]] = {}
-        self.stock: dict[str, list[str]] = {}
+        self.stock: dict[str, list[tuple[str, dt.date]]] = {}
+        """Devices on hand per site: (UDI, expiry); expired ones are never implanted."""
         self.lots = 0
 
     # ----------------------------------------------------------------- plumbing
@@ -607,15 +633,23 @@ class _Engine:
             self.study_id,
             shipment.number,
         )
-        self.stock.setdefault(site, []).extend(d.udi for d in view.devices if d.serial in serials)
+        expiry = self.today(site) + dt.timedelta(days=3 * 365)
+        self.stock.setdefault(site, []).extend(
+            (d.udi, expiry) for d in view.devices if d.serial in serials
+        )
 
     def device_for(self, site: str, arm: str) -> str | None:
         """A device in stock at the site for an arm whose procedure names one (SUP-1)."""
         if self.supply is None or arm not in self.supply.device_arms:
             return None
-        if not self.stock.get(site):
+        # a slow site keeps devices past their expiry: those stay on the shelf (never
+        # implanted) and the manager resupplies the site before it runs out of usable ones
+        usable_after = self.today(site) + dt.timedelta(days=RESUPPLY_MARGIN_DAYS)
+        on_hand = [d for d in self.stock.get(site, []) if d[1] > usable_after]
+        self.stock[site] = on_hand
+        if not on_hand:
             self.restock(site)
-        return self.stock[site].pop(0)
+        return self.stock[site].pop(0)[0]
 
     # ----------------------------------------------------------------- screening
 
@@ -780,11 +814,33 @@ class _Engine:
         if decision == "reject":
             self._close(subj)
         elif decision == "request_info":
-            self.at(
-                subj.site, day + self.days(3, 10), lambda: self.review(subj, asked=True), minute=120
-            )
+            self.at(subj.site, day + self.days(1, 5), lambda: self.reply_to_crc(subj), minute=90)
         else:
             self.at(subj.site, day + self.days(7, 30), lambda: self.procedure_day(subj))
+
+    def reply_to_crc(self, subj: _Subject) -> None:
+        """The site answers the committee's request (issue 14); the committee reviews again."""
+        assert self.staff is not None
+        if self._closed_out(subj):
+            return
+        cases = self.call(crc.crc_queue, self.staff.crc, self.study_id)
+        waiting = [c for c in cases if c.subject == subj.number and c.status == "info_requested"]
+        if waiting:
+            self.call(
+                crc_dossier.reply_to_crc,
+                self.staff.coordinator[subj.site],
+                self.study_id,
+                waiting[0].id,
+                text=self.rng.choice(
+                    [
+                        "Venogram uploaded to the core-lab portal",
+                        "Core-lab TTE report attached; LVEF re-measured at 35%",
+                        "Heart-team minutes added to the screening file",
+                    ]
+                ),
+            )
+        day = self.today(subj.site)
+        self.at(subj.site, day + self.days(2, 8), lambda: self.review(subj, asked=True), minute=120)
 
     def procedure_day(self, subj: _Subject) -> None:
         assert self.staff is not None
@@ -886,6 +942,8 @@ class _Engine:
             window = window_for(day0, visit_spec(visit))
             first = last and i == 0
             roll = self.rng.random()
+            if not first and roll > 1 - cfg.visit_forgotten:
+                continue  # nobody records it: the grid and worklist show it overdue
             if roll < cfg.visit_missed or (
                 subj.stopped_coming is not None and window.target >= subj.stopped_coming
             ):
@@ -1138,8 +1196,7 @@ class _Engine:
     def raise_query(self, subj: _Subject, code: str) -> None:
         assert self.staff is not None
         saved = self.visit_fields.get((subj.number, code), set())
-        candidates = ["kccq_overall_score", "nyha_class", "hf_hospitalizations"]
-        fld = self.rng.choice([c for c in candidates if c in saved])
+        fld = self.rng.choice([c for c in sorted(QUERY_TEXTS) if c in saved])
         view = self.call(
             data_queries.raise_query,
             self.staff.monitor,
@@ -1147,13 +1204,18 @@ class _Engine:
             subj.number,
             form_code="follow_up",
             field=fld,
-            text="please confirm against the source document",
+            text=self.rng.choice(QUERY_TEXTS[fld]),
             visit_code=code,
         )
         self.summary.queries_raised += 1
         day = self.today(subj.site)
+        # a busy site answers late: some queries are still open when the run stops
+        late = self.chance(0.2)
         self.at(
-            subj.site, day + self.days(1, 15), lambda: self.answer_query(subj, view.id, fld), 480
+            subj.site,
+            day + (self.days(30, 120) if late else self.days(1, 15)),
+            lambda: self.answer_query(subj, view.id, fld),
+            480,
         )
 
     def answer_query(self, subj: _Subject, query_id: int, fld: str) -> None:
@@ -1164,13 +1226,15 @@ class _Engine:
             self.staff.coordinator[subj.site],
             self.study_id,
             query_id,
-            text="corrected from the source document" if correct else "value confirmed in source",
+            text="corrected from the source document" if correct else self.rng.choice(ANSWER_TEXTS),
             new_value=round(self.rng.uniform(35, 85), 1) if correct else None,
             reason="transcription error" if correct else None,
         )
         self.summary.queries_answered += 1
         day = self.today(subj.site)
-        self.at(subj.site, day + self.days(1, 10), lambda: self.close_query(query_id), 500)
+        # the monitor reviews answers at the next monitoring visit: some wait (answered)
+        wait = self.days(20, 90) if self.chance(0.2) else self.days(1, 10)
+        self.at(subj.site, day + wait, lambda: self.close_query(query_id), 500)
 
     def close_query(self, query_id: int) -> None:
         assert self.staff is not None

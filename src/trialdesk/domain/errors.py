@@ -119,6 +119,8 @@ class Refusal(StrEnum):
     SUBJECT_LOST = "subject-lost"
     WITHDRAWN_NO_CONTACT = "withdrawn-no-contact"
     WITHDRAWN_CONTACT_ONLY = "withdrawn-contact-only"
+    # review pages: CRC dossier, lists (issue 14, x14b)
+    CASE_NOT_WAITING = "case-not-waiting"
     # issue 15 (lane x15b): consent, queries, data quality
     CONSENT_ALREADY_SIGNED = "consent-already-signed"
     CONSENT_NOT_RECORDED = "consent-not-recorded"
@@ -246,6 +248,8 @@ REFUSALS: dict[Refusal, str] = {
     Refusal.WITHDRAWN_NO_CONTACT: "The subject withdrew from further contact.",
     Refusal.WITHDRAWN_CONTACT_ONLY: "The subject withdrew from further data; only contacts "
     "are recorded.",
+    Refusal.CASE_NOT_WAITING: "The CRC case does not wait for the site's reply (only a case "
+    "the committee asked more information on does).",
 }
 """What each code means, for docs/refusals.md."""
 

@@ -98,6 +98,8 @@ class Permission(StrEnum):
     USER_MANAGE = "admin:user:manage"
     SITE_MANAGE = "admin:site:manage"
     GRANT_APPROVE = "admin:grant:approve"
+    # issue 14 (x14b): the site replies to the CRC's request for more information
+    CRC_CASE_REPLY = "crc:case:reply"
     # issue 15 (lane x15b): data quality, queries grown up, consent versions (REC-6..REC-9)
     DQ_READ = "data:quality:read"
     DQ_RUN = "data:quality:run"
@@ -189,6 +191,8 @@ PERMISSION_TITLES: dict[Permission, str] = {
     P.USER_MANAGE: "manage users and their roles",
     P.SITE_MANAGE: "manage sites",
     P.GRANT_APPROVE: "approve a grant of a role that can reach an arm (e-signed)",
+    # issue 14 (x14b)
+    P.CRC_CASE_REPLY: "reply to the CRC's request for more information",
     # issue 15, lane x15a
     P.RECORD_LOCK: "lock or unlock a form, visit or casebook",
     P.DATABASE_LOCK: "lock the database (soft or hard)",
@@ -277,6 +281,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.SUPPLY_READ,
         P.SUPPLY_RECEIVE,
         P.COMPLIANCE_READ,
+        P.CRC_CASE_REPLY,  # issue 14 (x14b)
     },
     Role.IMPLANTER: _EVERYONE
     | {

@@ -107,7 +107,7 @@ class ConsortFlow:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"phases": list(self.phases), **asdict(self)}
 
 
 def _reasons(reasons: dict[str, int]) -> list[str]:

@@ -184,12 +184,26 @@ def load_site_facts(
             planned_activation=s.planned_activation,
             first_registration=first.get(s.id),
             randomized=int(randomized.get(s.code, 0)),
-            activity=tuple(
-                (local_date(at, s.timezone), active) for at, active in recorded.get(s.code, [])
-            ),
+            activity=site_events(recorded.get(s.code, []), s.timezone, first.get(s.id)),
         )
         for s in sites
     ]
+
+
+def site_events(
+    recorded: list[tuple[str, bool]], zone: str, first_registration: dt.date | None
+) -> tuple[tuple[dt.date, bool], ...]:
+    """A site's openings and closings as site-local dates, in date order. The first entry is
+    its creation (active): where later entries or registrations are dated before it (a demo
+    made after the fact, on a simulated clock), the site existed by then, so the creation is
+    taken at the earliest of them."""
+    events = [(local_date(at, zone), active) for at, active in recorded]
+    if events:
+        earliest = min(
+            [d for d, _ in events] + ([first_registration] if first_registration else [])
+        )
+        events[0] = (min(events[0][0], earliest), events[0][1])
+    return tuple(sorted(events, key=lambda e: e[0]))
 
 
 def local_date(at: str, zone: str) -> dt.date:
@@ -259,7 +273,7 @@ def opened_on(facts: SiteFacts, as_of: dt.date) -> dt.date | None:
 def activation(facts: SiteFacts, as_of: dt.date) -> tuple[bool, dt.date | None]:
     """Whether the site was active at the end of ``as_of`` by its record, and since when."""
     active, since = False, None
-    for day, opens in facts.activity:
+    for day, opens in facts.activity:  # in date order
         if day > as_of:
             break
         if opens and not active:

@@ -198,6 +198,24 @@ def render_dsmb_html(report: DsmbReport) -> str:
             _table(["", "value"], _scalars(report.safety)),
             "<h2>Efficacy endpoint (END-2)</h2>",
             _table(["", "value"], _scalars(report.efficacy)),
+            "<h2>Data changed after unblinding (REC-4)</h2>",
+            _table(
+                ["subject", "form", "visit", "field", "old", "new", "when", "who", "reason"],
+                [
+                    [
+                        c["subject"],
+                        c["form"],
+                        c["visit"],
+                        c["field"],
+                        c["old"],
+                        c["new"],
+                        c["changed_at"],
+                        c["changed_by"],
+                        c["reason"] or "",
+                    ]
+                    for c in report.efficacy.get("changed_after_unblinding", [])
+                ],
+            ),
             "</body></html>",
         ]
     )

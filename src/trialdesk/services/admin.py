@@ -12,14 +12,16 @@ mailed to the person. A role that can reach an arm waits for a second person's a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 
 from trialdesk.domain.errors import (
     Conflict,
     NotFound,
     PreconditionFailed,
+    ValidationFailed,
 )
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor
@@ -165,49 +167,58 @@ def list_users(ctx: ServiceContext, actor: Actor, study_id: int) -> list[UserInf
         users = uow.session.scalars(
             select(UserRow).where(UserRow.id.in_(in_study)).order_by(UserRow.username)
         ).all()
-        sites: dict[int, str] = {
-            site_id: code
-            for site_id, code in uow.session.execute(
-                select(SiteRow.id, SiteRow.code).where(SiteRow.study_id == study_id)
-            ).tuples()
-        }
-        grants: dict[int, list[RoleHeld]] = {}
-        for g in uow.session.scalars(
-            select(RoleGrantRow)
-            .where(RoleGrantRow.study_id == study_id)
-            .order_by(RoleGrantRow.role, RoleGrantRow.site_id)
-        ):
-            site = sites.get(g.site_id) if g.site_id is not None else None
-            grants.setdefault(g.user_id, []).append(RoleHeld(g.role, site))
-        pending: dict[int, list[RoleHeld]] = {}
-        for a in uow.session.scalars(
-            select(GrantApprovalRow)
-            .where(
-                GrantApprovalRow.study_id == study_id,
-                GrantApprovalRow.status == "pending",
-                GrantApprovalRow.user_id.is_not(None),
+        return _user_infos(ctx, uow, study_id, users)
+
+
+def _user_infos(
+    ctx: ServiceContext, uow: UnitOfWork, study_id: int, users: Sequence[UserRow]
+) -> list[UserInfo]:
+    """Grants, pending approvals and sign-in back-off of ``users``, in their order (grants
+    read for these users only, so a page of users costs a page's worth)."""
+    ids = [u.id for u in users]
+    sites: dict[int, str] = {
+        site_id: code
+        for site_id, code in uow.session.execute(
+            select(SiteRow.id, SiteRow.code).where(SiteRow.study_id == study_id)
+        ).tuples()
+    }
+    grants: dict[int, list[RoleHeld]] = {}
+    for g in uow.session.scalars(
+        select(RoleGrantRow)
+        .where(RoleGrantRow.study_id == study_id, RoleGrantRow.user_id.in_(ids))
+        .order_by(RoleGrantRow.role, RoleGrantRow.site_id)
+    ):
+        site = sites.get(g.site_id) if g.site_id is not None else None
+        grants.setdefault(g.user_id, []).append(RoleHeld(g.role, site))
+    pending: dict[int, list[RoleHeld]] = {}
+    for a in uow.session.scalars(
+        select(GrantApprovalRow)
+        .where(
+            GrantApprovalRow.study_id == study_id,
+            GrantApprovalRow.status == "pending",
+            GrantApprovalRow.user_id.in_(ids),
+        )
+        .order_by(GrantApprovalRow.id)
+    ):
+        site = sites.get(a.site_id) if a.site_id is not None else None
+        pending.setdefault(a.user_id or 0, []).append(RoleHeld(a.role, site))
+    now = ctx.now()
+    out = []
+    for u in users:
+        until = throttled_until(uow, u.username, now)
+        out.append(
+            UserInfo(
+                username=u.username,
+                full_name=u.full_name,
+                active=u.active,
+                roles=grants.get(u.id, []),
+                locked_until=until.isoformat() if until else None,
+                email=u.email,
+                totp=u.totp_enabled_at is not None,
+                pending=pending.get(u.id, []),
             )
-            .order_by(GrantApprovalRow.id)
-        ):
-            site = sites.get(a.site_id) if a.site_id is not None else None
-            pending.setdefault(a.user_id or 0, []).append(RoleHeld(a.role, site))
-        now = ctx.now()
-        out = []
-        for u in users:
-            until = throttled_until(uow, u.username, now)
-            out.append(
-                UserInfo(
-                    username=u.username,
-                    full_name=u.full_name,
-                    active=u.active,
-                    roles=grants.get(u.id, []),
-                    locked_until=until.isoformat() if until else None,
-                    email=u.email,
-                    totp=u.totp_enabled_at is not None,
-                    pending=pending.get(u.id, []),
-                )
-            )
-        return out
+        )
+    return out
 
 
 def _set_active(
@@ -422,3 +433,67 @@ def activate_site(ctx: ServiceContext, actor: Actor, study_id: int, code: str) -
 def deactivate_site(ctx: ServiceContext, actor: Actor, study_id: int, code: str) -> bool:
     """Close a site to new registrations; its subjects and their data stay."""
     return _set_site_active(ctx, actor, study_id, code, False)
+
+
+# --------------------------------------------------------------------------- issue 14 (x14b)
+
+USER_STATUSES = ("", "active", "inactive")
+
+
+@dataclass(frozen=True)
+class UserPage:
+    items: list[UserInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+def user_page(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    *,
+    search: str | None = None,
+    role: str | None = None,
+    site: str | None = None,
+    status: str = "",
+    offset: int = 0,
+    limit: int = 25,
+) -> UserPage:
+    """One page of the study's users (by username), filtered in SQL: ``search`` in the
+    username, name or address, holding ``role`` (at ``site``), active or inactive (issue 14:
+    the users page of a study with hundreds of users)."""
+    if role and role not in {r.value for r in Role}:
+        raise ValidationFailed(f"unknown role {role!r}", {"role": "unknown"})
+    if status not in USER_STATUSES:
+        raise ValidationFailed("status must be active or inactive", {"status": "unknown"})
+    if not 1 <= limit <= 200 or offset < 0:
+        raise ValidationFailed("limit must be 1-200 and offset ≥ 0", {"limit": "out of range"})
+    with ctx.uow(readonly=True) as uow:
+        _require_admin(actor, study_id, "list users")
+        study_by_id(uow, study_id)
+        grants = select(RoleGrantRow.user_id).where(RoleGrantRow.study_id == study_id)
+        if role:
+            grants = grants.where(RoleGrantRow.role == role)
+        if site:
+            found = uow.session.scalar(
+                select(SiteRow.id).where(SiteRow.study_id == study_id, SiteRow.code == site)
+            )
+            if found is None:
+                raise NotFound(f"site {site} not found")
+            grants = grants.where(RoleGrantRow.site_id == found)
+        where: list[ColumnElement[bool]] = [UserRow.id.in_(grants)]
+        if search:
+            like = f"%{search.strip().lower()}%"
+            where.append(
+                func.lower(UserRow.username).like(like)
+                | func.lower(UserRow.full_name).like(like)
+                | func.lower(func.coalesce(UserRow.email, "")).like(like)
+            )
+        if status:
+            where.append(UserRow.active.is_(status == "active"))
+        total = int(uow.session.scalar(select(func.count(UserRow.id)).where(*where)) or 0)
+        users = uow.session.scalars(
+            select(UserRow).where(*where).order_by(UserRow.username).offset(offset).limit(limit)
+        ).all()
+        return UserPage(_user_infos(ctx, uow, study_id, users), total, offset, limit)

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
-
-from trialdesk.domain.errors import PermissionDenied, ValidationFailed
+from trialdesk.domain.errors import NotFound, PermissionDenied, ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor, require
-from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.blinding import TRIAL_UNBLINDED_ROLES, may_see_arm_definitions
-from trialdesk.services.common import study_by_id
 from trialdesk.services.context import ServiceContext
 from trialdesk.store.audit import PendingEntry
-from trialdesk.store.tables import AuditEntryRow, RoleGrantRow, SubjectRow
+from trialdesk.store.records import AuditEntry, AuditQuery
 from trialdesk.store.uow import UnitOfWork
 
 AUDIT_READERS = (Role.MONITOR, Role.MANAGER, Role.ADMIN, Role.STATISTICIAN)
@@ -132,7 +128,10 @@ def reads_unblinded(uow: UnitOfWork, actor: Actor, study_id: int) -> bool:
     role that sees arms once the whole trial is unblinded (RAND-7)."""
     if may_see_arm_definitions(actor, study_id):
         return True
-    return actor.has(study_id, TRIAL_UNBLINDED_ROLES) and trial_unblinded(uow, study_id)
+    if not actor.has(study_id, TRIAL_UNBLINDED_ROLES):
+        return False
+    study = uow.studies.get(study_id)
+    return study is not None and study.trial_unblinded_at is not None
 
 
 def whole_seconds(at: str) -> str:
@@ -155,7 +154,7 @@ def _parsed(text: str) -> Any:
         return text
 
 
-def project(row: AuditEntryRow, subject: str | None, *, blinded: bool) -> AuditEntryView:
+def project(row: AuditEntry, subject: str | None, *, blinded: bool) -> AuditEntryView:
     """One stored entry as a reader sees it (blinded readers get no entry whose entity is in
     :data:`ARM_REVEALING_ENTITIES`: the queries leave those out)."""
     old, new = _parsed(row.old), _parsed(row.new)
@@ -197,55 +196,37 @@ def project(row: AuditEntryRow, subject: str | None, *, blinded: bool) -> AuditE
 # --------------------------------------------------------------------------- reading
 
 
-def _study_scope(uow: UnitOfWork, study_id: int) -> ColumnElement[bool]:
-    """The study's entries and its users' security log (see the module docstring)."""
-    users = uow.session.scalars(
-        select(RoleGrantRow.user_id).where(RoleGrantRow.study_id == study_id).distinct()
-    ).all()
-    security = or_(*(AuditEntryRow.action.like(f"%\\{s}", escape="\\") for s in SECURITY_SUFFIXES))
-    return or_(
-        AuditEntryRow.study_id == study_id,
-        and_(
-            AuditEntryRow.study_id.is_(None),
-            AuditEntryRow.stream.in_([f"user:{u}" for u in sorted(users)]),
-            security,
-        ),
-    )
-
-
 def _day_start(day: dt.date) -> str:
     return f"{day.isoformat()}T00:00:00"
 
 
-def _conditions(
-    uow: UnitOfWork, study_id: int, where: AuditFilter
-) -> list[ColumnElement[bool]] | None:
-    """SQL conditions for ``where``; None when the filter can match nothing (an unknown
-    subject: the same empty answer as a subject with no entries)."""
-    conds: list[ColumnElement[bool]] = [_study_scope(uow, study_id)]
-    if where.action:
-        action = where.action.strip()
-        if action.endswith("*"):
-            prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append(AuditEntryRow.action.like(prefix + "%", escape="\\"))
-        else:
-            conds.append(AuditEntryRow.action == action)
-    if where.user:
-        conds.append(AuditEntryRow.actor == where.user.strip())
+def _query(
+    uow: UnitOfWork, study_id: int, where: AuditFilter, *, blinded: bool
+) -> AuditQuery | None:
+    """The repository's query for ``where``: the study's entries and its users' security log
+    (see the module docstring); None when the filter can match nothing (an unknown subject:
+    the same empty answer as a subject with no entries). Blinded readers never get an entry
+    whose entity is in :data:`ARM_REVEALING_ENTITIES`."""
+    action = where.action.strip() if where.action else None
+    subject_id = None
     if where.subject:
-        subject_id = uow.session.scalar(
-            select(SubjectRow.id).where(
-                SubjectRow.study_id == study_id, SubjectRow.number == where.subject.strip()
-            )
-        )
-        if subject_id is None:
+        subject = uow.subjects.get(study_id, where.subject.strip())
+        if subject is None:
             return None
-        conds.append(AuditEntryRow.subject_id == subject_id)
-    if where.since is not None:
-        conds.append(AuditEntryRow.at >= _day_start(where.since))
-    if where.until is not None:
-        conds.append(AuditEntryRow.at < _day_start(where.until + dt.timedelta(days=1)))
-    return conds
+        subject_id = subject.id
+    return AuditQuery(
+        study_id=study_id,
+        security_suffixes=SECURITY_SUFFIXES,
+        action=action if action and not action.endswith("*") else None,
+        action_prefix=action[:-1] if action and action.endswith("*") else None,
+        actor=where.user.strip() if where.user else None,
+        subject_id=subject_id,
+        since_at=_day_start(where.since) if where.since is not None else None,
+        until_at=_day_start(where.until + dt.timedelta(days=1))
+        if where.until is not None
+        else None,
+        excluded_entities=tuple(sorted(ARM_REVEALING_ENTITIES)) if blinded else (),
+    )
 
 
 def _check_filter(where: AuditFilter) -> None:
@@ -259,32 +240,10 @@ def _check_filter(where: AuditFilter) -> None:
             raise ValidationFailed(f"{name} is longer than 80 characters", {name: "too long"})
 
 
-def _subject_numbers(uow: UnitOfWork, ids: Iterable[int | None]) -> dict[int, str]:
-    wanted = sorted({i for i in ids if i is not None})
-    if not wanted:
-        return {}
-    return dict(
-        uow.session.execute(
-            select(SubjectRow.id, SubjectRow.number).where(SubjectRow.id.in_(wanted))
-        )
-        .tuples()
-        .all()
-    )
-
-
-def _selected(
-    uow: UnitOfWork, study_id: int, where: AuditFilter, *, blinded: bool
-) -> list[ColumnElement[bool]] | None:
-    conds = _conditions(uow, study_id, where)
-    if conds is not None and blinded:
-        conds.append(AuditEntryRow.entity.not_in(sorted(ARM_REVEALING_ENTITIES)))
-    return conds
-
-
 def _projected(
-    uow: UnitOfWork, rows: Sequence[AuditEntryRow], *, blinded: bool
+    uow: UnitOfWork, rows: Sequence[AuditEntry], *, blinded: bool
 ) -> list[AuditEntryView]:
-    numbers = _subject_numbers(uow, (r.subject_id for r in rows))
+    numbers = uow.audit_entries.subject_numbers({r.subject_id for r in rows if r.subject_id})
     return [
         project(r, numbers.get(r.subject_id) if r.subject_id else None, blinded=blinded)
         for r in rows
@@ -296,11 +255,10 @@ def study_entries(
 ) -> list[AuditEntryView]:
     """Every entry of the study matching ``where``, in the order written, projected; the CSV
     export's audit file (the caller has checked the reader)."""
-    conds = _selected(uow, study_id, where, blinded=blinded)
-    if conds is None:
+    query = _query(uow, study_id, where, blinded=blinded)
+    if query is None:
         return []
-    rows = uow.session.scalars(select(AuditEntryRow).where(*conds).order_by(AuditEntryRow.id)).all()
-    return _projected(uow, rows, blinded=blinded)
+    return _projected(uow, uow.audit_entries.find(query), blinded=blinded)
 
 
 def require_reader(actor: Actor, study_id: int) -> None:
@@ -329,21 +287,16 @@ def audit_entries(
             f"limit must be 1 to {MAX_PAGE} and offset 0 or more", {"limit": "out of range"}
         )
     with ctx.uow(readonly=True) as uow:
-        study_by_id(uow, study_id)
+        if uow.studies.get(study_id) is None:
+            raise NotFound(f"study {study_id} not found")
         require_reader(actor, study_id)
         blinded = not reads_unblinded(uow, actor, study_id)
-        conds = _selected(uow, study_id, where, blinded=blinded)
-        if conds is None:
+        query = _query(uow, study_id, where, blinded=blinded)
+        if query is None:
             return AuditPage(0, blinded, [])
-        total = uow.session.scalar(select(func.count()).select_from(AuditEntryRow).where(*conds))
-        rows = uow.session.scalars(
-            select(AuditEntryRow)
-            .where(*conds)
-            .order_by(AuditEntryRow.id)
-            .offset(offset)
-            .limit(limit)
-        ).all()
-        return AuditPage(int(total or 0), blinded, _projected(uow, rows, blinded=blinded))
+        total = uow.audit_entries.count(query)
+        rows = uow.audit_entries.find(query, offset=offset, limit=limit)
+        return AuditPage(total, blinded, _projected(uow, rows, blinded=blinded))
 
 
 # --------------------------------------------------------------------------- disclosures

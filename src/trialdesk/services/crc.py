@@ -117,6 +117,23 @@ def _case_view(detail: CaseDetail) -> CaseView:
     )
 
 
+case_view = _case_view
+"""Public name for the dossier (services/crc_dossier.py)."""
+
+
+def _request_round(uow: UnitOfWork, case: CrcCase, actor: Actor, text: str, at: Any) -> None:
+    """A request for more information is kept as a round of the case (issue 14): the case
+    row holds only the latest decision, the dossier shows every request and reply."""
+    uow.crc.add_note(
+        case_id=case.id,
+        kind="request",
+        text=text,
+        written_by=actor.username,
+        written_name=actor.full_name,
+        at=at,
+    )
+
+
 def crc_queue(ctx: ServiceContext, actor: Actor, study_id: int) -> list[CaseView]:
     """Open and info-requested cases, eligibility and therapy, oldest first."""
     require(actor, study_id, Permission.CRC_QUEUE_READ)
@@ -222,6 +239,8 @@ def crc_eligibility_decision(
                 "meaning": meaning,
             },
         )
+        if decision == "request_info":
+            _request_round(act.uow, case, actor, reason, act.now)
         changes: dict[str, Any] = {}
         if decision == "approve":
             changes["crc_approved"] = True
@@ -310,6 +329,8 @@ def decide_therapy_case(
                 "meaning": meaning,
             },
         )
+        if classification == "request_info":
+            _request_round(uow, case, actor, reason, now)
         detail = uow.crc.detail(case)
         view = _case_view(detail)
         uow.audit.subject(

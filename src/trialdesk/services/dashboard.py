@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from trialdesk.domain.errors import ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
@@ -124,3 +125,48 @@ def screening_log(
             )
             for line in uow.reporting.screening_log(study_id, as_of)
         ]
+
+
+# --------------------------------------------------------------------------- issue 14 (x14b)
+
+
+@dataclass(frozen=True)
+class ScreeningLogPage:
+    items: list[ScreeningLogRow]
+    total: int
+    offset: int
+    limit: int
+
+
+def screening_log_page(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    *,
+    site: str | None = None,
+    state: str | None = None,
+    search: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> ScreeningLogPage:
+    """One page of the screening log (REP-3), newest registration first, filtered and counted
+    in the repository: by site, state and a part of the subject number (issue 14)."""
+    if not 1 <= limit <= 200 or offset < 0:
+        raise ValidationFailed("limit must be 1-200 and offset ≥ 0", {"limit": "out of range"})
+    with ctx.uow(readonly=True) as uow:
+        require(actor, study_id, SCREENING_LOG_READERS, action="screening log")
+        lines, total = uow.reporting.screening_log_page(
+            study_id, site=site, state=state, search=search, offset=offset, limit=limit
+        )
+        items = [
+            ScreeningLogRow(
+                number=line.number,
+                site=line.site,
+                registered_on=line.registered_on.isoformat(),
+                state=line.state,
+                screen_failure_reason=line.screen_failure_reason,
+                screen_failure_detail=line.screen_failure_detail,
+            )
+            for line in lines
+        ]
+        return ScreeningLogPage(items, total, offset, limit)

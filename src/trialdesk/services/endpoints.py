@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
-
 from trialdesk.domain.endpoints import (
     SubjectOutcome,
     interim_due,
@@ -39,25 +37,15 @@ from trialdesk.domain.endpoints import (
     safety_bound,
     win_ratio,
 )
-from trialdesk.domain.errors import PermissionDenied
+from trialdesk.domain.errors import NotFound, PermissionDenied
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.services.access import Actor, require
-from trialdesk.services.allocation.unblinding import trial_unblinded
 from trialdesk.services.blinding import may_see_arm
-from trialdesk.services.common import current_protocol_row, protocol_of, site_today, study_by_id
+from trialdesk.services.common import loaded_protocol, site_today, version_in_force
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure, typed_values
-from trialdesk.store.tables import (
-    FormRecordRow,
-    ProtocolVersionRow,
-    RandomizationRow,
-    SiteRow,
-    SubjectRow,
-    TherapyRow,
-    VisitRow,
-)
 from trialdesk.store.uow import UnitOfWork
 
 BY_ARM_ROLES = (Role.STATISTICIAN, Role.DSMB)
@@ -248,18 +236,9 @@ def _load_facts(
 ) -> list[_Facts]:
     """Every randomized, non-test subject in the actor's sites, randomized by its cut-off."""
     now = ctx.now()
-    stmt = (
-        select(SubjectRow, RandomizationRow, SiteRow)
-        .join(RandomizationRow, RandomizationRow.subject_id == SubjectRow.id)
-        .join(SiteRow, SiteRow.id == SubjectRow.site_id)
-        .where(SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False))
-        .order_by(SubjectRow.number)
-    )
     allowed = actor.site_ids(study_id)
-    if allowed is not None:
-        stmt = stmt.where(SubjectRow.site_id.in_(allowed))
     facts: dict[int, _Facts] = {}
-    for subject, rand, site in uow.session.execute(stmt).tuples():
+    for subject, rand, site in uow.study_records.randomized(study_id, allowed):
         cutoff = as_of or site_today(site, now)
         randomized_on = subject.randomized_on or rand.randomized_on
         if randomized_on > cutoff:
@@ -277,33 +256,25 @@ def _load_facts(
         )
     if not facts:
         return []
-    in_study = select(SubjectRow.id).where(SubjectRow.study_id == study_id)
-    for visit in uow.session.scalars(select(VisitRow).where(VisitRow.subject_id.in_(in_study))):
+    for visit in uow.study_records.visits(study_id):
         f = facts.get(visit.subject_id)
         if f and visit.status == "done" and visit.visit_date and visit.visit_date <= f.cutoff:
             f.visits_done[visit.visit_code] = visit.visit_date
-    for therapy in uow.session.scalars(
-        select(TherapyRow).where(TherapyRow.subject_id.in_(in_study))
-    ):
+    for therapy in uow.study_records.therapies(study_id):
         f = facts.get(therapy.subject_id)
         if f and therapy.therapy_date <= f.cutoff:
             f.therapies.append((therapy.therapy_date, therapy.therapy_type))
-    _read_forms(ctx, uow, in_study, facts)
+    _read_forms(ctx, uow, study_id, facts)
     return list(facts.values())
 
 
 def _read_forms(
-    ctx: ServiceContext, uow: UnitOfWork, in_study: Any, facts: dict[int, _Facts]
+    ctx: ServiceContext, uow: UnitOfWork, study_id: int, facts: dict[int, _Facts]
 ) -> None:
     """Adverse events, the baseline KCCQ and the follow-up visit values, each typed under the
     protocol version it was saved with (PROT-2); corrections are already in the stored row."""
     versions: dict[int, LoadedProtocol] = {}
-    rows = uow.session.scalars(
-        select(FormRecordRow)
-        .where(FormRecordRow.subject_id.in_(in_study))
-        .order_by(FormRecordRow.subject_id, FormRecordRow.seq)
-    )
-    for row in rows:
+    for row in uow.study_records.forms(study_id):
         f = facts.get(row.subject_id)
         if f is None:
             continue
@@ -314,9 +285,8 @@ def _read_forms(
             continue  # a visit after the cut-off
         loaded = versions.get(row.protocol_version_id)
         if loaded is None:
-            version = uow.session.get(ProtocolVersionRow, row.protocol_version_id)
-            assert version is not None  # foreign key
-            loaded = versions[row.protocol_version_id] = protocol_of(ctx, version)
+            version = uow.protocols.get(row.protocol_version_id)
+            loaded = versions[row.protocol_version_id] = loaded_protocol(ctx, uow, version)
         values = typed_values(loaded, row.form_code, json.loads(row.data))
         if visit_form:
             hf = values.get(VISIT_HF_FIELD)
@@ -365,9 +335,9 @@ def _require_by_arm_reader(uow: UnitOfWork, actor: Actor, study_id: int, action:
     )
     if actor.operator or not actor.has(study_id, BY_ARM_ROLES):
         raise refusal
-    unblinded = trial_unblinded(uow, study_id)
-    site_ids = uow.session.scalars(select(SiteRow.id).where(SiteRow.study_id == study_id))
-    for site_id in site_ids:
+    study = uow.studies.get(study_id)
+    unblinded = study is not None and study.trial_unblinded_at is not None
+    for site_id in (site.id for site in uow.sites.of_study(study_id)):
         if actor.sees_site(study_id, site_id) and not may_see_arm(
             actor, study_id, site_id, subject_unblinded=False, trial_unblinded=unblinded
         ):
@@ -385,8 +355,9 @@ def _disclosed(
 
 
 def _protocol(ctx: ServiceContext, uow: UnitOfWork, study_id: int) -> LoadedProtocol:
-    study_by_id(uow, study_id)
-    return protocol_of(ctx, current_protocol_row(uow, study_id))
+    if uow.studies.get(study_id) is None:
+        raise NotFound(f"study {study_id} not found")
+    return loaded_protocol(ctx, uow, version_in_force(uow, study_id))
 
 
 def _visit_day(loaded: LoadedProtocol, code: str | None, default: int) -> int:
@@ -654,17 +625,7 @@ def time_in_lab(ctx: ServiceContext, actor: Actor, study_id: int) -> TimeInLab:
     (unblinded roles only; the records are stored concealed)."""
     with ctx.uow(readonly=True) as uow:
         _require_by_arm_reader(uow, actor, study_id, "time in the lab by arm")
-        rows = uow.session.execute(
-            select(FormRecordRow, RandomizationRow.arm_enc)
-            .join(RandomizationRow, RandomizationRow.subject_id == FormRecordRow.subject_id)
-            .join(SubjectRow, SubjectRow.id == FormRecordRow.subject_id)
-            .where(
-                SubjectRow.study_id == study_id,
-                SubjectRow.test_subject.is_(False),
-                RandomizationRow.in_error.is_(False),
-                FormRecordRow.form_code == CONCEALED_PROCEDURE_FORM,
-            )
-        ).tuples()
+        rows = uow.study_records.procedures_with_arm(study_id, CONCEALED_PROCEDURE_FORM)
         durations: dict[str, list[int]] = {}
         for record, arm_enc in rows:
             _form, values = concealed_procedure(ctx, record)

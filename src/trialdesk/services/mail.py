@@ -23,15 +23,12 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import or_, select, update
-
 from trialdesk.config import Settings
 from trialdesk.domain.errors import NotFound, PreconditionFailed, ValidationFailed
 from trialdesk.domain.roles import Role
 from trialdesk.services.access import Actor
 from trialdesk.services.context import ServiceContext
-from trialdesk.store.records import CrcCase, Subject
-from trialdesk.store.tables import MailOutboxRow
+from trialdesk.store.records import CrcCase, Mail, Subject
 from trialdesk.store.uow import UnitOfWork
 
 MAX_ATTEMPTS = 10
@@ -218,12 +215,7 @@ def deliver_pending(ctx: ServiceContext, *, force: bool = False) -> DeliveryRepo
     sent = failed = 0
     now = ctx.now()
     with ctx.uow(readonly=True) as uow:
-        stmt = select(MailOutboxRow.id).where(MailOutboxRow.sent_at.is_(None))
-        if not force:
-            stmt = stmt.where(
-                MailOutboxRow.attempts < MAX_ATTEMPTS, MailOutboxRow.next_attempt_at <= now
-            )
-        due = list(uow.session.scalars(stmt.order_by(MailOutboxRow.id)))
+        due = uow.mail_delivery.due(now, max_attempts=MAX_ATTEMPTS, force=force)
     for mail_id in due:
         claimed = _claim(ctx, mail_id)
         if claimed is None:
@@ -243,20 +235,10 @@ def deliver_pending(ctx: ServiceContext, *, force: bool = False) -> DeliveryRepo
 def _claim(ctx: ServiceContext, mail_id: int) -> tuple[str, str, str] | None:
     now = ctx.now()
     with ctx.uow() as uow:
-        result = uow.session.execute(
-            update(MailOutboxRow)
-            .where(
-                MailOutboxRow.id == mail_id,
-                MailOutboxRow.sent_at.is_(None),
-                or_(MailOutboxRow.claimed_until.is_(None), MailOutboxRow.claimed_until < now),
-            )
-            .values(claimed_until=now + CLAIM)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        row = uow.mail_delivery.claim(mail_id, now, now + CLAIM)
+        if row is None:
             return None
-        row = uow.session.get(MailOutboxRow, mail_id)
-        assert row is not None and row.body_enc is not None
+        assert row.body_enc is not None
         out = (row.recipient, row.subject, ctx.cipher.decrypt(row.body_enc))
         uow.commit()
         return out
@@ -264,35 +246,42 @@ def _claim(ctx: ServiceContext, mail_id: int) -> tuple[str, str, str] | None:
 
 def _sent(ctx: ServiceContext, mail_id: int) -> None:
     with ctx.uow() as uow:
-        row = uow.session.get(MailOutboxRow, mail_id)
+        row = uow.mail_delivery.get(mail_id)
         assert row is not None
-        row.sent_at = ctx.now()
-        row.attempts += 1
-        row.body_enc = None  # a delivered link no longer sits in the database
-        row.claimed_until = None
-        row.last_error = None
+        uow.mail_delivery.update(
+            mail_id,
+            {
+                "sent_at": ctx.now(),
+                "attempts": row.attempts + 1,
+                "body_enc": None,  # a delivered link no longer sits in the database
+                "claimed_until": None,
+                "last_error": None,
+            },
+        )
         uow.commit()
 
 
 def _failed(ctx: ServiceContext, mail_id: int, error: str) -> None:
     now = ctx.now()
     with ctx.uow() as uow:
-        row = uow.session.get(MailOutboxRow, mail_id)
+        row = uow.mail_delivery.get(mail_id)
         assert row is not None
-        row.attempts += 1
-        row.last_error = error
-        row.claimed_until = None
-        row.next_attempt_at = now + dt.timedelta(minutes=min(2 ** (row.attempts - 1), 60))
+        attempts = row.attempts + 1
+        uow.mail_delivery.update(
+            mail_id,
+            {
+                "attempts": attempts,
+                "last_error": error,
+                "claimed_until": None,
+                "next_attempt_at": now + dt.timedelta(minutes=min(2 ** (attempts - 1), 60)),
+            },
+        )
         uow.commit()
 
 
 def _waiting(ctx: ServiceContext) -> int:
     with ctx.uow(readonly=True) as uow:
-        return len(
-            uow.session.scalars(
-                select(MailOutboxRow.id).where(MailOutboxRow.sent_at.is_(None))
-            ).all()
-        )
+        return uow.mail_delivery.waiting()
 
 
 class MailDispatcher:
@@ -366,7 +355,7 @@ def _require_operator(actor: Actor, what: str) -> None:
         raise PreconditionFailed(f"{what} is for the local operator (trialdesk mail)")
 
 
-def _entry(ctx: ServiceContext, row: MailOutboxRow, *, with_body: bool) -> OutboxEntry:
+def _entry(ctx: ServiceContext, row: Mail, *, with_body: bool) -> OutboxEntry:
     status = "sent" if row.sent_at else "failed" if row.last_error else "waiting"
     body = None
     if with_body and row.body_enc is not None:
@@ -390,10 +379,7 @@ def list_outbox(
     """The outbox for the local operator, oldest first; bodies are shown by :func:`show_mail`."""
     _require_operator(actor, "the mail outbox")
     with ctx.uow(readonly=True) as uow:
-        stmt = select(MailOutboxRow)
-        if unsent_only:
-            stmt = stmt.where(MailOutboxRow.sent_at.is_(None))
-        rows = uow.session.scalars(stmt.order_by(MailOutboxRow.id)).all()
+        rows = uow.mail_delivery.listing(unsent_only=unsent_only)
         return [_entry(ctx, row, with_body=False) for row in rows]
 
 
@@ -402,7 +388,7 @@ def show_mail(ctx: ServiceContext, actor: Actor, mail_id: int) -> OutboxEntry:
     SMTP server is configured."""
     _require_operator(actor, "reading a mail")
     with ctx.uow(readonly=True) as uow:
-        row = uow.session.get(MailOutboxRow, mail_id)
+        row = uow.mail_delivery.get(mail_id)
         if row is None:
             raise NotFound(f"mail {mail_id} not found")
         return _entry(ctx, row, with_body=True)

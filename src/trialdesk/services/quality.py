@@ -40,7 +40,7 @@ from trialdesk.domain.lifecycle import ON_STUDY, SubjectState
 from trialdesk.domain.permissions import Permission
 from trialdesk.domain.records import RecordRef
 from trialdesk.protocol.loader import LoadedProtocol
-from trialdesk.protocol.specs import dq_rule_specs, form_spec
+from trialdesk.protocol.specs import dq_rule_specs, form_spec, response_specs
 from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import Acting, loaded_protocol, require_text, subject_in_scope
 from trialdesk.services.context import ServiceContext
@@ -652,7 +652,15 @@ def _subject_slots(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) -> l
         except KeyError:
             continue
         saved[ref] = _complete(spec, json.loads(record.data))
+    if subject.discharged_on is not None:  # discharge is kept on the subject (PROC-2)
+        saved.setdefault(RecordRef(subject.number, "discharge"), True)
     marked: dict[RecordRef, str] = {}
+    unobtainable = {r.code for r in response_specs(protocol) if r.marks_missing}
+    for query in uow.queries.of_subject(subject.id) if unobtainable else []:
+        if query.status in ("answered", "verified") and query.response_code in unobtainable:
+            seq = uow.forms.get(query.form_record_id).seq
+            ref = RecordRef(subject.number, query.form_code, query.visit_code, seq)
+            marked[ref] = f"{query.field}: {query.answer}"
     return fill(slots, saved, marked)
 
 

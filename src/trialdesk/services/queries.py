@@ -16,6 +16,9 @@ from trialdesk.services.views import SubjectView, subject_view
 from trialdesk.store.records import SubjectRead
 from trialdesk.store.uow import UnitOfWork
 
+SUBJECT_ORDERS = ("number", "registered", "state", "site")
+"""How the subject list may be sorted (issue 14); ties are broken by number."""
+
 
 @dataclass(frozen=True)
 class Page:
@@ -130,10 +133,19 @@ def list_subjects(
     state: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    search: str | None = None,
+    order: str = "number",
+    descending: bool = False,
 ) -> Page:
-    """Subjects the actor may see (own site only for site-scoped roles, ACC-1)."""
+    """Subjects the actor may see (own site only for site-scoped roles, ACC-1), filtered,
+    sorted and paged in the repository (issue 14: ``search`` is a part of the number,
+    ``order`` one of SUBJECT_ORDERS; none of them depends on an arm)."""
     if limit < 1 or limit > 500 or offset < 0:
         raise ValidationFailed("limit must be 1-500 and offset ≥ 0", {"limit": "out of range"})
+    if order not in SUBJECT_ORDERS:
+        raise ValidationFailed(
+            f"unknown order {order!r}; one of {', '.join(SUBJECT_ORDERS)}", {"order": "unknown"}
+        )
     if state is not None and state not in {s.value for s in SubjectState}:
         raise ValidationFailed(f"unknown state {state!r}", {"state": "unknown"})
     require(actor, study_id, Permission.SUBJECT_READ)
@@ -145,6 +157,9 @@ def list_subjects(
             state=state,
             offset=offset,
             limit=limit,
+            search=(search or "").strip() or None,
+            order=order,
+            descending=descending,
         )
         visits = uow.visits.for_subjects(
             [r.subject.id for r in reads if r.subject.randomized_on is not None]
@@ -153,3 +168,12 @@ def list_subjects(
             subject_view(ctx, uow, actor, r, visits=visits.get(r.subject.id, [])) for r in reads
         ]
         return Page(items=items, total=total, offset=offset, limit=limit)
+
+
+def subject_counts(ctx: ServiceContext, actor: Actor, study_id: int) -> dict[str, int]:
+    """How many subjects the actor may see are in each state, in journey order (issue 14:
+    the home page summarises instead of listing every subject)."""
+    require(actor, study_id, Permission.SUBJECT_READ)
+    with ctx.uow(readonly=True) as uow:
+        counts = uow.subjects.state_counts(study_id, site_ids=actor.site_ids(study_id))
+    return {s.value: counts[s.value] for s in SubjectState if counts.get(s.value)}

@@ -14,8 +14,7 @@ import json
 import statistics
 from collections import Counter, defaultdict
 
-from sqlalchemy import select
-
+from trialdesk.domain.errors import NotFound
 from trialdesk.domain.lifecycle import ScreenFailureReason, SubjectState
 from trialdesk.domain.roles import Role
 from trialdesk.protocol.loader import LoadedProtocol
@@ -35,19 +34,10 @@ from trialdesk.services import endpoints
 from trialdesk.services.access import Actor, require
 from trialdesk.services.audit_trail import record_disclosure
 from trialdesk.services.blinding import may_see_arm_definitions
-from trialdesk.services.common import current_protocol_row, protocol_of, study_by_id
+from trialdesk.services.common import loaded_protocol, version_in_force
 from trialdesk.services.context import ServiceContext
 from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM, concealed_procedure
-from trialdesk.store.tables import (
-    AuditEntryRow,
-    CrcCaseRow,
-    FormRecordRow,
-    RandomizationRow,
-    SiteRow,
-    SubjectRow,
-    TrialUnblindingRow,
-    VisitRow,
-)
+from trialdesk.store.records import CrcCase, Subject, Visit
 from trialdesk.store.uow import UnitOfWork
 
 STUDY_READERS = (Role.MANAGER, Role.MONITOR, Role.ADMIN, Role.STATISTICIAN, Role.DSMB)
@@ -79,14 +69,8 @@ IN_ERROR = "randomized in error"
 LOST_UNSTATED = "no reason recorded"
 
 
-def _live_subjects(uow: UnitOfWork, actor: Actor, study_id: int) -> list[SubjectRow]:
-    stmt = select(SubjectRow).where(
-        SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False)
-    )
-    allowed = actor.site_ids(study_id)
-    if allowed is not None:
-        stmt = stmt.where(SubjectRow.site_id.in_(allowed))
-    return list(uow.session.scalars(stmt.order_by(SubjectRow.number)))
+def _live_subjects(uow: UnitOfWork, actor: Actor, study_id: int) -> list[Subject]:
+    return uow.study_records.live_subjects(study_id, actor.site_ids(study_id))
 
 
 def _by(cutoff: dt.date | None, on: dt.date | None) -> bool:
@@ -95,10 +79,7 @@ def _by(cutoff: dt.date | None, on: dt.date | None) -> bool:
 
 
 def _site_codes(uow: UnitOfWork, study_id: int) -> dict[int, str]:
-    rows = uow.session.execute(
-        select(SiteRow.id, SiteRow.code).where(SiteRow.study_id == study_id)
-    ).tuples()
-    return {site_id: code for site_id, code in rows}
+    return {site.id: site.code for site in uow.sites.of_study(study_id)}
 
 
 # --------------------------------------------------------------------------- CONSORT (REP-2)
@@ -108,27 +89,16 @@ def _arm_flows(
     ctx: ServiceContext,
     uow: UnitOfWork,
     loaded: LoadedProtocol,
-    subjects: list[SubjectRow],
+    subjects: list[Subject],
     cutoff: dt.date | None,
     sets: endpoints.AnalysisSets,
 ) -> list[ArmFlow]:
     """Per-arm boxes; decrypts allocations and concealed procedures (by-arm readers only).
     Analysed: the primary endpoints' analysis sets as the endpoint code defines them."""
     ids = [s.id for s in subjects]
-    rands = {
-        r.subject_id: r
-        for r in uow.session.scalars(
-            select(RandomizationRow).where(RandomizationRow.subject_id.in_(ids))
-        )
-    }
+    rands = uow.study_records.allocations_of(ids)
     procedures = {
-        r.subject_id: r
-        for r in uow.session.scalars(
-            select(FormRecordRow).where(
-                FormRecordRow.subject_id.in_(ids),
-                FormRecordRow.form_code == CONCEALED_PROCEDURE_FORM,
-            )
-        )
+        r.subject_id: r for r in uow.study_records.forms_of(ids, CONCEALED_PROCEDURE_FORM)
     }
     counts: dict[str, dict[str, Counter[str]]] = {
         arm.code: defaultdict(Counter) for arm in loaded.protocol.arms
@@ -206,7 +176,7 @@ def consort(
     """
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, STUDY_READERS, action="CONSORT flow")
-        loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
+        loaded = loaded_protocol(ctx, uow, version_in_force(uow, study_id))
         subjects = [s for s in _live_subjects(uow, actor, study_id) if _by(as_of, s.registered_on)]
         excluded = {reason.value: 0 for reason in ScreenFailureReason}
         randomized = 0
@@ -258,7 +228,7 @@ def _day(moment: dt.datetime) -> dt.date:
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
 
 
-def _visit_known(visit: VisitRow, as_of: dt.date | None) -> bool:
+def _visit_known(visit: Visit, as_of: dt.date | None) -> bool:
     """Whether a recorded visit was known on ``as_of``: a done visit by its date, a missed one
     by the day it was marked missed."""
     if as_of is None:
@@ -275,14 +245,12 @@ def visit_compliance(
     as known on ``as_of`` (default: everything recorded)."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, COMPLIANCE_READERS, action="visit compliance")
-        loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
+        loaded = loaded_protocol(ctx, uow, version_in_force(uow, study_id))
         order = {v.code: i for i, v in enumerate(loaded.protocol.visits)}
         sites = _site_codes(uow, study_id)
         subjects = {s.id: s for s in _live_subjects(uow, actor, study_id)}
         counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-        for visit in uow.session.scalars(
-            select(VisitRow).where(VisitRow.subject_id.in_(list(subjects)))
-        ):
+        for visit in uow.study_records.visits_of(list(subjects)):
             if not _visit_known(visit, as_of):
                 continue
             site = sites[subjects[visit.subject_id].site_id]
@@ -311,9 +279,7 @@ def deviations(
         sites = _site_codes(uow, study_id)
         subjects = {s.id: s for s in _live_subjects(uow, actor, study_id)}
         found: list[tuple[str, Deviation]] = []
-        for visit in uow.session.scalars(
-            select(VisitRow).where(VisitRow.subject_id.in_(list(subjects)))
-        ):
+        for visit in uow.study_records.visits_of(list(subjects)):
             if not _visit_known(visit, as_of):
                 continue
             subject = subjects[visit.subject_id]
@@ -339,12 +305,7 @@ def deviations(
                     ),
                 )
             )
-        for rand in uow.session.scalars(
-            select(RandomizationRow).where(
-                RandomizationRow.subject_id.in_(list(subjects)),
-                RandomizationRow.in_error.is_(True),
-            )
-        ):
+        for rand in uow.study_records.in_error(list(subjects)):
             if as_of is not None and rand.randomized_on > as_of:
                 continue
             subject = subjects[rand.subject_id]
@@ -358,7 +319,7 @@ def deviations(
                         "randomized_in_error",
                         None,
                         day,
-                        rand.in_error_reason,
+                        rand.reason,
                     ),
                 )
             )
@@ -381,23 +342,16 @@ def crc_workload(
     cases opened by then, and a case signed later counts as pending."""
     with ctx.uow(readonly=True) as uow:
         require(actor, study_id, CRC_READERS, action="CRC workload")
-        live = select(SubjectRow.id).where(
-            SubjectRow.study_id == study_id, SubjectRow.test_subject.is_(False)
-        )
-        cases = uow.session.scalars(
-            select(CrcCaseRow).where(
-                CrcCaseRow.study_id == study_id, CrcCaseRow.subject_id.in_(live)
-            )
-        ).all()
+        cases = uow.study_records.live_crc_cases(study_id)
         if as_of is not None:
             cases = [c for c in cases if _day(c.opened_at) <= as_of]
 
-        def decided_by(case: CrcCaseRow) -> bool:
+        def decided_by(case: CrcCase) -> bool:
             if case.status != "decided" or case.signed_at is None:
                 return False
             return as_of is None or _day(case.signed_at) <= as_of
 
-        by_kind: dict[str, list[CrcCaseRow]] = defaultdict(list)
+        by_kind: dict[str, list[CrcCase]] = defaultdict(list)
         for case in cases:
             by_kind[case.kind].append(case)
         kinds: list[CrcKindWorkload] = []
@@ -436,11 +390,7 @@ def unblinding_events(ctx: ServiceContext, actor: Actor, study_id: int) -> list[
         subjects = {s.id: s for s in _live_subjects(uow, actor, study_id)}
         kinds = {"emergency_unblind": "emergency", "unblind": "scheduled"}
         events: list[UnblindingEvent] = []
-        for entry in uow.session.scalars(
-            select(AuditEntryRow)
-            .where(AuditEntryRow.study_id == study_id, AuditEntryRow.action.in_(list(kinds)))
-            .order_by(AuditEntryRow.id)
-        ):
+        for entry in uow.study_records.audit_actions(study_id, list(kinds)):
             subject = subjects.get(entry.subject_id or -1)
             if subject is None:
                 continue  # test subject, or a site the caller does not see
@@ -454,9 +404,7 @@ def unblinding_events(ctx: ServiceContext, actor: Actor, study_id: int) -> list[
                     reason=entry.reason,
                 )
             )
-        for row in uow.session.scalars(
-            select(TrialUnblindingRow).where(TrialUnblindingRow.study_id == study_id)
-        ):
+        for row in uow.study_records.trial_unblindings(study_id):
             events.append(
                 UnblindingEvent(
                     kind="trial_requested",
@@ -498,12 +446,7 @@ def _dsmb_arms(
     sets = endpoints.analysis_sets(ctx, uow, actor, study_id, as_of)
     flows = {f.code: f for f in _arm_flows(ctx, uow, loaded, subjects, as_of, sets)}
     ids = [s.id for s in subjects]
-    rands = {
-        r.subject_id: r
-        for r in uow.session.scalars(
-            select(RandomizationRow).where(RandomizationRow.subject_id.in_(ids))
-        )
-    }
+    rands = uow.study_records.allocations_of(ids)
     today = ctx.now().date()
     acc: dict[str, dict[str, Counter[str]]] = {
         a.code: defaultdict(Counter) for a in loaded.protocol.arms
@@ -526,11 +469,7 @@ def _dsmb_arms(
             end = min(end, subject.exit_date)
             box["n"][subject.state] += 1
         years[arm] += max((end - start).days, 0) / 365.25
-    for record in uow.session.scalars(
-        select(FormRecordRow).where(
-            FormRecordRow.subject_id.in_(list(arm_of)), FormRecordRow.form_code == AE_FORM
-        )
-    ):
+    for record in uow.study_records.forms_of(list(arm_of), AE_FORM):
         values = json.loads(record.data)
         onset = values.get(endpoints.AE_ONSET)
         if as_of is not None and onset and dt.date.fromisoformat(str(onset)[:10]) > as_of:
@@ -583,8 +522,10 @@ def dsmb_report_html(
         detail={"as_of": as_of.isoformat()} if as_of else None,
     )
     with ctx.uow(readonly=True) as uow:
-        study = study_by_id(uow, study_id)
-        loaded = protocol_of(ctx, current_protocol_row(uow, study_id))
+        study = uow.studies.get(study_id)
+        if study is None:
+            raise NotFound(f"study {study_id} not found")
+        loaded = loaded_protocol(ctx, uow, version_in_force(uow, study_id))
         arms = _dsmb_arms(ctx, uow, loaded, actor, study_id, as_of)
         report = DsmbReport(
             study=study.code,

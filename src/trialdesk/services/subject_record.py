@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trialdesk.domain.eligibility import CriterionStatus
 from trialdesk.domain.errors import NotFound
@@ -49,7 +49,9 @@ class ChecklistRow:
     missing: list[str] = field(default_factory=list)
     """Human labels ("Age (years), form Demographics") of values not entered yet."""
     signature: str | None = None
-    """The investigator's signed meaning, with who and when, for a signed criterion."""
+    """The investigator's signed meaning, for a signed criterion."""
+    signed_by: str | None = None
+    signed_at: dt.datetime | None = None
 
 
 OUTCOME_WORDS = {
@@ -96,12 +98,6 @@ def eligibility_checklist(
             label = next((f.label for f in form.fields if f.code == name), name)
             evidence.append(Evidence(label, _shown(value), form.name, form_code))
         confirmation = signed.get(outcome.id)
-        signature = (
-            f"{confirmation.meaning} (signed by {confirmation.signed_name}, "
-            f"{confirmation.signed_at.isoformat(timespec='minutes')})"
-            if confirmation is not None
-            else None
-        )
         rows.append(
             ChecklistRow(
                 id=outcome.id,
@@ -111,7 +107,9 @@ def eligibility_checklist(
                 outcome=OUTCOME_WORDS[outcome.status],
                 evidence=evidence,
                 missing=[field_label(loaded, f) for f in outcome.missing],
-                signature=signature,
+                signature=confirmation.meaning if confirmation else None,
+                signed_by=confirmation.signed_name if confirmation else None,
+                signed_at=confirmation.signed_at if confirmation else None,
             )
         )
     return rows
@@ -129,6 +127,8 @@ class FormStatus:
     """not started | incomplete | complete | has open query | corrected"""
     seq: int = 1
     open_queries: int = 0
+    stage: str = ""
+    """Where the form is entered: screening, procedure day or the visit's code."""
 
 
 def form_statuses(
@@ -160,6 +160,7 @@ def form_statuses(
             for r in uow.forms.for_subject(subject.id, visit_code=code)
         }
     protocol = loaded.protocol
+    procedure_day = set(protocol.screening.anatomy_forms)
     slots: list[tuple[str, str]] = [(c, "") for c in protocol.screening.forms]
     slots += [(c, "") for c in protocol.screening.anatomy_forms]
     for visit in protocol.visits:
@@ -173,7 +174,17 @@ def form_statuses(
     for (form_code, visit_code, seq), _record in sorted(saved.items()):
         if (form_code, visit_code, seq) not in seen and form_code not in concealed:
             out += _statuses(protocol, saved, queries, form_code, visit_code, seen, seq=seq)
-    return out
+    return [replace(f, stage=_stage(f, protocol, procedure_day)) for f in out]
+
+
+def _stage(status: FormStatus, protocol: Protocol, procedure_day: set[str]) -> str:
+    if status.visit_code:
+        return status.visit_code
+    if status.form_code in procedure_day:
+        return "procedure day"
+    if status.form_code in protocol.screening.forms:
+        return "screening"
+    return "any time"
 
 
 def _statuses(

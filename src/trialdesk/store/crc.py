@@ -9,14 +9,15 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from trialdesk.store.records import CaseDetail, CrcCase, Therapy
+from trialdesk.store.records import CaseDetail, CaseNote, CrcCase, Therapy
 from trialdesk.store.sites import SITE
 from trialdesk.store.sql import Columns, Sql, for_update, plain_update, table_of
 from trialdesk.store.subjects import SUBJECT
-from trialdesk.store.tables import CrcCaseRow, TherapyRow
+from trialdesk.store.tables import CrcCaseNoteRow, CrcCaseRow, TherapyRow
 
 CASE = Columns(table_of(CrcCaseRow), CrcCase)
 THERAPY = Columns(table_of(TherapyRow), Therapy)
+NOTE = Columns(table_of(CrcCaseNoteRow), CaseNote)
 _K = CASE.table
 _T = THERAPY.table
 _S = SUBJECT.table
@@ -128,3 +129,42 @@ class SqlCrc:
 
     def therapy(self, therapy_id: int) -> Therapy:
         return THERAPY.of(self._run(THERAPY.select().where(_T.c.id == therapy_id)).one())
+
+    # ---- issue 14 (x14b): the case dossier and its rounds
+
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        """A case of either kind, by id within the study."""
+        stmt = CASE.select().where(_K.c.id == case_id, _K.c.study_id == study_id)
+        if lock:
+            stmt = for_update(self._run, stmt)
+        return CASE.maybe(self._run(stmt).first())
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        rows = self._run(
+            NOTE.select().where(NOTE.table.c.case_id == case_id).order_by(NOTE.table.c.id)
+        )
+        return [NOTE.of(row) for row in rows]
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote:
+        row = self._run(
+            insert(NOTE.table)
+            .values(
+                case_id=case_id,
+                kind=kind,
+                text=text,
+                written_by=written_by,
+                written_name=written_name,
+                written_at=at,
+            )
+            .returning(*NOTE.columns)
+        ).one()
+        return NOTE.of(row)

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from trialdesk.store.records import DataQuery, Site, Subject
@@ -111,6 +111,71 @@ class SqlDataQueries:
             for row in self._run(stmt)
         ]
 
+    # ---- issue 14 (x14b): the query list of the pages, filtered and paged in SQL
+
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        """One page of queries and the total matching: by status, site (the actor's
+        ``site_ids`` and one ``site_code``), raised before a moment (the age filter), a
+        subject number prefix, one form record; oldest first unless ``newest_first``."""
+        s, st = SUBJECT.table, SITE.table
+        where = [_Q.c.study_id == study_id, _Q.c.status.in_(list(statuses))]
+        if site_ids is not None:
+            where.append(st.c.id.in_(list(site_ids)))
+        if site_code is not None:
+            where.append(st.c.code == site_code)
+        if raised_before is not None:
+            where.append(_Q.c.raised_at <= raised_before)
+        if subject:
+            where.append(s.c.number.startswith(subject, autoescape=True))
+        if form_record_id is not None:
+            where.append(_Q.c.form_record_id == form_record_id)
+        joined = _Q.join(s, s.c.id == _Q.c.subject_id).join(st, st.c.id == s.c.site_id)
+        total = int(self._run(select(func.count()).select_from(joined).where(*where)).scalar() or 0)
+        order = (
+            (_Q.c.raised_at.desc(), _Q.c.id.desc()) if newest_first else (_Q.c.raised_at, _Q.c.id)
+        )
+        stmt = (
+            select(*QUERY.columns, *SUBJECT.columns, *SITE.columns)
+            .select_from(joined)
+            .where(*where)
+            .order_by(*order)
+            .offset(offset)
+            .limit(limit)
+        )
+        subject_at, site_at = QUERY.width, QUERY.width + SUBJECT.width
+        rows = [
+            (QUERY.of(row), SUBJECT.of(row, subject_at), SITE.of(row, site_at))
+            for row in self._run(stmt)
+        ]
+        return rows, total
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """Issue 14: (subject id, form, visit, status) of every query not closed on these
+        subjects, for the status grid."""
+        if not subject_ids:
+            return []
+        rows = self._run(
+            select(_Q.c.subject_id, _Q.c.form_code, _Q.c.visit_code, _Q.c.status).where(
+                _Q.c.subject_id.in_(list(subject_ids)), _Q.c.status != "closed"
+            )
+        )
+        return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
     # issue 15 (x15b): the queries data-quality rules opened, for their reruns (REC-6)
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         stmt = (
@@ -130,3 +195,8 @@ class SqlDataQueries:
             .where(u.c.username == username, u.c.active.is_(True), g.c.study_id == study_id)
         )
         return [(str(role), site_id) for role, site_id in self._run(stmt)]
+
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        """Every query on the subject's records (issue 15: "not available" answers)."""
+        stmt = QUERY.select().where(_Q.c.subject_id == subject_id).order_by(_Q.c.id)
+        return [QUERY.of(row) for row in self._run(stmt)]

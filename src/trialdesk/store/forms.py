@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from trialdesk.store.records import Confirmation, FormRecord
+from trialdesk.store.records import Confirmation, FormMark, FormRecord
 from trialdesk.store.sql import Columns, Sql, guarded_update, table_of
 from trialdesk.store.tables import ConfirmationRow, FormRecordRow
 
@@ -87,6 +88,18 @@ class SqlForms:
             "version": 1,
         }
         return FORM.of(self._run(_ADD, values).one())
+
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        """Issue 14: every saved form copy of these subjects (no data), oldest first, so the
+        last of a (subject, form, visit) is the latest copy."""
+        if not subject_ids:
+            return []
+        rows = self._run(
+            select(_F.c.subject_id, _F.c.form_code, _F.c.visit_code, _F.c.id, _F.c.version)
+            .where(_F.c.subject_id.in_(list(subject_ids)))
+            .order_by(_F.c.subject_id, _F.c.seq, _F.c.id)
+        )
+        return [FormMark(*row) for row in rows]
 
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         return guarded_update(

@@ -27,8 +27,11 @@ from trialdesk.store.records import (
     AllocationList,
     AllocationSlot,
     AuditEntry,
+    AuditQuery,
+    AuditRecord,
     CapCounts,
     CaseDetail,
+    CaseNote,
     Confirmation,
     Consent,
     CrcCase,
@@ -38,7 +41,10 @@ from trialdesk.store.records import (
     DeviceShipment,
     DeviceUse,
     DqExclusion,
+    FormMark,
     FormRecord,
+    InErrorRandomization,
+    Mail,
     NotificationRead,
     ProtocolVersion,
     Randomization,
@@ -54,6 +60,7 @@ from trialdesk.store.records import (
     Therapy,
     TokenRead,
     TrialUnblinding,
+    TrialUnblindingEvent,
     User,
     Visit,
     Withdrawal,
@@ -135,8 +142,17 @@ class SubjectRepository(Protocol):
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
-        """Subjects (read as for a view) ordered by number, and the total matching."""
+        """Subjects (read as for a view) matching the filters (``search``: part of the
+        number), sorted by ``order`` (number, registered, state, site; ties by number), and
+        the total matching."""
+        ...
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14)."""
         ...
 
     def on_study(
@@ -211,6 +227,10 @@ class FormRepository(Protocol):
         by: str,
     ) -> FormRecord: ...
 
+    def marks_for_subjects(self, subject_ids: Collection[int]) -> list[FormMark]:
+        """Issue 14: every saved copy of these subjects' forms, without data, oldest first."""
+        ...
+
     def update_data(self, record: FormRecord, data: str, at: dt.datetime) -> FormRecord | None:
         """Guarded on the record's version; None when someone else corrected it first."""
         ...
@@ -267,6 +287,26 @@ class CrcRepository(Protocol):
 
     def decide(self, case: CrcCase, values: Mapping[str, Any]) -> CrcCase: ...
 
+    # issue 14 (x14b): the dossier
+    def case(self, study_id: int, case_id: int, *, lock: bool = False) -> CrcCase | None:
+        """A case of either kind, by id within the study."""
+        ...
+
+    def notes(self, case_id: int) -> list[CaseNote]:
+        """The case's rounds (requests and replies) in the order written."""
+        ...
+
+    def add_note(
+        self,
+        *,
+        case_id: int,
+        kind: str,
+        text: str,
+        written_by: str,
+        written_name: str,
+        at: dt.datetime,
+    ) -> CaseNote: ...
+
     def add_therapy(
         self,
         *,
@@ -320,8 +360,35 @@ class DataQueryRepository(Protocol):
         """Queries with their subjects and sites, oldest first."""
         ...
 
+    # issue 14 (x14b)
+    def page(
+        self,
+        study_id: int,
+        *,
+        statuses: Collection[str],
+        site_ids: Collection[int] | None,
+        site_code: str | None = None,
+        raised_before: dt.datetime | None = None,
+        subject: str | None = None,
+        form_record_id: int | None = None,
+        newest_first: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[tuple[DataQuery, Subject, Site]], int]:
+        """One page of the queries matching the filters, and how many match in all."""
+        ...
+
+    def unresolved_for_subjects(
+        self, subject_ids: Collection[int]
+    ) -> list[tuple[int, str, str, str]]:
+        """(subject id, form, visit, status) of each query not closed on these subjects."""
+
     def of_rules(self, subject_id: int) -> list[DataQuery]:
         """The queries data-quality rules opened on the subject (issue 15, REC-6)."""
+        ...
+
+    def of_subject(self, subject_id: int) -> list[DataQuery]:
+        """Every query on the subject's records (issue 15: "not available" answers)."""
         ...
 
     def grants_of(self, study_id: int, username: str) -> list[tuple[str, int | None]]:
@@ -582,6 +649,15 @@ class AuditTrail(Protocol):
     def record(self, entry: PendingEntry) -> None: ...
 
 
+class AuditReadRepository(Protocol):
+    """Issue 14 (x14b): a subject's audit entries read back, for query threads and the
+    history of each value beside the data."""
+
+    def for_subject(
+        self, subject_id: int, *, entities: Collection[str] | None = None
+    ) -> list[AuditRecord]: ...
+
+
 # --- issue 15 (lane x15a): locks, SDV marks, signatures, changes after unblinding -------
 
 
@@ -786,6 +862,16 @@ class AuditEntryRepository(Protocol):
         """The stored entries of one stream, in chain order."""
         ...
 
+    def count(self, query: AuditQuery) -> int: ...
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries ``query`` selects, in the order written."""
+        ...
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]: ...
+
 
 class ReportingRepository(Protocol):
     def registered_by_site(self, study_id: int, as_of: dt.date | None) -> dict[int, int]: ...
@@ -794,6 +880,19 @@ class ReportingRepository(Protocol):
 
     def screening_log(self, study_id: int, as_of: dt.date | None) -> list[ScreeningLogLine]:
         """Live subjects registered on or before ``as_of``, by registration date and number."""
+        ...
+
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        """Issue 14 (x14b): one page of the log, newest first, and the total matching."""
         ...
 
     def site_facts(
@@ -820,6 +919,65 @@ class DatabaseMaintenance(Protocol):
     def holds_data(self) -> bool: ...
 
     def replace_contents(self, source: Path) -> None: ...
+
+
+class MailDeliveryRepository(Protocol):
+    """The sender's side of the outbox: due mails, claims, outcomes, the operator's list."""
+
+    def due(self, now: dt.datetime, *, max_attempts: int, force: bool) -> list[int]: ...
+
+    def claim(self, mail_id: int, now: dt.datetime, until: dt.datetime) -> Mail | None:
+        """The mail, claimed until ``until``; None when another sender holds it or it was
+        sent."""
+        ...
+
+    def get(self, mail_id: int) -> Mail | None: ...
+
+    def update(self, mail_id: int, values: Mapping[str, Any]) -> None: ...
+
+    def listing(self, *, unsent_only: bool) -> list[Mail]: ...
+
+    def waiting(self) -> int: ...
+
+
+class StudyRecordsRepository(Protocol):
+    """A study's clinical records read whole, for the endpoint analyses."""
+
+    def randomized(
+        self, study_id: int, site_ids: Collection[int] | None
+    ) -> list[tuple[Subject, Allocation, Site]]:
+        """Randomized live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def visits(self, study_id: int) -> list[Visit]: ...
+
+    def therapies(self, study_id: int) -> list[Therapy]: ...
+
+    def forms(self, study_id: int) -> list[FormRecord]:
+        """By subject and sequence."""
+        ...
+
+    def procedures_with_arm(self, study_id: int, form_code: str) -> list[tuple[FormRecord, bytes]]:
+        """Live subjects' concealed procedure records with the encrypted arm (not in error)."""
+        ...
+
+    def live_subjects(self, study_id: int, site_ids: Collection[int] | None) -> list[Subject]:
+        """Live (non-test) subjects, in ``site_ids`` when given, by number."""
+        ...
+
+    def allocations_of(self, subject_ids: Collection[int]) -> dict[int, Allocation]: ...
+
+    def forms_of(self, subject_ids: Collection[int], form_code: str) -> list[FormRecord]: ...
+
+    def visits_of(self, subject_ids: Collection[int]) -> list[Visit]: ...
+
+    def in_error(self, subject_ids: Collection[int]) -> list[InErrorRandomization]: ...
+
+    def live_crc_cases(self, study_id: int) -> list[CrcCase]: ...
+
+    def audit_actions(self, study_id: int, actions: Collection[str]) -> list[AuditEntry]: ...
+
+    def trial_unblindings(self, study_id: int) -> list[TrialUnblindingEvent]: ...
 
 
 # --- issue 15 (lane x15b): consents, withdrawals, data-quality exclusions ----------------------
@@ -902,6 +1060,7 @@ class UnitOfWork(Protocol):
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository  # issue 14 (x14b)
     holds: HoldRepository
     guard: LockGuard
     odm_history: OdmHistoryRepository  # issue 16 (x16b)
@@ -910,6 +1069,8 @@ class UnitOfWork(Protocol):
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
 

@@ -4,16 +4,18 @@ secrets, audit streams read back, and the enrolment reports' counts."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from trialdesk.reports.enrolment import MonthRow, SiteFacts, load_month_rows, load_site_facts
-from trialdesk.store.records import AuditEntry, ScreeningLogLine, User
+from trialdesk.store.records import AuditEntry, AuditQuery, ScreeningLogLine, User
 from trialdesk.store.sql import Columns, Sql, table_of
 from trialdesk.store.tables import (
     AuditEntryRow,
     RandomizationRow,
+    RoleGrantRow,
     SiteRow,
     SubjectRow,
     UserRow,
@@ -47,6 +49,59 @@ class SqlAuditEntries:
         """The stored entries of one stream, in chain order."""
         stmt = AUDIT_ENTRY.select().where(_A.c.stream == stream).order_by(_A.c.seq)
         return [AUDIT_ENTRY.of(row) for row in self._run(stmt)]
+
+    def _conditions(self, query: AuditQuery) -> list[ColumnElement[bool]]:
+        grants = table_of(RoleGrantRow)
+        users = self._run(
+            select(grants.c.user_id).where(grants.c.study_id == query.study_id).distinct()
+        ).scalars()
+        security = or_(*(_A.c.action.like(f"%\\{s}", escape="\\") for s in query.security_suffixes))
+        conds: list[ColumnElement[bool]] = [
+            or_(
+                _A.c.study_id == query.study_id,
+                and_(
+                    _A.c.study_id.is_(None),
+                    _A.c.stream.in_([f"user:{u}" for u in sorted(users)]),
+                    security,
+                ),
+            )
+        ]
+        if query.action_prefix is not None:
+            prefix = query.action_prefix
+            prefix = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conds.append(_A.c.action.like(prefix + "%", escape="\\"))
+        if query.action is not None:
+            conds.append(_A.c.action == query.action)
+        if query.actor is not None:
+            conds.append(_A.c.actor == query.actor)
+        if query.subject_id is not None:
+            conds.append(_A.c.subject_id == query.subject_id)
+        if query.since_at is not None:
+            conds.append(_A.c.at >= query.since_at)
+        if query.until_at is not None:
+            conds.append(_A.c.at < query.until_at)
+        if query.excluded_entities:
+            conds.append(_A.c.entity.not_in(sorted(query.excluded_entities)))
+        return conds
+
+    def count(self, query: AuditQuery) -> int:
+        stmt = select(func.count()).select_from(_A).where(*self._conditions(query))
+        return int(self._run(stmt).scalar_one())
+
+    def find(
+        self, query: AuditQuery, *, offset: int = 0, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """The entries in the order written."""
+        stmt = AUDIT_ENTRY.select().where(*self._conditions(query)).order_by(_A.c.id)
+        if offset or limit is not None:
+            stmt = stmt.offset(offset).limit(limit)
+        return [AUDIT_ENTRY.of(row) for row in self._run(stmt)]
+
+    def subject_numbers(self, subject_ids: Collection[int]) -> dict[int, str]:
+        if not subject_ids:
+            return {}
+        stmt = select(_S.c.id, _S.c.number).where(_S.c.id.in_(sorted(subject_ids)))
+        return {int(i): str(n) for i, n in self._run(stmt)}
 
 
 class SqlReporting:
@@ -94,6 +149,43 @@ class SqlReporting:
             .order_by(_S.c.registered_on, _S.c.number)
         )
         return [ScreeningLogLine(*row) for row in self._run(stmt)]
+
+    def screening_log_page(
+        self,
+        study_id: int,
+        *,
+        site: str | None,
+        state: str | None,
+        search: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[ScreeningLogLine], int]:
+        """Issue 14: one page of the log, newest registration first, and the total matching."""
+        where = [_S.c.study_id == study_id, _S.c.test_subject.is_(False)]
+        if site:
+            where.append(_SITE.c.code == site)
+        if state:
+            where.append(_S.c.state == state)
+        if search:
+            where.append(_S.c.number.contains(search, autoescape=True))
+        joined = _S.join(_SITE, _SITE.c.id == _S.c.site_id)
+        total = self._run(select(func.count()).select_from(joined).where(*where)).scalar()
+        stmt = (
+            select(
+                _S.c.number,
+                _SITE.c.code,
+                _S.c.registered_on,
+                _S.c.state,
+                _S.c.screen_failure_reason,
+                _S.c.screen_failure_detail,
+            )
+            .select_from(joined)
+            .where(*where)
+            .order_by(_S.c.registered_on.desc(), _S.c.number.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [ScreeningLogLine(*row) for row in self._run(stmt)], int(total or 0)
 
     def site_facts(
         self, study_id: int, as_of: dt.date, randomized: dict[str, int]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,19 @@ class CrcCase:
     signed_name: str | None
     signed_at: dt.datetime | None
     meaning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseNote:
+    """A round of a CRC case: the committee's request (``request``) or the site's reply."""
+
+    id: int
+    case_id: int
+    kind: str  # request | reply
+    text: str
+    written_by: str
+    written_name: str
+    written_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +552,42 @@ class ScreeningLogLine:
     screen_failure_detail: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which stored audit entries of a study to read: the study's own entries and, from its
+    users' streams (``user:<id>`` of every user holding a role in it), those whose action ends
+    in one of ``security_suffixes``; then each given part narrows (times are the stored UTC
+    text, ``until_at`` exclusive)."""
+
+    study_id: int
+    security_suffixes: tuple[str, ...] = ()
+    action: str | None = None
+    action_prefix: str | None = None
+    actor: str | None = None
+    subject_id: int | None = None
+    since_at: str | None = None
+    until_at: str | None = None
+    excluded_entities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A mail of the outbox; ``body_enc`` is None once delivered."""
+
+    id: int
+    study_id: int | None
+    kind: str
+    recipient: str
+    subject: str
+    body_enc: bytes | None
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    claimed_until: dt.datetime | None
+    last_error: str | None
+    sent_at: dt.datetime | None
+
+
 # --- issue 15 (lane x15b): exclusions, consents, withdrawals ------------------------------------
 
 
@@ -580,3 +630,54 @@ class Withdrawal:
     withdrawn_on: dt.date
     recorded_by: str
     recorded_at: dt.datetime
+
+
+# --- issue 14 (lane x14b): review pages ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry read back (issue 14): ``at`` is the ISO 8601 UTC text as hashed;
+    ``old`` and ``new`` are the decoded JSON values."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    old: Any
+    new: Any
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InErrorRandomization:
+    """A randomization flagged in error, as the deviations report lists it (never the arm)."""
+
+    subject_id: int
+    randomized_on: dt.date
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FormMark:
+    """Issue 14: that a form was saved for a subject (at a visit), without its data: the
+    status grid reads these for many subjects at once. ``version`` above 1: corrected."""
+
+    subject_id: int
+    form_code: str
+    visit_code: str
+    record_id: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrialUnblindingEvent:
+    """A trial-level unblinding request and its confirmation: who, when and why."""
+
+    requested_at: dt.datetime
+    requested_by: str
+    reason: str
+    confirmed_at: dt.datetime | None
+    confirmed_by: str | None

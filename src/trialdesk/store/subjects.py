@@ -42,6 +42,13 @@ def _read_select() -> Select[Any]:
 
 
 _READ = _read_select()
+SUBJECT_ORDERS = {
+    "number": _S.c.number,
+    "registered": _S.c.registered_on,
+    "state": _S.c.state,
+    "site": _SITE.c.code,
+}
+"""The subject list's sort keys (issue 14): none depends on an arm; ties by number."""
 _SITE_AT = SUBJECT.width
 _VERSION_AT = _SITE_AT + SITE.width
 _ALLOCATION_AT = _VERSION_AT + VERSION.width
@@ -162,8 +169,13 @@ class SqlSubjects:
         state: str | None,
         offset: int,
         limit: int,
+        search: str | None = None,
+        order: str = "number",
+        descending: bool = False,
     ) -> tuple[list[SubjectRead], int]:
         where = [_S.c.study_id == study_id]
+        if search:  # issue 14 (x14b): the subject list's search box, a part of the number
+            where.append(_S.c.number.contains(search, autoescape=True))
         if site_ids is not None:
             where.append(_S.c.site_id.in_(list(site_ids)))
         if site_code is not None:
@@ -177,8 +189,21 @@ class SqlSubjects:
         if state is not None:
             where.append(_S.c.state == state)
         total = self._run(select(func.count()).select_from(_S).where(*where)).scalar()
-        rows = self._run(_READ.where(*where).order_by(_S.c.number).offset(offset).limit(limit))
+        key = SUBJECT_ORDERS[order]
+        first = key.desc() if descending else key
+        number = _S.c.number.desc() if descending else _S.c.number
+        keys = [number] if key is _S.c.number else [first, number]
+        rows = self._run(_READ.where(*where).order_by(*keys).offset(offset).limit(limit))
         return [_subject_read(row) for row in rows], int(total or 0)
+
+    def state_counts(self, study_id: int, *, site_ids: Collection[int] | None) -> dict[str, int]:
+        """How many subjects are in each state (issue 14: the home page's summary)."""
+        stmt = (
+            select(_S.c.state, func.count()).where(_S.c.study_id == study_id).group_by(_S.c.state)
+        )
+        if site_ids is not None:
+            stmt = stmt.where(_S.c.site_id.in_(list(site_ids)))
+        return {str(state): int(n) for state, n in self._run(stmt)}
 
     def on_study(
         self,

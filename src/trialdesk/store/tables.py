@@ -230,6 +230,20 @@ class CrcCaseRow(Base):
     meaning: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
+class CrcCaseNoteRow(Base):
+    """One round of a CRC case (issue 14, x14b): the committee's request for more
+    information (``request``) or the site's reply (``reply``), in the order written."""
+
+    __tablename__ = "crc_case_notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("crc_cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # request | reply
+    text: Mapped[str] = mapped_column(Text)
+    written_by: Mapped[str] = mapped_column(String(80))
+    written_name: Mapped[str] = mapped_column(String(200))
+    written_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class DataQueryRow(Base):
     """A monitor's question on one field of a saved form; the site answers (DATA-2).
     Status: open -> answered -> closed; answered or closed -> open again (reopened)."""

@@ -18,19 +18,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from trialdesk.store.allocation import SqlLists, SqlRandomizations, SqlTrialUnblindings
 from trialdesk.store.audit import AuditWriter, PendingEntry
 from trialdesk.store.audit_log import AuditLog
+from trialdesk.store.audit_reads import SqlAuditReads
 from trialdesk.store.consents import SqlConsents, SqlQualityExclusions
 from trialdesk.store.crc import SqlCrc
 from trialdesk.store.data_queries import SqlDataQueries
 from trialdesk.store.forms import SqlConfirmations, SqlForms
 from trialdesk.store.holds import SqlHolds
 from trialdesk.store.lock_guard import LockGuard
-from trialdesk.store.mail_outbox import SqlMailOutbox
+from trialdesk.store.mail_outbox import SqlMailDelivery, SqlMailOutbox
 from trialdesk.store.maintenance import SqlDatabase
 from trialdesk.store.notifications import SqlNotifications
 from trialdesk.store.odm_history import SqlOdmHistory
 from trialdesk.store.ports import (
     AllocationRepository,
     AuditEntryRepository,
+    AuditReadRepository,
     AuditTrail,
     ConfirmationRepository,
     ConsentRepository,
@@ -40,6 +42,7 @@ from trialdesk.store.ports import (
     FormRepository,
     HoldRepository,
     ListRepository,
+    MailDeliveryRepository,
     MailOutboxRepository,
     NotificationRepository,
     OdmHistoryRepository,
@@ -49,6 +52,7 @@ from trialdesk.store.ports import (
     ReportingRepository,
     RequestRepository,
     SiteRepository,
+    StudyRecordsRepository,
     StudyRepository,
     SubjectRepository,
     SupplyRepository,
@@ -63,6 +67,7 @@ from trialdesk.store.reading import SqlAuditEntries, SqlReporting, SqlUsers
 from trialdesk.store.requests import SqlRequests
 from trialdesk.store.sites import STUDY, SqlSites, SqlStudies
 from trialdesk.store.sql import for_update
+from trialdesk.store.study_records import SqlStudyRecords
 from trialdesk.store.subjects import SqlAllocations, SqlSubjects
 from trialdesk.store.supply import SqlSupply
 from trialdesk.store.visits import SqlVisits
@@ -92,12 +97,15 @@ class SqlUnitOfWork:
     randomizations: RandomizationRepository
     unblindings: TrialUnblindingRepository
     requests: RequestRepository
+    audit_reads: AuditReadRepository
     odm_history: OdmHistoryRepository
     supply: SupplyRepository
     users: UserRepository
     audit_entries: AuditEntryRepository
     reporting: ReportingRepository
     database: DatabaseMaintenance
+    mail_delivery: MailDeliveryRepository
+    study_records: StudyRecordsRepository
     consents: ConsentRepository  # issue 15 (x15b)
     exclusions: QualityExclusionRepository  # issue 15 (x15b)
     holds: HoldRepository
@@ -127,12 +135,15 @@ class SqlUnitOfWork:
         self.randomizations = SqlRandomizations(session)
         self.unblindings = SqlTrialUnblindings(session)
         self.requests = SqlRequests(session)
+        self.audit_reads = SqlAuditReads(session)
         self.odm_history = SqlOdmHistory(session)
         self.supply = SqlSupply(session)
         self.users = SqlUsers(session)
         self.audit_entries = SqlAuditEntries(session)
         self.reporting = SqlReporting(session)
         self.database = SqlDatabase(session)
+        self.mail_delivery = SqlMailDelivery(session)
+        self.study_records = SqlStudyRecords(session)
         self.consents = SqlConsents(session)  # issue 15 (x15b)
         self.exclusions = SqlQualityExclusions(session)  # issue 15 (x15b)
         self.audit = self._log = AuditLog(self._writer, protocols)

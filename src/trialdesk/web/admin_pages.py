@@ -26,6 +26,7 @@ from trialdesk.services.study_info import list_sites
 from trialdesk.web.forms import (
     field_text,
 )
+from trialdesk.web.listing import choice, pager, paging, text
 from trialdesk.web.render import render
 from trialdesk.web.session import (
     Web,
@@ -46,13 +47,32 @@ REFUSED_CHANGE = (ValidationFailed, Conflict, NotFound, PreconditionFailed)
 def _users_page(
     request: Request, web: Web, message: str | None = None, status: int = 200
 ) -> HTMLResponse:
-    users = admin.list_users(web.ctx, web.actor, web.study_id)
+    # issue 14: one page of users, filtered and paged by the service
+    role = choice(request, "role", ("", *(r.value for r in Role)), "")
+    user_status = choice(request, "status", admin.USER_STATUSES, "")
+    site = text(request, "site", 20)
+    search = text(request, "q", 80)
+    at = paging(request, default=25)
+    found = admin.user_page(
+        web.ctx,
+        web.actor,
+        web.study_id,
+        search=search or None,
+        role=role or None,
+        site=site or None,
+        status=user_status,
+        offset=at.offset,
+        limit=at.per_page,
+    )
+    filters = {"q": search, "role": role, "site": site, "status": user_status}
     return render(
         request,
         "admin_users.html",
         web,
         status=status,
-        users=users,
+        users=found.items,
+        filters=filters,
+        p=pager("/admin/users", filters, at, found.total),
         invitations=accounts.list_invitations(web.ctx, web.actor, web.study_id),
         approvals=accounts.list_approvals(web.ctx, web.actor, web.study_id),
         all_roles=[r.value for r in Role],

@@ -21,7 +21,7 @@ from trialdesk.services import (
     report_views,
     reports,
 )
-from trialdesk.services.dashboard import enrolment, screening_log
+from trialdesk.services.dashboard import enrolment, screening_log, screening_log_page
 from trialdesk.services.data_queries import open_queries
 from trialdesk.web.forms import (
     or_refusal,
@@ -67,7 +67,10 @@ def dashboard(request: Request) -> Response:
         ("country", _bars(data.by_country), data.by_country),
         ("region", _bars(data.by_region), data.by_region),
     ]
-    log, log_refused = or_refusal(lambda: screening_log(web.ctx, web.actor, web.study_id))
+    # issue 14: the latest registrations, and the whole log on its own paged page
+    log, log_refused = or_refusal(
+        lambda: screening_log_page(web.ctx, web.actor, web.study_id, limit=10)
+    )
     flow, _ = or_refusal(lambda: report_views.consort(web.ctx, web.actor, web.study_id))
     return render(
         request,

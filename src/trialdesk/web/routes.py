@@ -12,8 +12,11 @@ from trialdesk.web import (
     crc_pages,
     devices,
     followup_pages,
+    list_pages,
+    lock_pages,
     preferences,
     protocol_pages,
+    query_pages,
     records_pages,
     report_pages,
     signin_pages,
@@ -34,8 +37,11 @@ PAGE_MODULES = (
     protocol_pages,
     account_pages,
     audit_pages,
+    query_pages,  # issue 14 (x14b)
+    list_pages,  # issue 14 (x14b)
     records_pages,  # issue 15 (x15b)
     followup_pages,  # x14a: the subject after randomization
+    lock_pages,  # issue 15, lane x15a: locks, SDV, signatures, the lock checklist
 )
 
 

@@ -32,7 +32,7 @@ from trialdesk.services.allocation import randomization
 from trialdesk.services.dashboard import current_protocol, my_sites
 from trialdesk.services.data_queries import open_queries
 from trialdesk.services.history import subject_history
-from trialdesk.services.queries import get_subject, list_subjects, subject_actions
+from trialdesk.services.queries import get_subject, subject_actions, subject_counts
 from trialdesk.services.subject_record import (
     eligibility_checklist,
     form_statuses,
@@ -93,10 +93,8 @@ def subject_url(number: str, anchor: str = "") -> str:
 @router.get("/home", include_in_schema=False)
 def home(request: Request) -> Response:
     web = web_session(request)
-    page = list_subjects(web.ctx, web.actor, web.study_id, limit=500)
-    by_state: dict[str, list[SubjectView]] = {}
-    for view in page.items:
-        by_state.setdefault(view.state, []).append(view)
+    # issue 14: counts by state linking to the paged subject list (no list cut at 500)
+    counts = subject_counts(web.ctx, web.actor, web.study_id)
     visits, visits_refused = or_refusal(
         lambda: visit_worklist(web.ctx, web.actor, web.study_id, states=("due", "overdue"))
     )
@@ -107,8 +105,8 @@ def home(request: Request) -> Response:
         request,
         "home.html",
         web,
-        by_state=by_state,
-        total=page.total,
+        counts=counts,
+        total=sum(counts.values()),
         visits=visits,
         visits_refused=visits_refused,
         queries=data_queries,
