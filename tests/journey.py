@@ -154,7 +154,9 @@ def device_udi(t: Trial, site: str = SITE) -> str:
         )
     if udi is not None:
         return udi
-    lot = f"LOT{9000 + (lots or 0)}"
+    # the site in the lot number: processes preparing different sites at once (bench/load.py)
+    # count the same lots and must not register the same number
+    lot = f"LOT{9000 + (lots or 0)}{site}"
     serials = [f"{lot}-{n}" for n in range(1, 6)]
     manager = t.actor("manager")
     supply.register_lot(
