@@ -14,24 +14,16 @@ from typing import Any
 import typer
 
 from trialdesk.cli.common import print_json
-from trialdesk.cli.runtime import Session, guarded, open_runtime, sign_in, signature_password
+from trialdesk.cli.options import JsonOpt, StudyOpt, UserOpt, signed_in_call
+from trialdesk.cli.runtime import Session, signature_password
 from trialdesk.services.records import checklist, locks, review
 
 lock_app = typer.Typer(help="Locks and the database lock.", no_args_is_help=True)
 sdv_app = typer.Typer(help="Source-data verification (monitor).", no_args_is_help=True)
 sign_app = typer.Typer(help="Investigator e-signatures.", no_args_is_help=True)
 
-UserOpt = typer.Option(None, "--user", help="act as this user (or TRIALDESK_USER)")
-StudyOpt = typer.Option(None, "--study", help="study code (default: the only one)")
-JsonOpt = typer.Option(False, "--json", help="print JSON")
 VisitOpt = typer.Option(None, "--visit", help="visit code")
 FormOpt = typer.Option(None, "--form", help="form code")
-
-
-def _call(user: str | None, study: str | None, call: Callable[[Session], Any]) -> Any:
-    with open_runtime() as runtime:
-        session = sign_in(runtime, user, study)
-        return guarded(lambda: call(session))
 
 
 def _pw(s: Session) -> str:
@@ -65,7 +57,7 @@ def lock_record(
     json_out: bool = JsonOpt,
 ) -> None:
     """Lock a form record, a visit or a casebook (data manager, study manager; signed)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: locks.lock_record(
@@ -85,7 +77,7 @@ def unlock_record(
     json_out: bool = JsonOpt,
 ) -> None:
     """Lift a record lock or a freeze at unblinding, with a reason (signed)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: locks.unlock_record(
@@ -104,7 +96,7 @@ def list_locks(
     json_out: bool = JsonOpt,
 ) -> None:
     """The subject's locks, lifted ones too, and the study's database lock."""
-    views = _call(
+    views = signed_in_call(
         user,
         study,
         lambda s: locks.subject_locks(
@@ -123,7 +115,7 @@ def lock_database(
     json_out: bool = JsonOpt,
 ) -> None:
     """Lock the study database (signed); the hard lock needs an empty checklist."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: locks.lock_database(
@@ -142,7 +134,7 @@ def unlock_database(
     json_out: bool = JsonOpt,
 ) -> None:
     """Lift the soft database lock (signed); the hard lock is final."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: locks.unlock_database(
@@ -160,7 +152,7 @@ def lock_checklist(
     json_out: bool = JsonOpt,
 ) -> None:
     """What blocks the hard database lock, one line each."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: checklist.lock_checklist(
@@ -193,7 +185,7 @@ def mark_sdv(
     json_out: bool = JsonOpt,
 ) -> None:
     """Mark a saved form (or chosen fields) verified against source (monitor)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: review.mark_sdv(
@@ -214,7 +206,7 @@ def sdv_status(
     json_out: bool = JsonOpt,
 ) -> None:
     """SDV per record and counts by subject, site and visit."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: review.sdv_status(
@@ -258,7 +250,7 @@ def sign_records(
     json_out: bool = JsonOpt,
 ) -> None:
     """E-sign a form, a visit or the casebook (investigator; the password again)."""
-    view = _call(
+    view = signed_in_call(
         user,
         study,
         lambda s: review.sign_records(
@@ -277,7 +269,7 @@ def list_signatures(
     json_out: bool = JsonOpt,
 ) -> None:
     """The subject's signatures, each valid or with what changed since."""
-    views = _call(
+    views = signed_in_call(
         user,
         study,
         lambda s: review.subject_signatures(
