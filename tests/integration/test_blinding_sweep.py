@@ -17,6 +17,7 @@ import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 from sqlalchemy import MetaData, select
@@ -36,8 +37,10 @@ from trialdesk.services import (
     admin,
     amendments,
     audit_trail,
+    casebook,
     consent,
     crc,
+    crc_dossier,
     dashboard,
     data_queries,
     design,
@@ -48,15 +51,21 @@ from trialdesk.services import (
     preferences,
     quality,
     queries,
+    query_pages,
+    record_grid,
     report_views,
     reports,
     screening,
     setup,
     study_info,
+    subject_record,
     visits,
 )
 from trialdesk.services.access import Actor, operator_actor
 from trialdesk.services.allocation import lists, randomization, unblinding
+from trialdesk.services.records import checklist as records_checklist
+from trialdesk.services.records import locks as records_locks
+from trialdesk.services.records import review as records_review
 from trialdesk.services.setup import create_user
 
 # --- what an arm looks like in text ----------------------------------------------------------
@@ -101,6 +110,49 @@ def outcome(call: ReadCall, trial: Trial, actor: Actor, number: str) -> str:
         return dump(call(trial, actor, number))
     except TrialError as exc:
         return dump(exc)
+
+
+def each(calls: list[Callable[[], object]]) -> list[object]:
+    """Each call's result or its refusal: one refused item does not hide the others."""
+    out: list[object] = []
+    for call in calls:
+        try:
+            out.append(call())
+        except TrialError as exc:
+            out.append(exc)
+    return out
+
+
+def saved_forms(t: Trial, number: str) -> list[tuple[str, str]]:
+    """Every (form, visit) the subject has a saved record of, then each arm's procedure form
+    and the concealed procedure record asked for by name: what a blinded reader may try."""
+    from trialdesk.services.forms import CONCEALED_PROCEDURE_FORM
+    from trialdesk.store.tables import FormRecordRow, SubjectRow
+
+    with t.ctx.uow(readonly=True) as uow:
+        saved = uow.session.execute(
+            select(FormRecordRow.form_code, FormRecordRow.visit_code)
+            .join(SubjectRow, SubjectRow.id == FormRecordRow.subject_id)
+            .where(SubjectRow.study_id == t.study_id, SubjectRow.number == number)
+            .distinct()
+        ).all()
+    asked = [(code, "") for code in [CONCEALED_PROCEDURE_FORM, *arm_proxies()]]
+    return sorted({(form, visit) for form, visit in saved}) + asked
+
+
+def crc_cases(t: Trial, number: str) -> list[int]:
+    """The ids of the subject's CRC cases (eligibility and therapy), oldest first."""
+    from trialdesk.store.tables import CrcCaseRow, SubjectRow
+
+    with t.ctx.uow(readonly=True) as uow:
+        return list(
+            uow.session.scalars(
+                select(CrcCaseRow.id)
+                .join(SubjectRow, SubjectRow.id == CrcCaseRow.subject_id)
+                .where(SubjectRow.study_id == t.study_id, SubjectRow.number == number)
+                .order_by(CrcCaseRow.id)
+            )
+        )
 
 
 READ_CALLS: dict[str, ReadCall] = {
@@ -192,6 +244,68 @@ READ_CALLS: dict[str, ReadCall] = {
     "quality.missing_data": lambda t, a, n: quality.missing_data(t.ctx, a, t.study_id),
     "consent.consent_worklist": lambda t, a, n: consent.consent_worklist(t.ctx, a, t.study_id),
     "consent.subject_consents": lambda t, a, n: consent.subject_consents(t.ctx, a, t.study_id, n),
+    # issue 14 (x14a, x14b): the subject page, casebook, CRC dossier, queries, lists that scale
+    "admin.user_page": lambda t, a, n: admin.user_page(t.ctx, a, t.study_id, limit=200),
+    "casebook.casebook": lambda t, a, n: casebook.casebook(t.ctx, a, t.study_id, n),
+    "crc_dossier.case_dossier": lambda t, a, n: each(
+        [partial(crc_dossier.case_dossier, t.ctx, a, t.study_id, case) for case in crc_cases(t, n)]
+    ),
+    "crc_dossier.cases_waiting_for_site": lambda t, a, n: crc_dossier.cases_waiting_for_site(
+        t.ctx, a, t.study_id
+    ),
+    "dashboard.screening_log_page": lambda t, a, n: dashboard.screening_log_page(
+        t.ctx, a, t.study_id, limit=200
+    ),
+    "queries.subject_counts": lambda t, a, n: queries.subject_counts(t.ctx, a, t.study_id),
+    "query_pages.form_queries": lambda t, a, n: each(
+        [
+            partial(query_pages.form_queries, t.ctx, a, t.study_id, n, form_code=f, visit_code=v)
+            for f, v in saved_forms(t, n)
+        ]
+    ),
+    "query_pages.query_list": lambda t, a, n: query_pages.query_list(
+        t.ctx, a, t.study_id, status=query_pages.ALL, limit=200
+    ),
+    "record_grid.status_grid": lambda t, a, n: record_grid.status_grid(
+        t.ctx, a, t.study_id, limit=200
+    ),
+    "subject_record.eligibility_checklist": lambda t, a, n: each(
+        [
+            partial(subject_record.eligibility_checklist, t.ctx, a, t.study_id, n, gate=gate)
+            for gate in Gate
+        ]
+    ),
+    "subject_record.form_statuses": lambda t, a, n: subject_record.form_statuses(
+        t.ctx, a, t.study_id, n
+    ),
+    "subject_record.saved_form": lambda t, a, n: each(
+        [
+            partial(subject_record.saved_form, t.ctx, a, t.study_id, n, form_code=f, visit_code=v)
+            for f, v in saved_forms(t, n)
+        ]
+    ),
+    "subject_record.stored_randomization": lambda t, a, n: subject_record.stored_randomization(
+        t.ctx, a, t.study_id, n
+    ),
+    "subject_record.subject_today": lambda t, a, n: subject_record.subject_today(
+        t.ctx, a, t.study_id, n
+    ),
+    # issue 15 (x15a): locks, the lock checklist, SDV and sign-off (services/records/)
+    "records.checklist.lock_checklist": lambda t, a, n: records_checklist.lock_checklist(
+        t.ctx, a, study_id=t.study_id
+    ),
+    "records.locks.database_lock_status": lambda t, a, n: records_locks.database_lock_status(
+        t.ctx, a, study_id=t.study_id
+    ),
+    "records.locks.subject_locks": lambda t, a, n: records_locks.subject_locks(
+        t.ctx, a, study_id=t.study_id, number=n
+    ),
+    "records.review.sdv_status": lambda t, a, n: records_review.sdv_status(
+        t.ctx, a, study_id=t.study_id
+    ),
+    "records.review.subject_signatures": lambda t, a, n: records_review.subject_signatures(
+        t.ctx, a, study_id=t.study_id, number=n
+    ),
 }
 PER_SUBJECT = {
     "queries.get_subject",
@@ -200,9 +314,33 @@ PER_SUBJECT = {
     "history.subject_history",
     "consent.subject_consents",
     "quality.quality_report",
+    # issue 14
+    "casebook.casebook",
+    "crc_dossier.case_dossier",
+    "query_pages.form_queries",
+    "subject_record.eligibility_checklist",
+    "subject_record.form_statuses",
+    "subject_record.saved_form",
+    "subject_record.stored_randomization",
+    "subject_record.subject_today",
+    "records.locks.subject_locks",
+    "records.review.subject_signatures",
 }
 
 WRITE_ACTIONS = {
+    # issue 14 (x14b): the site's reply to the committee; swept below with the population
+    "crc_dossier.reply_to_crc",
+    # issue 16 (x16a): files swept for arms in tests/integration/test_submission.py and, both
+    # worlds of the pair, in tests/integration/test_pair_services.py; ADaM is unblinded only
+    "submission.export_adam",
+    "submission.export_sdtm",
+    # issue 15 (x15a): swept in tests/integration/test_records_hold.py
+    "records.locks.lock_database",
+    "records.locks.lock_record",
+    "records.locks.unlock_database",
+    "records.locks.unlock_record",
+    "records.review.mark_sdv",
+    "records.review.sign_records",
     # issue 15 (x15b)
     "consent.record_reconsent",
     "data_queries.assign_query",
@@ -302,16 +440,44 @@ HELPERS = {
 the pages the protocol definition to render forms from: arm definitions, never an allocation."""
 
 
+def _own_services(module: object) -> dict[str, Callable[..., object]]:
+    """The public (ctx, actor, ...) functions defined in ``module`` itself."""
+    return {
+        name: fn
+        for name, fn in inspect.getmembers(module, inspect.isfunction)
+        if fn.__module__ == getattr(module, "__name__", None)
+        and not name.startswith("_")
+        and list(inspect.signature(fn).parameters)[:2] == ["ctx", "actor"]
+    }
+
+
 def service_functions() -> dict[str, Callable[..., object]]:
-    """Every public function of trialdesk.services whose parameters start with (ctx, actor)."""
+    """Every public function of trialdesk.services and its subpackages whose parameters start
+    with (ctx, actor). A function moved into a subpackage keeps the name of the top-level
+    module that only re-exports it (``lists.list_info``, ``devices.register_lot``); one no
+    such module re-exports is named by its path (``records.locks.lock_record``)."""
+    prefix = "trialdesk.services."
+    shims = [
+        module
+        for info in pkgutil.iter_modules(trialdesk.services.__path__)
+        if not info.ispkg
+        for module in [importlib.import_module(prefix + info.name)]
+        if not _own_services(module)
+    ]
     found: dict[str, Callable[..., object]] = {}
-    for info in pkgutil.iter_modules(trialdesk.services.__path__):
-        module = importlib.import_module(f"trialdesk.services.{info.name}")
-        for name, fn in inspect.getmembers(module, inspect.isfunction):
-            if fn.__module__ != module.__name__ or name.startswith("_"):
-                continue
-            if list(inspect.signature(fn).parameters)[:2] == ["ctx", "actor"]:
-                found[f"{info.name}.{name}"] = fn
+    for info in pkgutil.walk_packages(trialdesk.services.__path__, prefix):
+        module = importlib.import_module(info.name)
+        path = info.name.removeprefix(prefix)
+        for name, fn in _own_services(module).items():
+            alias = next(
+                (
+                    shim.__name__.removeprefix(prefix)
+                    for shim in shims
+                    if "." in path and getattr(shim, name, None) is fn
+                ),
+                path,
+            )
+            found[f"{alias}.{name}"] = fn
     return found
 
 
@@ -371,6 +537,24 @@ def populate(t: Trial) -> Population:
     pop.subjects["registered"] = j.register(t)
     pop.subjects["screening"] = j.consented(t)
     pop.subjects["echo_qualified"] = j.echo_qualified(t)
+    asked = j.echo_qualified(t)
+    screening.crc_eligibility_decision(
+        t.ctx,
+        t.actor("crc"),
+        t.study_id,
+        asked,
+        decision="request_info",
+        reason="Please send the echo report",
+        password=PASSWORD,
+    )
+    (case,) = crc_cases(t, asked)
+    pop.results.append(
+        (
+            "reply to the CRC",
+            crc_dossier.reply_to_crc(t.ctx, coord, t.study_id, case, text="Report uploaded"),
+        )
+    )
+    pop.subjects["crc_info_replied"] = asked
     pop.subjects["awaiting_procedure"] = j.awaiting_procedure(t)
 
     rejected = j.echo_qualified(t)
@@ -426,6 +610,21 @@ def populate(t: Trial) -> Population:
         (
             "adverse event",
             followup.record_adverse_event(t.ctx, coord, t.study_id, number, values=ae),
+        )
+    )
+    therapy_case = crc_cases(t, number)[-1]
+    pop.results.append(
+        (
+            "therapy case: more information requested",
+            crc.decide_therapy_case(
+                t.ctx,
+                t.actor("crc"),
+                t.study_id,
+                therapy_case,
+                classification="request_info",
+                reason="Please send the discharge letter",
+                password=PASSWORD,
+            ),
         )
     )
     pop.subjects["procedure_done"] = number
