@@ -150,6 +150,9 @@ def web_fillers() -> dict[str, list[dict[str, str]]]:
         "/subjects/{number}/queries/{form}": [
             {"form": c} for c in [*screening_forms, "index_procedure"]
         ],
+        # issue 14 deliver 1 (f4): the exit forms and a withdrawn subject's contact
+        "/subjects/{number}/exit-form/{exit}": [{"exit": "death"}, {"exit": "withdrawal"}],
+        "/subjects/{number}/contacts/{visit}": [{"visit": "Y3"}],
         "/reports/{filename}": [
             {"filename": f"{name}.{ext}"} for name in REPORT_DOWNLOADS for ext in ("json", "csv")
         ],

@@ -203,6 +203,10 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): COORDINATOR,
     ("POST", "/quality/run"): frozenset({"monitor", "manager"}),
     ("POST", "/subjects/{number}/reconsent"): COORDINATOR,
+    # issue 14 deliver 1 (f4): x15b's actions on the pages
+    ("POST", "/queries/{query_id}/assign"): frozenset({"monitor", "manager"}),
+    ("POST", "/subjects/{number}/exit-form"): COORDINATOR,
+    ("POST", "/subjects/{number}/contacts"): COORDINATOR,
     # records that hold (issue 15, lane x15a): the monitor as data manager and the study
     # manager lock; the monitor verifies source data; the investigator (coordinator) signs
     ("POST", f"{STUDY}/subjects/{{number}}/locks"): frozenset({"monitor", "manager"}),
@@ -342,6 +346,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", f"{STUDY}/subjects/{{number}}/contacts"): P.VISIT_RECORD,
     ("POST", "/quality/run"): P.DQ_RUN,
     ("POST", "/subjects/{number}/reconsent"): P.CONSENT_RECORD,
+    # issue 14 deliver 1 (f4)
+    ("POST", "/queries/{query_id}/assign"): P.QUERY_ASSIGN,
+    ("POST", "/subjects/{number}/exit-form"): P.SUBJECT_EXIT,
+    ("POST", "/subjects/{number}/contacts"): P.VISIT_RECORD,
     # issue 15, lane x15a
     ("POST", f"{STUDY}/subjects/{{number}}/locks"): P.RECORD_LOCK,
     ("POST", f"{STUDY}/locks/{{lock_id}}/unlock"): P.RECORD_LOCK,
@@ -550,6 +558,10 @@ def body_overrides() -> dict[str, dict[str, Any]]:
             "kind": "further_data",
         },
         "/subjects/{number}/reconsent": {"signed_on": sw.READ_DAY.isoformat(), "version": "v1.0"},
+        # issue 14 deliver 1 (f4): refused after the role check (no form values; not withdrawn)
+        "/queries/{query_id}/assign": {"assignee": "coordinator"},
+        "/subjects/{number}/exit-form": {"exit": "withdrawal", "kind": "further_data"},
+        "/subjects/{number}/contacts": {"visit": "Y3"},
         f"{STUDY}/subjects/{{number}}/contacts": {
             "visit": "Y3",
             "contact_date": sw.READ_DAY.isoformat(),

@@ -19,6 +19,7 @@ from trialdesk.domain.exits import (
     ExitKind,
     WithdrawalKindSpec,
     check_record_after_exit,
+    contact_visits,
     read_exit,
 )
 from trialdesk.domain.lifecycle import Action, SubjectState
@@ -203,3 +204,27 @@ def record_contact(
             },
         )
         return committed_view(act)
+
+
+def contacts_offered(ctx: ServiceContext, actor: Actor, study_id: int, number: str) -> list[str]:
+    """The scheduled visits at which :func:`record_contact` would take a follow-up contact
+    now (REC-9), for pages to offer exactly these: the actor records visits at the subject's
+    site, the subject withdrew with a kind that allows contact, the visit's forms are all
+    contact forms of that kind and it is not recorded yet. Empty otherwise."""
+    now = ctx.now()
+    with ctx.uow(readonly=True) as uow:
+        read = subject_in_scope(uow, actor, study_id, number)
+        subject = read.subject
+        if not actor.may(study_id, Permission.VISIT_RECORD, subject.site_id):
+            return []
+        if SubjectState(subject.state) is not SubjectState.WITHDRAWN:
+            return []
+        if subject.randomized_on is None or subject.exit_date is None:
+            return []
+        act = acting_with(ctx, uow, actor, read, now)
+        facts = _exit_facts(act)
+        if facts.withdrawal is None or not facts.withdrawal.contact_allowed:
+            return []
+        visits = [(v.code, list(v.forms)) for v in act.protocol().protocol.visits]
+        recorded = {v.visit_code for v in uow.visits.for_subject(subject.id)}
+        return [c for c in contact_visits(facts.withdrawal, visits) if c not in recorded]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from trialdesk.domain.errors import NotFound, ValidationFailed
 from trialdesk.domain.permissions import Permission
+from trialdesk.protocol.specs import response_specs
 from trialdesk.services.access import Actor, require, require_site_visible
 from trialdesk.services.common import loaded_protocol, subject_in_scope
 from trialdesk.services.context import ServiceContext
@@ -156,6 +157,10 @@ class FormQueries:
     may_close: bool
     may_reopen: bool
     may_verify: bool = False
+    may_assign: bool = False
+    """Assign an open or answered query to a person of the site (REC-7, issue 15)."""
+    responses: tuple[tuple[str, str], ...] = ()
+    """The protocol's coded query responses (code, label); empty when answers are free text."""
 
 
 _STEPS = {
@@ -254,4 +259,9 @@ def form_queries(
             may_close=actor.may(study_id, Permission.QUERY_CLOSE, at),
             may_reopen=actor.may(study_id, Permission.QUERY_REOPEN, at),
             may_verify=actor.may(study_id, Permission.QUERY_VERIFY, at),
+            may_assign=actor.may(study_id, Permission.QUERY_ASSIGN, at),
+            responses=tuple(
+                (r.code, r.label)
+                for r in response_specs(loaded_protocol(ctx, uow, read.version).protocol)
+            ),
         )

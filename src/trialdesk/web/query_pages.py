@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from trialdesk.domain.errors import PreconditionFailed, ValidationFailed
+from trialdesk.domain.errors import ActionNotAllowed, PreconditionFailed, ValidationFailed
 from trialdesk.services import data_queries, query_pages
 from trialdesk.services.dashboard import my_sites
 from trialdesk.web.forms import field_text
@@ -35,6 +35,7 @@ DONE = {
     "closed": "Query closed.",
     "reopened": "Query reopened.",
     "verified": "Answer verified.",
+    "assigned": "Query assigned.",
 }
 
 
@@ -168,6 +169,8 @@ def _refused(request: Request, web: Web, posted: FormData, query_id: int, messag
             "text": field_text(posted, "text"),
             "new_value": field_text(posted, "new_value"),
             "reason": field_text(posted, "reason"),
+            "response": field_text(posted, "response"),
+            "assignee": field_text(posted, "assignee"),
         }
     }
     if number and form:
@@ -194,6 +197,7 @@ async def answer_query(request: Request, query_id: int) -> Response:
             text=field_text(posted, "text"),
             new_value=new_value or None,
             reason=field_text(posted, "reason") or None,
+            response=field_text(posted, "response") or None,
         )
     except (ValidationFailed, PreconditionFailed) as exc:
         return _refused(request, web, posted, query_id, exc.message)
@@ -233,3 +237,17 @@ async def verify_query(request: Request, query_id: int) -> Response:
     except (ValidationFailed, PreconditionFailed) as exc:
         return _refused(request, web, posted, query_id, exc.message)
     return _after(posted, view, "verified")
+
+
+@router.post("/queries/{query_id}/assign", include_in_schema=False)
+async def assign_query(request: Request, query_id: int) -> Response:
+    """The monitor hands a query to one person of the site who answers queries, or back to
+    the site as a whole with an empty name (REC-7, issue 15)."""
+    web, posted = await post_form(request)
+    try:
+        view = data_queries.assign_query(
+            web.ctx, web.actor, web.study_id, query_id, assignee=field_text(posted, "assignee")
+        )
+    except (ValidationFailed, PreconditionFailed, ActionNotAllowed) as exc:
+        return _refused(request, web, posted, query_id, exc.message)
+    return _after(posted, view, "assigned")

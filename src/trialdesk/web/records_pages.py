@@ -63,7 +63,13 @@ def consent_worklist_page(request: Request) -> Response:
 
 
 def _subject_consents(
-    request: Request, web: Web, number: str, *, message: str | None = None, status: int = 200
+    request: Request,
+    web: Web,
+    number: str,
+    *,
+    message: str | None = None,
+    status: int = 200,
+    values: dict[str, str] | None = None,
 ) -> Response:
     return render(
         request,
@@ -73,6 +79,7 @@ def _subject_consents(
         view=consent.subject_consents(web.ctx, web.actor, web.study_id, number),
         may_record=_may(web, Permission.CONSENT_RECORD),
         message=message,
+        values=values or {},
     )
 
 
@@ -95,5 +102,8 @@ async def reconsent(request: Request, number: str) -> Response:
             document=field_text(form, "document") or None,
         )
     except (ValidationFailed, PreconditionFailed) as exc:
-        return _subject_consents(request, web, number, message=exc.message, status=422)
-    return redirect(f"/subjects/{quote(number)}/consents")
+        typed = {k: field_text(form, k) for k in ("signed_on", "version", "document")}
+        return _subject_consents(
+            request, web, number, message=exc.message, status=422, values=typed
+        )
+    return redirect(f"/subjects/{quote(number)}/consents", flash="Re-consent recorded.")

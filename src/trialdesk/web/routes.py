@@ -11,6 +11,7 @@ from trialdesk.web import (
     audit_pages,
     crc_pages,
     devices,
+    exit_pages,
     followup_pages,
     list_pages,
     lock_pages,
@@ -42,6 +43,7 @@ PAGE_MODULES = (
     records_pages,  # issue 15 (x15b)
     followup_pages,  # x14a: the subject after randomization
     lock_pages,  # issue 15, lane x15a: locks, SDV, signatures, the lock checklist
+    exit_pages,  # issue 14 deliver 1 (f4): exits on the protocol's forms, contacts
 )
 
 

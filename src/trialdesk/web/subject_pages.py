@@ -27,7 +27,7 @@ from trialdesk.domain.errors import (
 )
 from trialdesk.domain.lifecycle import SubjectState
 from trialdesk.http_status import status_of
-from trialdesk.services import followup, screening
+from trialdesk.services import exits, followup, screening
 from trialdesk.services.allocation import randomization
 from trialdesk.services.dashboard import current_protocol, my_sites
 from trialdesk.services.data_queries import open_queries
@@ -166,6 +166,7 @@ def subject_page(
         screening_codes=set(protocol.screening.forms),
         today=subject_today(web.ctx, web.actor, web.study_id, number).isoformat(),
         history=subject_history(web.ctx, web.actor, web.study_id, number),
+        contacts=exits.contacts_offered(web.ctx, web.actor, web.study_id, number),
         message=message,
         values=values or {},
     )
