@@ -45,6 +45,7 @@ from trialdesk.services.supply.site_stock import (
     stock_warnings,
 )
 from trialdesk.services.supply.views import (
+    DevicePage,
     DeviceView,
     InventoryView,
     LotView,
@@ -68,6 +69,7 @@ __all__ = [
     "READERS",
     "STATUSES",
     "SUPPLY",
+    "DevicePage",
     "DeviceView",
     "InventoryView",
     "LotView",
