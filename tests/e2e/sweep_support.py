@@ -26,6 +26,7 @@ from sqlalchemy import MetaData, func, select
 
 from tests import flagship_data as fd
 from tests import journey as j
+from tests.arm_text import without_ct_wording
 from tests.conftest import PASSWORD, Database, Trial, build_trial, flagship
 from trialdesk.services import followup
 from trialdesk.store.audit import verify_chain
@@ -253,6 +254,7 @@ class ArmDetector:
         return cls(codes=[a.code for a in arms], texts=sorted(texts))
 
     def in_text(self, text: str) -> list[str]:
+        text = without_ct_wording(text)  # CDISC parameter names, the same in every trial
         found = [c for c in self.codes if re.search(rf"(?<![A-Za-z0-9_]){c}(?![A-Za-z0-9_])", text)]
         return found + [t for t in self.texts if t in text]
 

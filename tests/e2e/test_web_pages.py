@@ -96,6 +96,29 @@ def test_acc_pages_need_sign_in(trial: Trial) -> None:
         assert response.headers["location"].startswith("/signin")
 
 
+def test_acc_sign_in_returns_to_the_page_asked_for_with_its_query(trial: Trial) -> None:
+    """A link opened while signed out (``?visit=M1``) lands on that page with its query."""
+    c = client(trial)
+    asked = c.get("/subjects/S101-0001?visit=M1")
+    assert asked.status_code == 303
+    page = c.get(asked.headers["location"])
+    token = CSRF.search(page.text)
+    assert token is not None
+    form_next = re.search(r'name="next" value="([^"]*)"', page.text)
+    assert form_next is not None
+    answer = c.post(
+        "/signin",
+        data={
+            "username": "coordinator",
+            "password": PASSWORD,
+            "csrf_token": token.group(1),
+            "next": form_next.group(1).replace("&amp;", "&"),
+        },
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/subjects/S101-0001?visit=M1"
+
+
 def test_sig1_wrong_password_then_lockout_message_from_service(trial: Trial) -> None:
     c = client(trial)
     response = sign_in(c, "coordinator", "wrong password!")

@@ -15,6 +15,7 @@ import pandas as pd
 import pyreadstat
 import pytest
 
+from tests.arm_text import without_ct_wording
 from tests.conftest import Trial
 from tests.integration.test_blinding_sweep import Population, arm_leaks, arm_proxies, populate
 from trialdesk.domain.errors import PermissionDenied, TrialError, ValidationFailed
@@ -73,11 +74,6 @@ CONTROLLED = {
         "",
     },
 }
-
-
-CT_WORDING = ("Intervention Type", "Intervention Model")
-"""CDISC TS parameter names (TSPARM of INTTYPE, INTMODEL) that contain the word the arm
-label starts with; they name no arm."""
 
 
 @pytest.fixture
@@ -220,9 +216,7 @@ def test_exp1_rand6_blinded_exports_carry_no_arm(
             result = run(trial, kind, username, out)
             assert result.blinded
             for name, raw in _all_text(out).items():
-                text = raw
-                for wording in CT_WORDING:
-                    text = text.replace(wording, "")
+                text = without_ct_wording(raw)
                 found = arm_leaks(text) + [p for p in proxies if p in text]
                 if found:
                     leaks.append(f"{username} {kind} {name}: {found}")

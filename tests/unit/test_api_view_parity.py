@@ -74,7 +74,7 @@ PARITY: dict[str, str] = {
     "schemas_locks.ChecklistPublic": "ChecklistView",
     "schemas_locks.SdvRecordPublic": "SdvView",
     "schemas_locks.SdvSummaryPublic": "SdvSummary",
-    "schemas_locks.SignaturePublic": "SignatureView",
+    "schemas_locks.RecordSignaturePublic": "SignatureView",
     "schemas_records.DiscrepancyPublic": "DiscrepancyView",
     "schemas_records.QualityRunPublic": "QualityRun",
     "schemas_records.ExclusionPublic": "ExclusionView",

@@ -16,10 +16,10 @@ from trialdesk.api.schemas_locks import (
     DatabaseLockIn,
     LockIn,
     LockPublic,
+    RecordSignaturePublic,
     SdvIn,
     SdvRecordPublic,
     SdvSummaryPublic,
-    SignaturePublic,
     SignIn,
     UnlockIn,
 )
@@ -131,14 +131,14 @@ def sdv_status(
     return _out(SdvSummaryPublic, view)
 
 
-@router.get("/subjects/{number}/signatures", response_model=list[SignaturePublic])
+@router.get("/subjects/{number}/signatures", response_model=list[RecordSignaturePublic])
 def signatures(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number) -> list[Any]:
     """The subject's signatures, each valid or with what changed since (REC-2)."""
     views = review.subject_signatures(ctx, actor, study_id=study.id, number=number)
-    return [_out(SignaturePublic, v) for v in views]
+    return [_out(RecordSignaturePublic, v) for v in views]
 
 
-@router.post("/subjects/{number}/signatures", response_model=SignaturePublic, status_code=201)
+@router.post("/subjects/{number}/signatures", response_model=RecordSignaturePublic, status_code=201)
 def sign(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: SignIn) -> Any:
     """The investigator e-signs a form, a visit or the casebook (REC-2, SIG-1)."""
     view = review.sign_records(
@@ -152,4 +152,4 @@ def sign(ctx: CtxDep, actor: ActorDep, study: StudyDep, number: Number, body: Si
         seq=body.seq,
         password=body.password,
     )
-    return _out(SignaturePublic, view)
+    return _out(RecordSignaturePublic, view)

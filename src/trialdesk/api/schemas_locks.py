@@ -105,7 +105,7 @@ class SdvSummaryPublic(BaseModel):
     by_visit: dict[str, dict[str, int]]
 
 
-class SignaturePublic(BaseModel):
+class RecordSignaturePublic(BaseModel):
     id: int
     subject: str
     level: str

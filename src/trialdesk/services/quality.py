@@ -37,8 +37,10 @@ from trialdesk.domain.database_lock import (
 from trialdesk.domain.errors import NotFound, ValidationFailed
 from trialdesk.domain.forms import FormSpec
 from trialdesk.domain.lifecycle import ON_STUDY, SubjectState
+from trialdesk.domain.locks import WriteKind
 from trialdesk.domain.permissions import Permission
 from trialdesk.domain.records import RecordRef
+from trialdesk.domain.write_guard import GuardedWrite
 from trialdesk.protocol.loader import LoadedProtocol
 from trialdesk.protocol.specs import dq_rule_specs, form_spec, response_specs
 from trialdesk.services.access import Actor, require, require_site_visible
@@ -366,6 +368,10 @@ def run_quality_rules(
     require(actor, study_id, Permission.DQ_RUN)
     now = ctx.now()
     with ctx.uow() as uow:
+        # A run exists to open queries: under a study-wide lock that refuses them (the hard
+        # database lock) the run itself is refused by the one guard, even when it would find
+        # nothing; a subject's own lock is met per query by the guard in the audit log.
+        uow.guard.check(study_id, None, GuardedWrite(WriteKind.QUERY))
         reads = _reads_in_scope(uow, actor, study_id, number, site)
         views: list[DiscrepancyView] = []
         opened: list[int] = []

@@ -44,7 +44,7 @@ def subject_actions(ctx: ServiceContext, actor: Actor, study_id: int, number: st
         view = subject_view(ctx, uow, actor, read)
         subject = read.subject
         offered = offered_actions(actor, study_id, subject.site_id, SubjectState(subject.state))
-        facts = _Facts(
+        facts = _OfferFacts(
             today=site_today(read.site, ctx.now()),
             missed=uow.visits.count_missed(subject.id)
             if Action.MARK_LOST_TO_FOLLOW_UP in offered
@@ -60,7 +60,7 @@ def subject_actions(ctx: ServiceContext, actor: Actor, study_id: int, number: st
 
 
 @dataclass(frozen=True)
-class _Facts:
+class _OfferFacts:
     """What the services check beyond state and role, read once for the offer."""
 
     today: dt.date
@@ -94,7 +94,7 @@ def _unsaved_screening(ctx: ServiceContext, uow: UnitOfWork, read: SubjectRead) 
     return any(code not in saved for code in wanted)
 
 
-def _facts_allow(action: Action, read: SubjectRead, view: SubjectView, facts: _Facts) -> bool:
+def _facts_allow(action: Action, read: SubjectRead, view: SubjectView, facts: _OfferFacts) -> bool:
     subject = read.subject
     if action in (Action.ANATOMY_SUITABLE, Action.ANATOMY_UNSUITABLE):
         return subject.anatomy_suitable is None

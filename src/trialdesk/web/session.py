@@ -102,7 +102,9 @@ def redirect(url: str, *, flash: str | None = None) -> RedirectResponse:
 
 
 def to_signin(request: Request) -> RedirectResponse:
-    return redirect("/signin?next=" + quote(request.url.path, safe="/"))
+    """Back to the page asked for after sign-in, query string included (``?visit=M1``)."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return redirect("/signin?next=" + quote(target, safe="/"))
 
 
 def install_signed_out_handler(app: FastAPI) -> None:
