@@ -1436,6 +1436,41 @@ class FakeSupply(_Repo):
     def devices_at_site(self, site_id: int) -> list[tuple[Device, DeviceLot]]:
         return [(d, self.t.lots[d.lot_id]) for d in self._devices() if d.site_id == site_id]
 
+    def device_page(
+        self,
+        study_id: int,
+        *,
+        visible: Mapping[int, Collection[str]],
+        search: str | None,
+        site_id: int | None,
+        status: str | None,
+        lot_number: str | None,
+        order: str,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[Device, DeviceLot]], int]:
+        rows = [
+            (d, self.t.lots[d.lot_id])
+            for d in self._devices()
+            if d.study_id == study_id
+            and d.site_id is not None
+            and d.status in visible.get(d.site_id, ())
+            and (not search or search in d.serial or search in self.t.lots[d.lot_id].lot_number)
+            and (site_id is None or d.site_id == site_id)
+            and (status is None or d.status == status)
+            and (lot_number is None or self.t.lots[d.lot_id].lot_number == lot_number)
+        ]
+        keys: dict[str, Callable[[tuple[Device, DeviceLot]], Any]] = {
+            "serial": lambda r: (r[0].serial,),
+            "lot": lambda r: (r[1].lot_number, r[0].serial),
+            "expiry": lambda r: (r[1].expiry, r[0].serial),
+            "site": lambda r: (self.t.sites[r[0].site_id or 0].code, r[0].serial),
+            "status": lambda r: (r[0].status, r[0].serial),
+        }
+        rows.sort(key=keys[order], reverse=descending)
+        return rows[offset : offset + limit], len(rows)
+
     def count_at_site(self, site_id: int, status: str, *, usable_on: dt.date | None = None) -> int:
         return sum(
             1

@@ -188,3 +188,32 @@ def test_sup1_two_moves_of_the_same_device_cannot_both_win(world: World) -> None
         assert first.status == "implanted" and first.version == device.version + 1
         with pytest.raises(Conflict, match="changed by someone else"):
             move(uow, world.ctx, device, DeviceMove.RETURN)
+
+
+def test_sup2_device_list_for_blinded_roles_unchanged_by_an_implant(world: World) -> None:
+    """SUP-2, RAND-6 (issue 14, the device list): an implant takes the device off the
+    implanting team's list; the coordinator's list, totals and offered filters are the same
+    before and after, and a state it may not see is refused whether or not devices are in it."""
+    _stocked(world)
+
+    def lists(role: Role) -> list[supply.DevicePage]:
+        actor = world.actor(role)
+        return [
+            supply.device_list(world.ctx, actor, STUDY),
+            supply.device_list(world.ctx, actor, STUDY, search="SN", order="status"),
+            supply.device_list(world.ctx, actor, STUDY, lot=supply.DEMO_LOT, limit=3, offset=3),
+        ]
+
+    before = lists(Role.COORDINATOR)
+    assert before[0].statuses == ["in_transit"] and before[0].total == 0
+    team = supply.device_list(world.ctx, world.actor(Role.IMPLANTER), STUDY, status="at_site")
+    assert team.total == 10 and team.statuses == ["in_transit", "at_site", "quarantined"]
+    world.clock.set_day(PROCEDURE)
+    number = _randomized(world, arm="INT")
+    (values,) = fd.implant_procedure_forms().values()
+    followup.record_procedure(world.ctx, world.actor(Role.IMPLANTER), STUDY, number, values=values)
+    team = supply.device_list(world.ctx, world.actor(Role.IMPLANTER), STUDY, status="at_site")
+    assert team.total == 9 and "SN000123" not in [d.serial for d in team.items]
+    assert lists(Role.COORDINATOR) == before
+    with pytest.raises(ValidationFailed, match="status must be one of in_transit"):
+        supply.device_list(world.ctx, world.actor(Role.COORDINATOR), STUDY, status="at_site")

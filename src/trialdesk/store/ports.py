@@ -813,6 +813,24 @@ class SupplyRepository(Protocol):
         """Devices of the site in ``status``; with ``usable_on``, only lots not expired then."""
         ...
 
+    def device_page(
+        self,
+        study_id: int,
+        *,
+        visible: Mapping[int, Collection[str]],
+        search: str | None,
+        site_id: int | None,
+        status: str | None,
+        lot_number: str | None,
+        order: str,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[Device, DeviceLot]], int]:
+        """One page of the devices listed at ``visible`` sites in their listed states
+        (issue 14, f3), filtered and sorted (DEVICE_ORDERS), with the total before paging."""
+        ...
+
     def move(
         self, device: Device, sources: Collection[str], values: Mapping[str, Any]
     ) -> Device | None:

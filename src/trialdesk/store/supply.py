@@ -12,10 +12,11 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from trialdesk.store.records import Device, DeviceLot, DeviceShipment, DeviceUse
+from trialdesk.store.sites import SITE
 from trialdesk.store.sql import Columns, Sql, plain_update, table_of
 from trialdesk.store.tables import DeviceEventRow, DeviceLotRow, DeviceRow, DeviceShipmentRow
 
@@ -26,6 +27,17 @@ _L = LOT.table
 _P = SHIPMENT.table
 _D = DEVICE.table
 _E = table_of(DeviceEventRow)
+
+_S = SITE.table
+
+_DEVICE_KEYS = {
+    "serial": _D.c.serial,
+    "lot": _L.c.lot_number,
+    "expiry": _L.c.expiry,
+    "site": _S.c.code,
+    "status": _D.c.status,
+}
+"""How the device list may be sorted (issue 14); ties are broken by serial."""
 
 USE_KINDS = ("implanted", "used_not_released")
 """Log kinds written when a procedure used a device."""
@@ -90,6 +102,58 @@ class SqlSupply:
             .order_by(_D.c.serial)
         )
         return [(DEVICE.of(row), LOT.of(row, DEVICE.width)) for row in self._run(stmt)]
+
+    def device_page(
+        self,
+        study_id: int,
+        *,
+        visible: Mapping[int, Collection[str]],
+        search: str | None,
+        site_id: int | None,
+        status: str | None,
+        lot_number: str | None,
+        order: str,
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[Device, DeviceLot]], int]:
+        """One page of the devices the caller may see (issue 14): ``visible`` maps each site
+        to the states listed there, so nothing else is counted, filtered or ordered; ``search``
+        is a part of the serial or lot number. With the total before paging."""
+        shown = [
+            and_(_D.c.site_id == site, _D.c.status.in_(sorted(states)))
+            for site, states in sorted(visible.items())
+            if states
+        ]
+        where = [_D.c.study_id == study_id, or_(*shown) if shown else false()]
+        if search:
+            where.append(
+                or_(
+                    _D.c.serial.contains(search, autoescape=True),
+                    _L.c.lot_number.contains(search, autoescape=True),
+                )
+            )
+        if site_id is not None:
+            where.append(_D.c.site_id == site_id)
+        if status is not None:
+            where.append(_D.c.status == status)
+        if lot_number is not None:
+            where.append(_L.c.lot_number == lot_number)
+        joined = _D.join(_L, _L.c.id == _D.c.lot_id).join(_S, _S.c.id == _D.c.site_id)
+        total = self._run(select(func.count()).select_from(joined).where(*where)).scalar()
+        key = _DEVICE_KEYS[order]
+        serial = _D.c.serial.desc() if descending else _D.c.serial
+        keys = [serial] if key is _D.c.serial else [key.desc() if descending else key, serial]
+        stmt = (
+            select(*DEVICE.columns, *LOT.columns)
+            .select_from(joined)
+            .where(*where)
+            .order_by(*keys)
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = [(DEVICE.of(row), LOT.of(row, DEVICE.width)) for row in self._run(stmt)]
+        return rows, int(total or 0)
 
     def count_at_site(self, site_id: int, status: str, *, usable_on: dt.date | None = None) -> int:
         """Devices of the site in ``status``; with ``usable_on``, only lots not expired then."""

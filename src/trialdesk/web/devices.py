@@ -19,6 +19,8 @@ from trialdesk.domain.errors import (
 from trialdesk.domain.roles import Role
 from trialdesk.services import supply
 from trialdesk.web.forms import field_date, field_text, or_refusal
+from trialdesk.web.list_pages import DIRECTIONS, sort_links
+from trialdesk.web.listing import choice, pager, paging, text
 from trialdesk.web.render import render
 from trialdesk.web.session import Web, post_form, redirect, web_session
 
@@ -29,8 +31,45 @@ SignedRefusal = (ValidationFailed, PreconditionFailed, AuthenticationFailed)
 """A wrong e-signature password is shown on the page, not treated as a lost session."""
 
 
+def _device_list(request: Request, web: Web) -> dict[str, Any]:
+    """The device list's page (issue 14): search, filters, sort and page are the service's;
+    the page passes the choices on (a state the role may not see is neither offered nor
+    accepted)."""
+    order = choice(request, "order", supply.DEVICE_ORDERS, "serial")
+    direction = choice(request, "dir", DIRECTIONS, "asc")
+    filters = {
+        "q": text(request, "q", 40),
+        "site": text(request, "site", 20),
+        "status": text(request, "status", 20),
+        "lot": text(request, "lot", 40),
+        "order": order,
+        "dir": direction,
+    }
+    at = paging(request)
+    found = supply.device_list(
+        web.ctx,
+        web.actor,
+        web.study_id,
+        search=filters["q"] or None,
+        site=filters["site"] or None,
+        status=filters["status"] or None,
+        lot=filters["lot"] or None,
+        order=order,
+        descending=direction == "desc",
+        offset=at.offset,
+        limit=at.per_page,
+    )
+    return {
+        "found": found,
+        "filters": filters,
+        "sorts": sort_links("/devices", filters, supply.DEVICE_ORDERS),
+        "p": pager("/devices", filters, at, found.total),
+    }
+
+
 def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any) -> Response:
     inventory = supply.site_inventory(web.ctx, web.actor, web.study_id)
+    listing = _device_list(request, web)
     shipments, _refused = or_refusal(
         lambda: supply.list_shipments(web.ctx, web.actor, web.study_id)
     )
@@ -45,6 +84,7 @@ def _inventory_page(request: Request, web: Web, status: int = 200, **extra: Any)
         warnings=warnings,
         may_receive=web.actor.has(web.study_id, [Role.COORDINATOR]),
         may_remove=web.actor.has(web.study_id, [Role.IMPLANTER]),
+        **listing,
         **extra,
     )
 

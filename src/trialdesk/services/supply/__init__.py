@@ -37,12 +37,15 @@ from trialdesk.services.supply.lots import list_lots, quarantine_lot, register_l
 from trialdesk.services.supply.procedure import recall_subjects, use_for_procedure
 from trialdesk.services.supply.shipments import list_shipments, receive_shipment, ship_devices
 from trialdesk.services.supply.site_stock import (
+    DEVICE_ORDERS,
     destroy_device,
+    device_list,
     return_device,
     site_inventory,
     stock_warnings,
 )
 from trialdesk.services.supply.views import (
+    DevicePage,
     DeviceView,
     InventoryView,
     LotView,
@@ -60,11 +63,13 @@ __all__ = [
     "DEMO_GTIN",
     "DEMO_LOT",
     "DEMO_SERIALS",
+    "DEVICE_ORDERS",
     "DEVICE_USE_TABLES",
     "LEFT_STOCK",
     "READERS",
     "STATUSES",
     "SUPPLY",
+    "DevicePage",
     "DeviceView",
     "InventoryView",
     "LotView",
@@ -75,6 +80,7 @@ __all__ = [
     "StockWarning",
     "UsedDeviceView",
     "destroy_device",
+    "device_list",
     "list_lots",
     "list_shipments",
     "quarantine_lot",

@@ -37,6 +37,7 @@ from trialdesk.services.supply.common import (
     trial_unblinded,
 )
 from trialdesk.services.supply.views import (
+    DevicePage,
     DeviceView,
     InventoryView,
     SiteStockView,
@@ -309,3 +310,85 @@ def stock_warnings(ctx: ServiceContext, actor: Actor, study_id: int) -> list[Sto
                     )
                 )
         return out
+
+
+# --------------------------------------------------------------------------- the device list
+
+DEVICE_ORDERS = ("serial", "lot", "expiry", "site", "status")
+"""How the device list may be sorted (issue 14); ties are broken by serial."""
+
+
+def device_list(
+    ctx: ServiceContext,
+    actor: Actor,
+    study_id: int,
+    *,
+    search: str | None = None,
+    site: str | None = None,
+    status: str | None = None,
+    lot: str | None = None,
+    order: str = "serial",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> DevicePage:
+    """The devices listed on the inventory page (issue 14, SUP-2), searched (part of the
+    serial or lot number), filtered, sorted and paged in the repository. Exactly the devices
+    :func:`site_inventory` lists: at a site whose arms the caller may see, those held there
+    (in transit, at site, quarantined); elsewhere only those in transit. A state is offered
+    and accepted as a filter only when the caller may see it at some site, and the repository
+    counts and orders only the devices listed, so a filter, a count or an order never tells a
+    blinded caller what was implanted (RAND-6)."""
+    if limit < 1 or limit > 500 or offset < 0:
+        raise ValidationFailed("limit must be 1-500 and offset ≥ 0", {"limit": "out of range"})
+    if order not in DEVICE_ORDERS:
+        raise ValidationFailed(
+            f"unknown order {order!r}; one of {', '.join(DEVICE_ORDERS)}", {"order": "unknown"}
+        )
+    with ctx.uow(readonly=True) as uow:
+        study(uow, study_id)
+        require(actor, study_id, READERS, action="read device inventory")
+        unblinded = trial_unblinded(uow, study_id)
+        stocked = uow.supply.stocked_sites(study_id)
+        sites = [s for s in visible_sites(uow, actor, study_id, None) if s.id in stocked]
+        visible: dict[int, tuple[str, ...]] = {}
+        for each in sites:
+            held = arms_visible(actor, study_id, each.id, unblinded_trial=unblinded)
+            states = HELD_AT_SITE if held else (DeviceState.IN_TRANSIT,)
+            visible[each.id] = tuple(state.value for state in states)
+        offered = [
+            state.value
+            for state in HELD_AT_SITE
+            if any(state.value in states for states in visible.values())
+        ]
+        if status is not None and status not in offered:
+            raise ValidationFailed(
+                f"status must be one of {', '.join(offered) or 'none'}", {"status": "not offered"}
+            )
+        site_id = None
+        if site is not None:
+            chosen = next((s for s in sites if s.code == site), None)
+            if chosen is None:
+                raise ValidationFailed(f"site {site!r} is not in your list", {"site": "unknown"})
+            site_id = chosen.id
+        rows, total = uow.supply.device_page(
+            study_id,
+            visible=visible,
+            search=(search or "").strip() or None,
+            site_id=site_id,
+            status=status,
+            lot_number=lot or None,
+            order=order,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+        return DevicePage(
+            items=[device_view(uow, device, each_lot) for device, each_lot in rows],
+            total=total,
+            offset=offset,
+            limit=limit,
+            statuses=offered,
+            sites=[s.code for s in sites],
+            lots=[each.lot_number for each in uow.supply.lots(study_id)],
+        )

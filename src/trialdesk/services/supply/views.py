@@ -27,6 +27,20 @@ class DeviceView:
 
 
 @dataclass(frozen=True)
+class DevicePage:
+    """One page of the device list (issue 14) and the choices its filters may offer: only
+    states the caller may see at some site, only sites and lots the caller's list holds."""
+
+    items: list[DeviceView]
+    total: int
+    offset: int
+    limit: int
+    statuses: list[str]
+    sites: list[str]
+    lots: list[str]
+
+
+@dataclass(frozen=True)
 class LotView:
     lot_number: str
     model: str
