@@ -220,7 +220,8 @@ def test_prot1_pages_show_nothing_of_b_and_the_switcher_moves_only_to_own_studie
             assert refused.status_code == 404
             assert ms.B_CODE not in refused.text.replace(f"study {code} not found", "")
         assert c.post("/study", data={"study": "FLAGSHIP"}).status_code == 403  # no CSRF
-        assert "S101-0001" in c.get("/home").text and "Study FLAGSHIP" in c.get("/home").text
+        # still in its own study: its subjects listed (Home shows counts), its study named
+        assert "S101-0001" in c.get("/subjects").text and "Study FLAGSHIP" in c.get("/home").text
         _nothing_written(a, before)
 
     admin.grant_role(a.ctx, operator_actor(), b.study_id, "manager", "manager")
@@ -232,9 +233,10 @@ def test_prot1_pages_show_nothing_of_b_and_the_switcher_moves_only_to_own_studie
     moved = c.post("/study", data={"study": ms.B_CODE, "csrf_token": token})
     assert moved.status_code == 303
     now_b = c.get("/home").text
-    assert "S101-0002" in now_b and f'<option value="{ms.B_CODE}" selected>' in now_b
+    assert f'<option value="{ms.B_CODE}" selected>' in now_b
+    assert "S101-0002" in c.get("/subjects").text  # study B's subjects, once moved there
     assert c.post("/study", data={"study": "FLAGSHIP", "csrf_token": token}).status_code == 303
-    assert "S101-0002" not in c.get("/home").text
+    assert "S101-0002" not in c.get("/subjects").text
 
     # a session left in a study whose role is revoked since falls back to an own study
     assert c.post("/study", data={"study": ms.B_CODE, "csrf_token": token}).status_code == 303
