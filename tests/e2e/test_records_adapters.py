@@ -198,11 +198,13 @@ def test_rec7_rec9_cli_query_and_exit_refusals(shell: dict[str, str]) -> None:
     """REC-7, REC-9 at the shell: verifying an unknown query, an exit with a bad form or an
     unknown kind, a contact for a subject not withdrawn: one line each, nothing changed."""
     assert "not found" in _refused(shell, "queries", "verify", "999", "--user", "monitor")
-    consented = run(
+    # a subject who may withdraw: consented here, or already by the REC-8 test (same shell)
+    run(
         shell, "subject", "consent", "S101-0001", "--date", fd.CONSENT_DATE, "--version",
         "ICF v1.0", "--user", "coordinator",
     )  # fmt: skip
-    assert consented.exit_code == 0, consented.output  # a subject who may withdraw
+    shown = run(shell, "subject", "show", "S101-0001", "--json", "--user", "coordinator")
+    assert json.loads(shown.stdout)["state"] != "registered", shown.output
     values: dict[str, Any] = {"withdrawal_date": fd.CONSENT_DATE, "reason": "subject_decision"}
     err = _refused(
         shell, "exit", "record", "S101-0001", "withdrawal", "--values", json.dumps(values),
