@@ -49,6 +49,7 @@ def test_data2_elig3_query_and_crc_dossier_through_the_pages_in_chromium(
     guide_shot(page, "queries-list")
     with page.expect_navigation():
         page.click("td a:has-text('#')")
+    page.select_option("select[name=response]", "corrected")  # REC-7 coded response
     page.fill("textarea[name=text]", "Transcription error: the letter says III")
     page.click("summary:has-text('correct it')")
     page.fill("input[name=new_value]", "III")

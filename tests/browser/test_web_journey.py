@@ -98,6 +98,7 @@ def query_round_trip(browser: Any, server: str, number: str) -> None:
     coordinator = User(browser, server, "coordinator")
     page = coordinator.open("/home")
     page.goto(url)
+    page.locator(".query select[name=response]").first.select_option("confirmed")  # REC-7
     page.locator(".query textarea[name=text]").first.fill("Checked the chart: NYHA II is right.")
     page.click("button:has-text('Send answer')")
     guide_shot(page, "query-answered")
