@@ -46,6 +46,7 @@ from trialdesk.services import (
     design,
     devices,
     endpoints,
+    exits,
     followup,
     history,
     preferences,
@@ -167,6 +168,11 @@ READ_CALLS: dict[str, ReadCall] = {
     "queries.get_subject": lambda t, a, n: queries.get_subject(t.ctx, a, t.study_id, n),
     "queries.subject_actions": lambda t, a, n: queries.subject_actions(t.ctx, a, t.study_id, n),
     "devices.site_inventory": lambda t, a, n: devices.site_inventory(t.ctx, a, t.study_id),
+    "devices.device_list": lambda t, a, n: [
+        devices.device_list(t.ctx, a, t.study_id, order=order, limit=500)
+        for order in ("serial", "lot", "expiry", "site", "status")
+    ],  # every ordering of the page (issue 14): none may move a device by arm
+    "exits.contacts_offered": lambda t, a, n: exits.contacts_offered(t.ctx, a, t.study_id, n),
     "devices.stock_warnings": lambda t, a, n: devices.stock_warnings(t.ctx, a, t.study_id),
     "devices.list_lots": lambda t, a, n: devices.list_lots(t.ctx, a, t.study_id),
     "devices.list_shipments": lambda t, a, n: devices.list_shipments(t.ctx, a, t.study_id),
