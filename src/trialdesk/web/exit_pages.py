@@ -78,9 +78,10 @@ def exit_form(request: Request, number: str, exit: str) -> Response:
     """``death`` or ``withdrawal``: the protocol's form, to whom the service would let
     record that exit now."""
     web = web_session(request)
+    offered = subject_actions(web.ctx, web.actor, web.study_id, number)  # scope first (ACC-1)
     if exit not in OFFERED:
         raise ValidationFailed("exit is death or withdrawal", {"exit": "unknown"})
-    if OFFERED[exit] not in subject_actions(web.ctx, web.actor, web.study_id, number):
+    if OFFERED[exit] not in offered:
         raise PermissionDenied(f"{web.actor.username} cannot record the {exit} of {number} now")
     return _exit_page(request, web, number, exit)
 
@@ -88,6 +89,7 @@ def exit_form(request: Request, number: str, exit: str) -> Response:
 @router.post("/subjects/{number}/exit-form", include_in_schema=False)
 async def save_exit_form(request: Request, number: str) -> Response:
     web, form = await post_form(request)
+    subject_actions(web.ctx, web.actor, web.study_id, number)  # scope first: ACC-1's 404
     exit = field_text(form, "exit")
     if exit not in OFFERED:
         raise ValidationFailed("exit is death or withdrawal", {"exit": "unknown"})
@@ -169,6 +171,7 @@ def contact_form(request: Request, number: str, visit: str) -> Response:
 @router.post("/subjects/{number}/contacts", include_in_schema=False)
 async def save_contact(request: Request, number: str) -> Response:
     web, form = await post_form(request)
+    exits.contacts_offered(web.ctx, web.actor, web.study_id, number)  # scope first (ACC-1)
     visit = field_text(form, "visit")
     codes = _contact_forms(web, visit)
     try:

@@ -157,7 +157,11 @@ def lock_record(
     seq: int | None = None,
 ) -> LockView:
     """The data manager (or study manager) locks a form record, a visit or a casebook, with a
-    reason and an e-signature (REC-3, SIG-1); audited in the subject's stream."""
+    reason and an e-signature (REC-3, SIG-1); audited in the subject's stream. Scope and
+    permission come before the input: another site's subject is a 404 whatever was typed."""
+    with ctx.uow(readonly=True) as uow:
+        read = subject_in_scope(uow, actor, study_id, number)
+        require(actor, study_id, Permission.RECORD_LOCK, site_id=read.subject.site_id)
     try:
         lock_level = LockLevel(level)
     except ValueError:
@@ -170,9 +174,6 @@ def lock_record(
             "the study is locked with the database lock", {"level": "use the database lock"}
         )
     text = require_text(reason, "reason", "a reason for the lock")
-    with ctx.uow(readonly=True) as uow:
-        read = subject_in_scope(uow, actor, study_id, number)
-        require(actor, study_id, Permission.RECORD_LOCK, site_id=read.subject.site_id)
     reauthenticate(ctx, actor, password, meaning=LOCK_MEANING)
     now = ctx.now()
     with ctx.uow() as uow:

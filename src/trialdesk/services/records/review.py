@@ -400,17 +400,18 @@ def sign_records(
 ) -> SignatureView:
     """The investigator e-signs a form record, a visit or the casebook (REC-2, SIG-1): the
     password again, the printed name, the time and the protocol's meaning; each covered
-    record's version and fingerprint are kept so a later change shows."""
-    try:
-        sign_level = SignLevel(level)
-    except ValueError:
-        raise ValidationFailed(
-            f"unknown signature level {level!r}; one of form, visit, casebook",
-            {"level": "unknown"},
-        ) from None
+    record's version and fingerprint are kept so a later change shows. Scope and permission
+    come before the input (ACC-1)."""
     with ctx.uow(readonly=True) as uow:
         read = subject_in_scope(uow, actor, study_id, number)
         require(actor, study_id, Permission.RECORD_SIGN, site_id=read.subject.site_id)
+        try:
+            sign_level = SignLevel(level)
+        except ValueError:
+            raise ValidationFailed(
+                f"unknown signature level {level!r}; one of form, visit, casebook",
+                {"level": "unknown"},
+            ) from None
         loaded = loaded_protocol(ctx, uow, read.version)
         meaning = loaded.protocol.sign_off.meaning if loaded.protocol.sign_off else DEFAULT_MEANING
     reauthenticate(ctx, actor, password, meaning=meaning)

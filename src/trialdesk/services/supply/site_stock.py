@@ -390,5 +390,23 @@ def device_list(
             limit=limit,
             statuses=offered,
             sites=[s.code for s in sites],
-            lots=[each.lot_number for each in uow.supply.lots(study_id)],
+            lots=_listed_lots(uow, study_id, visible),
         )
+
+
+def _listed_lots(uow: UnitOfWork, study_id: int, visible: dict[int, tuple[str, ...]]) -> list[str]:
+    """The lot filter's choices: lots of the devices the caller may list, so a site user is
+    never offered another site's lots (ACC-1) nor a lot whose only devices it may not see."""
+    rows, _total = uow.supply.device_page(
+        study_id,
+        visible=visible,
+        search=None,
+        site_id=None,
+        status=None,
+        lot_number=None,
+        order="lot",
+        descending=False,
+        offset=0,
+        limit=1_000_000,
+    )
+    return sorted({each_lot.lot_number for _device, each_lot in rows})
