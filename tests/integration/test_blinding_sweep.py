@@ -114,13 +114,18 @@ def outcome(call: ReadCall, trial: Trial, actor: Actor, number: str) -> str:
 
 
 def each(calls: list[Callable[[], object]]) -> list[object]:
-    """Each call's result or its refusal: one refused item does not hide the others."""
+    """Each call's result or its refusal: one refused item does not hide the others. When
+    every item is refused the first refusal is raised, so a caller refused outright (another
+    study's user, tests/integration/test_multi_study.py) reads as refused, not answered."""
     out: list[object] = []
     for call in calls:
         try:
             out.append(call())
         except TrialError as exc:
             out.append(exc)
+    refusals = [item for item in out if isinstance(item, TrialError)]
+    if refusals and len(refusals) == len(out):
+        raise refusals[0]
     return out
 
 
